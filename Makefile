@@ -1,0 +1,48 @@
+# sandpit: `make run` (main job) and `make test` set everything up by themselves on a fresh
+# Debian 12 machine, as root.
+SHELL := /bin/bash
+CARGO ?= cargo
+BUILD := $(CURDIR)/build
+ROOTFS := $(BUILD)/rootfs
+STAMP := $(BUILD)/.setup-done
+APT_PACKAGES := busybox-static file bubblewrap crun runc hyperfine
+
+export SANDPIT_TEST_ROOTFS := $(ROOTFS)/busybox
+
+.PHONY: setup rootfs build test bench run clean lint
+
+$(STAMP): Makefile
+	@mkdir -p $(BUILD)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; \
+	fi
+	@rustup component add rustfmt clippy >/dev/null 2>&1 || true
+	@touch $@
+
+setup: $(STAMP)
+
+rootfs: setup
+	@bash rootfs/busybox/build.sh $(ROOTFS)/busybox
+
+build: setup
+	$(CARGO) build --release
+
+test: rootfs
+	$(CARGO) test --release --workspace -- --test-threads=2
+
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench: rootfs build
+	$(CARGO) bench --bench run_true -- --warm-up-time 1 --measurement-time 5
+	bash benches/side_by_side.sh $(ROOTFS)/busybox
+
+# The main job: a sample program in the sandbox, its outcome printed.
+run: rootfs build
+	$(BUILD)/../target/release/sandpit run --rootfs $(ROOTFS)/busybox --memory 64M --time 1s --json -- /bin/sh -c 'echo hello from the sandbox; id; ls /'
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,38 @@
+//! The isolation core of sandpit: one call runs one program in a fresh sandbox and returns an
+//! [`Outcome`] that says what it used and why it ended.
+//!
+//! Every run gets its own user, pid, mount, network, ipc, uts and cgroup namespaces, a
+//! read-only root filesystem with a tmpfs work directory and /tmp, no capabilities,
+//! `no_new_privs`, a seccomp filter, rlimits, and its own cgroup (v1 or v2, detected at run
+//! time) below the engine's own cgroup. Verdicts come from kernel evidence: the cgroup's OOM
+//! kill counter, `pids.events`, seccomp notifications.
+//!
+//! The spawn path is safe in a multi-threaded program: everything the child needs is prepared
+//! before `clone3`, and the child runs raw system calls only (no allocation, no locks).
+//!
+//! ```no_run
+//! use sandbox::{Io, RootFs, Sandbox, SandboxConfig, Spec};
+//! use std::time::Duration;
+//!
+//! let engine = Sandbox::new(SandboxConfig::default())?;
+//! let mut spec = Spec::new(
+//!     RootFs::Dir("/var/lib/sandpit/rootfs/busybox".into()),
+//!     vec!["/bin/sh".into(), "-c".into(), "echo hello".into()],
+//! );
+//! spec.limits.memory_bytes = Some(64 << 20);
+//! spec.limits.cpu_time = Some(Duration::from_secs(1));
+//! let outcome = engine.run(&spec, Io::default())?;
+//! assert_eq!(outcome.end_reason.as_str(), "normal");
+//! assert_eq!(outcome.stdout, b"hello\n");
+//! # Ok::<(), sandbox::Error>(())
+//! ```
+
+mod error;
+mod outcome;
+mod runner;
+mod spec;
+
+pub use error::Error;
+pub use outcome::{EndReason, Outcome, SeccompViolation, TimeoutKind};
+pub use runner::{Io, Sandbox, SandboxConfig, StopHandle};
+pub use spec::{FileIn, FileSource, Limits, RootFs, Spec, Stdin, DEFAULT_UID, DEFAULT_WORKDIR};

@@ -1,0 +1,53 @@
+//! The command line: `sandpit run`, `sandpit env …`, `sandpit serve`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod run;
+
+/// Exit status for a bad argument.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status when the sandbox could not be set up (`internal-error`).
+pub const EXIT_SANDBOX_FAILURE: u8 = 125;
+/// Exit status for any other failure of the command itself.
+pub const EXIT_FAILURE: u8 = 1;
+
+#[derive(Debug, Parser)]
+#[command(name = "sandpit", version, about = "Run untrusted programs in a sandbox")]
+pub struct Cli {
+    /// Data directory: image store, environments, database, execution files.
+    #[arg(long, global = true, env = "SANDPIT_DATA", default_value = "/var/lib/sandpit")]
+    pub data: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one program in a fresh sandbox and report how it ended.
+    Run(run::RunArgs),
+}
+
+/// Logs go to stderr; `SANDPIT_LOG` (e.g. `debug`) sets the level.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SANDPIT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn dispatch(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Run(args) => run::main(&cli.data, args),
+    }
+}
+
+/// Prints a one-line error and returns the given exit status.
+pub fn fail(status: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("sandpit: {message}");
+    ExitCode::from(status)
+}

@@ -1,0 +1,245 @@
+//! `sandpit run`: one program, one fresh sandbox, one outcome.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use sandbox::{EndReason, FileIn, FileSource, Io, Outcome, Sandbox, SandboxConfig, Spec, Stdin};
+
+use super::{fail, EXIT_FAILURE, EXIT_SANDBOX_FAILURE, EXIT_USAGE};
+use crate::rootsource::{self, RootSource};
+use crate::units::{parse_duration, parse_size};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Root filesystem: a directory holding a whole root filesystem.
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+    /// Memory limit of the whole sandbox (swap included), e.g. 256M.
+    #[arg(long, value_parser = parse_size)]
+    pub memory: Option<u64>,
+    /// CPU time limit of the whole process tree, e.g. 2s or 500ms.
+    #[arg(long, value_parser = parse_duration)]
+    pub time: Option<std::time::Duration>,
+    /// Wall-clock time limit, e.g. 5s.
+    #[arg(long = "wall-time", value_parser = parse_duration)]
+    pub wall_time: Option<std::time::Duration>,
+    /// Most processes and threads alive at once.
+    #[arg(long)]
+    pub pids: Option<u64>,
+    /// Most bytes kept of stdout and of stderr; more ends the run (output-limit).
+    #[arg(long, value_parser = parse_size)]
+    pub output: Option<u64>,
+    /// Largest file the program may write.
+    #[arg(long = "file-size", value_parser = parse_size)]
+    pub file_size: Option<u64>,
+    /// Size of the writable work directory and of /tmp (each a tmpfs).
+    #[arg(long, value_parser = parse_size)]
+    pub disk: Option<u64>,
+    /// Most open files per process.
+    #[arg(long = "open-files")]
+    pub open_files: Option<u64>,
+    /// A file to read as standard input (default: /dev/null).
+    #[arg(long, value_name = "FILE")]
+    pub stdin: Option<PathBuf>,
+    /// Write the program's stdout to this file instead of the terminal.
+    #[arg(long, value_name = "FILE")]
+    pub stdout: Option<PathBuf>,
+    /// Write the program's stderr to this file instead of the terminal.
+    #[arg(long, value_name = "FILE")]
+    pub stderr: Option<PathBuf>,
+    /// Copy a host file or directory into the sandbox: SRC:DST (DST relative to the work dir).
+    #[arg(long = "copy-in", value_name = "SRC:DST")]
+    pub copy_in: Vec<String>,
+    /// Working directory inside the sandbox (default: the work directory, /work).
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// Set an environment variable inside the sandbox.
+    #[arg(long = "setenv", value_name = "K=V")]
+    pub setenv: Vec<String>,
+    /// Print the outcome as one JSON object (streams included) on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// The program and its arguments.
+    #[arg(last = true, value_name = "PROGRAM")]
+    pub command: Vec<String>,
+}
+
+impl RunArgs {
+    fn root_source(&self) -> Result<RootSource, String> {
+        match &self.rootfs {
+            Some(dir) => Ok(RootSource::Dir(dir.clone())),
+            None => Err("no root filesystem: give --rootfs DIR".into()),
+        }
+    }
+
+    /// Builds the spec: the root source's defaults first, then the user's flags.
+    fn spec(&self, data: &Path) -> Result<Spec, String> {
+        let source = self.root_source()?;
+        let resolved = rootsource::resolve(data, &source)?;
+        let mut spec = Spec::new(resolved.rootfs, Vec::new());
+        (resolved.defaults)(&mut spec);
+        if !self.command.is_empty() {
+            spec.argv = self.command.clone();
+        }
+        if spec.argv.is_empty() {
+            return Err("no program given (sandpit run [OPTIONS] -- PROGRAM [ARGS...])".into());
+        }
+        let limits = &mut spec.limits;
+        let overrides = [
+            (&mut limits.memory_bytes, self.memory),
+            (&mut limits.pids, self.pids),
+            (&mut limits.output_bytes, self.output),
+            (&mut limits.file_size_bytes, self.file_size),
+            (&mut limits.disk_bytes, self.disk),
+            (&mut limits.open_files, self.open_files),
+        ];
+        for (slot, value) in overrides {
+            if value.is_some() {
+                *slot = value;
+            }
+        }
+        if self.time.is_some() {
+            limits.cpu_time = self.time;
+        }
+        if self.wall_time.is_some() {
+            limits.wall_time = self.wall_time;
+        }
+        if let Some(path) = &self.stdin {
+            File::open(path).map_err(|e| format!("--stdin {}: {e}", path.display()))?;
+            spec.stdin = Stdin::File(path.clone());
+        }
+        for pair in &self.copy_in {
+            let (src, dst) = pair
+                .split_once(':')
+                .ok_or_else(|| format!("--copy-in '{pair}': expected SRC:DST"))?;
+            if src.is_empty() || dst.is_empty() {
+                return Err(format!("--copy-in '{pair}': expected SRC:DST"));
+            }
+            let src = PathBuf::from(src);
+            if !src.exists() {
+                return Err(format!("--copy-in {}: no such file", src.display()));
+            }
+            spec.files.push(FileIn {
+                path: PathBuf::from(dst),
+                source: FileSource::Host(src),
+                mode: None,
+            });
+        }
+        if let Some(cwd) = &self.cwd {
+            spec.cwd = Some(cwd.clone());
+        }
+        for kv in &self.setenv {
+            let Some((key, _)) = kv.split_once('=') else {
+                return Err(format!("--setenv '{kv}': expected K=V"));
+            };
+            if key.is_empty() {
+                return Err(format!("--setenv '{kv}': empty name"));
+            }
+            spec.env.retain(|e| !e.starts_with(&format!("{key}=")));
+            spec.env.push(kv.clone());
+        }
+        Ok(spec)
+    }
+}
+
+fn open_sink(path: &Option<PathBuf>, flag: &str) -> Result<Option<Box<dyn Write + Send>>, String> {
+    match path {
+        Some(p) => File::create(p)
+            .map(|f| Some(Box::new(f) as Box<dyn Write + Send>))
+            .map_err(|e| format!("{flag} {}: {e}", p.display())),
+        None => Ok(None),
+    }
+}
+
+pub fn main(data: &Path, args: RunArgs) -> ExitCode {
+    let spec = match args.spec(data) {
+        Ok(spec) => spec,
+        Err(message) => return fail(EXIT_USAGE, message),
+    };
+    let mut io = Io::default();
+    match (open_sink(&args.stdout, "--stdout"), open_sink(&args.stderr, "--stderr")) {
+        (Ok(out), Ok(err)) => {
+            io.stdout_sink = out;
+            io.stderr_sink = err;
+        }
+        (Err(e), _) | (_, Err(e)) => return fail(EXIT_USAGE, e),
+    }
+    if !args.json {
+        // Without --json the streams pass through to the terminal unless sent to a file.
+        if io.stdout_sink.is_none() {
+            io.stdout_sink = Some(Box::new(std::io::stdout()));
+        }
+        if io.stderr_sink.is_none() {
+            io.stderr_sink = Some(Box::new(std::io::stderr()));
+        }
+    }
+    let engine = match Sandbox::new(SandboxConfig::default()) {
+        Ok(engine) => engine,
+        Err(e) => return fail(EXIT_SANDBOX_FAILURE, e),
+    };
+    let outcome = match engine.run(&spec, io) {
+        Ok(outcome) => outcome,
+        Err(sandbox::Error::InvalidSpec(m)) => return fail(EXIT_USAGE, m),
+        Err(e) => return fail(EXIT_SANDBOX_FAILURE, e),
+    };
+    report(&outcome, args.json)
+}
+
+/// Prints the outcome and turns it into the command's exit status.
+fn report(outcome: &Outcome, json: bool) -> ExitCode {
+    if json {
+        match serde_json::to_string(outcome) {
+            Ok(text) => println!("{text}"),
+            Err(e) => return fail(EXIT_FAILURE, e),
+        }
+    } else {
+        eprintln!("{}", summary(outcome));
+    }
+    match outcome.end_reason {
+        EndReason::InternalError => ExitCode::from(EXIT_SANDBOX_FAILURE),
+        _ if json => ExitCode::SUCCESS,
+        EndReason::Normal => match (outcome.exit_code, outcome.signal) {
+            (Some(code), _) => ExitCode::from(code.clamp(0, 255) as u8),
+            (None, Some(sig)) => ExitCode::from((128 + sig).clamp(0, 255) as u8),
+            (None, None) => ExitCode::from(EXIT_FAILURE),
+        },
+        // Ended by the sandbox (limit or stop): like a shell reports SIGKILL.
+        _ => ExitCode::from(137),
+    }
+}
+
+/// One line for humans: `sandpit: normal, exit 0, cpu 0.001 s, wall 0.002 s, peak 1.2 MiB`.
+fn summary(o: &Outcome) -> String {
+    let mut s = format!("sandpit: {}", o.end_reason);
+    if let Some(t) = o.timeout {
+        s += &format!(" ({})", serde_json::to_string(&t).unwrap_or_default().trim_matches('"'));
+    }
+    if let Some(code) = o.exit_code {
+        s += &format!(", exit {code}");
+    }
+    if let Some(name) = &o.signal_name {
+        s += &format!(", signal {name}");
+    }
+    s += &format!(
+        ", cpu {:.3} s, wall {:.3} s, peak {:.1} MiB",
+        o.cpu_time_s,
+        o.wall_time_s,
+        o.peak_memory_bytes as f64 / (1 << 20) as f64
+    );
+    if o.oom_kills > 0 {
+        s += &format!(", oom kills {}", o.oom_kills);
+    }
+    if o.pids_limit_hit {
+        s += ", process limit hit";
+    }
+    for v in &o.seccomp_violations {
+        s += &format!(", denied syscall {} x{}", v.syscall, v.count);
+    }
+    if let Some(m) = &o.message {
+        s += &format!(": {m}");
+    }
+    s
+}

@@ -1,0 +1,6 @@
+//! The sandpit engine: environments and images, executions, the HTTP API and the command line,
+//! all on top of the isolation core in the `sandbox` crate.
+
+pub mod cli;
+pub mod rootsource;
+pub mod units;
