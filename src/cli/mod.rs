@@ -15,10 +15,19 @@ pub const EXIT_SANDBOX_FAILURE: u8 = 125;
 pub const EXIT_FAILURE: u8 = 1;
 
 #[derive(Debug, Parser)]
-#[command(name = "sandpit", version, about = "Run untrusted programs in a sandbox")]
+#[command(
+    name = "sandpit",
+    version,
+    about = "Run untrusted programs in a sandbox"
+)]
 pub struct Cli {
     /// Data directory: image store, environments, database, execution files.
-    #[arg(long, global = true, env = "SANDPIT_DATA", default_value = "/var/lib/sandpit")]
+    #[arg(
+        long,
+        global = true,
+        env = "SANDPIT_DATA",
+        default_value = "/var/lib/sandpit"
+    )]
     pub data: PathBuf,
     #[command(subcommand)]
     pub command: Command,
