@@ -234,6 +234,10 @@ fn multi_layer_image_runs_with_its_merged_view_and_defaults() {
 #[test]
 fn a_run_cannot_alter_its_image() {
     let data = shipped_data();
+    let store = EnvStore::open(&data).expect("open");
+    let layers = store.get("python3").expect("get").expect("python3 env").layers;
+    let top = store.images().layer_path(&layers[layers.len() - 1]).expect("layer path");
+    let passwd_before = fs::read(top.join("etc/passwd")).expect("image /etc/passwd");
     let vandal =
         "rm -rf /bin/ls /usr/bin/python3* 2>/dev/null; echo pwned > /etc/passwd 2>/dev/null; \
                   mkdir -p /tmp/x; echo done";
@@ -252,6 +256,8 @@ fn a_run_cannot_alter_its_image() {
     let out = o["stdout"].as_str().unwrap_or_default();
     assert!(out.starts_with("/bin/ls\nroot:x:0:0:"), "{o}");
     assert!(out.ends_with("1\n"), "{o}");
+    assert_eq!(fs::read(top.join("etc/passwd")).expect("read"), passwd_before);
+    assert!(top.join("bin/ls").exists() || top.join("usr/bin/ls").exists());
 }
 
 #[test]

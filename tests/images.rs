@@ -151,7 +151,7 @@ fn image_tar_imports_like_a_directory_and_is_content_addressed() {
     assert_eq!(a.image_digest, b.image_digest);
     assert_eq!(store.images().stored_layers().expect("layers").len(), 2);
     assert!(
-        tree(&data.path().join("tmp")).is_empty(),
+        tree(&data.path().join("layers/tmp")).is_empty(),
         "archive scratch left behind"
     );
 }
