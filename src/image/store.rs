@@ -109,10 +109,11 @@ fn mkdirs(path: &Path) -> Result<()> {
 impl ImageStore {
     /// Opens (creating what is missing) the store under `data`.
     pub fn open(data: &Path, limits: ImportLimits) -> Result<ImageStore> {
-        let store = ImageStore {
-            data: data.to_path_buf(),
-            limits,
-        };
+        mkdirs(data)?;
+        // Absolute: layer paths go to the sandbox core as overlay lower dirs.
+        let data =
+            fs::canonicalize(data).map_err(|e| ImageError::io(data.display().to_string(), e))?;
+        let store = ImageStore { data, limits };
         for dir in [
             store.layers_dir(),
             store.data.join("layers/tmp"),
