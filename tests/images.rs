@@ -157,6 +157,21 @@ fn image_tar_imports_like_a_directory_and_is_content_addressed() {
 }
 
 #[test]
+fn zstd_layers_import() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let src = tempfile::tempdir().expect("tempdir");
+    let craft = Craft {
+        zstd: true,
+        ..Default::default()
+    };
+    write_layout(src.path(), &[base_layer(), upper_layer()], &craft);
+    let store = EnvStore::open(data.path()).expect("open");
+    store.import(src.path(), meta("zstd")).expect("import zstd");
+    let view = in_overlay(&layer_dirs(&store, "zstd"), "cat top.txt");
+    assert_eq!(view, "v2\n");
+}
+
+#[test]
 fn two_images_sharing_a_layer_store_it_once() {
     let data = tempfile::tempdir().expect("tempdir");
     let (one, two) = (
