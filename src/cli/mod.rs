@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod env;
 pub mod run;
 
 /// Exit status for a bad argument.
@@ -33,10 +34,14 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one program in a fresh sandbox and report how it ended.
     Run(run::RunArgs),
+    /// Manage environments: import, list, show, rm.
+    Env(env::EnvArgs),
 }
 
 /// Logs go to stderr; `SANDPIT_LOG` (e.g. `debug`) sets the level.
@@ -52,6 +57,7 @@ pub fn init_tracing() {
 pub fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(args) => run::main(&cli.data, args),
+        Command::Env(args) => env::main(&cli.data, args),
     }
 }
 
