@@ -44,11 +44,13 @@ pub fn destination(file: &FileIn, workdir: &Path) -> Result<PathBuf, Error> {
 /// Runs `f` with this thread's filesystem ids switched to the sandbox user's host ids: the
 /// sandbox's tmpfs belongs to its user namespace, where host root has no mapping (creating a
 /// file as host root fails with EOVERFLOW), and what we create is owned by the sandbox user.
-fn as_sandbox_user<T>(host_uid: u32, host_gid: u32, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+fn as_sandbox_user<T>(
+    host_uid: u32,
+    host_gid: u32,
+    f: impl FnOnce() -> io::Result<T>,
+) -> io::Result<T> {
     // SAFETY: setfsuid/setfsgid change the calling thread's fs ids only; restored below.
-    let (old_gid, old_uid) = unsafe {
-        (libc::setfsgid(host_gid), libc::setfsuid(host_uid))
-    };
+    let (old_gid, old_uid) = unsafe { (libc::setfsgid(host_gid), libc::setfsuid(host_uid)) };
     let result = f();
     // SAFETY: as above.
     unsafe {
@@ -112,7 +114,13 @@ fn copy_tree(
         mkdir(dst)?;
         for entry in fs::read_dir(src)? {
             let entry = entry?;
-            copy_tree(&entry.path(), &dst.join(entry.file_name()), None, mkdir, create)?;
+            copy_tree(
+                &entry.path(),
+                &dst.join(entry.file_name()),
+                None,
+                mkdir,
+                create,
+            )?;
         }
         Ok(())
     } else if meta.is_file() {

@@ -9,13 +9,18 @@ use common::*;
 fn own_cgroups() -> Vec<String> {
     let prefix = format!("sandpit-{}-", std::process::id());
     let mut found = Vec::new();
-    for line in std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines() {
+    for line in std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+    {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let mount_point = fields[4];
         if !line.contains(" - cgroup") {
             continue;
         }
-        let Ok(walk) = walk(std::path::Path::new(mount_point), 4) else { continue };
+        let Ok(walk) = walk(std::path::Path::new(mount_point), 4) else {
+            continue;
+        };
         found.extend(walk.into_iter().filter(|n| n.contains(&prefix)));
     }
     found
@@ -37,7 +42,9 @@ fn walk(dir: &std::path::Path, depth: u32) -> std::io::Result<Vec<String>> {
 fn processes_of_uid_range() -> usize {
     let mut n = 0;
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else { continue };
+        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
+            continue;
+        };
         let uid: u64 = status
             .lines()
             .find_map(|l| l.strip_prefix("Uid:"))
@@ -65,7 +72,14 @@ fn nothing_is_left_after_runs_of_every_kind() {
     sleeper.limits.wall_time = Some(Duration::from_millis(200));
     let mut bomb = prog_spec("forkbomb", &["1"]);
     bomb.limits.pids = Some(8);
-    for s in [sh("true"), oom, spin, sleeper, bomb, prog_spec("daemon", &[])] {
+    for s in [
+        sh("true"),
+        oom,
+        spin,
+        sleeper,
+        bomb,
+        prog_spec("daemon", &[]),
+    ] {
         let o = run(&s);
         assert_ne!(o.end_reason, sandbox::EndReason::InternalError, "{o:?}");
     }

@@ -16,7 +16,10 @@ fn only_the_rootfs_is_visible_and_it_is_read_only() {
          echo ok > /work/a && cat /work/a; echo ok > /tmp/b && cat /tmp/b; ls /root /home 2>&1",
     ));
     let out = stdout(&o);
-    assert!(!out.contains("Cargo.toml") && !out.contains("boot"), "{out}");
+    assert!(
+        !out.contains("Cargo.toml") && !out.contains("boot"),
+        "{out}"
+    );
     assert!(out.contains("ro-etc") && out.contains("ro-bin"), "{out}");
     assert_eq!(out.matches("ok\n").count(), 2, "{out}");
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -25,7 +28,9 @@ fn only_the_rootfs_is_visible_and_it_is_read_only() {
 
 #[test]
 fn uid_inside_is_1000_and_maps_to_an_unprivileged_host_uid() {
-    let out = stdout(&run(&sh("id -u; id -g; cat /proc/self/uid_map; cat /proc/self/status | grep CapEff")));
+    let out = stdout(&run(&sh(
+        "id -u; id -g; cat /proc/self/uid_map; cat /proc/self/status | grep CapEff",
+    )));
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "1000");
     assert_eq!(lines[1], "1000");
@@ -46,7 +51,11 @@ fn network_is_only_an_own_loopback() {
     ));
     s.limits.wall_time = Some(Duration::from_secs(10));
     let out = stdout(&run(&s));
-    let ifaces: Vec<&str> = out.lines().take_while(|l| !l.contains("reach")).map(str::trim).collect();
+    let ifaces: Vec<&str> = out
+        .lines()
+        .take_while(|l| !l.contains("reach"))
+        .map(str::trim)
+        .collect();
     assert_eq!(ifaces, vec!["lo"], "{out}");
     assert!(out.contains("unreachable"), "{out}");
     assert!(out.contains("own-lo-works"), "{out}");
@@ -71,7 +80,16 @@ fn denied_syscalls_fail_and_are_reported_by_name() {
     let o = run(&prog_spec("syscalls", &[]));
     assert_eq!(o.end_reason, EndReason::Normal, "{o:?}");
     let out = stdout(&o);
-    for name in ["mount", "unshare", "ptrace", "keyctl", "bpf", "io_uring_setup", "vsock", "chroot"] {
+    for name in [
+        "mount",
+        "unshare",
+        "ptrace",
+        "keyctl",
+        "bpf",
+        "io_uring_setup",
+        "vsock",
+        "chroot",
+    ] {
         let line = out
             .lines()
             .find(|l| l.starts_with(&format!("{name} ")))
@@ -80,8 +98,21 @@ fn denied_syscalls_fail_and_are_reported_by_name() {
     }
     // init (pid 1) belongs to root inside: the program cannot signal it.
     assert!(out.contains("kill1 -1 1"), "{out}");
-    let reported: Vec<&str> = o.seccomp_violations.iter().map(|v| v.syscall.as_str()).collect();
-    for name in ["mount", "unshare", "ptrace", "keyctl", "bpf", "io_uring_setup", "socket", "chroot"] {
+    let reported: Vec<&str> = o
+        .seccomp_violations
+        .iter()
+        .map(|v| v.syscall.as_str())
+        .collect();
+    for name in [
+        "mount",
+        "unshare",
+        "ptrace",
+        "keyctl",
+        "bpf",
+        "io_uring_setup",
+        "socket",
+        "chroot",
+    ] {
         assert!(reported.contains(&name), "{name} not in {reported:?}");
     }
 }
@@ -110,13 +141,28 @@ fn files_go_in_and_outputs_come_back_without_following_symlinks() {
         source: FileSource::Bytes(b"payload".to_vec()),
         mode: None,
     });
-    s.collect = vec!["out.txt".into(), "link".into(), "fifo".into(), "missing".into()];
+    s.collect = vec![
+        "out.txt".into(),
+        "link".into(),
+        "fifo".into(),
+        "missing".into(),
+    ];
     let o = run(&s);
     assert_eq!(stdout(&o), "done\n", "{o:?}");
     assert_eq!(o.files["out.txt"].as_deref(), Ok(&b"payload"[..]));
-    assert!(o.files["link"].as_ref().unwrap_err().contains("symlink"), "{:?}", o.files);
-    assert!(o.files["fifo"].as_ref().unwrap_err().contains("not a regular file"));
-    assert!(o.files["missing"].as_ref().unwrap_err().contains("no such file"));
+    assert!(
+        o.files["link"].as_ref().unwrap_err().contains("symlink"),
+        "{:?}",
+        o.files
+    );
+    assert!(o.files["fifo"]
+        .as_ref()
+        .unwrap_err()
+        .contains("not a regular file"));
+    assert!(o.files["missing"]
+        .as_ref()
+        .unwrap_err()
+        .contains("no such file"));
 }
 
 #[test]

@@ -85,7 +85,11 @@ fn wall_limit_ends_a_sleeper() {
     let o = run(&s);
     assert_eq!(o.end_reason, EndReason::Timeout, "{o:?}");
     assert_eq!(o.timeout, Some(TimeoutKind::Wall));
-    assert!(o.wall_time_s >= 0.3 && o.wall_time_s < 0.4, "{}", o.wall_time_s);
+    assert!(
+        o.wall_time_s >= 0.3 && o.wall_time_s < 0.4,
+        "{}",
+        o.wall_time_s
+    );
     assert!(start.elapsed() < Duration::from_secs(2));
 }
 
@@ -121,7 +125,8 @@ fn output_limit_truncates_and_ends_the_run() {
 
 #[test]
 fn file_size_limit_stops_a_large_write() {
-    let mut s = sh("dd if=/dev/zero of=/work/big bs=1024 count=4096 2>&1; echo rc=$?; ls -l /work/big");
+    let mut s =
+        sh("dd if=/dev/zero of=/work/big bs=1024 count=4096 2>&1; echo rc=$?; ls -l /work/big");
     s.limits.file_size_bytes = Some(1 << 20);
     let o = run(&s);
     assert_eq!(o.end_reason, EndReason::Normal, "{o:?}");
@@ -177,13 +182,19 @@ fn a_missing_program_is_an_internal_error_with_a_message() {
     let o = run(&spec(&["/bin/does-not-exist"]));
     assert_eq!(o.end_reason, EndReason::InternalError, "{o:?}");
     let m = o.message.unwrap();
-    assert!(m.contains("could not be executed") && m.contains("No such file"), "{m}");
+    assert!(
+        m.contains("could not be executed") && m.contains("No such file"),
+        "{m}"
+    );
 }
 
 #[test]
 fn a_rootfs_without_mount_points_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    let s = sandbox::Spec::new(sandbox::RootFs::Dir(dir.path().into()), vec!["/bin/true".into()]);
+    let s = sandbox::Spec::new(
+        sandbox::RootFs::Dir(dir.path().into()),
+        vec!["/bin/true".into()],
+    );
     let e = engine().run(&s, Io::default()).unwrap_err();
     assert!(e.to_string().contains("/proc, /dev and /tmp"), "{e}");
 }

@@ -36,7 +36,8 @@ pub fn prog(name: &str) -> PathBuf {
     let out = dir.join(name);
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/progs/{name}.c"));
     let fresh = out.exists()
-        && out.metadata().unwrap().modified().unwrap() >= src.metadata().unwrap().modified().unwrap();
+        && out.metadata().unwrap().modified().unwrap()
+            >= src.metadata().unwrap().modified().unwrap();
     if !fresh {
         let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
         let status = Command::new("cc")
