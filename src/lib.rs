@@ -2,5 +2,9 @@
 //! all on top of the isolation core in the `sandbox` crate.
 
 pub mod cli;
+pub mod env;
 pub mod rootsource;
+pub mod scheduler;
+pub mod server;
+pub mod store;
 pub mod units;

@@ -34,5 +34,5 @@ mod spec;
 
 pub use error::Error;
 pub use outcome::{EndReason, Outcome, SeccompViolation, TimeoutKind};
-pub use runner::{Io, Sandbox, SandboxConfig, StopHandle};
+pub use runner::{cleanup_stale, Io, Sandbox, SandboxConfig, StopHandle};
 pub use spec::{FileIn, FileSource, Limits, RootFs, Spec, Stdin, DEFAULT_UID, DEFAULT_WORKDIR};

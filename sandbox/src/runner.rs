@@ -43,6 +43,21 @@ pub struct Io {
 #[derive(Clone, Default)]
 pub struct StopHandle {}
 
+// Temporary (branch `server`): the names the server codes against until the core lands on main.
+impl StopHandle {
+    pub fn new() -> Self {
+        StopHandle {}
+    }
+
+    pub fn stop(&self) {}
+}
+
+/// Removes what crashed runs left behind (cgroups, mounts, processes); returns how many.
+/// Temporary stub (branch `server`) until the core provides it.
+pub fn cleanup_stale(_config: &SandboxConfig) -> usize {
+    0
+}
+
 /// The sandbox engine. Cheap to share between threads (`&Sandbox` is `Sync`).
 pub struct Sandbox {
     _config: SandboxConfig,

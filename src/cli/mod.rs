@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod run;
+pub mod serve;
 
 /// Exit status for a bad argument.
 pub const EXIT_USAGE: u8 = 2;
@@ -15,10 +16,19 @@ pub const EXIT_SANDBOX_FAILURE: u8 = 125;
 pub const EXIT_FAILURE: u8 = 1;
 
 #[derive(Debug, Parser)]
-#[command(name = "sandpit", version, about = "Run untrusted programs in a sandbox")]
+#[command(
+    name = "sandpit",
+    version,
+    about = "Run untrusted programs in a sandbox"
+)]
 pub struct Cli {
     /// Data directory: image store, environments, database, execution files.
-    #[arg(long, global = true, env = "SANDPIT_DATA", default_value = "/var/lib/sandpit")]
+    #[arg(
+        long,
+        global = true,
+        env = "SANDPIT_DATA",
+        default_value = "/var/lib/sandpit"
+    )]
     pub data: PathBuf,
     #[command(subcommand)]
     pub command: Command,
@@ -28,6 +38,8 @@ pub struct Cli {
 pub enum Command {
     /// Run one program in a fresh sandbox and report how it ended.
     Run(run::RunArgs),
+    /// Serve the HTTP execution API.
+    Serve(serve::ServeArgs),
 }
 
 /// Logs go to stderr; `SANDPIT_LOG` (e.g. `debug`) sets the level.
@@ -43,6 +55,7 @@ pub fn init_tracing() {
 pub fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(args) => run::main(&cli.data, args),
+        Command::Serve(args) => serve::main(&cli.data, args),
     }
 }
 

@@ -160,7 +160,10 @@ pub fn main(data: &Path, args: RunArgs) -> ExitCode {
         Err(message) => return fail(EXIT_USAGE, message),
     };
     let mut io = Io::default();
-    match (open_sink(&args.stdout, "--stdout"), open_sink(&args.stderr, "--stderr")) {
+    match (
+        open_sink(&args.stdout, "--stdout"),
+        open_sink(&args.stderr, "--stderr"),
+    ) {
         (Ok(out), Ok(err)) => {
             io.stdout_sink = out;
             io.stderr_sink = err;
@@ -215,7 +218,12 @@ fn report(outcome: &Outcome, json: bool) -> ExitCode {
 fn summary(o: &Outcome) -> String {
     let mut s = format!("sandpit: {}", o.end_reason);
     if let Some(t) = o.timeout {
-        s += &format!(" ({})", serde_json::to_string(&t).unwrap_or_default().trim_matches('"'));
+        s += &format!(
+            " ({})",
+            serde_json::to_string(&t)
+                .unwrap_or_default()
+                .trim_matches('"')
+        );
     }
     if let Some(code) = o.exit_code {
         s += &format!(", exit {code}");
