@@ -5,9 +5,15 @@ CARGO ?= cargo
 BUILD := $(CURDIR)/build
 ROOTFS := $(BUILD)/rootfs
 STAMP := $(BUILD)/.setup-done
-APT_PACKAGES := busybox-static file bubblewrap crun runc hyperfine
+APT_PACKAGES := busybox-static file bubblewrap crun runc hyperfine mmdebstrap python3
+OCI := $(BUILD)/oci
+DATA := $(BUILD)/data
+SANDPIT := $(CURDIR)/target/release/sandpit
+ENVS := busybox python3 c
 
 export SANDPIT_TEST_ROOTFS := $(ROOTFS)/busybox
+# The data directory holding the shipped environments (busybox, python3, c), imported by `make rootfs`.
+export SANDPIT_TEST_DATA := $(DATA)
 
 .PHONY: setup rootfs build test bench run clean lint
 
@@ -23,8 +29,13 @@ $(STAMP): Makefile
 
 setup: $(STAMP)
 
-rootfs: setup
+# Each step is cached (stamp on its recipe's hash): a second run takes seconds.
+rootfs: setup build
 	@bash rootfs/busybox/build.sh $(ROOTFS)/busybox
+	@bash rootfs/lib/pack-dir.sh $(ROOTFS)/busybox $(OCI)/busybox '["/bin/sh"]'
+	@bash rootfs/python3/build.sh $(OCI)/python3
+	@bash rootfs/c/build.sh $(OCI)/c
+	@bash rootfs/lib/import.sh $(SANDPIT) $(DATA) $(OCI) $(ENVS)
 
 build: setup
 	$(CARGO) build --release
@@ -39,6 +50,7 @@ lint: setup
 bench: rootfs build
 	$(CARGO) bench --bench run_true -- --warm-up-time 1 --measurement-time 5
 	bash benches/side_by_side.sh $(ROOTFS)/busybox
+	bash benches/python_row.sh $(SANDPIT) $(DATA)
 
 # The main job: a sample program in the sandbox, its outcome printed.
 run: rootfs build

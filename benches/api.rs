@@ -5,7 +5,7 @@
 //! Knobs: SANDPIT_BENCH_CLIENTS (default 8), SANDPIT_BENCH_RUNS (default 200),
 //! SANDPIT_BENCH_LATENCY_RUNS (default 30).
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/server_common/mod.rs"]
 mod common;
 
 use std::process::Command;

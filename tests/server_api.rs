@@ -1,5 +1,6 @@
 //! The HTTP API over loopback: every route, every error code, the lifecycle, API key limits.
 
+#[path = "server_common/mod.rs"]
 mod common;
 
 use common::{core_works, temp_data, Server, TOKEN};
@@ -617,4 +618,82 @@ fn stop_and_delete_of_waiting_and_running_executions() {
     );
     s.get(&format!("/api/v1/executions/{id}")).assert_error(404);
     assert!(!data.path().join("executions").join(&id).exists());
+}
+
+#[test]
+fn environment_import_run_and_delete() {
+    let data = temp_data();
+    let s = Server::start(data.path(), &[]);
+    let archive = common::busybox_oci_archive(data.path());
+    let bytes = std::fs::read(&archive).expect("archive");
+    let r = s.req(
+        "POST",
+        "/api/v1/environments?envid=bb&name=BusyBox&authors=Ann,Bob&description=tiny",
+        Some(TOKEN),
+        Some(("application/x-tar", &bytes)),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = s.get("/api/v1/environments/bb").json();
+    assert_eq!(v["name"], "BusyBox");
+    assert_eq!(v["authors"], json!(["Ann", "Bob"]));
+    assert_eq!(v["description"], "tiny");
+    assert!(s
+        .get("/api/v1/environments")
+        .json()
+        .as_array()
+        .expect("list")
+        .iter()
+        .any(|e| e["envid"] == "bb"));
+    // The same id again: 409.
+    s.req(
+        "POST",
+        "/api/v1/environments?envid=bb",
+        Some(TOKEN),
+        Some(("application/x-tar", &bytes)),
+    )
+    .assert_error(409);
+    // Multipart works too.
+    let boundary = "b0undary";
+    let mut mp = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"envid\"\r\n\r\nbb2\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"bb.tar\"\r\n\r\n").into_bytes();
+    mp.extend_from_slice(&bytes);
+    mp.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let r = s.req(
+        "POST",
+        "/api/v1/environments",
+        Some(TOKEN),
+        Some((&format!("multipart/form-data; boundary={boundary}"), &mp)),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = create(
+        &s,
+        TOKEN,
+        json!({"environment": "bb", "command": ["sh", "-c", "echo imported"], "wait": true}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    if core_works() {
+        assert_eq!(r.json()["stdout"], "imported\n", "{}", r.text());
+        // In use while a run holds it: 409.
+        let run = create(
+            &s,
+            TOKEN,
+            json!({"environment": "bb", "command": ["sleep", "2"], "start": true}),
+        );
+        let id = run.json()["id"].as_str().expect("id").to_string();
+        let t = std::time::Instant::now();
+        while s.get(&format!("/api/v1/executions/{id}")).json()["status"] != "running" {
+            assert!(t.elapsed().as_secs() < 20);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        s.req("DELETE", "/api/v1/environments/bb", Some(TOKEN), None)
+            .assert_error(409);
+        s.wait_ended(&id, TOKEN);
+    }
+    assert_eq!(
+        s.req("DELETE", "/api/v1/environments/bb", Some(TOKEN), None)
+            .status,
+        200
+    );
+    s.get("/api/v1/environments/bb").assert_error(404);
+    s.req("DELETE", "/api/v1/environments/bb", Some(TOKEN), None)
+        .assert_error(404);
 }

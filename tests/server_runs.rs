@@ -1,5 +1,6 @@
 //! Many executions at once, the live log, and a `kill -9` of the server with nothing lost.
 
+#[path = "server_common/mod.rs"]
 mod common;
 
 use std::io::{Read, Write};

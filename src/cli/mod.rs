@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod env;
 pub mod run;
 pub mod serve;
 
@@ -38,6 +39,8 @@ pub struct Cli {
 pub enum Command {
     /// Run one program in a fresh sandbox and report how it ended.
     Run(run::RunArgs),
+    /// Manage environments: import, list, show, rm.
+    Env(env::EnvArgs),
     /// Serve the HTTP execution API.
     Serve(serve::ServeArgs),
 }
@@ -55,6 +58,7 @@ pub fn init_tracing() {
 pub fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(args) => run::main(&cli.data, args),
+        Command::Env(args) => env::main(&cli.data, args),
         Command::Serve(args) => serve::main(&cli.data, args),
     }
 }

@@ -9,6 +9,7 @@ use clap::Args;
 use sandbox::{EndReason, FileIn, FileSource, Io, Outcome, Sandbox, SandboxConfig, Spec, Stdin};
 
 use super::{fail, EXIT_FAILURE, EXIT_SANDBOX_FAILURE, EXIT_USAGE};
+use crate::env::EnvLease;
 use crate::rootsource::{self, RootSource};
 use crate::units::{parse_duration, parse_size};
 
@@ -17,6 +18,15 @@ pub struct RunArgs {
     /// Root filesystem: a directory holding a whole root filesystem.
     #[arg(long, value_name = "DIR")]
     pub rootfs: Option<PathBuf>,
+    /// Root filesystem: an environment of the data directory (see `sandpit env list`).
+    #[arg(long, value_name = "ID")]
+    pub env: Option<String>,
+    /// Root filesystem: an OCI image layout (directory or tar), imported into the store.
+    #[arg(long, value_name = "PATH")]
+    pub image: Option<PathBuf>,
+    /// Root filesystem and process: an OCI runtime bundle (config.json + rootfs/).
+    #[arg(long, value_name = "DIR")]
+    pub bundle: Option<PathBuf>,
     /// Memory limit of the whole sandbox (swap included), e.g. 256M.
     #[arg(long, value_parser = parse_size)]
     pub memory: Option<u64>,
@@ -69,16 +79,32 @@ pub struct RunArgs {
 
 impl RunArgs {
     fn root_source(&self) -> Result<RootSource, String> {
-        match &self.rootfs {
-            Some(dir) => Ok(RootSource::Dir(dir.clone())),
-            None => Err("no root filesystem: give --rootfs DIR".into()),
+        let mut given = Vec::new();
+        if let Some(dir) = &self.rootfs {
+            given.push(RootSource::Dir(dir.clone()));
+        }
+        if let Some(id) = &self.env {
+            given.push(RootSource::Env(id.clone()));
+        }
+        if let Some(path) = &self.image {
+            given.push(RootSource::Image(path.clone()));
+        }
+        if let Some(dir) = &self.bundle {
+            given.push(RootSource::Bundle(dir.clone()));
+        }
+        match given.len() {
+            1 => Ok(given.remove(0)),
+            0 => Err("no root filesystem: give one of --env ID, --image PATH, --rootfs DIR, --bundle DIR".into()),
+            _ => Err("give only one of --env, --image, --rootfs, --bundle".into()),
         }
     }
 
     /// Builds the spec: the root source's defaults first, then the user's flags.
-    fn spec(&self, data: &Path) -> Result<Spec, String> {
+    /// The lease keeps the environment or image in use: hold it until the run has ended.
+    fn spec(&self, data: &Path) -> Result<(Spec, Option<EnvLease>), String> {
         let source = self.root_source()?;
         let resolved = rootsource::resolve(data, &source)?;
+        let lease = resolved.lease;
         let mut spec = Spec::new(resolved.rootfs, Vec::new());
         (resolved.defaults)(&mut spec);
         if !self.command.is_empty() {
@@ -141,7 +167,7 @@ impl RunArgs {
             spec.env.retain(|e| !e.starts_with(&format!("{key}=")));
             spec.env.push(kv.clone());
         }
-        Ok(spec)
+        Ok((spec, lease))
     }
 }
 
@@ -155,8 +181,8 @@ fn open_sink(path: &Option<PathBuf>, flag: &str) -> Result<Option<Box<dyn Write 
 }
 
 pub fn main(data: &Path, args: RunArgs) -> ExitCode {
-    let spec = match args.spec(data) {
-        Ok(spec) => spec,
+    let (spec, _lease) = match args.spec(data) {
+        Ok(v) => v,
         Err(message) => return fail(EXIT_USAGE, message),
     };
     let mut io = Io::default();

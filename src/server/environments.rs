@@ -53,7 +53,10 @@ pub fn env_error(e: EnvError) -> ApiError {
         EnvError::InvalidId(id) => {
             ApiError::bad_request(format!("'{id}' is not a valid environment id"))
         }
-        #[allow(unreachable_patterns)]
+        e @ (EnvError::Io { .. } | EnvError::Corrupt { .. }) => {
+            ApiError::internal(format!("environment store: {e}"))
+        }
+        // The image itself is wrong: a bad archive, a digest mismatch, an escaping entry.
         other => ApiError::bad_request(format!("environment: {other}")),
     }
 }

@@ -1,284 +1,248 @@
-//! Shared by the server tests: start the real `sandpit serve` on 127.0.0.1 (any free port,
-//! a temp data dir) and talk to it with a tiny HTTP/1.1 client. Tests kill only the server
-//! processes they started, by their own child handle.
+//! Helpers shared by the integration tests: crafting layer tars and OCI image layouts.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use sandpit::image::digest::sha256_of;
 
-pub const TOKEN: &str = "test-master-token";
-
-pub fn rootfs() -> PathBuf {
-    std::env::var_os("SANDPIT_TEST_ROOTFS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("build/rootfs/busybox"))
+/// One entry of a crafted layer. Paths are written raw (no validation), so tests can craft
+/// hostile archives that `tar::Builder`'s own helpers would refuse to write.
+pub enum Entry {
+    File(&'static str, Vec<u8>, u32),
+    Dir(&'static str),
+    Symlink(&'static str, &'static str),
+    HardLink(&'static str, &'static str),
+    Char(&'static str, u32, u32),
+    Fifo(&'static str),
 }
 
-pub struct Server {
-    child: Option<Child>,
-    pub addr: String,
-    pub data: PathBuf,
+fn header(name: &str, kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    {
+        let gnu = h.as_gnu_mut().expect("gnu header");
+        gnu.name.fill(0);
+        gnu.name[..name.len()].copy_from_slice(name.as_bytes());
+    }
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_700_000_000);
+    h
 }
 
-impl Server {
-    /// Starts a server on a data dir; `extra` are more `serve` options.
-    pub fn start(data: &Path, extra: &[&str]) -> Server {
-        let root = rootfs();
-        assert!(
-            root.join("bin").is_dir(),
-            "no busybox rootfs at {} (run `make rootfs`)",
-            root.display()
-        );
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sandpit"));
-        cmd.arg("--data")
-            .arg(data)
-            .arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--rootfs-env")
-            .arg(format!("busybox={}", root.display()))
-            .args(extra)
-            .env("SANDPIT_MASTER_TOKEN", TOKEN)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().expect("start sandpit serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    let _ = tx.send(addr);
-                }
+fn set_link(h: &mut tar::Header, target: &str) {
+    let gnu = h.as_gnu_mut().expect("gnu header");
+    gnu.linkname.fill(0);
+    gnu.linkname[..target.len()].copy_from_slice(target.as_bytes());
+}
+
+/// A layer tar (uncompressed) holding the entries.
+pub fn layer(entries: &[Entry]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        match e {
+            Entry::File(name, data, mode) => {
+                let mut h = header(name, tar::EntryType::Regular, data.len() as u64, *mode);
+                h.set_cksum();
+                b.append(&h, &data[..]).expect("append");
             }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the server did not say where it listens");
-        Server {
-            child: Some(child),
-            addr,
-            data: data.to_path_buf(),
-        }
-    }
-
-    /// `kill -9` of this server (the child we started), and reaps it.
-    pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill(); // SIGKILL
-            let _ = child.wait();
-        }
-    }
-
-    pub fn req(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<(&str, &[u8])>,
-    ) -> Resp {
-        let mut headers = Vec::new();
-        let auth;
-        if let Some(t) = token {
-            auth = format!("Bearer {t}");
-            headers.push(("Authorization", auth.as_str()));
-        }
-        if let Some((ct, _)) = body {
-            headers.push(("Content-Type", ct));
-        }
-        request(
-            &self.addr,
-            method,
-            path,
-            &headers,
-            body.map_or(&[][..], |b| b.1),
-        )
-    }
-
-    pub fn get(&self, path: &str) -> Resp {
-        self.req("GET", path, Some(TOKEN), None)
-    }
-
-    pub fn post_json(&self, path: &str, token: &str, body: &Value) -> Resp {
-        let text = body.to_string();
-        self.req(
-            "POST",
-            path,
-            Some(token),
-            Some(("application/json", text.as_bytes())),
-        )
-    }
-
-    /// Polls until the execution has ended (bounded).
-    pub fn wait_ended(&self, id: &str, token: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let r = self.req(
-                "GET",
-                &format!("/api/v1/executions/{id}"),
-                Some(token),
-                None,
-            );
-            assert_eq!(r.status, 200, "{}", r.text());
-            let v = r.json();
-            if v["status"] == "ended" {
-                return v;
+            Entry::Dir(name) => {
+                let mut h = header(name, tar::EntryType::Directory, 0, 0o755);
+                h.set_cksum();
+                b.append(&h, &[][..]).expect("append");
             }
-            assert!(Instant::now() < deadline, "execution {id} did not end: {v}");
-            std::thread::sleep(Duration::from_millis(50));
+            Entry::Symlink(name, target) | Entry::HardLink(name, target) => {
+                let kind = if matches!(e, Entry::Symlink(..)) {
+                    tar::EntryType::Symlink
+                } else {
+                    tar::EntryType::Link
+                };
+                let mut h = header(name, kind, 0, 0o777);
+                set_link(&mut h, target);
+                h.set_cksum();
+                b.append(&h, &[][..]).expect("append");
+            }
+            Entry::Char(name, major, minor) => {
+                let mut h = header(name, tar::EntryType::Char, 0, 0o666);
+                h.set_device_major(*major).expect("major");
+                h.set_device_minor(*minor).expect("minor");
+                h.set_cksum();
+                b.append(&h, &[][..]).expect("append");
+            }
+            Entry::Fifo(name) => {
+                let mut h = header(name, tar::EntryType::Fifo, 0, 0o644);
+                h.set_cksum();
+                b.append(&h, &[][..]).expect("append");
+            }
         }
     }
+    b.into_inner().expect("tar")
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill9();
-    }
+/// A layer tar of a whole directory (symlinks kept as symlinks).
+pub fn layer_of_dir(dir: &Path) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    b.append_dir_all(".", dir).expect("tar of dir");
+    b.into_inner().expect("tar")
 }
 
-#[derive(Debug)]
-pub struct Resp {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).expect("gzip");
+    e.finish().expect("gzip")
 }
 
-impl Resp {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Asserts an error response: status, `{error_code, message}`.
-    pub fn assert_error(&self, status: u16) -> Value {
-        assert_eq!(self.status, status, "{}", self.text());
-        let v = self.json();
-        assert!(v["error_code"].is_u64(), "{v}");
-        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
-        v
-    }
+/// How a crafted layout should lie, for the hostile cases.
+#[derive(Default, Clone)]
+pub struct Craft {
+    /// Write the blob of this layer (index) with different content than its digest says.
+    pub corrupt_layer: Option<usize>,
+    /// Leave this layer's blob out of the layout.
+    pub missing_layer: Option<usize>,
+    pub gzip: bool,
+    /// The layers are given as blobs already (e.g. a cut gzip stream), stored as they are.
+    pub blobs_as_is: bool,
+    pub env: Vec<String>,
+    pub cmd: Vec<String>,
+    pub workdir: Option<String>,
 }
 
-/// One request on its own connection (`Connection: close`), read to the end.
-pub fn request(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Resp {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .expect("timeout");
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).expect("write");
-    stream.write_all(body).expect("write body");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read");
-    parse_response(&raw)
+fn hex(d: &str) -> &str {
+    d.trim_start_matches("sha256:")
 }
 
-pub fn parse_response(raw: &[u8]) -> Resp {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete response head");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    if chunked {
-        body = dechunk(&body);
-    }
-    Resp {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
-            break;
+/// Writes an OCI image layout with the given layers (uncompressed tars, lowest first) into
+/// `dir` and returns the manifest digest.
+pub fn write_layout(dir: &Path, layers: &[Vec<u8>], craft: &Craft) -> String {
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).expect("mkdir blobs");
+    let put = |data: &[u8]| -> String {
+        let d = sha256_of(data).to_string();
+        fs::write(blobs.join(hex(&d)), data).expect("write blob");
+        d
+    };
+    let mut descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    for (i, tar) in layers.iter().enumerate() {
+        diff_ids.push(sha256_of(tar).to_string());
+        let blob = if craft.gzip && !craft.blobs_as_is {
+            gzip(tar)
+        } else {
+            tar.clone()
         };
-        let size_text = String::from_utf8_lossy(&data[..eol]).into_owned();
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .expect("chunk size");
-        if size == 0 {
-            break;
+        let d = sha256_of(&blob).to_string();
+        if craft.missing_layer != Some(i) {
+            let mut content = blob.clone();
+            if craft.corrupt_layer == Some(i) {
+                let n = content.len();
+                content[n / 2] ^= 0xff;
+            }
+            fs::write(blobs.join(hex(&d)), &content).expect("write layer");
         }
-        let start = eol + 2;
-        out.extend_from_slice(&data[start..start + size]);
-        data = &data[start + size + 2..];
+        let media = if craft.gzip {
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        } else {
+            "application/vnd.oci.image.layer.v1.tar"
+        };
+        descs.push(serde_json::json!({"mediaType": media, "digest": d, "size": blob.len()}));
     }
+    let mut cfg = serde_json::json!({"Env": craft.env});
+    if !craft.cmd.is_empty() {
+        cfg["Cmd"] = serde_json::json!(craft.cmd);
+    }
+    if let Some(w) = &craft.workdir {
+        cfg["WorkingDir"] = serde_json::json!(w);
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": cfg,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .expect("json");
+    let config_digest = put(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": descs,
+    }))
+    .expect("json");
+    let manifest_digest = put(&manifest);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest.len()}],
+    });
+    fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&index).expect("json"),
+    )
+    .expect("index");
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).expect("oci-layout");
+    manifest_digest
+}
+
+/// A tar of a whole layout directory (what `docker save` / `skopeo … oci-archive:` give).
+pub fn tar_of_layout(dir: &Path, out: &Path) {
+    let mut b = tar::Builder::new(fs::File::create(out).expect("create"));
+    b.append_dir_all(".", dir).expect("tar");
+    b.finish().expect("tar");
+}
+
+/// Everything under a directory, as sorted relative paths (to compare store states).
+pub fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(base).unwrap_or(&p).display().to_string();
+            // Lock files are created on demand and carry no content.
+            if rel.ends_with(".lock") {
+                continue;
+            }
+            out.push(rel);
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                walk(base, &p, out);
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
     out
 }
 
-/// Whether the sandbox core can run programs here (it is being written on another branch;
-/// until it lands, tests that need real runs say so and skip those checks).
-pub fn core_works() -> bool {
-    let out = Command::new(env!("CARGO_BIN_EXE_sandpit"))
-        .args(["run", "--rootfs"])
-        .arg(rootfs())
-        .args(["--json", "--", "/bin/true"])
-        .output()
-        .expect("run sandpit");
-    let ok = out.status.success();
-    if !ok {
-        eprintln!(
-            "NOTE: the sandbox core can't run programs in this build ({}); checks that need a real run are skipped",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    ok
+/// The busybox rootfs the Makefile builds (`SANDPIT_TEST_ROOTFS`).
+pub fn busybox_rootfs() -> PathBuf {
+    let dir = std::env::var_os("SANDPIT_TEST_ROOTFS")
+        .map(PathBuf::from)
+        .expect("SANDPIT_TEST_ROOTFS is not set: run the tests with `make test` (it builds the busybox rootfs)");
+    assert!(
+        dir.join("bin/busybox").is_file(),
+        "SANDPIT_TEST_ROOTFS={} has no bin/busybox: run `make rootfs`",
+        dir.display()
+    );
+    dir
 }
 
-pub fn temp_data() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("sandpit-server-test")
-        .tempdir()
-        .expect("temp dir")
+/// The data directory holding the shipped environments (`SANDPIT_TEST_DATA`).
+pub fn shipped_data() -> PathBuf {
+    let dir = std::env::var_os("SANDPIT_TEST_DATA")
+        .map(PathBuf::from)
+        .expect("SANDPIT_TEST_DATA is not set: run the tests with `make test` (`make rootfs` imports the environments)");
+    for env in ["busybox", "python3", "c"] {
+        assert!(
+            dir.join("envs").join(format!("{env}.json")).is_file(),
+            "environment '{env}' is missing from SANDPIT_TEST_DATA={}: run `make rootfs`",
+            dir.display()
+        );
+    }
+    dir
+}
+
+pub fn sandpit() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sandpit"))
 }

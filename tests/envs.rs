@@ -1,0 +1,398 @@
+//! Environments end to end: the `sandpit env` commands, and programs run through
+//! `sandpit run --env/--image/--bundle` in the real sandbox (as root, real kernel).
+//! The shipped environments come from `make rootfs` (SANDPIT_TEST_DATA).
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Output;
+
+use common::{
+    busybox_rootfs, layer, layer_of_dir, sandpit, shipped_data, write_layout, Craft, Entry,
+};
+use sandpit::env::EnvStore;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `sandpit --data DATA run ARGS… --json -- CMD…`, parsed.
+fn run_json(data: &Path, args: &[&str], cmd: &[&str]) -> serde_json::Value {
+    let out = sandpit()
+        .arg("--data")
+        .arg(data)
+        .arg("run")
+        .args(args)
+        .arg("--json")
+        .arg("--")
+        .args(cmd)
+        .output()
+        .expect("spawn sandpit");
+    assert!(
+        out.status.success(),
+        "sandpit run {args:?} -- {cmd:?} failed ({}): {}{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out.stdout)))
+}
+
+fn assert_normal(o: &serde_json::Value) {
+    assert_eq!(o["end_reason"], "normal", "{o}");
+    assert_eq!(o["exit_code"], 0, "{o}");
+}
+
+fn env_cmd(data: &Path, args: &[&str]) -> Output {
+    sandpit()
+        .arg("--data")
+        .arg(data)
+        .arg("env")
+        .args(args)
+        .output()
+        .expect("spawn sandpit")
+}
+
+/// A two-layer test image on top of the busybox rootfs: a whiteout and an opaque dir above.
+fn busybox_image(dir: &Path) -> String {
+    let upper = layer(&[
+        Entry::Dir("data/"),
+        Entry::File("data/.wh.gone", vec![], 0o644),
+        Entry::File("data/new", b"new\n".to_vec(), 0o644),
+        Entry::Dir("opq/"),
+        Entry::File("opq/.wh..wh..opq", vec![], 0o644),
+        Entry::File("opq/fresh", b"fresh\n".to_vec(), 0o644),
+        Entry::File("etc/motd", b"v2\n".to_vec(), 0o644),
+    ]);
+    let middle = layer(&[
+        Entry::Dir("data/"),
+        Entry::File("data/gone", b"gone\n".to_vec(), 0o644),
+        Entry::File("data/keep", b"keep\n".to_vec(), 0o644),
+        Entry::Dir("opq/"),
+        Entry::File("opq/stale", b"stale\n".to_vec(), 0o644),
+        Entry::File("etc/motd", b"v1\n".to_vec(), 0o644),
+    ]);
+    let craft = Craft {
+        gzip: true,
+        env: vec!["PATH=/bin:/usr/bin".into(), "GREETING=from-image".into()],
+        cmd: vec!["/bin/sh".into(), "-c".into(), "echo $GREETING; pwd".into()],
+        workdir: Some("/tmp".into()),
+        ..Default::default()
+    };
+    write_layout(
+        dir,
+        &[layer_of_dir(&busybox_rootfs()), middle, upper],
+        &craft,
+    )
+}
+
+#[test]
+fn env_commands() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let img = tempfile::tempdir().expect("tempdir");
+    let digest = busybox_image(img.path());
+    let out = env_cmd(
+        data.path(),
+        &[
+            "import",
+            &img.path().display().to_string(),
+            "--envid",
+            "bb",
+            "--name",
+            "BusyBox test",
+            "--description",
+            "d",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "bb");
+    let out = env_cmd(data.path(), &["list"]);
+    assert_eq!(text(&out.stdout), "bb\tBusyBox test\n");
+    let out = env_cmd(data.path(), &["show", "bb"]);
+    let env: serde_json::Value = serde_json::from_slice(&out.stdout).expect("show prints JSON");
+    assert_eq!(env["image_digest"], digest.as_str());
+    assert_eq!(env["layers"].as_array().map(|a| a.len()), Some(3));
+    assert_eq!(env["defaults"]["cwd"], "/tmp");
+
+    // Bad input: exit 2 and one line.
+    for args in [
+        &["show", "nope"][..],
+        &["show", "../etc"],
+        &["rm", "nope"],
+        &["import", "/nonexistent"],
+    ] {
+        let out = env_cmd(data.path(), args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            text(&out.stderr).lines().count(),
+            1,
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = env_cmd(
+        data.path(),
+        &["import", &img.path().display().to_string(), "--envid", "bb"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "duplicate envid: {}",
+        text(&out.stderr)
+    );
+
+    // rm is refused while a run holds the environment (a lease held by this process).
+    let store = EnvStore::open(data.path()).expect("open");
+    let lease = store.acquire("bb").expect("acquire");
+    let out = env_cmd(data.path(), &["rm", "bb"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("in use"),
+        "{}",
+        text(&out.stderr)
+    );
+    drop(lease);
+    let out = env_cmd(data.path(), &["rm", "bb"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&env_cmd(data.path(), &["list"]).stdout).is_empty());
+    assert!(store.images().stored_layers().expect("layers").is_empty());
+}
+
+#[test]
+fn run_needs_exactly_one_root() {
+    let data = tempfile::tempdir().expect("tempdir");
+    for args in [
+        &[][..],
+        &["--env", "a", "--rootfs", "/"],
+        &["--image", "/x", "--bundle", "/y"],
+    ] {
+        let out = sandpit()
+            .arg("--data")
+            .arg(data.path())
+            .arg("run")
+            .args(args)
+            .args(["--", "true"])
+            .output()
+            .expect("spawn");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            text(&out.stderr).lines().count(),
+            1,
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    let out = sandpit()
+        .arg("--data")
+        .arg(data.path())
+        .args(["run", "--env", "missing", "--", "true"])
+        .output()
+        .expect("spawn");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no environment 'missing'"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn multi_layer_image_runs_with_its_merged_view_and_defaults() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let img = tempfile::tempdir().expect("tempdir");
+    busybox_image(img.path());
+    let image = img.path().display().to_string();
+    let o = run_json(
+        data.path(),
+        &["--image", &image],
+        &[
+            "/bin/sh",
+            "-c",
+            "echo D:$(ls /data); echo O:$(ls /opq); cat /etc/motd",
+        ],
+    );
+    assert_normal(&o);
+    assert_eq!(o["stdout"], "D:keep new\nO:fresh\nv2\n", "{o}");
+    // No command given: the image's Cmd, Env and WorkingDir apply.
+    let out = sandpit()
+        .arg("--data")
+        .arg(data.path())
+        .args(["run", "--image", &image, "--json"])
+        .output()
+        .expect("spawn");
+    let o: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_normal(&o);
+    assert_eq!(o["stdout"], "from-image\n/tmp\n", "{o}");
+    // The second run reused the stored image: one record, three layers.
+    let store = EnvStore::open(data.path()).expect("open");
+    assert_eq!(store.images().images().expect("images").len(), 1);
+    assert_eq!(store.images().stored_layers().expect("layers").len(), 3);
+}
+
+#[test]
+fn a_run_cannot_alter_its_image() {
+    let data = shipped_data();
+    let vandal =
+        "rm -rf /bin/ls /usr/bin/python3* 2>/dev/null; echo pwned > /etc/passwd 2>/dev/null; \
+                  mkdir -p /tmp/x; echo done";
+    let o = run_json(&data, &["--env", "python3"], &["/bin/sh", "-c", vandal]);
+    assert_eq!(o["end_reason"], "normal", "{o}");
+    let o = run_json(
+        &data,
+        &["--env", "python3"],
+        &[
+            "/bin/sh",
+            "-c",
+            "ls /bin/ls && head -1 /etc/passwd && python3 -c 'print(1)'",
+        ],
+    );
+    assert_normal(&o);
+    let out = o["stdout"].as_str().unwrap_or_default();
+    assert!(out.starts_with("/bin/ls\nroot:x:0:0:"), "{o}");
+    assert!(out.ends_with("1\n"), "{o}");
+}
+
+#[test]
+fn python_program_runs_in_the_python3_environment_with_limits() {
+    let data = shipped_data();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prog = dir.path().join("prog.py");
+    fs::write(
+        &prog,
+        "import sys, json\nprint(json.dumps({'v': sys.version_info[0], 's': sum(range(100))}))\n",
+    )
+    .expect("write");
+    let copy = format!("{}:prog.py", prog.display());
+    let o = run_json(
+        &data,
+        &[
+            "--env",
+            "python3",
+            "--memory",
+            "128M",
+            "--time",
+            "5s",
+            "--wall-time",
+            "20s",
+            "--pids",
+            "32",
+            "--copy-in",
+            &copy,
+        ],
+        &["python3", "prog.py"],
+    );
+    assert_normal(&o);
+    assert_eq!(o["stdout"], "{\"v\": 3, \"s\": 4950}\n", "{o}");
+    // The memory limit holds.
+    let o = run_json(
+        &data,
+        &[
+            "--env",
+            "python3",
+            "--memory",
+            "64M",
+            "--time",
+            "5s",
+            "--wall-time",
+            "20s",
+        ],
+        &["python3", "-c", "x = bytearray(256 << 20); print(len(x))"],
+    );
+    assert_ne!(
+        o["end_reason"], "normal",
+        "256 MiB under a 64 MiB limit: {o}"
+    );
+}
+
+#[test]
+fn c_program_compiles_and_runs_in_the_c_environment() {
+    let data = shipped_data();
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::write(
+        dir.path().join("hello.c"),
+        "#include <stdio.h>\nint main(void){long s=0;for(int i=0;i<1000;i++)s+=i;printf(\"hello %ld\\n\",s);return 0;}\n",
+    )
+    .expect("write");
+    fs::write(
+        dir.path().join("hi.cpp"),
+        "#include <iostream>\n#include <vector>\nint main(){std::vector<int> v{1,2,3};std::cout<<\"c++ \"<<v.size()<<std::endl;}\n",
+    )
+    .expect("write");
+    fs::write(
+        dir.path().join("Makefile"),
+        "hello: hello.c\n\tgcc -O2 -o hello hello.c\n",
+    )
+    .expect("write");
+    let copy = format!("{}:src", dir.path().display());
+    let o = run_json(
+        &data,
+        &[
+            "--env",
+            "c",
+            "--memory",
+            "512M",
+            "--time",
+            "20s",
+            "--wall-time",
+            "60s",
+            "--pids",
+            "64",
+            "--copy-in",
+            &copy,
+        ],
+        &[
+            "/bin/sh",
+            "-c",
+            "cd src && make -s hello && ./hello && g++ -O1 -o hi hi.cpp && ./hi",
+        ],
+    );
+    assert_normal(&o);
+    assert_eq!(o["stdout"], "hello 499500\nc++ 3\n", "{o}");
+}
+
+#[test]
+fn bundle_runs_with_its_process_and_limits() {
+    let bundle = tempfile::tempdir().expect("tempdir");
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": busybox_rootfs(), "readonly": true},
+        "process": {
+            "terminal": false,
+            "user": {"uid": 1234, "gid": 1234},
+            "args": ["/bin/sh", "-c", "echo $FOO; id -u; pwd"],
+            "env": ["PATH=/bin", "FOO=bar"],
+            "cwd": "/tmp"
+        },
+        "hostname": "bundled",
+        "hooks": {"prestart": [{"path": "/bin/false"}]},
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "mount"}],
+            "resources": {"memory": {"limit": 67108864}, "pids": {"limit": 16}}
+        }
+    });
+    fs::write(
+        bundle.path().join("config.json"),
+        serde_json::to_vec(&config).expect("json"),
+    )
+    .expect("write");
+    let data = tempfile::tempdir().expect("tempdir");
+    let out = sandpit()
+        .arg("--data")
+        .arg(data.path())
+        .args(["run", "--bundle"])
+        .arg(bundle.path())
+        .arg("--json")
+        .output()
+        .expect("spawn");
+    assert!(
+        text(&out.stderr).contains("hooks"),
+        "unsupported fields must be reported: {}",
+        text(&out.stderr)
+    );
+    let o: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out.stderr)));
+    assert_normal(&o);
+    assert_eq!(o["stdout"], "bar\n1234\n/tmp\n", "{o}");
+}
