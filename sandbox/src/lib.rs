@@ -27,12 +27,27 @@
 //! # Ok::<(), sandbox::Error>(())
 //! ```
 
+mod capabilities;
+mod cgroup;
+mod child;
 mod error;
+mod files;
+mod namespaces;
+mod netns_pool;
 mod outcome;
+mod plan;
+mod rlimits;
+mod rootfs;
 mod runner;
+mod seccomp;
+mod signals;
 mod spec;
+mod supervisor;
+mod sys;
 
+pub use cgroup::CgroupVersion;
 pub use error::Error;
 pub use outcome::{EndReason, Outcome, SeccompViolation, TimeoutKind};
-pub use runner::{cleanup_stale, Io, Sandbox, SandboxConfig, StopHandle};
+pub use runner::{Io, Sandbox, SandboxConfig, StopHandle};
+pub use signals::signal_name;
 pub use spec::{FileIn, FileSource, Limits, RootFs, Spec, Stdin, DEFAULT_UID, DEFAULT_WORKDIR};

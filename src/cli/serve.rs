@@ -117,10 +117,11 @@ async fn run(cfg: ServerConfig) -> Result<(), String> {
             .map_err(|e| e.to_string())?,
     );
     let envs = EnvStore::open(&data).map_err(|e| format!("environments: {e}"))?;
-    let sandbox_config = SandboxConfig::default();
-    let engine = Sandbox::new(sandbox_config.clone()).map_err(|e| format!("sandbox: {e}"))?;
+    let engine =
+        Arc::new(Sandbox::new(SandboxConfig::default()).map_err(|e| format!("sandbox: {e}"))?);
     // What a crash left behind: sandboxes first, then the rows that said they were running.
-    let cleaned = tokio::task::spawn_blocking(move || sandbox::cleanup_stale(&sandbox_config))
+    let cleaner = engine.clone();
+    let cleaned = tokio::task::spawn_blocking(move || cleaner.cleanup_stale())
         .await
         .unwrap_or(0);
     if cleaned > 0 {
@@ -137,7 +138,7 @@ async fn run(cfg: ServerConfig) -> Result<(), String> {
         cfg,
         store: store.clone(),
         envs: Arc::new(envs),
-        engine: Arc::new(engine),
+        engine,
         master_token,
         admission: tokio::sync::Mutex::new(()),
     });

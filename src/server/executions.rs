@@ -932,14 +932,18 @@ fn run_blocking(app: &App, row: &ExecutionRow, stop: StopHandle) -> Ended {
 /// Runs a claimed execution in its slot and records its end.
 pub async fn run(app: Arc<App>, row: ExecutionRow, permit: OwnedSemaphorePermit) {
     let id = row.id.clone();
-    let stop = StopHandle::new();
-    if app.sched.register(&id, stop.clone()) {
-        stop.stop();
-    }
-    let worker = app.clone();
-    let ended = tokio::task::spawn_blocking(move || run_blocking(&worker, &row, stop))
-        .await
-        .unwrap_or_else(|e| internal(format!("the run panicked: {e}")));
+    let ended = match StopHandle::new() {
+        Ok(stop) => {
+            if app.sched.register(&id, stop.clone()) {
+                stop.stop();
+            }
+            let worker = app.clone();
+            tokio::task::spawn_blocking(move || run_blocking(&worker, &row, stop))
+                .await
+                .unwrap_or_else(|e| internal(format!("the run panicked: {e}")))
+        }
+        Err(e) => internal(format!("creating the stop handle: {e}")),
+    };
     let how = Finish {
         end_reason: &ended.end_reason,
         message: ended.message.as_deref(),

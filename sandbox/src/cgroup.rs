@@ -1,0 +1,438 @@
+//! One cgroup per run, v1 or v2 (detected at run time with cgroups-rs), created only below the
+//! engine's own cgroup or a configured parent, and removed afterwards.
+//!
+//! cgroups-rs finds the hierarchies and the engine's own place in them. The per-run files are
+//! then written and read directly: a run needs a handful of them, and cgroups-rs's controller
+//! handles read every statistic of a controller at once, which is too slow for the spawn path.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use cgroups_rs::fs::hierarchies::{self, V1};
+use cgroups_rs::fs::Controllers;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::spec::Limits;
+
+/// Which cgroup interface this host offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CgroupVersion {
+    V1,
+    V2,
+}
+
+impl CgroupVersion {
+    pub fn number(self) -> u8 {
+        match self {
+            CgroupVersion::V1 => 1,
+            CgroupVersion::V2 => 2,
+        }
+    }
+}
+
+/// Run cgroups are named `sandpit-<engine pid>-<n>`: the pid lets a restarted engine tell its
+/// own cgroups from those a crashed engine left behind.
+const NAME_PREFIX: &str = "sandpit-";
+
+/// Where run cgroups go.
+#[derive(Debug)]
+enum Layout {
+    /// One directory per controller (memory, pids, cpuacct).
+    V1 {
+        memory: PathBuf,
+        pids: PathBuf,
+        cpuacct: PathBuf,
+    },
+    /// One directory in the unified hierarchy.
+    V2 { base: PathBuf },
+}
+
+/// Creates and finds run cgroups.
+#[derive(Debug)]
+pub struct CgroupManager {
+    layout: Layout,
+    counter: AtomicU64,
+}
+
+/// The numbers a run's cgroup reports at the end.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CgroupStats {
+    pub cpu_ns: u64,
+    pub user_ns: u64,
+    pub system_ns: u64,
+    pub peak_memory_bytes: u64,
+    pub oom_kills: u64,
+    pub pids_limit_hit: bool,
+}
+
+/// The cgroup of one run.
+#[derive(Debug)]
+pub struct RunCgroup {
+    version: CgroupVersion,
+    /// Every directory created for this run (v1: one per controller).
+    dirs: Vec<PathBuf>,
+    /// Files whose writing moves a process in (v1).
+    procs: Vec<PathBuf>,
+    /// Open for the CPU-time polling of the supervisor.
+    cpu_usage: File,
+    /// The directory, open, for clone3(CLONE_INTO_CGROUP) (v2).
+    dir_fd: Option<File>,
+}
+
+fn cg_err(what: impl std::fmt::Display, path: &Path, e: io::Error) -> Error {
+    Error::Cgroup(format!("{what} {}: {e}", path.display()))
+}
+
+fn write_file(path: &Path, value: &str) -> Result<(), Error> {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(value.as_bytes()))
+        .map_err(|e| cg_err(format!("writing '{value}' to"), path, e))
+}
+
+/// Reads `key value` lines (memory.events, pids.events, cpu.stat, memory.oom_control).
+fn read_key(path: &Path, key: &str) -> Option<u64> {
+    let text = fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+impl CgroupManager {
+    /// Finds the hierarchy and the parent under which run cgroups go: `parent` (relative to
+    /// each hierarchy's root) or, by default, the engine's own cgroup.
+    pub fn detect(parent: Option<&Path>) -> Result<Self, Error> {
+        let own = cgroups_rs::fs::cgroup::get_cgroups_relative_paths()
+            .map_err(|e| Error::Cgroup(format!("reading /proc/self/cgroup: {e}")))?;
+        let relative = |controller: &str| -> PathBuf {
+            match parent {
+                Some(p) => p.to_path_buf(),
+                None => PathBuf::from(own.get(controller).map(String::as_str).unwrap_or("/")),
+            }
+        };
+        let layout = if hierarchies::is_cgroup2_unified_mode() {
+            let base = Path::new(hierarchies::UNIFIED_MOUNTPOINT)
+                .join(relative("").strip_prefix("/").unwrap_or(&relative("")));
+            prepare_v2_parent(&base)?;
+            Layout::V2 { base }
+        } else {
+            let v1 = V1::new();
+            let dir = |c: Controllers, name: &str| -> Result<PathBuf, Error> {
+                let (mount, root) = v1.get_mount_point(c).ok_or_else(|| {
+                    Error::Cgroup(format!("the cgroup v1 '{name}' controller is not mounted"))
+                })?;
+                let rel = relative(name);
+                // Inside a container the mount's root is a sub-path of the hierarchy.
+                let rel = rel.strip_prefix(&root).unwrap_or(&rel).to_path_buf();
+                let rel = rel.strip_prefix("/").unwrap_or(&rel).to_path_buf();
+                let path = mount.join(rel);
+                if !path.is_dir() {
+                    return Err(Error::Cgroup(format!(
+                        "parent cgroup {} does not exist",
+                        path.display()
+                    )));
+                }
+                Ok(path)
+            };
+            Layout::V1 {
+                memory: dir(Controllers::Mem, "memory")?,
+                pids: dir(Controllers::Pids, "pids")?,
+                cpuacct: dir(Controllers::CpuAcct, "cpuacct")?,
+            }
+        };
+        Ok(CgroupManager {
+            layout,
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    pub fn version(&self) -> CgroupVersion {
+        match self.layout {
+            Layout::V1 { .. } => CgroupVersion::V1,
+            Layout::V2 { .. } => CgroupVersion::V2,
+        }
+    }
+
+    /// The directories under which run cgroups are created.
+    fn parents(&self) -> Vec<&Path> {
+        match &self.layout {
+            Layout::V1 {
+                memory,
+                pids,
+                cpuacct,
+            } => vec![memory, pids, cpuacct],
+            Layout::V2 { base } => vec![base],
+        }
+    }
+
+    /// Creates a fresh cgroup for one run, with its limits set. A fresh cgroup per run is what
+    /// keeps one run's counters (OOM kills, peak, pids events) out of the next run's verdict.
+    pub fn create(&self, limits: &Limits) -> Result<RunCgroup, Error> {
+        let name = format!(
+            "{NAME_PREFIX}{}-{}",
+            std::process::id(),
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut cg = RunCgroup {
+            version: self.version(),
+            dirs: Vec::new(),
+            procs: Vec::new(),
+            cpu_usage: File::open("/dev/null").map_err(|e| Error::Cgroup(e.to_string()))?,
+            dir_fd: None,
+        };
+        // On error `cg` is dropped, which removes what was already created.
+        for parent in self.parents() {
+            let dir = parent.join(&name);
+            fs::create_dir(&dir).map_err(|e| cg_err("creating", &dir, e))?;
+            cg.dirs.push(dir);
+        }
+        match &self.layout {
+            Layout::V1 { .. } => {
+                let (mem, pids, cpu) = (&cg.dirs[0], &cg.dirs[1], &cg.dirs[2]);
+                if let Some(bytes) = limits.memory_bytes {
+                    write_file(&mem.join("memory.limit_in_bytes"), &bytes.to_string())?;
+                    let memsw = mem.join("memory.memsw.limit_in_bytes");
+                    if memsw.exists() {
+                        // Memory + swap = the limit: swap cannot be used to escape it.
+                        write_file(&memsw, &bytes.to_string())?;
+                    }
+                }
+                if let Some(n) = limits.pids {
+                    // +1: the sandbox's own init process counts too.
+                    write_file(&pids.join("pids.max"), &(n + 1).to_string())?;
+                }
+                cg.cpu_usage = open_read(&cpu.join("cpuacct.usage"))?;
+                cg.procs = cg.dirs.iter().map(|d| d.join("cgroup.procs")).collect();
+            }
+            Layout::V2 { .. } => {
+                let dir = &cg.dirs[0];
+                if let Some(bytes) = limits.memory_bytes {
+                    write_file(&dir.join("memory.max"), &bytes.to_string())?;
+                    let swap = dir.join("memory.swap.max");
+                    if swap.exists() {
+                        write_file(&swap, "0")?;
+                    }
+                }
+                if let Some(n) = limits.pids {
+                    write_file(&dir.join("pids.max"), &(n + 1).to_string())?;
+                }
+                cg.cpu_usage = open_read(&dir.join("cpu.stat"))?;
+                cg.dir_fd = Some(File::open(dir).map_err(|e| cg_err("opening", dir, e))?);
+            }
+        }
+        Ok(cg)
+    }
+
+    /// Removes run cgroups left by engines that no longer run (a crash, a kill -9): their
+    /// processes are killed first. Returns how many cgroups were removed.
+    pub fn cleanup_stale(&self) -> usize {
+        let mut removed = 0;
+        for parent in self.parents() {
+            let Ok(entries) = fs::read_dir(parent) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(rest) = name.strip_prefix(NAME_PREFIX) else {
+                    continue;
+                };
+                let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+                    continue;
+                };
+                if pid == std::process::id() as i32 || Path::new(&format!("/proc/{pid}")).exists() {
+                    continue;
+                }
+                let dir = entry.path();
+                kill_procs(&dir);
+                if remove_dir_retrying(&dir).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+}
+
+fn open_read(path: &Path) -> Result<File, Error> {
+    File::open(path).map_err(|e| cg_err("opening", path, e))
+}
+
+/// On v2 the parent must delegate memory, pids and cpu to its children. A cgroup with
+/// processes in it cannot (no internal processes), so the engine moves itself into a leaf
+/// `sandpit-engine` below its own cgroup first.
+fn prepare_v2_parent(base: &Path) -> Result<(), Error> {
+    let subtree = base.join("cgroup.subtree_control");
+    let enabled = fs::read_to_string(&subtree).map_err(|e| cg_err("reading", &subtree, e))?;
+    let wanted = ["memory", "pids", "cpu"];
+    if wanted
+        .iter()
+        .all(|c| enabled.split_whitespace().any(|e| e == *c))
+    {
+        return Ok(());
+    }
+    let procs = fs::read_to_string(base.join("cgroup.procs")).unwrap_or_default();
+    if !procs.trim().is_empty() {
+        let me = std::process::id().to_string();
+        if procs.lines().any(|p| p.trim() != me) {
+            return Err(Error::Cgroup(format!(
+                "{} holds other processes, so controllers cannot be delegated below it; \
+                 start sandpit in a cgroup of its own or give a parent cgroup",
+                base.display()
+            )));
+        }
+        let leaf = base.join("sandpit-engine");
+        if !leaf.is_dir() {
+            fs::create_dir(&leaf).map_err(|e| cg_err("creating", &leaf, e))?;
+        }
+        write_file(&leaf.join("cgroup.procs"), &me)?;
+    }
+    write_file(&subtree, "+memory +pids +cpu")
+}
+
+fn kill_procs(dir: &Path) {
+    let kill_file = dir.join("cgroup.kill");
+    if kill_file.exists() {
+        let _ = write_file(&kill_file, "1");
+        return;
+    }
+    for _ in 0..100 {
+        let pids = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        if pids.trim().is_empty() {
+            return;
+        }
+        for pid in pids.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+            // SAFETY: kill(2) on a pid read from this run's own cgroup.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// rmdir, retried briefly: a cgroup stays busy for a moment after its last process is reaped.
+fn remove_dir_retrying(dir: &Path) -> io::Result<()> {
+    let mut last = Ok(());
+    for attempt in 0..200 {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => last = Err(e),
+        }
+        std::thread::sleep(Duration::from_micros(200 * (attempt + 1).min(25)));
+    }
+    last
+}
+
+impl RunCgroup {
+    /// The directory fd for clone3(CLONE_INTO_CGROUP), on v2.
+    pub fn dir_fd(&self) -> Option<&File> {
+        self.dir_fd.as_ref()
+    }
+
+    /// Moves a process into the cgroup (v1; on v2 clone3 puts it there).
+    pub fn add_process(&self, pid: i32) -> Result<(), Error> {
+        let pid = pid.to_string();
+        for procs in &self.procs {
+            write_file(procs, &pid)?;
+        }
+        Ok(())
+    }
+
+    /// CPU time used so far by every process in the cgroup, in nanoseconds.
+    pub fn cpu_usage_ns(&self) -> u64 {
+        let mut buf = [0u8; 512];
+        let Ok(n) = self.cpu_usage.read_at(&mut buf, 0) else {
+            return 0;
+        };
+        let text = std::str::from_utf8(&buf[..n]).unwrap_or("");
+        match self.version {
+            CgroupVersion::V1 => text.trim().parse().unwrap_or(0),
+            CgroupVersion::V2 => text
+                .lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map_or(0, |us| us * 1000),
+        }
+    }
+
+    /// The run's final numbers, read after its last process ended.
+    pub fn stats(&self) -> CgroupStats {
+        let mut s = CgroupStats {
+            cpu_ns: self.cpu_usage_ns(),
+            ..Default::default()
+        };
+        match self.version {
+            CgroupVersion::V1 => {
+                let (mem, pids, cpu) = (&self.dirs[0], &self.dirs[1], &self.dirs[2]);
+                s.peak_memory_bytes = read_u64(&mem.join("memory.max_usage_in_bytes")).unwrap_or(0);
+                s.oom_kills = read_key(&mem.join("memory.oom_control"), "oom_kill").unwrap_or(0);
+                s.pids_limit_hit = read_key(&pids.join("pids.events"), "max").unwrap_or(0) > 0;
+                // cpuacct.stat is in clock ticks: use it only to split the exact total.
+                let stat = cpu.join("cpuacct.stat");
+                let user = read_key(&stat, "user").unwrap_or(0);
+                let system = read_key(&stat, "system").unwrap_or(0);
+                if user + system > 0 {
+                    s.user_ns = (s.cpu_ns as u128 * user as u128 / (user + system) as u128) as u64;
+                    s.system_ns = s.cpu_ns - s.user_ns;
+                } else {
+                    s.user_ns = s.cpu_ns;
+                }
+            }
+            CgroupVersion::V2 => {
+                let dir = &self.dirs[0];
+                s.peak_memory_bytes = read_u64(&dir.join("memory.peak")).unwrap_or(0);
+                s.oom_kills = read_key(&dir.join("memory.events"), "oom_kill").unwrap_or(0);
+                s.pids_limit_hit = read_key(&dir.join("pids.events"), "max").unwrap_or(0) > 0;
+                let stat = dir.join("cpu.stat");
+                s.user_ns = read_key(&stat, "user_usec").unwrap_or(0) * 1000;
+                s.system_ns = read_key(&stat, "system_usec").unwrap_or(0) * 1000;
+            }
+        }
+        s
+    }
+
+    /// Kills every process of the run but `keep` (the sandbox's init). False if processes
+    /// were still there after many rounds (a fork race); the caller then kills `keep` too.
+    pub fn kill_all_except(&self, keep: i32) -> bool {
+        let procs = self.dirs[0].join("cgroup.procs");
+        for _ in 0..200 {
+            let text = fs::read_to_string(&procs).unwrap_or_default();
+            let mut others = 0;
+            for pid in text.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+                if pid != keep {
+                    others += 1;
+                    // SAFETY: kill(2) on a pid read from this run's own cgroup.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+            if others == 0 {
+                return true;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        false
+    }
+}
+
+impl Drop for RunCgroup {
+    fn drop(&mut self) {
+        for dir in self.dirs.iter().rev() {
+            if let Err(e) = remove_dir_retrying(dir) {
+                kill_procs(dir);
+                if remove_dir_retrying(dir).is_err() {
+                    tracing::warn!("could not remove cgroup {}: {e}", dir.display());
+                }
+            }
+        }
+    }
+}

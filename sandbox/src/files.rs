@@ -1,0 +1,196 @@
+//! Files into and out of a running sandbox, through `/proc/<init>/root`: the parent reaches the
+//! sandbox's own mount namespace without mounting anything on the host.
+//!
+//! Out: a file the program left is opened with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)
+//! below the work directory, non-blocking, and must be a regular file: a symlink, FIFO or
+//! device in its place is refused, never followed.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::Error;
+use crate::rootfs::inside_path;
+use crate::spec::{FileIn, FileSource};
+use crate::sys::openat2_beneath;
+
+/// Where a `FileIn` goes inside the sandbox: below the work directory or /tmp, nowhere else.
+pub fn destination(file: &FileIn, workdir: &Path) -> Result<PathBuf, Error> {
+    let inside = if file.path.is_absolute() {
+        inside_path(&file.path, "file path")?
+    } else {
+        inside_path(&workdir.join(&file.path), "file path")?
+    };
+    if inside == workdir || inside == Path::new("/tmp") {
+        return Err(Error::InvalidSpec(format!(
+            "file path {} names a directory the sandbox owns",
+            file.path.display()
+        )));
+    }
+    if !inside.starts_with(workdir) && !inside.starts_with("/tmp") {
+        return Err(Error::InvalidSpec(format!(
+            "file path {} must lie in the work directory or /tmp",
+            file.path.display()
+        )));
+    }
+    Ok(inside)
+}
+
+/// Copies the spec's files into the sandbox of init `pid`, owned by the sandbox's uid.
+pub fn copy_in(
+    pid: i32,
+    files: &[FileIn],
+    workdir: &Path,
+    host_uid: u32,
+    host_gid: u32,
+) -> Result<(), String> {
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    for file in files {
+        let inside = destination(file, workdir).map_err(|e| e.to_string())?;
+        let target = root.join(inside.strip_prefix("/").unwrap_or(&inside));
+        let owner = |p: &Path| chown(p, Some(host_uid), Some(host_gid));
+        // Parent directories, created as the sandbox user.
+        let mut dir = root.clone();
+        for c in inside.parent().unwrap_or(Path::new("/")).components() {
+            if let Component::Normal(name) = c {
+                dir.push(name);
+                if !dir.exists() {
+                    fs::create_dir(&dir)
+                        .and_then(|_| owner(&dir))
+                        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+                }
+            }
+        }
+        let result = match &file.source {
+            FileSource::Bytes(bytes) => fs::write(&target, bytes),
+            FileSource::Host(src) => copy_tree(src, &target, &owner),
+        };
+        result.map_err(|e| format!("copying into {}: {e}", inside.display()))?;
+        owner(&target).map_err(|e| format!("chown {}: {e}", inside.display()))?;
+        let mode = file.mode.unwrap_or_else(|| {
+            match &file.source {
+                // Keep a host file's executable bits.
+                FileSource::Host(src) => {
+                    fs::metadata(src).map_or(0o644, |m| m.permissions().mode())
+                }
+                FileSource::Bytes(_) => 0o644,
+            }
+        }) & 0o777;
+        if target.is_file() {
+            fs::set_permissions(&target, fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("chmod {}: {e}", inside.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn copy_tree(src: &Path, dst: &Path, owner: &dyn Fn(&Path) -> io::Result<()>) -> io::Result<()> {
+    let meta = fs::symlink_metadata(src)?;
+    if meta.is_dir() {
+        fs::create_dir(dst)?;
+        owner(dst)?;
+        for entry in fs::read_dir(src)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &dst.join(entry.file_name()), owner)?;
+        }
+        Ok(())
+    } else if meta.is_file() {
+        fs::copy(src, dst)?;
+        owner(dst)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file or directory", src.display()),
+        ))
+    }
+}
+
+/// A relative path below the work directory, checked.
+pub fn collect_path(path: &Path) -> Result<PathBuf, String> {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(p) => out.push(p),
+            Component::CurDir => {}
+            _ => {
+                return Err(format!(
+                    "{} leaves the work directory (only relative paths without '..')",
+                    path.display()
+                ))
+            }
+        }
+    }
+    if out.as_os_str().is_empty() {
+        return Err("empty path".into());
+    }
+    Ok(out)
+}
+
+/// Reads the requested files back from the work directory of init `pid`.
+pub fn collect(
+    pid: i32,
+    workdir: &Path,
+    paths: &[PathBuf],
+    max_bytes: u64,
+) -> BTreeMap<String, Result<Vec<u8>, String>> {
+    let mut out = BTreeMap::new();
+    if paths.is_empty() {
+        return out;
+    }
+    let base = PathBuf::from(format!("/proc/{pid}/root"))
+        .join(workdir.strip_prefix("/").unwrap_or(workdir));
+    let dir = File::open(&base);
+    for path in paths {
+        let key = path.to_string_lossy().into_owned();
+        let result = match &dir {
+            Ok(dir) => read_one(dir, path, max_bytes),
+            Err(e) => Err(format!("the work directory is gone: {e}")),
+        };
+        out.insert(key, result);
+    }
+    out
+}
+
+fn read_one(dir: &File, path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
+    let rel = collect_path(path)?;
+    let c = CString::new(rel.as_os_str().as_bytes()).map_err(|_| "NUL in path".to_string())?;
+    let fd = openat2_beneath(dir.as_raw_fd(), &c, libc::O_RDONLY | libc::O_NONBLOCK).map_err(
+        |e| match e.raw_os_error() {
+            Some(libc::ELOOP) | Some(libc::EXDEV) => {
+                format!(
+                    "{}: a symlink, refused (it is never followed)",
+                    rel.display()
+                )
+            }
+            Some(libc::ENOENT) => format!("{}: no such file", rel.display()),
+            _ => format!("{}: {e}", rel.display()),
+        },
+    )?;
+    let mut file = File::from(fd);
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err(format!(
+            "{}: not a regular file (a directory, FIFO, socket or device), refused",
+            rel.display()
+        ));
+    }
+    if meta.len() > max_bytes {
+        return Err(format!(
+            "{}: {} bytes, more than the {} allowed",
+            rel.display(),
+            meta.len(),
+            max_bytes
+        ));
+    }
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    file.by_ref()
+        .take(max_bytes)
+        .read_to_end(&mut buf)
+        .map_err(|e| e.to_string())?;
+    Ok(buf)
+}

@@ -1,0 +1,495 @@
+//! The root filesystem of a run, as a list of explicit steps prepared before clone and
+//! executed by the child (bubblewrap-style: every mount spelled out).
+//!
+//! Layout inside: the image or directory read-only at `/`, a fresh `/proc` (sensitive files
+//! masked, `/proc/sys` read-only), a minimal read-only `/dev` (null, zero, full, random,
+//! urandom, the fd links, a private `/dev/shm`), and `/tmp` and the work directory as
+//! size-limited tmpfs. The old root is detached after `pivot_root`.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::Error;
+use crate::spec::{RootFs, Spec};
+
+/// One step of the child's setup.
+pub enum Step {
+    Mount {
+        source: Option<CString>,
+        target: CString,
+        fstype: Option<CString>,
+        flags: libc::c_ulong,
+        data: Option<CString>,
+    },
+    Mkdir {
+        path: CString,
+        mode: libc::mode_t,
+    },
+    /// Creates an empty file to bind a device node onto.
+    Touch {
+        path: CString,
+    },
+    Symlink {
+        target: CString,
+        link: CString,
+    },
+    /// chdir(new root); pivot_root(".", "."); umount2(".", MNT_DETACH); chdir("/").
+    PivotRoot {
+        new_root: CString,
+    },
+    Hostname {
+        name: CString,
+    },
+    /// Brings `lo` up in the run's own network namespace.
+    LoopbackUp,
+    /// Enters a new cgroup namespace (its root: the run's cgroup).
+    UnshareCgroupNs,
+}
+
+/// A step, what it does in words (for error messages), and whether failing it is fatal.
+pub struct PlannedStep {
+    pub step: Step,
+    pub what: String,
+    /// Optional steps may fail with ENOENT (a masked /proc file this kernel lacks).
+    pub optional: bool,
+}
+
+fn cstr(path: &Path) -> Result<CString, Error> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::InvalidSpec(format!("path {} contains a NUL byte", path.display())))
+}
+
+fn cs(text: &str) -> CString {
+    // Only called with literals and numbers we format ourselves: no NUL inside.
+    CString::new(text).unwrap_or_default()
+}
+
+/// A path inside the sandbox, checked: absolute, normal, no `..`.
+pub fn inside_path(path: &Path, what: &str) -> Result<PathBuf, Error> {
+    if !path.is_absolute() {
+        return Err(Error::InvalidSpec(format!(
+            "{what} {} must be an absolute path",
+            path.display()
+        )));
+    }
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(p) => out.push(p),
+            _ => {
+                return Err(Error::InvalidSpec(format!(
+                    "{what} {} may not contain '..'",
+                    path.display()
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Joins an absolute path inside the sandbox onto the new root on the host side.
+fn under(root: &Path, inside: &Path) -> PathBuf {
+    root.join(inside.strip_prefix("/").unwrap_or(inside))
+}
+
+/// The mount flags a read-only remount of a bind mount must keep: in a user namespace the
+/// flags of the source mount are locked and a remount that drops them fails with EPERM.
+fn locked_flags(dir: &Path) -> libc::c_ulong {
+    let Ok(c) = cstr(dir) else { return 0 };
+    // SAFETY: zeroed statvfs is a valid out-parameter; path is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers for the duration of the call.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return 0;
+    }
+    let mut flags = 0;
+    for (st_flag, ms_flag) in [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ] {
+        if st.f_flag & st_flag != 0 {
+            flags |= ms_flag;
+        }
+    }
+    flags
+}
+
+/// Everything the child mounts, in order.
+pub struct RootPlan {
+    pub steps: Vec<PlannedStep>,
+}
+
+struct Builder {
+    steps: Vec<PlannedStep>,
+}
+
+impl Builder {
+    fn push(&mut self, step: Step, what: String) {
+        self.steps.push(PlannedStep {
+            step,
+            what,
+            optional: false,
+        });
+    }
+
+    fn optional(&mut self, step: Step, what: String) {
+        self.steps.push(PlannedStep {
+            step,
+            what,
+            optional: true,
+        });
+    }
+
+    fn mount(
+        &mut self,
+        source: Option<&str>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: libc::c_ulong,
+        data: Option<String>,
+        what: String,
+    ) -> Result<(), Error> {
+        let step = Step::Mount {
+            source: source.map(cs),
+            target: cstr(target)?,
+            fstype: fstype.map(cs),
+            flags,
+            data: data.map(|d| CString::new(d).unwrap_or_default()),
+        };
+        self.push(step, what);
+        Ok(())
+    }
+
+    fn bind_source(&mut self, source: &Path, target: &Path, what: String) -> Result<(), Error> {
+        let step = Step::Mount {
+            source: Some(cstr(source)?),
+            target: cstr(target)?,
+            fstype: None,
+            flags: libc::MS_BIND,
+            data: None,
+        };
+        self.push(step, what);
+        Ok(())
+    }
+
+    fn mkdir(&mut self, path: &Path, mode: libc::mode_t) -> Result<(), Error> {
+        let what = format!("creating directory {}", path.display());
+        self.push(
+            Step::Mkdir {
+                path: cstr(path)?,
+                mode,
+            },
+            what,
+        );
+        Ok(())
+    }
+}
+
+/// Options shared by the planning of every run of a `Sandbox`.
+pub struct RootOptions<'a> {
+    /// An empty host directory over which the child mounts its scratch tmpfs (image runs).
+    pub stage_dir: &'a Path,
+    /// Whether the run has its own network namespace whose `lo` the child brings up.
+    pub own_netns: bool,
+    /// Whether the child enters its cgroup namespace itself (cgroup v1).
+    pub unshare_cgroupns: bool,
+}
+
+/// Plans the root filesystem of `spec`.
+pub fn plan(spec: &Spec, opts: &RootOptions) -> Result<RootPlan, Error> {
+    let workdir = inside_path(&spec.workdir, "work directory")?;
+    if workdir == Path::new("/") || workdir.starts_with("/proc") || workdir.starts_with("/dev") {
+        return Err(Error::InvalidSpec(format!(
+            "work directory {} is not allowed",
+            workdir.display()
+        )));
+    }
+    let mut b = Builder { steps: Vec::new() };
+    // Nothing of what follows may propagate back to the host.
+    b.mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+        "making / private".into(),
+    )?;
+    let (root, ro_remount_flags) = match &spec.rootfs {
+        RootFs::Dir(dir) => {
+            let dir = dir.canonicalize().map_err(|e| Error::RootFs {
+                path: dir.clone(),
+                reason: e.to_string(),
+            })?;
+            if !dir.join("proc").is_dir() || !dir.join("dev").is_dir() || !dir.join("tmp").is_dir()
+            {
+                return Err(Error::RootFs {
+                    path: dir,
+                    reason: "needs the directories /proc, /dev and /tmp to mount on".into(),
+                });
+            }
+            if !under(&dir, &workdir).is_dir() {
+                return Err(Error::RootFs {
+                    path: dir,
+                    reason: format!("has no work directory {}", workdir.display()),
+                });
+            }
+            b.bind_source(
+                &dir,
+                &dir,
+                format!("binding the root filesystem {}", dir.display()),
+            )?;
+            let flags = libc::MS_REMOUNT
+                | libc::MS_BIND
+                | libc::MS_RDONLY
+                | libc::MS_NOSUID
+                | libc::MS_NODEV
+                | locked_flags(&dir);
+            (dir, flags)
+        }
+        RootFs::Layers(layers) => {
+            if layers.is_empty() {
+                return Err(Error::InvalidSpec(
+                    "an image needs at least one layer".into(),
+                ));
+            }
+            for layer in layers {
+                let text = layer.to_string_lossy();
+                if !layer.is_absolute() || text.contains([':', ',', '\\']) || !layer.is_dir() {
+                    return Err(Error::RootFs {
+                        path: layer.clone(),
+                        reason: "a layer must be an existing absolute directory without ':' or ','"
+                            .into(),
+                    });
+                }
+            }
+            let stage = opts.stage_dir;
+            b.mount(
+                Some("sandpit"),
+                stage,
+                Some("tmpfs"),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                Some("size=1m,mode=0755".into()),
+                "mounting the scratch tmpfs".into(),
+            )?;
+            let upper = stage.join("upper");
+            let work = stage.join("work");
+            let root = stage.join("root");
+            for d in [&upper, &work, &root] {
+                b.mkdir(d, 0o755)?;
+            }
+            // The mount points live in the upper layer, so the (read-only) image needs none.
+            let mut points = vec![
+                PathBuf::from("/proc"),
+                PathBuf::from("/dev"),
+                PathBuf::from("/tmp"),
+            ];
+            let mut prefix = PathBuf::from("/");
+            for c in workdir.components().skip(1) {
+                prefix.push(c);
+                points.push(prefix.clone());
+            }
+            for p in points {
+                let what = format!("creating mount point {}", p.display());
+                b.optional(
+                    Step::Mkdir {
+                        path: cstr(&under(&upper, &p))?,
+                        mode: 0o755,
+                    },
+                    what,
+                );
+            }
+            let lower: Vec<String> = layers
+                .iter()
+                .rev()
+                .map(|l| l.to_string_lossy().into_owned())
+                .collect();
+            let data = format!(
+                "lowerdir={},upperdir={},workdir={},userxattr",
+                lower.join(":"),
+                upper.display(),
+                work.display()
+            );
+            b.mount(
+                Some("overlay"),
+                &root,
+                Some("overlay"),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                Some(data),
+                format!("mounting the image's {} layers (overlayfs)", layers.len()),
+            )?;
+            let flags = libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+            (root, flags)
+        }
+    };
+
+    let disk = spec
+        .limits
+        .disk_bytes
+        .map(|d| format!(",size={d}"))
+        .unwrap_or_default();
+
+    // /proc: fresh, for this pid namespace.
+    let proc_dir = root.join("proc");
+    b.mount(
+        Some("proc"),
+        &proc_dir,
+        Some("proc"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+        "mounting /proc".into(),
+    )?;
+    for f in [
+        "kcore",
+        "keys",
+        "timer_list",
+        "sched_debug",
+        "latency_stats",
+        "sysrq-trigger",
+    ] {
+        let target = proc_dir.join(f);
+        let what = format!("masking /proc/{f}");
+        b.optional(
+            Step::Mount {
+                source: Some(cs("/dev/null")),
+                target: cstr(&target)?,
+                fstype: None,
+                flags: libc::MS_BIND,
+                data: None,
+            },
+            what,
+        );
+    }
+    let proc_sys = proc_dir.join("sys");
+    b.bind_source(&proc_sys, &proc_sys, "binding /proc/sys".into())?;
+    b.mount(
+        None,
+        &proc_sys,
+        None,
+        libc::MS_REMOUNT
+            | libc::MS_BIND
+            | libc::MS_RDONLY
+            | libc::MS_NOSUID
+            | libc::MS_NODEV
+            | libc::MS_NOEXEC,
+        None,
+        "making /proc/sys read-only".into(),
+    )?;
+
+    // /dev: a small tmpfs with the harmless devices bound from the host.
+    let dev = root.join("dev");
+    b.mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("size=64k,mode=0755".into()),
+        "mounting /dev".into(),
+    )?;
+    for name in ["null", "zero", "full", "random", "urandom"] {
+        let target = dev.join(name);
+        b.push(
+            Step::Touch {
+                path: cstr(&target)?,
+            },
+            format!("creating /dev/{name}"),
+        );
+        b.bind_source(
+            &Path::new("/dev").join(name),
+            &target,
+            format!("binding /dev/{name}"),
+        )?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        b.push(
+            Step::Symlink {
+                target: cs(target),
+                link: cstr(&dev.join(link))?,
+            },
+            format!("linking /dev/{link}"),
+        );
+    }
+    let shm = dev.join("shm");
+    b.mkdir(&shm, 0o755)?;
+    b.mount(
+        Some("tmpfs"),
+        &shm,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(format!("mode=1777{disk}")),
+        "mounting /dev/shm".into(),
+    )?;
+    b.mount(
+        None,
+        &dev,
+        None,
+        libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("size=64k,mode=0755".into()),
+        "making /dev read-only".into(),
+    )?;
+
+    // The writable places: /tmp and the work directory.
+    b.mount(
+        Some("tmpfs"),
+        &root.join("tmp"),
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(format!("mode=1777{disk}")),
+        "mounting /tmp".into(),
+    )?;
+    b.mount(
+        Some("tmpfs"),
+        &under(&root, &workdir),
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(format!("mode=0755,uid={},gid={}{disk}", spec.uid, spec.gid)),
+        format!("mounting the work directory {}", workdir.display()),
+    )?;
+
+    b.mount(
+        None,
+        &root,
+        None,
+        ro_remount_flags,
+        None,
+        "making the root filesystem read-only".into(),
+    )?;
+    let hostname = CString::new(spec.hostname.as_bytes())
+        .map_err(|_| Error::InvalidSpec("hostname contains a NUL byte".into()))?;
+    if spec.hostname.is_empty() || spec.hostname.len() > 64 {
+        return Err(Error::InvalidSpec("hostname must be 1 to 64 bytes".into()));
+    }
+    b.push(
+        Step::Hostname { name: hostname },
+        "setting the hostname".into(),
+    );
+    b.push(
+        Step::PivotRoot {
+            new_root: cstr(&root)?,
+        },
+        "pivot_root into the new root".into(),
+    );
+    if opts.own_netns {
+        b.push(
+            Step::LoopbackUp,
+            "bringing up the loopback interface".into(),
+        );
+    }
+    if opts.unshare_cgroupns {
+        b.push(
+            Step::UnshareCgroupNs,
+            "entering a new cgroup namespace".into(),
+        );
+    }
+    Ok(RootPlan { steps: b.steps })
+}

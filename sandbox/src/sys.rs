@@ -1,0 +1,190 @@
+//! Thin wrappers over raw system calls that libc does not wrap (clone3, pidfd, openat2,
+//! seccomp notifications). Each is safe to call between clone and exec: no allocation.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// `struct clone_args` of clone3(2).
+#[repr(C)]
+#[derive(Default)]
+pub struct CloneArgs {
+    pub flags: u64,
+    pub pidfd: u64,
+    pub child_tid: u64,
+    pub parent_tid: u64,
+    pub exit_signal: u64,
+    pub stack: u64,
+    pub stack_size: u64,
+    pub tls: u64,
+    pub set_tid: u64,
+    pub set_tid_size: u64,
+    pub cgroup: u64,
+}
+
+pub const CLONE_PIDFD: u64 = 0x1000;
+pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// clone3 without a new stack: like fork, the child returns 0 on a copy of this stack.
+///
+/// # Safety
+/// In a multi-threaded process the child may only run async-signal-safe code until it execs
+/// or exits, and it must never return into code that unwinds or allocates.
+pub unsafe fn clone3(args: &mut CloneArgs) -> io::Result<libc::pid_t> {
+    let ret = libc::syscall(
+        libc::SYS_clone3,
+        args as *mut CloneArgs,
+        std::mem::size_of::<CloneArgs>(),
+    );
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as libc::pid_t)
+    }
+}
+
+/// Sends a signal through a pidfd (no pid reuse race).
+pub fn pidfd_send_signal(pidfd: RawFd, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain syscall with a valid fd and no pointers besides NULL siginfo.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Opens `path` below `dir` without following any symlink and without leaving `dir`.
+pub fn openat2_beneath(dir: RawFd, path: &std::ffi::CStr, flags: i32) -> io::Result<OwnedFd> {
+    /// `struct open_how` of openat2(2).
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_BENEATH
+            | libc::RESOLVE_NO_SYMLINKS
+            | libc::RESOLVE_NO_MAGICLINKS
+            | libc::RESOLVE_NO_XDEV,
+    };
+    // SAFETY: `how` and `path` outlive the call; the kernel copies them.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir,
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        // SAFETY: the kernel returned a new fd that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+    }
+}
+
+/// `struct seccomp_data`.
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+pub struct SeccompData {
+    pub nr: i32,
+    pub arch: u32,
+    pub instruction_pointer: u64,
+    pub args: [u64; 6],
+}
+
+/// `struct seccomp_notif`.
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+pub struct SeccompNotif {
+    pub id: u64,
+    pub pid: u32,
+    pub flags: u32,
+    pub data: SeccompData,
+}
+
+/// `struct seccomp_notif_resp`.
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+pub struct SeccompNotifResp {
+    pub id: u64,
+    pub val: i64,
+    pub error: i32,
+    pub flags: u32,
+}
+
+const SECCOMP_IOCTL_NOTIF_RECV: libc::c_ulong = 0xc050_2100;
+const SECCOMP_IOCTL_NOTIF_SEND: libc::c_ulong = 0xc018_2101;
+
+/// Receives one seccomp notification (the listener fd is non-blocking in our use).
+pub fn seccomp_notif_recv(fd: RawFd) -> io::Result<SeccompNotif> {
+    let mut notif = SeccompNotif::default();
+    // SAFETY: the kernel fills a zeroed struct of exactly the size the ioctl number encodes.
+    let ret = unsafe { libc::ioctl(fd, SECCOMP_IOCTL_NOTIF_RECV, &mut notif) };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(notif)
+    }
+}
+
+/// Answers a seccomp notification: the syscall fails with `errno`.
+pub fn seccomp_notif_deny(fd: RawFd, id: u64, errno: i32) -> io::Result<()> {
+    let mut resp = SeccompNotifResp {
+        id,
+        val: 0,
+        error: -errno,
+        flags: 0,
+    };
+    // SAFETY: valid struct of the size the ioctl number encodes.
+    let ret = unsafe { libc::ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND, &mut resp) };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (vDSO; async-signal-safe).
+pub fn monotonic_ns() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}
+
+/// setresuid/setresgid/setgroups as raw syscalls. glibc's wrappers broadcast the change to
+/// every thread it knows of (setxid), and after clone3 in a multi-threaded parent the child
+/// would wait forever for threads that do not exist in it.
+pub fn raw_set_ids(uid: u32, gid: u32, clear_groups: bool) -> Result<(), i32> {
+    // SAFETY: raw syscalls with integer arguments (and a NULL group list).
+    unsafe {
+        if clear_groups
+            && libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) < 0
+        {
+            return Err(*libc::__errno_location());
+        }
+        if libc::syscall(libc::SYS_setresgid, gid, gid, gid) < 0
+            || libc::syscall(libc::SYS_setresuid, uid, uid, uid) < 0
+        {
+            return Err(*libc::__errno_location());
+        }
+    }
+    Ok(())
+}
