@@ -80,9 +80,19 @@ pub fn main(data: &Path, args: ServeArgs) -> ExitCode {
             format!("data directory {}: {e}", data.display()),
         );
     }
+    // Absolute, so that every path handed to the core (layers, inputs) is.
+    let data = match std::fs::canonicalize(data) {
+        Ok(d) => d,
+        Err(e) => {
+            return fail(
+                EXIT_FAILURE,
+                format!("data directory {}: {e}", data.display()),
+            )
+        }
+    };
     let cfg = ServerConfig {
         listen: args.listen,
-        data: data.to_path_buf(),
+        data,
         slots,
         max_body: args.max_body,
         max_upload: args.max_upload,

@@ -933,10 +933,13 @@ fn run_blocking(app: &App, row: &ExecutionRow, stop: StopHandle) -> Ended {
 pub async fn run(app: Arc<App>, row: ExecutionRow, permit: OwnedSemaphorePermit) {
     let id = row.id.clone();
     let ended = match StopHandle::new() {
+        // Stopped before its slot came: it never starts.
+        Ok(stop) if app.sched.register(&id, stop.clone()) => Ended {
+            end_reason: "stopped".into(),
+            message: Some("stopped before it started".into()),
+            result: None,
+        },
         Ok(stop) => {
-            if app.sched.register(&id, stop.clone()) {
-                stop.stop();
-            }
             let worker = app.clone();
             tokio::task::spawn_blocking(move || run_blocking(&worker, &row, stop))
                 .await
