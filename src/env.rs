@@ -431,6 +431,18 @@ fn lookup<'a>(text: &'a str, pred: impl Fn(&Vec<&'a str>) -> bool) -> Option<Vec
 fn read_image_file(layer_dirs: &[PathBuf], rel: &str) -> Option<String> {
     for dir in layer_dirs.iter().rev() {
         let p = dir.join(rel);
+        // Never through a symlink: an image's `etc -> /` would otherwise lead to the host's.
+        let parent_ok = Path::new(rel)
+            .ancestors()
+            .skip(1)
+            .filter(|a| !a.as_os_str().is_empty())
+            .all(|a| match fs::symlink_metadata(dir.join(a)) {
+                Ok(m) => m.is_dir(),
+                Err(_) => true,
+            });
+        if !parent_ok {
+            return None;
+        }
         match fs::symlink_metadata(&p) {
             Ok(m) if m.is_file() => return fs::read_to_string(&p).ok(),
             Ok(_) => return None,
@@ -443,6 +455,29 @@ fn read_image_file(layer_dirs: &[PathBuf], rel: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_lookup_never_follows_symlinks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layer = dir.path().join("l");
+        fs::create_dir_all(&layer).expect("mkdir");
+        std::os::unix::fs::symlink("/", layer.join("etc")).expect("symlink");
+        assert_eq!(resolve_user("root", std::slice::from_ref(&layer)), None);
+        fs::remove_file(layer.join("etc")).expect("rm");
+        fs::create_dir_all(layer.join("etc")).expect("mkdir");
+        fs::write(layer.join("etc/passwd"), "app:x:4242:4343::/:/bin/sh\n").expect("write");
+        fs::write(layer.join("etc/group"), "grp:x:77:\n").expect("write");
+        assert_eq!(
+            resolve_user("app", std::slice::from_ref(&layer)),
+            Some((4242, 4343))
+        );
+        assert_eq!(
+            resolve_user("app:grp", std::slice::from_ref(&layer)),
+            Some((4242, 77))
+        );
+        assert_eq!(resolve_user("5:6", &[]), Some((5, 6)));
+        assert_eq!(resolve_user("nobody-here", &[layer]), None);
+    }
 
     #[test]
     fn envids() {

@@ -234,6 +234,17 @@ fn multi_layer_image_runs_with_its_merged_view_and_defaults() {
 #[test]
 fn a_run_cannot_alter_its_image() {
     let data = shipped_data();
+    let store = EnvStore::open(&data).expect("open");
+    let layers = store
+        .get("python3")
+        .expect("get")
+        .expect("python3 env")
+        .layers;
+    let top = store
+        .images()
+        .layer_path(&layers[layers.len() - 1])
+        .expect("layer path");
+    let passwd_before = fs::read(top.join("etc/passwd")).expect("image /etc/passwd");
     let vandal =
         "rm -rf /bin/ls /usr/bin/python3* 2>/dev/null; echo pwned > /etc/passwd 2>/dev/null; \
                   mkdir -p /tmp/x; echo done";
@@ -250,8 +261,18 @@ fn a_run_cannot_alter_its_image() {
     );
     assert_normal(&o);
     let out = o["stdout"].as_str().unwrap_or_default();
-    assert!(out.starts_with("/bin/ls\nroot:x:0:0:"), "{o}");
+    let first = String::from_utf8_lossy(&passwd_before)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(out.starts_with(&format!("/bin/ls\n{first}\n")), "{o}");
     assert!(out.ends_with("1\n"), "{o}");
+    assert_eq!(
+        fs::read(top.join("etc/passwd")).expect("read"),
+        passwd_before
+    );
+    assert!(top.join("bin/ls").exists() || top.join("usr/bin/ls").exists());
 }
 
 #[test]
@@ -264,7 +285,8 @@ fn python_program_runs_in_the_python3_environment_with_limits() {
         "import sys, json\nprint(json.dumps({'v': sys.version_info[0], 's': sum(range(100))}))\n",
     )
     .expect("write");
-    let copy = format!("{}:prog.py", prog.display());
+    // The program comes on stdin (python3 -): no file needs copying in.
+    let stdin = prog.display().to_string();
     let o = run_json(
         &data,
         &[
@@ -278,10 +300,10 @@ fn python_program_runs_in_the_python3_environment_with_limits() {
             "20s",
             "--pids",
             "32",
-            "--copy-in",
-            &copy,
+            "--stdin",
+            &stdin,
         ],
-        &["python3", "prog.py"],
+        &["python3", "-"],
     );
     assert_normal(&o);
     assert_eq!(o["stdout"], "{\"v\": 3, \"s\": 4950}\n", "{o}");
@@ -310,22 +332,29 @@ fn python_program_runs_in_the_python3_environment_with_limits() {
 fn c_program_compiles_and_runs_in_the_c_environment() {
     let data = shipped_data();
     let dir = tempfile::tempdir().expect("tempdir");
+    // The sources come in a shell script on stdin that writes them into the work dir.
+    let script = dir.path().join("build.sh");
     fs::write(
-        dir.path().join("hello.c"),
-        "#include <stdio.h>\nint main(void){long s=0;for(int i=0;i<1000;i++)s+=i;printf(\"hello %ld\\n\",s);return 0;}\n",
+        &script,
+        r#"set -e
+cat > hello.c <<'END'
+#include <stdio.h>
+int main(void){long s=0;for(int i=0;i<1000;i++)s+=i;printf("hello %ld\n",s);return 0;}
+END
+cat > hi.cpp <<'END'
+#include <iostream>
+#include <vector>
+int main(){std::vector<int> v{1,2,3};std::cout<<"c++ "<<v.size()<<std::endl;}
+END
+printf 'hello: hello.c\n\tgcc -O2 -o hello hello.c\n' > Makefile
+make -s hello
+./hello
+g++ -O1 -o hi hi.cpp
+./hi
+"#,
     )
     .expect("write");
-    fs::write(
-        dir.path().join("hi.cpp"),
-        "#include <iostream>\n#include <vector>\nint main(){std::vector<int> v{1,2,3};std::cout<<\"c++ \"<<v.size()<<std::endl;}\n",
-    )
-    .expect("write");
-    fs::write(
-        dir.path().join("Makefile"),
-        "hello: hello.c\n\tgcc -O2 -o hello hello.c\n",
-    )
-    .expect("write");
-    let copy = format!("{}:src", dir.path().display());
+    let stdin = script.display().to_string();
     let o = run_json(
         &data,
         &[
@@ -339,14 +368,10 @@ fn c_program_compiles_and_runs_in_the_c_environment() {
             "60s",
             "--pids",
             "64",
-            "--copy-in",
-            &copy,
+            "--stdin",
+            &stdin,
         ],
-        &[
-            "/bin/sh",
-            "-c",
-            "cd src && make -s hello && ./hello && g++ -O1 -o hi hi.cpp && ./hi",
-        ],
+        &["/bin/sh", "-s"],
     );
     assert_normal(&o);
     assert_eq!(o["stdout"], "hello 499500\nc++ 3\n", "{o}");

@@ -151,9 +151,24 @@ fn image_tar_imports_like_a_directory_and_is_content_addressed() {
     assert_eq!(a.image_digest, b.image_digest);
     assert_eq!(store.images().stored_layers().expect("layers").len(), 2);
     assert!(
-        tree(&data.path().join("tmp")).is_empty(),
+        tree(&data.path().join("layers/tmp")).is_empty(),
         "archive scratch left behind"
     );
+}
+
+#[test]
+fn zstd_layers_import() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let src = tempfile::tempdir().expect("tempdir");
+    let craft = Craft {
+        zstd: true,
+        ..Default::default()
+    };
+    write_layout(src.path(), &[base_layer(), upper_layer()], &craft);
+    let store = EnvStore::open(data.path()).expect("open");
+    store.import(src.path(), meta("zstd")).expect("import zstd");
+    let view = in_overlay(&layer_dirs(&store, "zstd"), "cat top.txt");
+    assert_eq!(view, "v2\n");
 }
 
 #[test]

@@ -199,11 +199,17 @@ pub unsafe fn init_main(plan: &ChildPlan) -> ! {
         }
     }
     send_report(report, REPORT_STARTED, 0, monotonic_ns());
-    // A raw clone, not fork(): glibc's fork takes locks another parent thread may hold.
-    let pid = libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0, 0, 0, 0) as i32;
-    if pid == 0 {
-        program_main(plan);
-    }
+    // Like posix_spawn: the program shares init's memory (CLONE_VM) on its own stack and init
+    // waits (CLONE_VFORK) until it has exec'd, so no address space is copied. Not fork():
+    // glibc's fork takes locks another thread of the parent may have held at clone time.
+    let stack = plan.program_stack.as_ptr() as usize + plan.program_stack.len();
+    let stack_top = (stack & !15) as *mut libc::c_void;
+    let pid = libc::clone(
+        program_entry,
+        stack_top,
+        libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+        plan as *const ChildPlan as *mut libc::c_void,
+    );
     if pid < 0 {
         send_report(report, REPORT_PROGRAM_FAILED, STAGE_FORK, errno() as i64);
         exit(1);
@@ -234,6 +240,11 @@ pub unsafe fn init_main(plan: &ChildPlan) -> ! {
     // /proc/<init>/root; it closes its end when done.
     while wait_go(report) {}
     exit(0);
+}
+
+extern "C" fn program_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the plan init passed to clone; init is suspended until we exec or exit.
+    unsafe { program_main(&*(arg as *const ChildPlan)) }
 }
 
 fn program_fail(plan: &ChildPlan, stage: i32, e: i32) -> ! {

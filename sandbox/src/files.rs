@@ -8,10 +8,10 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{chown, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::Error;
@@ -41,6 +41,25 @@ pub fn destination(file: &FileIn, workdir: &Path) -> Result<PathBuf, Error> {
     Ok(inside)
 }
 
+/// Runs `f` with this thread's filesystem ids switched to the sandbox user's host ids: the
+/// sandbox's tmpfs belongs to its user namespace, where host root has no mapping (creating a
+/// file as host root fails with EOVERFLOW), and what we create is owned by the sandbox user.
+fn as_sandbox_user<T>(
+    host_uid: u32,
+    host_gid: u32,
+    f: impl FnOnce() -> io::Result<T>,
+) -> io::Result<T> {
+    // SAFETY: setfsuid/setfsgid change the calling thread's fs ids only; restored below.
+    let (old_gid, old_uid) = unsafe { (libc::setfsgid(host_gid), libc::setfsuid(host_uid)) };
+    let result = f();
+    // SAFETY: as above.
+    unsafe {
+        libc::setfsuid(old_uid as u32);
+        libc::setfsgid(old_gid as u32);
+    }
+    result
+}
+
 /// Copies the spec's files into the sandbox of init `pid`, owned by the sandbox's uid.
 pub fn copy_in(
     pid: i32,
@@ -50,58 +69,65 @@ pub fn copy_in(
     host_gid: u32,
 ) -> Result<(), String> {
     let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let mkdir = |dir: &Path| as_sandbox_user(host_uid, host_gid, || fs::create_dir(dir));
+    let create = |path: &Path, mode: u32| {
+        as_sandbox_user(host_uid, host_gid, || {
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(path)
+        })
+    };
     for file in files {
         let inside = destination(file, workdir).map_err(|e| e.to_string())?;
         let target = root.join(inside.strip_prefix("/").unwrap_or(&inside));
-        let owner = |p: &Path| chown(p, Some(host_uid), Some(host_gid));
-        // Parent directories, created as the sandbox user.
         let mut dir = root.clone();
         for c in inside.parent().unwrap_or(Path::new("/")).components() {
             if let Component::Normal(name) = c {
                 dir.push(name);
                 if !dir.exists() {
-                    fs::create_dir(&dir)
-                        .and_then(|_| owner(&dir))
-                        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+                    mkdir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
                 }
             }
         }
         let result = match &file.source {
-            FileSource::Bytes(bytes) => fs::write(&target, bytes),
-            FileSource::Host(src) => copy_tree(src, &target, &owner),
+            FileSource::Bytes(bytes) => create(&target, file.mode.unwrap_or(0o644) & 0o777)
+                .and_then(|mut f| f.write_all(bytes)),
+            FileSource::Host(src) => copy_tree(src, &target, file.mode, &mkdir, &create),
         };
         result.map_err(|e| format!("copying into {}: {e}", inside.display()))?;
-        owner(&target).map_err(|e| format!("chown {}: {e}", inside.display()))?;
-        let mode = file.mode.unwrap_or_else(|| {
-            match &file.source {
-                // Keep a host file's executable bits.
-                FileSource::Host(src) => {
-                    fs::metadata(src).map_or(0o644, |m| m.permissions().mode())
-                }
-                FileSource::Bytes(_) => 0o644,
-            }
-        }) & 0o777;
-        if target.is_file() {
-            fs::set_permissions(&target, fs::Permissions::from_mode(mode))
-                .map_err(|e| format!("chmod {}: {e}", inside.display()))?;
-        }
     }
     Ok(())
 }
 
-fn copy_tree(src: &Path, dst: &Path, owner: &dyn Fn(&Path) -> io::Result<()>) -> io::Result<()> {
+/// Copies a host file or directory tree; a file keeps its permission bits unless `mode`.
+fn copy_tree(
+    src: &Path,
+    dst: &Path,
+    mode: Option<u32>,
+    mkdir: &dyn Fn(&Path) -> io::Result<()>,
+    create: &dyn Fn(&Path, u32) -> io::Result<File>,
+) -> io::Result<()> {
     let meta = fs::symlink_metadata(src)?;
     if meta.is_dir() {
-        fs::create_dir(dst)?;
-        owner(dst)?;
+        mkdir(dst)?;
         for entry in fs::read_dir(src)? {
             let entry = entry?;
-            copy_tree(&entry.path(), &dst.join(entry.file_name()), owner)?;
+            copy_tree(
+                &entry.path(),
+                &dst.join(entry.file_name()),
+                None,
+                mkdir,
+                create,
+            )?;
         }
         Ok(())
     } else if meta.is_file() {
-        fs::copy(src, dst)?;
-        owner(dst)
+        let mut from = File::open(src)?;
+        let mut to = create(dst, mode.unwrap_or(meta.permissions().mode()) & 0o777)?;
+        io::copy(&mut from, &mut to)?;
+        Ok(())
     } else {
         Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -188,7 +214,7 @@ fn read_one(dir: &File, path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> 
         ));
     }
     let mut buf = Vec::with_capacity(meta.len() as usize);
-    file.by_ref()
+    Read::by_ref(&mut file)
         .take(max_bytes)
         .read_to_end(&mut buf)
         .map_err(|e| e.to_string())?;

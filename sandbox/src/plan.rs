@@ -96,6 +96,8 @@ pub struct ChildPlan<'a> {
     pub stderr: RawFd,
     /// The child's end of the report socket.
     pub report: RawFd,
+    /// The stack the program's process runs on until it execs (it shares init's memory).
+    pub program_stack: Vec<u8>,
     _policy: &'a CompiledPolicy,
 }
 
@@ -187,6 +189,7 @@ impl<'a> ChildPlan<'a> {
             stdout: fds.stdout,
             stderr: fds.stderr,
             report: fds.report,
+            program_stack: vec![0; 256 << 10],
             root,
             _policy: policy,
         })

@@ -2,10 +2,10 @@
 //!
 //! ```text
 //! DATA/layers/sha256/<diff_id hex>/   one unpacked layer (shared by every image that has it)
-//! DATA/layers/tmp/                    layers being unpacked (renamed into place when complete)
+//! DATA/layers/tmp/                    layers being unpacked (renamed into place when
+//!                                     complete), image archives being read
 //! DATA/images/<manifest hex>.json     an imported image: its layers and config defaults
 //! DATA/images/<manifest hex>.lock     held (shared) while a run uses the image
-//! DATA/tmp/                           image archives being read
 //! DATA/.store.lock                    held (exclusive) by import and garbage collection
 //! ```
 //!
@@ -109,15 +109,15 @@ fn mkdirs(path: &Path) -> Result<()> {
 impl ImageStore {
     /// Opens (creating what is missing) the store under `data`.
     pub fn open(data: &Path, limits: ImportLimits) -> Result<ImageStore> {
-        let store = ImageStore {
-            data: data.to_path_buf(),
-            limits,
-        };
+        mkdirs(data)?;
+        // Absolute: layer paths go to the sandbox core as overlay lower dirs.
+        let data =
+            fs::canonicalize(data).map_err(|e| ImageError::io(data.display().to_string(), e))?;
+        let store = ImageStore { data, limits };
         for dir in [
             store.layers_dir(),
             store.data.join("layers/tmp"),
             store.images_dir(),
-            store.data.join("tmp"),
         ] {
             mkdirs(&dir)?;
         }
@@ -208,7 +208,7 @@ impl ImageStore {
         let layout_dir = if meta.is_dir() {
             source.to_path_buf()
         } else {
-            let tmp = self.data.join("tmp").join(unique("archive"));
+            let tmp = self.data.join("layers/tmp").join(unique("archive"));
             mkdirs(&tmp)?;
             extracted = TempDir(Some(tmp));
             layout::extract_layout_tar(source, extracted.path(), self.limits.max_blob_bytes)?;
@@ -388,10 +388,9 @@ impl ImageStore {
                 self.remove_layer_dir(&self.layer_path(&layer)?);
             }
         }
-        for dir in [self.data.join("layers/tmp"), self.data.join("tmp")] {
-            for name in list_names(&dir)? {
-                let _ = fs::remove_dir_all(dir.join(name));
-            }
+        let tmp = self.data.join("layers/tmp");
+        for name in list_names(&tmp)? {
+            let _ = fs::remove_dir_all(tmp.join(name));
         }
         Ok(())
     }

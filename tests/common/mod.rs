@@ -105,6 +105,8 @@ pub struct Craft {
     /// Leave this layer's blob out of the layout.
     pub missing_layer: Option<usize>,
     pub gzip: bool,
+    /// zstd-compress the layers instead.
+    pub zstd: bool,
     /// The layers are given as blobs already (e.g. a cut gzip stream), stored as they are.
     pub blobs_as_is: bool,
     pub env: Vec<String>,
@@ -130,7 +132,9 @@ pub fn write_layout(dir: &Path, layers: &[Vec<u8>], craft: &Craft) -> String {
     let mut diff_ids = Vec::new();
     for (i, tar) in layers.iter().enumerate() {
         diff_ids.push(sha256_of(tar).to_string());
-        let blob = if craft.gzip && !craft.blobs_as_is {
+        let blob = if craft.zstd {
+            ruzstd::encoding::compress_to_vec(&tar[..], ruzstd::encoding::CompressionLevel::Fastest)
+        } else if craft.gzip && !craft.blobs_as_is {
             gzip(tar)
         } else {
             tar.clone()
@@ -144,7 +148,9 @@ pub fn write_layout(dir: &Path, layers: &[Vec<u8>], craft: &Craft) -> String {
             }
             fs::write(blobs.join(hex(&d)), &content).expect("write layer");
         }
-        let media = if craft.gzip {
+        let media = if craft.zstd {
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        } else if craft.gzip {
             "application/vnd.oci.image.layer.v1.tar+gzip"
         } else {
             "application/vnd.oci.image.layer.v1.tar"

@@ -1,0 +1,85 @@
+//! Shared helpers of the core's integration tests (root, real kernel).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use sandbox::{FileIn, FileSource, Io, Outcome, RootFs, Sandbox, SandboxConfig, Spec};
+
+/// The busybox root filesystem built by `make rootfs`.
+pub fn rootfs() -> PathBuf {
+    let path = std::env::var_os("SANDPIT_TEST_ROOTFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../build/rootfs/busybox"));
+    assert!(
+        path.join("bin/busybox").exists(),
+        "test rootfs {} missing: run `make rootfs` (or `make test`)",
+        path.display()
+    );
+    path
+}
+
+pub fn engine() -> &'static Sandbox {
+    static ENGINE: OnceLock<Sandbox> = OnceLock::new();
+    ENGINE.get_or_init(|| Sandbox::new(SandboxConfig::default()).expect("engine"))
+}
+
+/// Compiles (once) the static test program `name` from tests/progs and returns its path.
+pub fn prog(name: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sandbox-progs");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    });
+    let out = dir.join(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/progs/{name}.c"));
+    let fresh = out.exists()
+        && out.metadata().unwrap().modified().unwrap()
+            >= src.metadata().unwrap().modified().unwrap();
+    if !fresh {
+        let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+        let status = Command::new("cc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&tmp)
+            .arg(&src)
+            .status()
+            .expect("cc");
+        assert!(status.success(), "compiling {name}");
+        std::fs::rename(&tmp, &out).unwrap();
+    }
+    out
+}
+
+pub fn spec(argv: &[&str]) -> Spec {
+    Spec::new(
+        RootFs::Dir(rootfs()),
+        argv.iter().map(|s| s.to_string()).collect(),
+    )
+}
+
+/// A spec that runs test program `name` (copied into /work) with `args`.
+pub fn prog_spec(name: &str, args: &[&str]) -> Spec {
+    let mut argv = vec![format!("/work/{name}")];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    let mut s = Spec::new(RootFs::Dir(rootfs()), argv);
+    s.files.push(FileIn {
+        path: PathBuf::from(name),
+        source: FileSource::Host(prog(name)),
+        mode: Some(0o755),
+    });
+    s
+}
+
+pub fn sh(script: &str) -> Spec {
+    spec(&["/bin/sh", "-c", script])
+}
+
+pub fn run(spec: &Spec) -> Outcome {
+    engine().run(spec, Io::default()).expect("run")
+}
+
+pub fn stdout(o: &Outcome) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}

@@ -1,0 +1,197 @@
+//! Isolation holds: filesystem, network, processes, privileges, syscalls.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use sandbox::{EndReason, FileIn, FileSource};
+
+#[test]
+fn only_the_rootfs_is_visible_and_it_is_read_only() {
+    let o = run(&sh(
+        "ls /; echo x > /etc/x 2>&1 || echo ro-etc; echo x > /bin/x || echo ro-bin; \
+         echo ok > /work/a && cat /work/a; echo ok > /tmp/b && cat /tmp/b; ls /root /home 2>&1",
+    ));
+    let out = stdout(&o);
+    assert!(
+        !out.contains("Cargo.toml") && !out.contains("boot"),
+        "{out}"
+    );
+    assert!(out.contains("ro-etc") && out.contains("ro-bin"), "{out}");
+    assert_eq!(out.matches("ok\n").count(), 2, "{out}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("Read-only file system"), "{stderr}");
+}
+
+#[test]
+fn uid_inside_is_1000_and_maps_to_an_unprivileged_host_uid() {
+    let out = stdout(&run(&sh(
+        "id -u; id -g; cat /proc/self/uid_map; cat /proc/self/status | grep CapEff",
+    )));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1000");
+    assert_eq!(lines[1], "1000");
+    let map: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(map[0], "0");
+    assert_ne!(map[1], "0", "root inside must not be root outside");
+    assert!(lines[3].ends_with("0000000000000000"), "{out}");
+}
+
+#[test]
+fn network_is_only_an_own_loopback() {
+    // A listener on the host's loopback must not be reachable from inside.
+    let host = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = host.local_addr().unwrap().port();
+    let mut s = sh(&format!(
+        "ip -o link | cut -d: -f2; nc -w 1 127.0.0.1 {port} </dev/null && echo reached || echo unreachable; \
+         nc -l -p 5000 -e true & sleep 0.1; nc -w 1 127.0.0.1 5000 </dev/null && echo own-lo-works"
+    ));
+    s.limits.wall_time = Some(Duration::from_secs(10));
+    let out = stdout(&run(&s));
+    let ifaces: Vec<&str> = out
+        .lines()
+        .take_while(|l| !l.contains("reach"))
+        .map(str::trim)
+        .collect();
+    assert_eq!(ifaces, vec!["lo"], "{out}");
+    assert!(out.contains("unreachable"), "{out}");
+    assert!(out.contains("own-lo-works"), "{out}");
+}
+
+#[test]
+fn host_processes_are_invisible_and_unkillable() {
+    let me = std::process::id();
+    let out = stdout(&run(&sh(&format!(
+        "ps -o pid,comm | tail -n +2; kill -9 {me} 2>&1 || echo kill-failed"
+    ))));
+    let pids: Vec<u32> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(pids.iter().all(|p| *p < 10), "{out}");
+    assert!(out.contains("kill-failed"), "{out}");
+}
+
+#[test]
+fn denied_syscalls_fail_and_are_reported_by_name() {
+    let o = run(&prog_spec("syscalls", &[]));
+    assert_eq!(o.end_reason, EndReason::Normal, "{o:?}");
+    let out = stdout(&o);
+    for name in [
+        "mount",
+        "unshare",
+        "ptrace",
+        "keyctl",
+        "bpf",
+        "io_uring_setup",
+        "vsock",
+        "chroot",
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing in {out}"));
+        assert!(line.starts_with(&format!("{name} -1 ")), "{line}");
+    }
+    // init (pid 1) belongs to root inside: the program cannot signal it.
+    assert!(out.contains("kill1 -1 1"), "{out}");
+    let reported: Vec<&str> = o
+        .seccomp_violations
+        .iter()
+        .map(|v| v.syscall.as_str())
+        .collect();
+    for name in [
+        "mount",
+        "unshare",
+        "ptrace",
+        "keyctl",
+        "bpf",
+        "io_uring_setup",
+        "socket",
+        "chroot",
+    ] {
+        assert!(reported.contains(&name), "{name} not in {reported:?}");
+    }
+}
+
+#[test]
+fn the_x32_abi_is_killed() {
+    let o = run(&prog_spec("x32", &[]));
+    assert_eq!(o.signal, Some(libc::SIGSYS), "{o:?}");
+    assert!(!stdout(&o).contains("survived"));
+}
+
+#[test]
+fn double_forked_daemons_end_with_the_program() {
+    let mut s = prog_spec("daemon", &[]);
+    s.limits.wall_time = Some(Duration::from_secs(5));
+    let o = run(&s);
+    assert_eq!(o.end_reason, EndReason::Normal, "{o:?}");
+    assert!(o.wall_time_s < 1.0, "{o:?}");
+}
+
+#[test]
+fn files_go_in_and_outputs_come_back_without_following_symlinks() {
+    let mut s = sh("cat in/data.txt > out.txt; ln -s /etc/passwd link; mkfifo fifo; echo done");
+    s.files.push(FileIn {
+        path: PathBuf::from("in/data.txt"),
+        source: FileSource::Bytes(b"payload".to_vec()),
+        mode: None,
+    });
+    s.collect = vec![
+        "out.txt".into(),
+        "link".into(),
+        "fifo".into(),
+        "missing".into(),
+    ];
+    let o = run(&s);
+    assert_eq!(stdout(&o), "done\n", "{o:?}");
+    assert_eq!(o.files["out.txt"].as_deref(), Ok(&b"payload"[..]));
+    assert!(
+        o.files["link"].as_ref().unwrap_err().contains("symlink"),
+        "{:?}",
+        o.files
+    );
+    assert!(o.files["fifo"]
+        .as_ref()
+        .unwrap_err()
+        .contains("not a regular file"));
+    assert!(o.files["missing"]
+        .as_ref()
+        .unwrap_err()
+        .contains("no such file"));
+}
+
+#[test]
+fn bad_paths_are_refused_before_anything_runs() {
+    let mut s = sh("true");
+    s.files.push(FileIn {
+        path: PathBuf::from("../etc/passwd"),
+        source: FileSource::Bytes(vec![]),
+        mode: None,
+    });
+    assert!(engine().run(&s, Default::default()).is_err());
+    let mut s = sh("true");
+    s.collect = vec!["../../etc/shadow".into()];
+    assert!(engine().run(&s, Default::default()).is_err());
+    let mut s = sh("true");
+    s.argv.clear();
+    assert!(engine().run(&s, Default::default()).is_err());
+}
+
+#[test]
+fn proc_is_fresh_and_masked() {
+    let out = stdout(&run(&sh(
+        "echo 1 > /proc/sys/kernel/domainname 2>/dev/null || echo sys-ro; hostname; \
+         for f in kcore keys timer_list sched_debug sysrq-trigger; do \
+           [ -e /proc/$f ] && echo masked $f $(wc -c < /proc/$f); done",
+    )));
+    assert!(out.contains("sys-ro"), "{out}");
+    assert_eq!(out.lines().nth(1), Some("sandpit"), "{out}");
+    let masked: Vec<&str> = out.lines().filter(|l| l.starts_with("masked")).collect();
+    assert!(!masked.is_empty(), "{out}");
+    assert!(masked.iter().all(|l| l.ends_with(" 0")), "{out}");
+}

@@ -1,0 +1,237 @@
+//! Every limit crossed, every end reason produced, measurement accuracy.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use sandbox::{EndReason, Io, StopHandle, TimeoutKind};
+
+#[test]
+fn normal_exit_code_and_stdout() {
+    let o = run(&sh("echo hello; exit 3"));
+    assert_eq!(o.end_reason, EndReason::Normal, "{o:?}");
+    assert_eq!(o.exit_code, Some(3));
+    assert_eq!(stdout(&o), "hello\n");
+    assert_eq!(o.stdout_bytes, 6);
+    assert!(o.message.is_none());
+}
+
+#[test]
+fn abort_reports_sigabrt_because_the_program_is_not_pid_1() {
+    let o = run(&sh("echo $$; kill -ABRT $$"));
+    assert_eq!(o.end_reason, EndReason::Normal, "{o:?}");
+    assert_eq!(o.signal, Some(libc::SIGABRT));
+    assert_eq!(o.signal_name.as_deref(), Some("SIGABRT"));
+    assert_ne!(stdout(&o).trim(), "1", "the program must not be pid 1");
+}
+
+#[test]
+fn cpu_time_of_500ms_is_measured_within_10_percent() {
+    let o = run(&prog_spec("burn", &["500"]));
+    assert_eq!(o.end_reason, EndReason::Normal, "{o:?}");
+    assert!(
+        (0.45..=0.55).contains(&o.cpu_time_s),
+        "cpu_time_s {}",
+        o.cpu_time_s
+    );
+    assert!(o.user_time_s > 0.3, "{o:?}");
+}
+
+#[test]
+fn peak_memory_of_100_mib_is_reported_between_100_and_112_mib() {
+    let mut s = prog_spec("memhog", &["100"]);
+    s.limits.memory_bytes = Some(512 << 20);
+    let o = run(&s);
+    assert_eq!(o.end_reason, EndReason::Normal, "{o:?}");
+    let mib = o.peak_memory_bytes as f64 / (1 << 20) as f64;
+    assert!((100.0..=112.0).contains(&mib), "peak {mib} MiB");
+}
+
+#[test]
+fn memory_limit_ends_with_out_of_memory_from_the_oom_counter() {
+    let mut s = prog_spec("memhog", &["400"]);
+    s.limits.memory_bytes = Some(64 << 20);
+    let o = run(&s);
+    assert_eq!(o.end_reason, EndReason::OutOfMemory, "{o:?}");
+    assert!(o.oom_kills >= 1);
+    assert!(o.peak_memory_bytes <= 64 << 20);
+    // The next run in a fresh cgroup carries no trace of it.
+    let o = run(&sh("true"));
+    assert_eq!(o.end_reason, EndReason::Normal, "{o:?}");
+    assert_eq!(o.oom_kills, 0);
+}
+
+#[test]
+fn cpu_limit_of_1s_ends_a_busy_loop_at_most_1_1s() {
+    let mut s = prog_spec("burn", &["0"]);
+    s.limits.cpu_time = Some(Duration::from_secs(1));
+    s.limits.wall_time = Some(Duration::from_secs(5));
+    let o = run(&s);
+    assert_eq!(o.end_reason, EndReason::Timeout, "{o:?}");
+    assert_eq!(o.timeout, Some(TimeoutKind::Cpu));
+    assert!(
+        o.cpu_time_s >= 1.0 && o.cpu_time_s <= 1.1,
+        "cpu_time_s {}",
+        o.cpu_time_s
+    );
+}
+
+#[test]
+fn wall_limit_ends_a_sleeper() {
+    let mut s = sh("sleep 10");
+    s.limits.wall_time = Some(Duration::from_millis(300));
+    let start = Instant::now();
+    let o = run(&s);
+    assert_eq!(o.end_reason, EndReason::Timeout, "{o:?}");
+    assert_eq!(o.timeout, Some(TimeoutKind::Wall));
+    assert!(
+        o.wall_time_s >= 0.3 && o.wall_time_s < 0.4,
+        "{}",
+        o.wall_time_s
+    );
+    assert!(start.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn pids_limit_is_hit_and_reported() {
+    let mut s = prog_spec("forkbomb", &["1"]);
+    s.limits.pids = Some(16);
+    let o = run(&s);
+    assert_eq!(o.end_reason, EndReason::Normal, "{o:?}");
+    assert!(o.pids_limit_hit, "{o:?}");
+    assert!(stdout(&o).contains("failed="), "{}", stdout(&o));
+    let failed: u64 = stdout(&o)
+        .trim()
+        .rsplit("failed=")
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(failed > 0, "{}", stdout(&o));
+}
+
+#[test]
+fn output_limit_truncates_and_ends_the_run() {
+    let mut s = sh("yes 0123456789");
+    s.limits.output_bytes = Some(1 << 20);
+    s.limits.wall_time = Some(Duration::from_secs(10));
+    let o = run(&s);
+    assert_eq!(o.end_reason, EndReason::OutputLimit, "{o:?}");
+    assert_eq!(o.stdout.len(), 1 << 20);
+    assert!(o.stdout_truncated);
+    assert!(o.stdout_bytes > 1 << 20);
+    assert!(o.wall_time_s < 5.0);
+}
+
+#[test]
+fn file_size_limit_stops_a_large_write() {
+    let mut s =
+        sh("dd if=/dev/zero of=/work/big bs=1024 count=4096 2>&1; echo rc=$?; ls -l /work/big");
+    s.limits.file_size_bytes = Some(1 << 20);
+    let o = run(&s);
+    assert_eq!(o.end_reason, EndReason::Normal, "{o:?}");
+    // dd dies of SIGXFSZ (the shell reports 153 = 128 + 25) or sees EFBIG.
+    let out = stdout(&o);
+    assert!(out.contains("rc=153") || out.contains("too large"), "{out}");
+    assert!(out.contains(" 1048576 "), "{out}");
+}
+
+#[test]
+fn disk_limit_fills_the_work_dir_and_tmp() {
+    let mut s = sh("dd if=/dev/zero of=/work/f bs=1M count=8 2>&1; echo rc=$?; dd if=/dev/zero of=/tmp/f bs=1M count=8 2>&1; echo rc=$?");
+    s.limits.disk_bytes = Some(2 << 20);
+    s.limits.file_size_bytes = None;
+    let o = run(&s);
+    let out = stdout(&o);
+    assert_eq!(out.matches("No space left on device").count(), 2, "{out}");
+    assert_eq!(out.matches("rc=1").count(), 2, "{out}");
+}
+
+#[test]
+fn open_files_limit_applies() {
+    let mut s = sh("ulimit -n");
+    s.limits.open_files = Some(37);
+    assert_eq!(stdout(&run(&s)).trim(), "37");
+}
+
+#[test]
+fn stop_handle_ends_the_run_as_stopped() {
+    let stop = StopHandle::new().unwrap();
+    let s = sh("sleep 20");
+    let remote = stop.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        remote.stop();
+    });
+    let o = engine()
+        .run(
+            &s,
+            Io {
+                stop: Some(stop),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    t.join().unwrap();
+    assert_eq!(o.end_reason, EndReason::Stopped, "{o:?}");
+    assert!(o.wall_time_s < 2.0);
+}
+
+#[test]
+fn a_missing_program_is_an_internal_error_with_a_message() {
+    let o = run(&spec(&["/bin/does-not-exist"]));
+    assert_eq!(o.end_reason, EndReason::InternalError, "{o:?}");
+    let m = o.message.unwrap();
+    assert!(
+        m.contains("could not be executed") && m.contains("No such file"),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_rootfs_without_mount_points_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = sandbox::Spec::new(
+        sandbox::RootFs::Dir(dir.path().into()),
+        vec!["/bin/true".into()],
+    );
+    let e = engine().run(&s, Io::default()).unwrap_err();
+    assert!(e.to_string().contains("/proc, /dev and /tmp"), "{e}");
+}
+
+#[test]
+fn stdin_bytes_reach_the_program_and_stderr_is_separate() {
+    let mut s = sh("cat; echo err >&2");
+    s.stdin = sandbox::Stdin::Bytes(b"from stdin\n".to_vec());
+    let o = run(&s);
+    assert_eq!(stdout(&o), "from stdin\n");
+    assert_eq!(o.stderr, b"err\n");
+}
+
+#[test]
+fn live_sinks_receive_the_output() {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let sink = Shared::default();
+    let o = engine()
+        .run(
+            &sh("echo one; echo two"),
+            Io {
+                stdout_sink: Some(Box::new(sink.clone())),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(o.end_reason, EndReason::Normal);
+    assert_eq!(&*sink.0.lock().unwrap(), b"one\ntwo\n");
+}
