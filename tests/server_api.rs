@@ -586,8 +586,7 @@ fn stop_and_delete_of_waiting_and_running_executions() {
         assert!(t.elapsed().as_secs() < 20);
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    // Give the core time to start the program: a stop in the few ms before it does is
-    // recorded but does not end the program (a core issue, reported).
+    // Let the program start (see `stop_right_after_start` for a stop before it does).
     std::thread::sleep(std::time::Duration::from_millis(300));
     let r = s.req(
         "POST",
@@ -699,4 +698,44 @@ fn environment_import_run_and_delete() {
     s.get("/api/v1/environments/bb").assert_error(404);
     s.req("DELETE", "/api/v1/environments/bb", Some(TOKEN), None)
         .assert_error(404);
+}
+
+/// A stop that comes between the claim and the program's start. Ignored until the core
+/// handles a stop that arrives while it is still setting the sandbox up: today the end reason
+/// is `stopped` but the program runs to its own end (30 s here).
+#[test]
+#[ignore = "core: StopHandle::stop() during sandbox setup does not end the program"]
+fn stop_right_after_start() {
+    let data = temp_data();
+    let s = Server::start(data.path(), &[]);
+    if !core_works() {
+        return;
+    }
+    for _ in 0..3 {
+        let id = create(
+            &s,
+            TOKEN,
+            json!({"environment": "busybox", "command": ["sleep", "30"]}),
+        )
+        .json()["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        let t = std::time::Instant::now();
+        s.req(
+            "POST",
+            &format!("/api/v1/executions/{id}/start"),
+            Some(TOKEN),
+            None,
+        );
+        let r = s.req(
+            "POST",
+            &format!("/api/v1/executions/{id}/stop"),
+            Some(TOKEN),
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["end_reason"], "stopped");
+        assert!(t.elapsed().as_secs() < 5, "{:?}", t.elapsed());
+    }
 }
