@@ -96,6 +96,9 @@ pub async fn get(app: &App, req: Req) -> ApiResult<Resp> {
     if dir_env_map(&app.cfg).contains_key(envid.as_str()) {
         return Ok(json_response(StatusCode::OK, &dir_env(&envid)));
     }
+    if !crate::env::valid_envid(&envid) {
+        return Err(ApiError::not_found(format!("no environment '{envid}'")));
+    }
     match app.envs.get(&envid).map_err(env_error)? {
         Some(e) => Ok(json_response(StatusCode::OK, &detail(&e))),
         None => Err(ApiError::not_found(format!("no environment '{envid}'"))),
@@ -203,6 +206,9 @@ pub async fn delete(app: &App, req: Req) -> ApiResult<Resp> {
         return Err(ApiError::forbidden(format!(
             "environment '{envid}' was given to the server at start and can't be deleted"
         )));
+    }
+    if !crate::env::valid_envid(&envid) {
+        return Err(ApiError::not_found(format!("no environment '{envid}'")));
     }
     let env = app
         .envs

@@ -28,6 +28,8 @@ use crate::store::{ExecutionRow, Finish, Status};
 
 /// How long `stop` and `DELETE` wait for a running execution to end.
 const STOP_WAIT: Duration = Duration::from_secs(15);
+/// How long `wait` may take at most (the longest run plus a long queue).
+const WAIT_MAX: Duration = Duration::from_secs(7 * 86_400);
 /// Longest time limit anyone may ask for.
 const MAX_SECONDS: f64 = 86_400.0;
 
@@ -456,7 +458,15 @@ pub async fn create(app: &App, mut req: Req) -> ApiResult<Resp> {
         Ok(())
     })
     .await
-    .map_err(|e| ApiError::internal(format!("writing files: {e}")))??;
+    .map_err(|e| ApiError::internal(format!("writing files: {e}")))?
+    .map_err(|e| {
+        // Our own directory: what fails here is a path that is both a file and a folder.
+        let dir = dir.clone();
+        tokio::spawn(async move { tokio::fs::remove_dir_all(dir).await });
+        ApiError::bad_request(format!(
+            "files: {e} (a path is used both as a file and as a directory?)"
+        ))
+    })?;
 
     let request = StoredRequest {
         command,
@@ -506,7 +516,7 @@ pub async fn create(app: &App, mut req: Req) -> ApiResult<Resp> {
     }
     if wait {
         app.sched
-            .wait_ended(app.store.as_ref(), &id, Duration::from_secs(u64::MAX / 4))
+            .wait_ended(app.store.as_ref(), &id, WAIT_MAX)
             .await;
     }
     let row = app.store.get_execution(&id).await?.unwrap_or(row);
@@ -616,11 +626,7 @@ pub async fn start(app: &App, req: Req) -> ApiResult<Resp> {
     app.sched.kick();
     if wait {
         app.sched
-            .wait_ended(
-                app.store.as_ref(),
-                &row.id,
-                Duration::from_secs(u64::MAX / 4),
-            )
+            .wait_ended(app.store.as_ref(), &row.id, WAIT_MAX)
             .await;
     }
     let row = load(app, &who, &row.id).await?;
@@ -969,6 +975,16 @@ pub async fn recover(app: &App) -> Result<usize, crate::store::StoreError> {
         end_date: &now_rfc3339(),
     };
     let ids = app.store.recover_running(&app.cfg.node, &how).await?;
+    // Files of executions that were never accepted (a crash between writing them and the
+    // insert) have no row: remove them.
+    if let Ok(mut dir) = tokio::fs::read_dir(app.executions_dir()).await {
+        while let Ok(Some(entry)) = dir.next_entry().await {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if valid_id(&name) && app.store.get_execution(&name).await?.is_none() {
+                let _ = tokio::fs::remove_dir_all(entry.path()).await;
+            }
+        }
+    }
     Ok(ids.len())
 }
 
