@@ -18,8 +18,10 @@ fn rootfs() -> PathBuf {
 fn run_true(c: &mut Criterion) {
     let engine = Sandbox::new(SandboxConfig::default()).expect("engine (run as root)");
     let spec = Spec::new(RootFs::Dir(rootfs()), vec!["/bin/true".into()]);
-    let mut no_pool = SandboxConfig::default();
-    no_pool.netns_pool_size = 0;
+    let no_pool = SandboxConfig {
+        netns_pool_size: 0,
+        ..Default::default()
+    };
     let engine_no_pool = Sandbox::new(no_pool).expect("engine");
     let mut group = c.benchmark_group("sandbox");
     group.bench_function("run_true", |b| {

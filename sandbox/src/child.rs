@@ -48,41 +48,6 @@ fn exit(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Minimal `struct ifreq` for the flags ioctls.
-#[repr(C)]
-struct IfReqFlags {
-    name: [u8; libc::IFNAMSIZ],
-    flags: libc::c_short,
-    _pad: [u8; 22],
-}
-
-fn loopback_up() -> Result<(), i32> {
-    // SAFETY: socket/ioctl/close on a struct laid out as the kernel's ifreq.
-    unsafe {
-        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if s < 0 {
-            return Err(errno());
-        }
-        let mut req = IfReqFlags {
-            name: [0; libc::IFNAMSIZ],
-            flags: 0,
-            _pad: [0; 22],
-        };
-        req.name[..2].copy_from_slice(b"lo");
-        let mut result = Ok(());
-        if libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req) < 0 {
-            result = Err(errno());
-        } else {
-            req.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-            if libc::ioctl(s, libc::SIOCSIFFLAGS, &mut req) < 0 {
-                result = Err(errno());
-            }
-        }
-        libc::close(s);
-        result
-    }
-}
-
 fn opt_ptr(c: &Option<std::ffi::CString>) -> *const libc::c_char {
     c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr())
 }
@@ -136,7 +101,7 @@ fn do_step(step: &Step) -> Result<(), i32> {
                 }
             }
             Step::Hostname { name } => libc::sethostname(name.as_ptr(), name.as_bytes().len()),
-            Step::LoopbackUp => return loopback_up(),
+            Step::LoopbackUp => return crate::namespaces::loopback_up(),
             Step::UnshareCgroupNs => libc::unshare(libc::CLONE_NEWCGROUP),
         }
     };

@@ -36,3 +36,40 @@ pub fn write_id_maps(pid: i32, base: u32) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// Minimal `struct ifreq` for the flags ioctls.
+#[repr(C)]
+struct IfReqFlags {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Brings `lo` up in the calling thread's network namespace. Async-signal-safe (the child
+/// calls it after clone).
+pub fn loopback_up() -> Result<(), i32> {
+    // SAFETY: socket/ioctl/close on a struct laid out as the kernel's ifreq.
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if s < 0 {
+            return Err(crate::rlimits::errno());
+        }
+        let mut req = IfReqFlags {
+            name: [0; libc::IFNAMSIZ],
+            flags: 0,
+            _pad: [0; 22],
+        };
+        req.name[..2].copy_from_slice(b"lo");
+        let mut result = Ok(());
+        if libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req) < 0 {
+            result = Err(crate::rlimits::errno());
+        } else {
+            req.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            if libc::ioctl(s, libc::SIOCSIFFLAGS, &mut req) < 0 {
+                result = Err(crate::rlimits::errno());
+            }
+        }
+        libc::close(s);
+        result
+    }
+}

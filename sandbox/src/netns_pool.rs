@@ -3,7 +3,7 @@
 //! then dropped, so no run ever sees another's sockets.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
@@ -21,40 +21,8 @@ fn make_one() -> std::io::Result<OwnedFd> {
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    loopback_up()?;
+    crate::namespaces::loopback_up().map_err(std::io::Error::from_raw_os_error)?;
     Ok(File::open("/proc/thread-self/ns/net")?.into())
-}
-
-fn loopback_up() -> std::io::Result<()> {
-    let sock = nix::sys::socket::socket(
-        nix::sys::socket::AddressFamily::Inet,
-        nix::sys::socket::SockType::Datagram,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    #[repr(C)]
-    struct IfReqFlags {
-        name: [u8; libc::IFNAMSIZ],
-        flags: libc::c_short,
-        _pad: [u8; 22],
-    }
-    let mut req = IfReqFlags {
-        name: [0; libc::IFNAMSIZ],
-        flags: 0,
-        _pad: [0; 22],
-    };
-    req.name[..2].copy_from_slice(b"lo");
-    // SAFETY: ioctls on a live socket with a struct laid out as the kernel's ifreq.
-    unsafe {
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        req.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &mut req) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 impl NetnsPool {

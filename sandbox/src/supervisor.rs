@@ -188,7 +188,12 @@ impl Supervisor<'_> {
         // Kill the program and everything it started, but not init: it reports the end and
         // keeps the mount namespace for the output files. If the program's processes keep
         // escaping (forking while being killed), init goes too, taking the namespace along.
-        if !self.cgroup.kill_all_except(self.init_pid) || cause == KillCause::SetupFailed {
+        // Before the program started there is nothing to keep: end the whole sandbox.
+        let before_start = watch.started_at.is_none();
+        if before_start
+            || cause == KillCause::SetupFailed
+            || !self.cgroup.kill_all_except(self.init_pid)
+        {
             let _ = sys::pidfd_send_signal(self.pidfd.as_raw_fd(), libc::SIGKILL);
         }
     }

@@ -235,3 +235,20 @@ fn live_sinks_receive_the_output() {
     assert_eq!(o.end_reason, EndReason::Normal);
     assert_eq!(&*sink.0.lock().unwrap(), b"one\ntwo\n");
 }
+
+#[test]
+fn a_stop_before_the_program_starts_ends_the_run_as_stopped() {
+    let stop = StopHandle::new().unwrap();
+    stop.stop();
+    let o = engine()
+        .run(
+            &sh("echo ran"),
+            Io {
+                stop: Some(stop),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(o.end_reason, EndReason::Stopped, "{o:?}");
+    assert!(o.stdout.is_empty(), "{o:?}");
+}
