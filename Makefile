@@ -51,10 +51,15 @@ bench: rootfs build
 	$(CARGO) bench --bench run_true -- --warm-up-time 1 --measurement-time 5
 	bash benches/side_by_side.sh $(ROOTFS)/busybox
 	bash benches/python_row.sh $(SANDPIT) $(DATA)
+	$(CARGO) bench --bench api
 
-# The main job: a sample program in the sandbox, its outcome printed.
+# The main job: the HTTP execution API on the embedded store (SQLite in $(DATA)), with the
+# environments built by `make rootfs`. The master token is created in $(DATA)/master_token on
+# first start (unless SANDPIT_MASTER_TOKEN is set).
 run: rootfs build
-	$(BUILD)/../target/release/sandpit run --rootfs $(ROOTFS)/busybox --memory 64M --time 1s --json -- /bin/sh -c 'echo hello from the sandbox; id; ls /'
+	@printf '%s\n' "sandpit: starting the API on http://127.0.0.1:8080 (Ctrl-C stops it). Try, from another terminal:" \
+	  "  curl -s -H \"Authorization: Bearer \$$(cat $(DATA)/master_token)\" -H 'Content-Type: application/json' -d '{\"environment\":\"busybox\",\"command\":[\"sh\",\"-c\",\"echo hello from the sandbox\"],\"wait\":true}' http://127.0.0.1:8080/api/v1/executions"
+	$(SANDPIT) --data $(DATA) serve --listen 127.0.0.1:8080
 
 clean:
 	rm -rf $(BUILD)

@@ -6,4 +6,7 @@ pub mod cli;
 pub mod env;
 pub mod image;
 pub mod rootsource;
+pub mod scheduler;
+pub mod server;
+pub mod store;
 pub mod units;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod env;
 pub mod run;
+pub mod serve;
 
 /// Exit status for a bad argument.
 pub const EXIT_USAGE: u8 = 2;
@@ -42,6 +43,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Manage environments: import, list, show, rm.
     Env(env::EnvArgs),
+    /// Serve the HTTP execution API.
+    Serve(serve::ServeArgs),
 }
 
 /// Logs go to stderr; `SANDPIT_LOG` (e.g. `debug`) sets the level.
@@ -58,6 +61,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(args) => run::main(&cli.data, args),
         Command::Env(args) => env::main(&cli.data, args),
+        Command::Serve(args) => serve::main(&cli.data, args),
     }
 }
 

@@ -1,0 +1,188 @@
+//! `sandpit serve`: the HTTP execution API on the embedded store (SQLite in the data dir).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use sandbox::{Sandbox, SandboxConfig};
+
+use super::{fail, EXIT_FAILURE, EXIT_USAGE};
+use crate::env::EnvStore;
+use crate::scheduler::Scheduler;
+use crate::server::{self, App, ServerConfig};
+use crate::store::{SqliteStore, Store};
+use crate::units::parse_size;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Runs at once (default: the number of cores); the rest wait as `queued`.
+    #[arg(long)]
+    pub slots: Option<usize>,
+    /// The store: `sqlite` (a file in the data directory).
+    #[arg(long, default_value = "sqlite")]
+    pub store: String,
+    /// Largest request body (JSON, form, multipart, input upload).
+    #[arg(long = "max-body", default_value = "64M", value_parser = parse_size)]
+    pub max_body: u64,
+    /// Largest environment upload (an OCI archive).
+    #[arg(long = "max-upload", default_value = "4G", value_parser = parse_size)]
+    pub max_upload: u64,
+    /// Also serve a plain root file system directory as environment ENVID.
+    #[arg(long = "rootfs-env", value_name = "ENVID=DIR")]
+    pub rootfs_env: Vec<String>,
+}
+
+pub fn main(data: &Path, args: ServeArgs) -> ExitCode {
+    if args.store != "sqlite" {
+        return fail(
+            EXIT_USAGE,
+            format!(
+                "--store {}: only the embedded 'sqlite' store is available in this build",
+                args.store
+            ),
+        );
+    }
+    let mut dir_envs = Vec::new();
+    for pair in &args.rootfs_env {
+        let Some((id, dir)) = pair.split_once('=') else {
+            return fail(
+                EXIT_USAGE,
+                format!("--rootfs-env '{pair}': expected ENVID=DIR"),
+            );
+        };
+        let dir = PathBuf::from(dir);
+        if id.is_empty() || !dir.is_dir() {
+            return fail(
+                EXIT_USAGE,
+                format!(
+                    "--rootfs-env '{pair}': {} is not a directory",
+                    dir.display()
+                ),
+            );
+        }
+        dir_envs.push((id.to_string(), dir));
+    }
+    let slots = args
+        .slots
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if slots == 0 {
+        return fail(EXIT_USAGE, "--slots must be at least 1");
+    }
+    if let Err(e) = std::fs::create_dir_all(data.join("executions")) {
+        return fail(
+            EXIT_FAILURE,
+            format!("data directory {}: {e}", data.display()),
+        );
+    }
+    // Absolute, so that every path handed to the core (layers, inputs) is.
+    let data = match std::fs::canonicalize(data) {
+        Ok(d) => d,
+        Err(e) => {
+            return fail(
+                EXIT_FAILURE,
+                format!("data directory {}: {e}", data.display()),
+            )
+        }
+    };
+    let cfg = ServerConfig {
+        listen: args.listen,
+        data,
+        slots,
+        max_body: args.max_body,
+        max_upload: args.max_upload,
+        dir_envs,
+        node: "local".into(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(EXIT_FAILURE, format!("starting the runtime: {e}")),
+    };
+    match runtime.block_on(run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => fail(EXIT_FAILURE, message),
+    }
+}
+
+async fn run(cfg: ServerConfig) -> Result<(), String> {
+    let data = cfg.data.clone();
+    let (master_token, created) = server::auth::master_token(&data)
+        .map_err(|e| format!("master token in {}: {e}", data.display()))?;
+    if let Some(path) = created {
+        // Printed once: later starts read it from the file.
+        println!("sandpit: master token created: {master_token}");
+        println!("sandpit: it is saved in {} (mode 0600)", path.display());
+    }
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&data.join("sandpit.db"))
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let envs = EnvStore::open(&data).map_err(|e| format!("environments: {e}"))?;
+    let engine =
+        Arc::new(Sandbox::new(SandboxConfig::default()).map_err(|e| format!("sandbox: {e}"))?);
+    // What a crash left behind: sandboxes first, then the rows that said they were running.
+    let cleaner = engine.clone();
+    let cleaned = tokio::task::spawn_blocking(move || cleaner.cleanup_stale())
+        .await
+        .unwrap_or(0);
+    if cleaned > 0 {
+        tracing::warn!("removed {cleaned} sandbox(es) left by an earlier run of the server");
+    }
+    let _ = tokio::fs::remove_dir_all(data.join("tmp")).await;
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| format!("listening on {}: {e}", cfg.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = Arc::new(App {
+        sched: Scheduler::new(cfg.slots),
+        cfg,
+        store: store.clone(),
+        envs: Arc::new(envs),
+        engine,
+        master_token,
+        admission: tokio::sync::Mutex::new(()),
+    });
+    let recovered = server::executions::recover(&app)
+        .await
+        .map_err(|e| format!("recovering executions: {e}"))?;
+    if recovered > 0 {
+        tracing::warn!("{recovered} execution(s) were running when the server stopped: ended as internal-error");
+    }
+    let runner = app.clone();
+    app.sched
+        .spawn_dispatcher(store, app.cfg.node.clone(), move |row, permit| {
+            server::executions::run(runner.clone(), row, permit)
+        });
+    // Work queued before a restart runs now.
+    app.sched.kick();
+    println!(
+        "sandpit: listening on http://{addr} ({} slots, data in {})",
+        app.sched.slots(),
+        data.display()
+    );
+    let _ = std::io::stdout().flush();
+    tokio::select! {
+        r = server::serve(app, listener) => r.map_err(|e| e.to_string()),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = terminate() => Ok(()),
+    }
+}
+
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}

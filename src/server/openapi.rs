@@ -1,0 +1,81 @@
+//! The OpenAPI document of the whole API, served at `GET /api/v1/openapi.json`. A test keeps it
+//! true: every route in [`super::ROUTES`] is in it, and it has nothing else.
+
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::Response;
+
+use super::{full, Resp};
+
+pub const DOCUMENT: &str = include_str!("openapi.json");
+
+pub fn serve() -> Resp {
+    let mut resp = Response::new(full(DOCUMENT));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::super::ROUTES;
+    use super::DOCUMENT;
+
+    #[test]
+    fn document_lists_exactly_the_routes_served() {
+        let doc: serde_json::Value = serde_json::from_str(DOCUMENT).expect("valid JSON");
+        let mut documented = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("path item").keys() {
+                if ["get", "put", "post", "delete", "patch", "head", "options"]
+                    .contains(&method.as_str())
+                {
+                    documented.insert((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        let served: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p, _)| (m.to_string(), p.to_string()))
+            .collect();
+        let missing: Vec<_> = served.difference(&documented).collect();
+        let extra: Vec<_> = documented.difference(&served).collect();
+        assert!(missing.is_empty(), "served but not documented: {missing:?}");
+        assert!(extra.is_empty(), "documented but not served: {extra:?}");
+    }
+
+    #[test]
+    fn every_error_code_is_documented() {
+        use super::super::errors::code::*;
+        let doc: serde_json::Value = serde_json::from_str(DOCUMENT).expect("valid JSON");
+        let text = doc["components"]["schemas"]["Error"]["properties"]["error_code"]["description"]
+            .as_str()
+            .expect("error code description")
+            .to_string();
+        for c in [
+            MALFORMED_BODY,
+            INVALID_INPUT,
+            OVER_KEY_LIMIT,
+            BAD_PATH,
+            UNAUTHORIZED,
+            FORBIDDEN,
+            NOT_FOUND,
+            NO_ROUTE,
+            METHOD_NOT_ALLOWED,
+            WRONG_STATE,
+            ALREADY_EXISTS,
+            OUTPUT_REFUSED,
+            IN_USE,
+            TOO_LARGE,
+            UNSUPPORTED_MEDIA_TYPE,
+            TOO_MANY,
+            INTERNAL,
+        ] {
+            assert!(
+                text.contains(&c.to_string()),
+                "error code {c} is not documented"
+            );
+        }
+    }
+}

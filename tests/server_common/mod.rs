@@ -1,0 +1,308 @@
+//! Shared by the server tests: start the real `sandpit serve` on 127.0.0.1 (any free port,
+//! a temp data dir) and talk to it with a tiny HTTP/1.1 client. Tests kill only the server
+//! processes they started, by their own child handle.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const TOKEN: &str = "test-master-token";
+
+pub fn rootfs() -> PathBuf {
+    std::env::var_os("SANDPIT_TEST_ROOTFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("build/rootfs/busybox"))
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub addr: String,
+    pub data: PathBuf,
+}
+
+impl Server {
+    /// Starts a server on a data dir; `extra` are more `serve` options.
+    pub fn start(data: &Path, extra: &[&str]) -> Server {
+        let root = rootfs();
+        assert!(
+            root.join("bin").is_dir(),
+            "no busybox rootfs at {} (run `make rootfs`)",
+            root.display()
+        );
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sandpit"));
+        cmd.arg("--data")
+            .arg(data)
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--rootfs-env")
+            .arg(format!("busybox={}", root.display()))
+            .args(extra)
+            .env("SANDPIT_MASTER_TOKEN", TOKEN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("start sandpit serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server did not say where it listens");
+        Server {
+            child: Some(child),
+            addr,
+            data: data.to_path_buf(),
+        }
+    }
+
+    /// `kill -9` of this server (the child we started), and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+        }
+    }
+
+    pub fn req(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<(&str, &[u8])>,
+    ) -> Resp {
+        let mut headers = Vec::new();
+        let auth;
+        if let Some(t) = token {
+            auth = format!("Bearer {t}");
+            headers.push(("Authorization", auth.as_str()));
+        }
+        if let Some((ct, _)) = body {
+            headers.push(("Content-Type", ct));
+        }
+        request(
+            &self.addr,
+            method,
+            path,
+            &headers,
+            body.map_or(&[][..], |b| b.1),
+        )
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.req("GET", path, Some(TOKEN), None)
+    }
+
+    pub fn post_json(&self, path: &str, token: &str, body: &Value) -> Resp {
+        let text = body.to_string();
+        self.req(
+            "POST",
+            path,
+            Some(token),
+            Some(("application/json", text.as_bytes())),
+        )
+    }
+
+    /// Polls until the execution has ended (bounded).
+    pub fn wait_ended(&self, id: &str, token: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = self.req(
+                "GET",
+                &format!("/api/v1/executions/{id}"),
+                Some(token),
+                None,
+            );
+            assert_eq!(r.status, 200, "{}", r.text());
+            let v = r.json();
+            if v["status"] == "ended" {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "execution {id} did not end: {v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Asserts an error response: status, `{error_code, message}`.
+    pub fn assert_error(&self, status: u16) -> Value {
+        assert_eq!(self.status, status, "{}", self.text());
+        let v = self.json();
+        assert!(v["error_code"].is_u64(), "{v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        v
+    }
+}
+
+/// One request on its own connection (`Connection: close`), read to the end.
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("timeout");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).expect("write");
+    stream.write_all(body).expect("write body");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read");
+    parse_response(&raw)
+}
+
+pub fn parse_response(raw: &[u8]) -> Resp {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&data[..eol]).into_owned();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        let start = eol + 2;
+        out.extend_from_slice(&data[start..start + size]);
+        data = &data[start + size + 2..];
+    }
+    out
+}
+
+/// Whether the sandbox core can run programs here (it is being written on another branch;
+/// until it lands, tests that need real runs say so and skip those checks).
+pub fn core_works() -> bool {
+    let out = Command::new(env!("CARGO_BIN_EXE_sandpit"))
+        .args(["run", "--rootfs"])
+        .arg(rootfs())
+        .args(["--json", "--", "/bin/true"])
+        .output()
+        .expect("run sandpit");
+    let ok = out.status.success();
+    if !ok {
+        eprintln!(
+            "NOTE: the sandbox core can't run programs in this build ({}); checks that need a real run are skipped",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    ok
+}
+
+pub fn temp_data() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("sandpit-server-test")
+        .tempdir()
+        .expect("temp dir")
+}
+
+/// The busybox rootfs packed as an OCI image layout and tarred (an OCI archive), in `dir`.
+pub fn busybox_oci_archive(dir: &Path) -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let layout = dir.join("layout");
+    let ok = Command::new("bash")
+        .arg(manifest.join("rootfs/lib/pack-dir.sh"))
+        .arg(rootfs())
+        .arg(&layout)
+        .arg("[\"/bin/sh\"]")
+        .status()
+        .expect("pack-dir.sh")
+        .success();
+    assert!(ok, "packing the busybox rootfs failed");
+    let archive = dir.join("busybox.tar");
+    let ok = Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&archive)
+        .arg(".")
+        .status()
+        .expect("tar")
+        .success();
+    assert!(ok, "tar failed");
+    archive
+}
