@@ -3,11 +3,15 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 BUILD := $(CURDIR)/build
-ROOTFS := $(BUILD)/rootfs
+# The sandbox's root (an unprivileged host uid) must be able to walk to the root filesystems
+# and image layers it mounts; a checkout may sit below a 0700 directory (/root, mktemp -d), so
+# they live under a world-traversable directory, one per checkout.
+RUNTREE := /var/tmp/sandpit-build/$(shell printf '%s' '$(CURDIR)' | sha256sum | cut -c1-12)
+ROOTFS := $(RUNTREE)/rootfs
 STAMP := $(BUILD)/.setup-done
 APT_PACKAGES := busybox-static file bubblewrap crun runc hyperfine mmdebstrap python3
 OCI := $(BUILD)/oci
-DATA := $(BUILD)/data
+DATA := $(RUNTREE)/data
 SANDPIT := $(CURDIR)/target/release/sandpit
 ENVS := busybox python3 c
 
@@ -62,4 +66,4 @@ run: rootfs build
 	$(SANDPIT) --data $(DATA) serve --listen 127.0.0.1:8080
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(RUNTREE)
