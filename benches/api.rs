@@ -69,6 +69,24 @@ fn main() {
             .output();
         cli.push(t.elapsed());
     }
+    // The same program through the library in this process: what the engine itself costs.
+    let mut lib = Vec::new();
+    if let Ok(engine) = sandbox::Sandbox::new(sandbox::SandboxConfig::default()) {
+        let spec = sandbox::Spec::new(
+            sandbox::RootFs::Dir(rootfs()),
+            vec!["/bin/true".to_string()],
+        );
+        for _ in 0..lat_runs {
+            let t = Instant::now();
+            let _ = engine.run(&spec, sandbox::Io::default());
+            lib.push(t.elapsed());
+        }
+    }
+    let lib_ms = if lib.is_empty() {
+        f64::NAN
+    } else {
+        median(lib).as_secs_f64() * 1e3
+    };
     let (api_ms, cli_ms) = (
         median(api).as_secs_f64() * 1e3,
         median(cli).as_secs_f64() * 1e3,
@@ -102,9 +120,14 @@ fn main() {
     );
     println!("| API latency, one at a time (median of {lat_runs}) | {api_ms:.2} ms |");
     println!("| `sandpit run` latency (median of {lat_runs}) | {cli_ms:.2} ms |");
+    println!("| in-process `Sandbox::run` latency (median of {lat_runs}) | {lib_ms:.2} ms |");
     println!(
-        "| API added latency over `sandpit run` | {:+.2} ms |",
+        "| API added latency over `sandpit run` (a process that also starts the engine) | {:+.2} ms |",
         api_ms - cli_ms
+    );
+    println!(
+        "| API added latency over the in-process run (HTTP, store, files, queue) | {:+.2} ms |",
+        api_ms - lib_ms
     );
     if !real || ended_normal < lat_runs {
         println!(

@@ -586,8 +586,6 @@ fn stop_and_delete_of_waiting_and_running_executions() {
         assert!(t.elapsed().as_secs() < 20);
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    // Let the program start (see `stop_right_after_start` for a stop before it does).
-    std::thread::sleep(std::time::Duration::from_millis(300));
     let r = s.req(
         "POST",
         &format!("/api/v1/executions/{id}/stop"),
@@ -700,11 +698,9 @@ fn environment_import_run_and_delete() {
         .assert_error(404);
 }
 
-/// A stop that comes between the claim and the program's start. Ignored until the core
-/// handles a stop that arrives while it is still setting the sandbox up: today the end reason
-/// is `stopped` but the program runs to its own end (30 s here).
+/// A stop that comes between the claim and the program's start (while the core still sets
+/// the sandbox up) ends it at once too.
 #[test]
-#[ignore = "core: StopHandle::stop() during sandbox setup does not end the program"]
 fn stop_right_after_start() {
     let data = temp_data();
     let s = Server::start(data.path(), &[]);
