@@ -20,18 +20,7 @@ trap 'rm -rf "$work"' EXIT
 # crun's bundle: `crun spec` defaults, minus cgroups (no resources, no cgroup ns or mount).
 mkdir -p "$work/bundle"
 (cd "$work/bundle" && crun spec)
-python3 - "$work/bundle/config.json" "$rootfs" <<'PY'
-import json, sys
-path, rootfs = sys.argv[1], sys.argv[2]
-c = json.load(open(path))
-c["root"] = {"path": rootfs, "readonly": True}
-c["process"].update(args=["python3", "-c", "pass"], terminal=False, cwd="/tmp")
-c["linux"].pop("resources", None)
-c["linux"].pop("cgroupsPath", None)
-c["linux"]["namespaces"] = [x for x in c["linux"]["namespaces"] if x["type"] != "cgroup"]
-c["mounts"] = [m for m in c["mounts"] if m["destination"] != "/sys/fs/cgroup"]
-json.dump(c, open(path, "w"))
-PY
+python3 "$here/bundle.py" "$work/bundle/config.json" "$rootfs" /tmp - python3 -c pass
 
 sp=$(python3 "$here/latency.py" "$n" "$bin" --data "$data" run --env python3 -- python3 -c pass)
 bw=$(python3 "$here/latency.py" "$n" bwrap --unshare-all --die-with-parent --ro-bind "$rootfs" / \

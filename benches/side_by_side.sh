@@ -26,24 +26,10 @@ trap cleanup EXIT
 
 mkdir -p "$work/bundle"
 (cd "$work/bundle" && crun spec)
-python3 - "$work/bundle/config.json" "$rootfs" <<'PY'
-import json, sys
-path, rootfs = sys.argv[1], sys.argv[2]
-c = json.load(open(path))
-c["root"] = {"path": rootfs, "readonly": True}
-c["process"].update(args=["/bin/true"], terminal=False, cwd="/")
-c["linux"].pop("resources", None)
-c["linux"]["namespaces"] = [x for x in c["linux"]["namespaces"] if x["type"] != "cgroup"]
-c["mounts"] = [m for m in c["mounts"] if m["destination"] != "/sys/fs/cgroup"]
-json.dump(c, open(path, "w"))
-PY
-cp -r "$work/bundle" "$work/bundle-runc"
-python3 - "$work/bundle-runc/config.json" <<'PY'
-import json, sys
-c = json.load(open(sys.argv[1]))
-c["linux"]["cgroupsPath"] = "sandpit-bench/run"
-json.dump(c, open(sys.argv[1], "w"))
-PY
+python3 "$here/bundle.py" "$work/bundle/config.json" "$rootfs" / - /bin/true
+mkdir -p "$work/bundle-runc"
+cp "$work/bundle/config.json" "$work/bundle-runc/config.json"
+python3 "$here/bundle.py" "$work/bundle-runc/config.json" "$rootfs" / sandpit-bench/run /bin/true
 
 measure() { # jobs name command...
   local j=$1; shift; local name=$1; shift

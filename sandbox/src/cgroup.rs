@@ -254,7 +254,7 @@ impl CgroupManager {
                     continue;
                 }
                 let dir = entry.path();
-                kill_procs(&dir);
+                kill_procs(&dir, None);
                 if remove_dir_retrying(&dir).is_ok() {
                     removed += 1;
                 }
@@ -300,23 +300,30 @@ fn prepare_v2_parent(base: &Path) -> Result<(), Error> {
     write_file(&subtree, "+memory +pids +cpu")
 }
 
-fn kill_procs(dir: &Path) {
+/// Kills every process in the cgroup `dir` but `keep`. True once none is left; false if
+/// processes were still there after many rounds (a fork race).
+fn kill_procs(dir: &Path, keep: Option<i32>) -> bool {
     let kill_file = dir.join("cgroup.kill");
-    if kill_file.exists() {
-        let _ = write_file(&kill_file, "1");
-        return;
+    if keep.is_none() && kill_file.exists() {
+        return write_file(&kill_file, "1").is_ok();
     }
-    for _ in 0..100 {
-        let pids = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        if pids.trim().is_empty() {
-            return;
+    let procs = dir.join("cgroup.procs");
+    for _ in 0..200 {
+        let text = fs::read_to_string(&procs).unwrap_or_default();
+        let mut others = 0;
+        for pid in text.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+            if Some(pid) != keep {
+                others += 1;
+                // SAFETY: kill(2) on a pid read from this engine's own cgroup.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
         }
-        for pid in pids.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
-            // SAFETY: kill(2) on a pid read from this run's own cgroup.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+        if others == 0 {
+            return true;
         }
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(Duration::from_micros(100));
     }
+    false
 }
 
 /// rmdir, retried briefly: a cgroup stays busy for a moment after its last process is reaped.
@@ -404,23 +411,7 @@ impl RunCgroup {
     /// Kills every process of the run but `keep` (the sandbox's init). False if processes
     /// were still there after many rounds (a fork race); the caller then kills `keep` too.
     pub fn kill_all_except(&self, keep: i32) -> bool {
-        let procs = self.dirs[0].join("cgroup.procs");
-        for _ in 0..200 {
-            let text = fs::read_to_string(&procs).unwrap_or_default();
-            let mut others = 0;
-            for pid in text.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
-                if pid != keep {
-                    others += 1;
-                    // SAFETY: kill(2) on a pid read from this run's own cgroup.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-            }
-            if others == 0 {
-                return true;
-            }
-            std::thread::sleep(Duration::from_micros(100));
-        }
-        false
+        kill_procs(&self.dirs[0], Some(keep))
     }
 }
 
@@ -428,7 +419,7 @@ impl Drop for RunCgroup {
     fn drop(&mut self) {
         for dir in self.dirs.iter().rev() {
             if let Err(e) = remove_dir_retrying(dir) {
-                kill_procs(dir);
+                kill_procs(dir, None);
                 if remove_dir_retrying(dir).is_err() {
                     tracing::warn!("could not remove cgroup {}: {e}", dir.display());
                 }

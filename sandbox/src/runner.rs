@@ -385,17 +385,7 @@ impl Sandbox {
         };
         if let Err(e) = setup() {
             let _ = sys::pidfd_send_signal(pidfd.as_raw_fd(), libc::SIGKILL);
-            // SAFETY: zeroed siginfo is a valid out-parameter.
-            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-            // SAFETY: reaping our own child through its pidfd.
-            unsafe {
-                libc::waitid(
-                    libc::P_PIDFD,
-                    pidfd.as_raw_fd() as libc::id_t,
-                    &mut info,
-                    libc::WEXITED | libc::__WALL,
-                )
-            };
+            sys::pidfd_reap(&pidfd);
             return Err(e);
         }
         Ok((pid, pidfd))

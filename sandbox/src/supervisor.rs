@@ -198,15 +198,20 @@ impl Supervisor<'_> {
         }
     }
 
-    /// How long ppoll may sleep before the next limit check.
-    fn next_wakeup(&self, watch: &Watch, now: i64) -> Option<Duration> {
+    /// Kills the run if it is over a time limit; otherwise returns how long ppoll may sleep
+    /// before the next check. The cgroup's CPU counter is read once per call.
+    fn enforce_time_limits(&self, watch: &mut Watch) -> Option<Duration> {
         let started = watch.started_at?;
         if watch.exited.is_some() || watch.killed.is_some() {
             return Some(Duration::from_millis(50));
         }
         let mut wait: Option<Duration> = None;
         if let Some(wall) = self.limits.wall {
-            let left = (started + wall.as_nanos() as i64 - now).max(0);
+            let left = started + wall.as_nanos() as i64 - monotonic_ns();
+            if left <= 0 {
+                self.kill(watch, KillCause::WallTime);
+                return Some(Duration::from_millis(50));
+            }
             wait = Some(Duration::from_nanos(left as u64));
         }
         if let Some(cpu) = self.limits.cpu {
@@ -215,6 +220,10 @@ impl Supervisor<'_> {
                 .cpu_usage_ns()
                 .saturating_sub(watch.cpu_baseline_ns);
             let left = (cpu.as_nanos() as u64).saturating_sub(used);
+            if left == 0 {
+                self.kill(watch, KillCause::CpuTime);
+                return Some(Duration::from_millis(50));
+            }
             // CPU time cannot grow faster than `cpus` per wall second: sleeping for
             // left/cpus cannot overshoot; the last steps get short, so the overshoot is
             // bounded by the minimum step.
@@ -223,27 +232,6 @@ impl Supervisor<'_> {
             wait = Some(wait.map_or(step, |w| w.min(step)));
         }
         wait
-    }
-
-    fn check_limits(&self, watch: &mut Watch) {
-        let (Some(started), None, None) = (watch.started_at, watch.exited, watch.killed) else {
-            return;
-        };
-        if let Some(cpu) = self.limits.cpu {
-            let used = self
-                .cgroup
-                .cpu_usage_ns()
-                .saturating_sub(watch.cpu_baseline_ns);
-            if used >= cpu.as_nanos() as u64 {
-                self.kill(watch, KillCause::CpuTime);
-                return;
-            }
-        }
-        if let Some(wall) = self.limits.wall {
-            if monotonic_ns() - started >= wall.as_nanos() as i64 {
-                self.kill(watch, KillCause::WallTime);
-            }
-        }
     }
 
     /// Handles every pending report; true when the socket reached EOF.
@@ -350,8 +338,7 @@ impl Supervisor<'_> {
             let i_err = self.stderr.fd.as_ref().map(|f| push(f.as_raw_fd()));
             let i_listener = listener.as_ref().map(|f| push(f.as_raw_fd()));
             let i_stop = self.stop.filter(|_| watch.killed.is_none()).map(&mut push);
-            let now = monotonic_ns();
-            let wait = self.next_wakeup(&watch, now);
+            let wait = self.enforce_time_limits(&mut watch);
             let ts = wait.map(|d| libc::timespec {
                 tv_sec: d.as_secs() as libc::time_t,
                 tv_nsec: d.subsec_nanos() as libc::c_long,
@@ -401,20 +388,9 @@ impl Supervisor<'_> {
                 self.handle_report(&mut watch, hooks, &mut listener);
                 self.report = None;
             }
-            self.check_limits(&mut watch);
         }
         // Reap init (exit_signal 0: only we can, through the pidfd).
-        // SAFETY: zeroed siginfo is a valid out-parameter for waitid.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: waitid on our own pidfd.
-        unsafe {
-            libc::waitid(
-                libc::P_PIDFD,
-                self.pidfd.as_raw_fd() as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::__WALL,
-            )
-        };
+        sys::pidfd_reap(&self.pidfd);
         (watch, self.stdout, self.stderr)
     }
 }

@@ -61,6 +61,23 @@ pub fn pidfd_send_signal(pidfd: RawFd, signal: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// Waits for the child behind `pidfd` to end and reaps it (it has no exit signal, so nobody
+/// else's waitpid can take it).
+pub fn pidfd_reap(pidfd: &OwnedFd) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: zeroed siginfo is a valid out-parameter for waitid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid on our own child's pidfd.
+    unsafe {
+        libc::waitid(
+            libc::P_PIDFD,
+            pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::__WALL,
+        )
+    };
+}
+
 /// Opens `path` below `dir` without following any symlink and without leaving `dir`.
 pub fn openat2_beneath(dir: RawFd, path: &std::ffi::CStr, flags: i32) -> io::Result<OwnedFd> {
     /// `struct open_how` of openat2(2).

@@ -252,3 +252,21 @@ fn a_stop_before_the_program_starts_ends_the_run_as_stopped() {
     assert_eq!(o.end_reason, EndReason::Stopped, "{o:?}");
     assert!(o.stdout.is_empty(), "{o:?}");
 }
+
+#[test]
+fn stack_limit_applies() {
+    let mut s = sh("ulimit -s");
+    s.limits.stack_bytes = Some(2 << 20);
+    assert_eq!(stdout(&run(&s)).trim(), "2048");
+}
+
+#[test]
+fn an_output_file_over_the_collect_limit_is_refused_not_truncated() {
+    let mut s = sh("head -c 5000 /dev/zero > big; head -c 10 /dev/zero > small");
+    s.collect = vec!["big".into(), "small".into()];
+    s.collect_max_bytes = 4096;
+    let o = run(&s);
+    assert_eq!(o.files["small"].as_ref().map(Vec::len), Ok(10));
+    let err = o.files["big"].as_ref().unwrap_err();
+    assert!(err.contains("more than the 4096 allowed"), "{err}");
+}
