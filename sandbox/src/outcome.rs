@@ -97,6 +97,10 @@ pub struct Outcome {
     pub pids_limit_hit: bool,
     /// Kernel evidence: syscalls the seccomp policy denied.
     pub seccomp_violations: Vec<SeccompViolation>,
+    /// More denied syscalls were attempted than the engine reports per run: the counts are
+    /// lower bounds, and the later attempts failed with ENOSYS instead of EPERM.
+    #[serde(default)]
+    pub seccomp_violations_capped: bool,
     /// Which cgroup version measured this run (1 or 2).
     pub cgroup_version: u8,
     /// Files read back after the run (`Spec::collect`): path → result.
@@ -128,6 +132,7 @@ impl Outcome {
             oom_kills: 0,
             pids_limit_hit: false,
             seccomp_violations: Vec::new(),
+            seccomp_violations_capped: false,
             cgroup_version: 0,
             files: BTreeMap::new(),
             message: Some(message),
@@ -168,8 +173,9 @@ pub(crate) struct Evidence {
     pub cpu_baseline_ns: u64,
     pub cgroup: CgroupStats,
     pub cgroup_version: u8,
-    /// Denied syscalls by number.
+    /// Denied syscalls by number, and whether reporting stopped at the cap.
     pub violations: BTreeMap<i32, u64>,
+    pub violations_capped: bool,
     pub stdout: Captured,
     pub stderr: Captured,
     pub files: BTreeMap<String, Result<Vec<u8>, String>>,
@@ -269,6 +275,7 @@ pub(crate) fn verdict(e: Evidence, syscall_name: impl Fn(i32) -> String) -> Outc
                 count,
             })
             .collect(),
+        seccomp_violations_capped: e.violations_capped,
         cgroup_version: e.cgroup_version,
         files: e.files,
         message,
@@ -313,6 +320,7 @@ mod tests {
             },
             cgroup_version: 2,
             violations: BTreeMap::new(),
+            violations_capped: false,
             stdout: Captured::default(),
             stderr: Captured::default(),
             files: BTreeMap::new(),
