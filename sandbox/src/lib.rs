@@ -62,7 +62,7 @@ pub use io::{Io, StopHandle};
 pub use outcome::{EndReason, Outcome, SeccompViolation, TimeoutKind};
 pub use prepared::Prepared;
 pub use signals::signal_name;
-pub use supervisor::MAX_REPORTED_DENIALS;
 pub use spec::{
     EnvSpec, FileIn, FileSource, Limits, RootFs, Spec, Stdin, DEFAULT_UID, DEFAULT_WORKDIR,
 };
+pub use supervisor::MAX_REPORTED_DENIALS;

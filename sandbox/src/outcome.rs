@@ -181,8 +181,8 @@ pub(crate) struct Evidence {
     pub files: BTreeMap<String, Result<Vec<u8>, String>>,
 }
 
-/// Turns the evidence into an outcome. The precedence: the sandbox's own failure, a lost init,
-/// a stop, the OOM counter, CPU, wall, output, and otherwise the program's own end.
+/// Turns the evidence into an outcome. The precedence: the sandbox's own failure, a stop, the
+/// OOM counter, a lost init, CPU, wall, output, and otherwise the program's own end.
 pub(crate) fn verdict(e: Evidence, syscall_name: impl Fn(i32) -> String) -> Outcome {
     let wall_ns = match (e.started_at, e.exited) {
         (Some(s), Some((_, end))) => end - s,
@@ -210,15 +210,10 @@ pub(crate) fn verdict(e: Evidence, syscall_name: impl Fn(i32) -> String) -> Outc
     let killed = e.killed;
     let (end_reason, timeout, message) = if let Some(m) = e.setup_error {
         (EndReason::InternalError, None, Some(m))
-    } else if e.exited.is_none() && killed.is_none() {
-        (
-            EndReason::InternalError,
-            None,
-            Some("the sandbox's init ended without reporting the program's status".into()),
-        )
     } else if killed == Some(KillCause::Stop) {
         (EndReason::Stopped, None, Some("stopped on request".into()))
     } else if stats.oom_kills > 0 {
+        // Whoever the victim was: the counter moved, so memory ran out.
         (
             EndReason::OutOfMemory,
             None,
@@ -226,6 +221,12 @@ pub(crate) fn verdict(e: Evidence, syscall_name: impl Fn(i32) -> String) -> Outc
                 "the memory cgroup's OOM killer ended {} process(es)",
                 stats.oom_kills
             )),
+        )
+    } else if e.exited.is_none() && killed.is_none() {
+        (
+            EndReason::InternalError,
+            None,
+            Some("the sandbox's init ended without reporting the program's status".into()),
         )
     } else if killed == Some(KillCause::CpuTime) {
         (
@@ -403,6 +404,14 @@ mod tests {
         let o = judge(e);
         assert_eq!(o.end_reason, EndReason::InternalError);
         assert_eq!(o.message.as_deref(), Some("mounting /proc: EPERM"));
+    }
+
+    #[test]
+    fn an_init_killed_by_the_oom_killer_is_still_out_of_memory() {
+        let mut e = evidence();
+        e.exited = None;
+        e.cgroup.oom_kills = 1;
+        assert_eq!(judge(e).end_reason, EndReason::OutOfMemory);
     }
 
     #[test]

@@ -355,6 +355,7 @@ fn spawn(
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let setup = || -> Result<(), Error> {
         namespaces::write_id_maps(pid, engine.config.host_id_base)?;
+        protect_init(pid);
         if v1 {
             cgroup.add_process(pid)?;
         }
@@ -366,4 +367,16 @@ fn spawn(
         return Err(e);
     }
     Ok((pid, pidfd))
+}
+
+/// Makes init exempt from the OOM killer where the engine may (CAP_SYS_RESOURCE): it reports
+/// the program's end and holds the sandbox together, so a victim must be one of the program's
+/// processes. The legacy `oom_adj` file is used on purpose: unlike `oom_score_adj`, writing it
+/// does not lower the floor the program may set itself to, so the program (which raises its
+/// own score to 1000 before exec) can never make itself exempt too. Without the capability
+/// init keeps score 0 and the program's 1000 still makes it the first choice.
+fn protect_init(pid: i32) {
+    if let Err(e) = std::fs::write(format!("/proc/{pid}/oom_adj"), "-17") {
+        tracing::debug!("init of sandbox {pid} keeps its OOM score: {e}");
+    }
 }

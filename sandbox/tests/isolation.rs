@@ -138,11 +138,18 @@ fn the_policy_is_an_allow_list() {
     assert_eq!(errno_of("unknown_999"), libc::ENOSYS, "{out}");
     assert_eq!(errno_of("clone3"), libc::ENOSYS, "{out}");
     assert_eq!(errno_of("getpid_allowed"), 0, "{out}");
-    let reported: Vec<&str> = o.seccomp_violations.iter().map(|v| v.syscall.as_str()).collect();
+    let reported: Vec<&str> = o
+        .seccomp_violations
+        .iter()
+        .map(|v| v.syscall.as_str())
+        .collect();
     for name in ["modify_ldt", "memfd_secret", "open_tree_attr"] {
         assert!(reported.contains(&name), "{name} not in {reported:?}");
     }
-    assert!(!reported.iter().any(|r| r.contains("999") || *r == "clone3"), "{reported:?}");
+    assert!(
+        !reported.iter().any(|r| r.contains("999") || *r == "clone3"),
+        "{reported:?}"
+    );
     assert!(!o.seccomp_violations_capped);
 }
 
@@ -162,14 +169,25 @@ fn a_storm_of_denied_calls_costs_the_engine_a_bounded_amount() {
     let cap = sandbox::MAX_REPORTED_DENIALS;
     // Three denials came before the storm (modify_ldt, memfd_secret, open_tree_attr).
     let eperm = cap - 3;
-    assert_eq!(storm, format!("storm eperm={eperm} enosys={} other=0", 200_000 - eperm), "{out}");
-    let mount = o.seccomp_violations.iter().find(|v| v.syscall == "mount").unwrap();
+    assert_eq!(
+        storm,
+        format!("storm eperm={eperm} enosys={} other=0", 200_000 - eperm),
+        "{out}"
+    );
+    let mount = o
+        .seccomp_violations
+        .iter()
+        .find(|v| v.syscall == "mount")
+        .unwrap();
     assert_eq!(mount.count, eperm);
     let total: u64 = o.seccomp_violations.iter().map(|v| v.count).sum();
     assert_eq!(total, cap);
     assert!(o.seccomp_violations_capped);
     // The engine's own work is bounded by the cap, not by the program's 200,000 calls.
-    eprintln!("engine CPU {engine_cpu:.3} s for a program of {:.3} s CPU", o.cpu_time_s);
+    eprintln!(
+        "engine CPU {engine_cpu:.3} s for a program of {:.3} s CPU",
+        o.cpu_time_s
+    );
 }
 
 /// CPU time this test process (the engine) has used, user + system.
