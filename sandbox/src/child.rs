@@ -133,6 +133,10 @@ pub unsafe fn init_main(plan: &EnvPlan) -> ! {
         Some((m, _)) if m.kind == Kind::Go => {}
         _ => exit(1),
     }
+    // The engine cloned us keeping its capabilities across an euid change (securebits); no
+    // uid change of ours may keep them.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_SECUREBITS, 0, 0, 0, 0) };
     // Until now we carried the engine's host ids, which the new user namespace does not map;
     // become its root (an unprivileged host id) so that files we create have an owner.
     if let Err(e) = raw_set_ids(0, 0, false) {

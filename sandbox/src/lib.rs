@@ -39,6 +39,7 @@ mod config;
 mod engine;
 mod error;
 mod files;
+mod ids;
 mod io;
 mod namespaces;
 mod netns_pool;

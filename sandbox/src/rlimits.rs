@@ -13,10 +13,22 @@ pub struct Rlimit {
 /// The rlimits of a run. CPU time is enforced from the cgroup by the supervisor; RLIMIT_CPU
 /// is only a backstop a second later, in case the supervisor itself is stalled.
 pub fn for_limits(limits: &Limits) -> Vec<Rlimit> {
-    let mut out = vec![Rlimit {
-        resource: libc::RLIMIT_CORE,
-        value: 0,
-    }];
+    let mut out = vec![
+        Rlimit {
+            resource: libc::RLIMIT_CORE,
+            value: 0,
+        },
+        // Kernel memory a program may pin in queued signals and POSIX message queues: its
+        // own quota (the sandbox's user), kept small.
+        Rlimit {
+            resource: libc::RLIMIT_SIGPENDING,
+            value: 4096,
+        },
+        Rlimit {
+            resource: libc::RLIMIT_MSGQUEUE,
+            value: 1 << 20,
+        },
+    ];
     if let Some(bytes) = limits.file_size_bytes {
         out.push(Rlimit {
             resource: libc::RLIMIT_FSIZE,
