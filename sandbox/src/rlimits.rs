@@ -20,14 +20,8 @@ pub fn for_limits(limits: &Limits) -> Vec<Rlimit> {
         },
         // Kernel memory a program may pin in queued signals and POSIX message queues: its
         // own quota (the sandbox's user), kept small.
-        Rlimit {
-            resource: libc::RLIMIT_SIGPENDING,
-            value: 4096,
-        },
-        Rlimit {
-            resource: libc::RLIMIT_MSGQUEUE,
-            value: 1 << 20,
-        },
+        at_most(libc::RLIMIT_SIGPENDING, 4096),
+        at_most(libc::RLIMIT_MSGQUEUE, 1 << 20),
     ];
     if let Some(bytes) = limits.file_size_bytes {
         out.push(Rlimit {
@@ -54,6 +48,21 @@ pub fn for_limits(limits: &Limits) -> Vec<Rlimit> {
         });
     }
     out
+}
+
+/// `value`, or the engine's own hard limit when that is lower: raising a limit needs
+/// CAP_SYS_RESOURCE, which the engine may not have.
+fn at_most(resource: libc::__rlimit_resource_t, value: libc::rlim_t) -> Rlimit {
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: getrlimit fills a live struct.
+    unsafe { libc::getrlimit(resource, &mut current) };
+    Rlimit {
+        resource,
+        value: value.min(current.rlim_max),
+    }
 }
 
 /// Sets the prepared limits; returns the index of the first that failed and its errno.
