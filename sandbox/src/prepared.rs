@@ -192,7 +192,7 @@ impl Prepared {
             files::collect_path(c).map_err(Error::InvalidSpec)?;
         }
         self.arena
-            .write_program(spec, &rlimits::for_limits(&spec.limits))?;
+            .write_program(spec, &rlimits::for_limits(&spec.limits)?)?;
         let stdin = stdin_fd(&spec.stdin)?;
         if let Err(e) = self.cgroup.set_limits(&spec.limits) {
             return Ok(Outcome::internal_error(e.to_string()));
