@@ -215,7 +215,14 @@ impl Supervisor<'_> {
                     };
                     watch.setup_error = Some(format!("{what}: {}", errno_text(msg.b)));
                 }
-                Kind::SeccompListener => *listener = passed,
+                Kind::SeccompListener => {
+                    // Non-blocking where the kernel honours it (6.11 on); the poll is what
+                    // keeps older kernels from blocking.
+                    if let Some(l) = &passed {
+                        let _ = sys::set_nonblocking(l);
+                    }
+                    *listener = passed;
+                }
                 Kind::Exited => watch.exited = Some((msg.a, msg.b)),
                 // Setup messages belong to the handshake before Run.
                 _ => {}
@@ -285,6 +292,8 @@ impl Supervisor<'_> {
             }
             if let (Some(i), Some(l)) = (i_listener, &listener) {
                 let revents = fds[i].revents;
+                // Receive only when a notification waits: before 6.11 the receive blocks on a
+                // listener whose filter is gone (it reports POLLHUP alone), O_NONBLOCK or not.
                 if revents & libc::POLLIN != 0 {
                     match sys::seccomp_notif_recv(l.as_raw_fd()) {
                         Ok(notif) => {
@@ -297,11 +306,13 @@ impl Supervisor<'_> {
                                 listener = None;
                             }
                         }
+                        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
+                        // ENOENT: the notifying task died before we received it.
+                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                         Err(_) => listener = None,
                     }
-                } else if revents != 0 {
-                    // Hang-up or error only: the filtered processes are gone. (Receiving
-                    // would block forever on kernels before 6.11.)
+                } else if revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+                    // Every task of the filter ended: no notification can come any more.
                     listener = None;
                 }
             }
