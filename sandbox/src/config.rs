@@ -13,10 +13,8 @@ pub struct SandboxConfig {
     pub host_id_base: u32,
     /// How many sandboxes may exist at once (each holds one id range while it exists).
     pub max_sandboxes: u32,
-    /// Network namespaces prepared ahead of time (0: each run creates its own).
-    pub netns_pool_size: usize,
-    /// An empty directory the engine owns, over which a run mounts its scratch space (inside
-    /// the run's own mount namespace: nothing is mounted on the host).
+    /// A directory the engine owns (it must be reachable by every user: sandboxes mount on
+    /// directories below it, inside their own mount namespace; nothing is mounted on the host).
     pub runtime_dir: PathBuf,
 }
 
@@ -26,8 +24,7 @@ impl Default for SandboxConfig {
             cgroup_parent: None,
             host_id_base: 1_000_000,
             max_sandboxes: 1024,
-            netns_pool_size: 2,
-            runtime_dir: PathBuf::from("/run/sandpit/stage"),
+            runtime_dir: PathBuf::from("/run/sandpit"),
         }
     }
 }

@@ -8,24 +8,23 @@
 //! with the program's stdio → supervise → verdict.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cgroup::{CgroupVersion, RunCgroup};
 use crate::child;
-use crate::engine::Sandbox;
+use crate::engine::{Sandbox, POINTS, SCRATCH, STAGE};
 use crate::error::Error;
 use crate::files;
 use crate::ids::{ActingAs, IdRange};
 use crate::io::{stdin_fd, Io};
 use crate::namespaces;
-use crate::netns_pool::NetnsPool;
 use crate::outcome::{verdict, Captured, Evidence, KillCause, Outcome};
 use crate::plan::{Arena, EnvPlan};
 use crate::report::{Channel, Kind, Received, Stage};
 use crate::rlimits;
+use crate::root_mount;
 use crate::rootfs::{self, inside_path, RootOptions};
 use crate::seccomp;
 use crate::spec::{EnvSpec, Spec};
@@ -65,13 +64,19 @@ impl Prepared {
         if env.uid >= namespaces::ID_RANGE || env.gid >= namespaces::ID_RANGE {
             return Err(Error::InvalidSpec("uid and gid must be below 65536".into()));
         }
-        let pooled_netns = engine.netns.as_ref().and_then(NetnsPool::take);
         let v1 = engine.cgroups.version() == CgroupVersion::V1;
+        let runtime = &engine.config.runtime_dir;
+        let root_fd = root_mount::make(
+            &env.rootfs,
+            &rootfs::mount_points(&workdir),
+            &runtime.join(POINTS),
+        )?;
         let root = rootfs::plan(
             env,
             &RootOptions {
-                stage_dir: &engine.config.runtime_dir,
-                own_netns: pooled_netns.is_none(),
+                root_fd: root_fd.as_raw_fd(),
+                stage_dir: &runtime.join(STAGE),
+                scratch_dir: &runtime.join(SCRATCH),
                 unshare_cgroupns: v1,
             },
         )?;
@@ -81,17 +86,19 @@ impl Prepared {
             Channel::pair().map_err(|e| failed(format!("socketpair: {e}")))?;
         let plan = EnvPlan {
             root,
+            root_fd: root_fd.as_raw_fd(),
             report: child_end.as_raw_fd(),
             last_cap: engine.last_cap,
             filters: engine.policy.filters(),
             program_stack: vec![0; 256 << 10],
             program: arena.plan(),
+            engine_image: engine.image,
         };
         let ids = engine.ids.acquire()?;
         let cgroup = engine.cgroups.create().map_err(failed)?;
-        let spawned = spawn(&plan, &cgroup, &ids, pooled_netns, v1);
-        // init holds its own copy now.
-        drop(child_end);
+        let spawned = spawn(&plan, &cgroup, &ids, v1);
+        // init holds its own copies now.
+        drop((child_end, root_fd));
         let (init_pid, pidfd) = spawned.map_err(failed)?;
         let mut prepared = Prepared {
             env: env.clone(),
@@ -319,12 +326,11 @@ fn spawn(
     plan: &EnvPlan,
     cgroup: &RunCgroup,
     ids: &IdRange,
-    pooled_netns: Option<OwnedFd>,
     v1: bool,
 ) -> Result<(i32, OwnedFd), Error> {
     let mut pidfd: libc::c_int = -1;
     let mut args = CloneArgs {
-        flags: namespaces::clone_flags(pooled_netns.is_none(), !v1) | CLONE_PIDFD,
+        flags: namespaces::clone_flags(!v1) | CLONE_PIDFD,
         pidfd: &mut pidfd as *mut libc::c_int as u64,
         // No SIGCHLD: nobody else's waitpid(-1) may reap our init.
         exit_signal: 0,
@@ -334,16 +340,6 @@ fn spawn(
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = dir.as_raw_fd() as u64;
     }
-    let original_netns = match &pooled_netns {
-        Some(ns) => {
-            let original = File::open("/proc/thread-self/ns/net")
-                .map_err(|e| Error::Setup(format!("opening own netns: {e}")))?;
-            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| Error::Setup(format!("joining a pooled netns: {e}")))?;
-            Some(original)
-        }
-        None => None,
-    };
     let acting = ActingAs::new(ids.base())?;
     // SAFETY: the child only runs `init_main`, which uses raw syscalls on `plan` (prepared
     // above) and ends in _exit.
@@ -352,11 +348,6 @@ fn spawn(
     if let Ok(0) = result {
         // SAFETY: we are the child of clone3.
         unsafe { child::init_main(plan) }
-    }
-    if let Some(original) = original_netns {
-        // This thread must not stay in the sandbox's network namespace.
-        nix::sched::setns(original, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| Error::Setup(format!("returning to own netns: {e}")))?;
     }
     let pid = result.map_err(|e| Error::Setup(format!("clone3: {e}")))?;
     // SAFETY: the kernel stored a fresh pidfd for the child.

@@ -201,6 +201,52 @@ fn engine_cpu_s() -> f64 {
 }
 
 #[test]
+fn nothing_of_the_host_shows_inside() {
+    // Device uevents go to network namespaces owned by the host's user namespace only.
+    let o = run(&prog_spec("nsowner", &[]));
+    assert_eq!(stdout(&o), "netns owned by own userns: 1\n", "{o:?}");
+    // init is a copy of the engine: its command line, environment and name are wiped.
+    let o = run(&sh(
+        "tr -d '\\0' < /proc/1/cmdline; echo; cat /proc/1/comm; cat /proc/1/environ >/dev/null 2>&1 || echo no-environ; \
+         cat /proc/self/mountinfo",
+    ));
+    let out = stdout(&o);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("init"), "{out}");
+    assert_eq!(lines.next(), Some("init"), "{out}");
+    assert_eq!(lines.next(), Some("no-environ"), "{out}");
+    // The root filesystem's host path appears nowhere: its layers are named by descriptor.
+    let host_root = rootfs();
+    let host_root = host_root.to_string_lossy();
+    assert!(!out.contains(host_root.as_ref()), "{out}");
+    assert!(
+        !out.contains("/var/") && !out.contains("sandpit-build"),
+        "{out}"
+    );
+    assert!(out.contains("lowerdir=/proc/self/fd/"), "{out}");
+}
+
+#[test]
+fn a_root_filesystem_below_a_directory_only_root_may_enter_works() {
+    use std::os::unix::fs::PermissionsExt;
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let inner = private.path().join("rootfs");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(rootfs())
+        .arg(&inner)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut s = sh("echo inside; ls /bin/busybox");
+    s.rootfs = sandbox::RootFs::Dir(inner);
+    let o = run(&s);
+    assert_eq!(o.end_reason, EndReason::Normal, "{o:?}");
+    assert_eq!(stdout(&o), "inside\n/bin/busybox\n");
+}
+
+#[test]
 fn the_x32_abi_is_killed() {
     let o = run(&prog_spec("x32", &[]));
     assert_eq!(o.signal, Some(libc::SIGSYS), "{o:?}");
