@@ -175,33 +175,17 @@ fn key_limits_400_and_429() {
         .as_str()
         .expect("key")
         .to_string();
-    let v = create(&s, &key, json!({"environment": "busybox", "command": ["true"], "limits": {"memory_bytes": 128 << 20}}))
-        .assert_error(400);
-    assert!(
-        v["message"].as_str().unwrap_or("").contains("max_memory"),
-        "{v}"
-    );
-    assert_eq!(v["error_code"], 1002);
-    let v = create(
-        &s,
-        &key,
-        json!({"environment": "busybox", "command": ["true"], "limits": {"cpu_time_s": 5}}),
-    )
-    .assert_error(400);
-    assert!(
-        v["message"].as_str().unwrap_or("").contains("max_time"),
-        "{v}"
-    );
-    let v = create(
-        &s,
-        &key,
-        json!({"environment": "busybox", "command": ["true"], "limits": {"wall_time_s": 3}}),
-    )
-    .assert_error(400);
-    assert!(
-        v["message"].as_str().unwrap_or("").contains("max_time"),
-        "{v}"
-    );
+    // Over the key's maxima: 400, error code 1002, saying which maximum.
+    for (limits, says) in [
+        (json!({"memory_bytes": 128 << 20}), "max_memory"),
+        (json!({"cpu_time_s": 5}), "max_time"),
+        (json!({"wall_time_s": 3}), "max_time"),
+    ] {
+        let body = json!({"environment": "busybox", "command": ["true"], "limits": limits});
+        let v = create(&s, &key, body).assert_error(400);
+        assert!(v["message"].as_str().unwrap_or("").contains(says), "{v}");
+        assert_eq!(v["error_code"], 1002, "{v}");
+    }
     // Within the limits, defaults are clamped to the key's maxima.
     let ok = create(
         &s,

@@ -17,7 +17,7 @@ pub enum EnvEntry {
     Dir {
         envid: String,
     },
-    Stored(Environment),
+    Stored(Box<Environment>),
 }
 
 /// What a run gets from its root source: the filesystem, its defaults, and the lease that
@@ -64,7 +64,12 @@ impl Catalog {
                 envid: envid.clone(),
             })
             .collect();
-        out.extend(self.store.list()?.into_iter().map(EnvEntry::Stored));
+        out.extend(
+            self.store
+                .list()?
+                .into_iter()
+                .map(|e| EnvEntry::Stored(Box::new(e))),
+        );
         Ok(out)
     }
 
@@ -78,7 +83,10 @@ impl Catalog {
         if !valid_envid(envid) {
             return Ok(None);
         }
-        Ok(self.store.get(envid)?.map(EnvEntry::Stored))
+        Ok(self
+            .store
+            .get(envid)?
+            .map(|e| EnvEntry::Stored(Box::new(e))))
     }
 
     /// The root filesystem and defaults of `envid`, leased when it is a stored environment.

@@ -134,7 +134,7 @@ impl CreateExecution {
         let command = self
             .command
             .ok_or_else(|| ApiError::bad_request("'command' (an argv array) is required"))?;
-        if command.first().map_or(true, String::is_empty) {
+        if !matches!(command.first(), Some(program) if !program.is_empty()) {
             return Err(ApiError::bad_request("'command' must name a program"));
         }
         let outputs = self.outputs.unwrap_or_default();

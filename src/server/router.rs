@@ -80,83 +80,34 @@ const fn master(
     }
 }
 
+/// A handler function as a table entry.
+macro_rules! h {
+    ($f:path) => {
+        |a, r, w| Box::pin($f(a, r, w))
+    };
+}
+
 /// Every route served. The OpenAPI document lists exactly these.
+#[rustfmt::skip]
 pub static ROUTES: &[Route] = &[
-    open(Method::GET, "/api/v1/openapi.json", |_, _| {
-        Box::pin(async { Ok(openapi::serve()) })
-    }),
-    master(
-        Method::GET,
-        "/api/v1/api_keys",
-        "list API keys",
-        |a, r, w| Box::pin(api_keys::list(a, r, w)),
-    ),
-    master(
-        Method::POST,
-        "/api/v1/api_keys",
-        "create API keys",
-        |a, r, w| Box::pin(api_keys::create(a, r, w)),
-    ),
-    master(
-        Method::DELETE,
-        "/api/v1/api_keys/{name}",
-        "delete API keys",
-        |a, r, w| Box::pin(api_keys::delete(a, r, w)),
-    ),
-    key(Method::GET, "/api/v1/environments", |a, r, w| {
-        Box::pin(environments::list(a, r, w))
-    }),
-    master(
-        Method::POST,
-        "/api/v1/environments",
-        "import environments",
-        |a, r, w| Box::pin(environments::import(a, r, w)),
-    ),
-    key(Method::GET, "/api/v1/environments/{envid}", |a, r, w| {
-        Box::pin(environments::get(a, r, w))
-    }),
-    master(
-        Method::DELETE,
-        "/api/v1/environments/{envid}",
-        "delete environments",
-        |a, r, w| Box::pin(environments::delete(a, r, w)),
-    ),
-    key(Method::GET, "/api/v1/executions", |a, r, w| {
-        Box::pin(executions::list(a, r, w))
-    }),
-    key(Method::POST, "/api/v1/executions", |a, r, w| {
-        Box::pin(executions::create(a, r, w))
-    }),
-    key(Method::GET, "/api/v1/executions/{id}", |a, r, w| {
-        Box::pin(executions::get(a, r, w))
-    }),
-    key(Method::DELETE, "/api/v1/executions/{id}", |a, r, w| {
-        Box::pin(executions::delete(a, r, w))
-    }),
-    key(
-        Method::PUT,
-        "/api/v1/executions/{id}/input/{path}",
-        |a, r, w| Box::pin(executions::upload_input(a, r, w)),
-    ),
-    key(
-        Method::POST,
-        "/api/v1/executions/{id}/input/{path}",
-        |a, r, w| Box::pin(executions::upload_input(a, r, w)),
-    ),
-    key(Method::POST, "/api/v1/executions/{id}/start", |a, r, w| {
-        Box::pin(executions::start(a, r, w))
-    }),
-    key(Method::POST, "/api/v1/executions/{id}/stop", |a, r, w| {
-        Box::pin(executions::stop(a, r, w))
-    }),
-    key(
-        Method::GET,
-        "/api/v1/executions/{id}/output/{path}",
-        |a, r, w| Box::pin(executions::output(a, r, w)),
-    ),
-    key(Method::GET, "/api/v1/executions/{id}/log", |a, r, w| {
-        Box::pin(live_log::follow(a, r, w))
-    }),
+    open(Method::GET, "/api/v1/openapi.json", |_, _| Box::pin(async { Ok(openapi::serve()) })),
+    master(Method::GET, "/api/v1/api_keys", "list API keys", h!(api_keys::list)),
+    master(Method::POST, "/api/v1/api_keys", "create API keys", h!(api_keys::create)),
+    master(Method::DELETE, "/api/v1/api_keys/{name}", "delete API keys", h!(api_keys::delete)),
+    key(Method::GET, "/api/v1/environments", h!(environments::list)),
+    master(Method::POST, "/api/v1/environments", "import environments", h!(environments::import)),
+    key(Method::GET, "/api/v1/environments/{envid}", h!(environments::get)),
+    master(Method::DELETE, "/api/v1/environments/{envid}", "delete environments", h!(environments::delete)),
+    key(Method::GET, "/api/v1/executions", h!(executions::list)),
+    key(Method::POST, "/api/v1/executions", h!(executions::create)),
+    key(Method::GET, "/api/v1/executions/{id}", h!(executions::get)),
+    key(Method::DELETE, "/api/v1/executions/{id}", h!(executions::delete)),
+    key(Method::PUT, "/api/v1/executions/{id}/input/{path}", h!(executions::upload_input)),
+    key(Method::POST, "/api/v1/executions/{id}/input/{path}", h!(executions::upload_input)),
+    key(Method::POST, "/api/v1/executions/{id}/start", h!(executions::start)),
+    key(Method::POST, "/api/v1/executions/{id}/stop", h!(executions::stop)),
+    key(Method::GET, "/api/v1/executions/{id}/output/{path}", h!(executions::output)),
+    key(Method::GET, "/api/v1/executions/{id}/log", h!(live_log::follow)),
 ];
 
 fn percent_decode(s: &str) -> Option<String> {

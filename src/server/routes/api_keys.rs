@@ -18,7 +18,7 @@ pub async fn create(app: Arc<App>, mut req: Req, _: Principal) -> ApiResult<Resp
     let mut fields = req.read_object(app.cfg.max_body).await?;
     // PIFOP passes the fields in the query: they count where the body has none.
     for name in CreateApiKey::FIELDS {
-        if fields.get(*name).map_or(true, Value::is_null) {
+        if matches!(fields.get(*name), None | Some(Value::Null)) {
             if let Some(v) = req.query(name) {
                 fields.insert(name.to_string(), Value::String(v.to_string()));
             }
