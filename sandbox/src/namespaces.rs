@@ -52,7 +52,7 @@ pub fn loopback_up() -> Result<(), i32> {
     unsafe {
         let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
         if s < 0 {
-            return Err(crate::rlimits::errno());
+            return Err(crate::sys::errno());
         }
         let mut req = IfReqFlags {
             name: [0; libc::IFNAMSIZ],
@@ -62,11 +62,11 @@ pub fn loopback_up() -> Result<(), i32> {
         req.name[..2].copy_from_slice(b"lo");
         let mut result = Ok(());
         if libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req) < 0 {
-            result = Err(crate::rlimits::errno());
+            result = Err(crate::sys::errno());
         } else {
             req.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
             if libc::ioctl(s, libc::SIOCSIFFLAGS, &mut req) < 0 {
-                result = Err(crate::rlimits::errno());
+                result = Err(crate::sys::errno());
             }
         }
         libc::close(s);

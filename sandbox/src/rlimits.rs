@@ -3,7 +3,8 @@
 use crate::spec::Limits;
 
 /// One resource limit to set in the program's process (soft = hard).
-#[derive(Clone, Copy)]
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rlimit {
     pub resource: libc::__rlimit_resource_t,
     pub value: libc::rlim_t,
@@ -37,7 +38,7 @@ pub fn for_limits(limits: &Limits) -> Vec<Rlimit> {
     if let Some(cpu) = limits.cpu_time {
         out.push(Rlimit {
             resource: libc::RLIMIT_CPU,
-            value: cpu.as_secs() + 2,
+            value: cpu.as_secs().saturating_add(2),
         });
     }
     out
@@ -53,14 +54,8 @@ pub fn apply(limits: &[Rlimit]) -> Result<(), (usize, i32)> {
         };
         // SAFETY: valid pointer to an rlimit struct.
         if unsafe { libc::setrlimit(l.resource, &r) } != 0 {
-            return Err((i, errno()));
+            return Err((i, crate::sys::errno()));
         }
     }
     Ok(())
-}
-
-/// The calling thread's errno, read without allocating.
-pub fn errno() -> i32 {
-    // SAFETY: errno location is always valid for the calling thread.
-    unsafe { *libc::__errno_location() }
 }

@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::Error;
-use crate::spec::{RootFs, Spec};
+use crate::spec::{EnvSpec, RootFs};
 
 /// One step of the child's setup.
 pub enum Step {
@@ -202,7 +202,7 @@ pub struct RootOptions<'a> {
 }
 
 /// Plans the root filesystem of `spec`.
-pub fn plan(spec: &Spec, opts: &RootOptions) -> Result<RootPlan, Error> {
+pub fn plan(spec: &EnvSpec, opts: &RootOptions) -> Result<RootPlan, Error> {
     let workdir = inside_path(&spec.workdir, "work directory")?;
     if workdir == Path::new("/") || workdir.starts_with("/proc") || workdir.starts_with("/dev") {
         return Err(Error::InvalidSpec(format!(
@@ -329,7 +329,6 @@ pub fn plan(spec: &Spec, opts: &RootOptions) -> Result<RootPlan, Error> {
     };
 
     let disk = spec
-        .limits
         .disk_bytes
         .map(|d| format!(",size={d}"))
         .unwrap_or_default();
@@ -492,4 +491,130 @@ pub fn plan(spec: &Spec, opts: &RootOptions) -> Result<RootPlan, Error> {
         );
     }
     Ok(RootPlan { steps: b.steps })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(root: &Path) -> EnvSpec {
+        EnvSpec {
+            rootfs: RootFs::Dir(root.into()),
+            workdir: "/work".into(),
+            hostname: "box".into(),
+            uid: 1000,
+            gid: 1001,
+            disk_bytes: Some(1 << 20),
+        }
+    }
+
+    fn rootfs_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["proc", "dev", "tmp", "work"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        dir
+    }
+
+    fn opts(own_netns: bool, v1: bool) -> RootOptions<'static> {
+        RootOptions {
+            stage_dir: Path::new("/run/sandpit/stage"),
+            own_netns,
+            unshare_cgroupns: v1,
+        }
+    }
+
+    fn target(step: &Step) -> String {
+        match step {
+            Step::Mount { target, .. } => target.to_string_lossy().into_owned(),
+            _ => String::new(),
+        }
+    }
+
+    #[test]
+    fn a_directory_root_is_planned_in_order() {
+        let dir = rootfs_dir();
+        let root = dir.path().canonicalize().unwrap();
+        let plan = plan(&env(&root), &opts(true, false)).unwrap();
+        let what: Vec<&str> = plan.steps.iter().map(|s| s.what.as_str()).collect();
+        let pos = |w: &str| what.iter().position(|x| x.starts_with(w)).unwrap();
+        // Private first, then the root, its contents, read-only, and the switch last.
+        assert_eq!(pos("making / private"), 0);
+        assert!(pos("binding the root filesystem") < pos("mounting /proc"));
+        assert!(pos("mounting /proc") < pos("masking /proc/kcore"));
+        assert!(pos("mounting /dev") < pos("making /dev read-only"));
+        assert!(pos("mounting the work directory") < pos("making the root filesystem read-only"));
+        assert!(pos("making the root filesystem read-only") < pos("pivot_root"));
+        assert_eq!(what[what.len() - 1], "bringing up the loopback interface");
+        // The masks may be missing on a kernel (optional); nothing else is.
+        for s in &plan.steps {
+            assert_eq!(s.optional, s.what.starts_with("masking"), "{}", s.what);
+        }
+        // The work directory belongs to the program's user and has the disk limit.
+        let work = plan
+            .steps
+            .iter()
+            .find(|s| target(&s.step) == root.join("work").display().to_string())
+            .unwrap();
+        match &work.step {
+            Step::Mount { data, flags, .. } => {
+                let data = data.as_ref().unwrap().to_string_lossy().into_owned();
+                assert_eq!(data, "mode=0755,uid=1000,gid=1001,size=1048576");
+                assert_eq!(flags & libc::MS_NOSUID, libc::MS_NOSUID);
+            }
+            _ => unreachable!(),
+        }
+        // The root is remounted read-only, nosuid, nodev.
+        let ro = &plan.steps[pos("making the root filesystem read-only")].step;
+        match ro {
+            Step::Mount { flags, .. } => {
+                for f in [
+                    libc::MS_RDONLY,
+                    libc::MS_NOSUID,
+                    libc::MS_NODEV,
+                    libc::MS_BIND,
+                ] {
+                    assert_eq!(flags & f, f);
+                }
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn options_add_and_remove_steps() {
+        let dir = rootfs_dir();
+        let pooled = plan(&env(dir.path()), &opts(false, true)).unwrap();
+        let what: Vec<&str> = pooled.steps.iter().map(|s| s.what.as_str()).collect();
+        assert!(!what.contains(&"bringing up the loopback interface"));
+        assert_eq!(what[what.len() - 1], "entering a new cgroup namespace");
+    }
+
+    #[test]
+    fn unusable_environments_are_refused_before_anything_runs() {
+        let dir = rootfs_dir();
+        let mut e = env(dir.path());
+        for bad in ["/", "/proc/x", "/dev", "relative", "/a/../b"] {
+            e.workdir = bad.into();
+            assert!(plan(&e, &opts(true, false)).is_err(), "{bad}");
+        }
+        let mut e = env(dir.path());
+        e.hostname = "x".repeat(65);
+        assert!(plan(&e, &opts(true, false)).is_err());
+        e.hostname = String::new();
+        assert!(plan(&e, &opts(true, false)).is_err());
+        let mut e = env(dir.path());
+        e.workdir = "/nowhere".into();
+        assert!(matches!(
+            plan(&e, &opts(true, false)),
+            Err(Error::RootFs { .. })
+        ));
+        let empty = tempfile::tempdir().unwrap();
+        assert!(plan(&env(empty.path()), &opts(true, false)).is_err());
+        let mut e = env(dir.path());
+        e.rootfs = RootFs::Layers(vec![]);
+        assert!(plan(&e, &opts(true, false)).is_err());
+        e.rootfs = RootFs::Layers(vec!["/a:b".into()]);
+        assert!(plan(&e, &opts(true, false)).is_err());
+    }
 }

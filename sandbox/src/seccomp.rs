@@ -121,6 +121,44 @@ pub struct CompiledPolicy {
     pub deny: BpfProgram,
 }
 
+/// A BPF program in the form seccomp(2) takes; points into a [`CompiledPolicy`].
+#[derive(Clone, Copy)]
+pub struct Filter {
+    pub prog: libc::sock_fprog,
+}
+
+impl Filter {
+    fn new(insns: &[seccompiler::sock_filter]) -> Self {
+        Filter {
+            prog: libc::sock_fprog {
+                // BPF programs have at most 4096 instructions (BPF_MAXINSNS): no truncation.
+                len: u16::try_from(insns.len()).unwrap_or(u16::MAX),
+                // Same layout: both are the kernel's struct sock_filter.
+                filter: insns.as_ptr() as *mut libc::sock_filter,
+            },
+        }
+    }
+}
+
+/// The three filters of a policy, in installation order; the last one has a listener.
+pub struct Filters {
+    pub prelude: Filter,
+    pub enosys: Filter,
+    pub deny: Filter,
+}
+
+impl CompiledPolicy {
+    /// Pointers to the programs, valid as long as the policy lives (and in a clone of this
+    /// process, which has its own copy).
+    pub fn filters(&self) -> Filters {
+        Filters {
+            prelude: Filter::new(&self.prelude),
+            enosys: Filter::new(&self.enosys),
+            deny: Filter::new(&self.deny),
+        }
+    }
+}
+
 /// The name of a syscall number, as the policy knows it.
 pub fn syscall_name(nr: i32) -> String {
     DENIED
