@@ -133,6 +133,10 @@ pub unsafe fn init_main(plan: &EnvPlan) -> ! {
         Some((m, _)) if m.kind == Kind::Go => {}
         _ => exit(1),
     }
+    // The engine cloned us keeping its capabilities across an euid change (securebits); no
+    // uid change of ours may keep them.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_SECUREBITS, 0, 0, 0, 0) };
     // Until now we carried the engine's host ids, which the new user namespace does not map;
     // become its root (an unprivileged host id) so that files we create have an owner.
     if let Err(e) = raw_set_ids(0, 0, false) {
@@ -140,9 +144,15 @@ pub unsafe fn init_main(plan: &EnvPlan) -> ! {
         exit(1);
     }
     // If the engine's supervising thread dies, init dies, and with it the whole pid namespace.
-    // (Set after the id change, which clears it.)
+    // (Set after the id change, which clears it.) The id change also made this memory (which
+    // the program shares until exec) undumpable, so /proc/self would belong to host root and
+    // the program could not raise its own OOM score: make it dumpable again. Only the
+    // sandbox's root could use that, and nothing runs as it but init.
     // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
+    }
     for (i, planned) in plan.root.steps.iter().enumerate() {
         if let Err(e) = do_step(&planned.step) {
             if planned.optional && e == libc::ENOENT {
@@ -246,6 +256,24 @@ fn program_fail(start: &ProgramStart, stage: Stage, e: i32) -> ! {
     exit(127);
 }
 
+/// Writes `data` to the file at `path`. Async-signal-safe.
+fn write_file(path: &std::ffi::CStr, data: &[u8]) -> Result<(), i32> {
+    // SAFETY: open/write/close with a NUL-terminated path and a live buffer.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(errno());
+        }
+        let n = libc::write(fd, data.as_ptr() as *const libc::c_void, data.len());
+        let e = errno();
+        libc::close(fd);
+        if n != data.len() as isize {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 /// Installs one seccomp filter; returns the listener fd when `listener` is asked for.
 fn install_filter(filter: &libc::sock_fprog, listener: bool) -> Result<i32, i32> {
     let flags = if listener {
@@ -278,6 +306,11 @@ fn program_main(start: &ProgramStart) -> ! {
             program_fail(start, Stage::Stdio, errno());
         }
     }
+    // The OOM killer's first choice is the program and what it starts, never init (see
+    // `protect_init`). Raising one's own score needs no privilege.
+    if let Err(e) = write_file(c"/proc/self/oom_score_adj", b"1000") {
+        program_fail(start, Stage::OomScore, e);
+    }
     // SAFETY: integer-only syscalls. Nothing of the engine's may leak into the program: every
     // fd above 2 closes on exec.
     unsafe {
@@ -309,7 +342,7 @@ fn program_main(start: &ProgramStart) -> ! {
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
         program_fail(start, Stage::NoNewPrivs, errno());
     }
-    for filter in [&env.filters.prelude, &env.filters.enosys] {
+    for filter in [&env.filters.prelude, &env.filters.allow] {
         if let Err(e) = install_filter(&filter.prog, false) {
             program_fail(start, Stage::Seccomp, e);
         }

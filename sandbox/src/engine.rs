@@ -5,8 +5,8 @@ use crate::capabilities;
 use crate::cgroup::{CgroupManager, CgroupVersion};
 use crate::config::SandboxConfig;
 use crate::error::Error;
+use crate::ids::IdRanges;
 use crate::io::Io;
-use crate::namespaces;
 use crate::netns_pool::NetnsPool;
 use crate::outcome::Outcome;
 use crate::prepared::Prepared;
@@ -22,6 +22,7 @@ pub struct Sandbox {
     /// CPUs a sandbox may use at once: its CPU time grows at most this fast.
     pub(crate) cpus: u64,
     pub(crate) netns: Option<NetnsPool>,
+    pub(crate) ids: IdRanges,
 }
 
 impl Sandbox {
@@ -32,16 +33,7 @@ impl Sandbox {
         if unsafe { libc::geteuid() } != 0 {
             return Err(Error::Setup("sandpit must run as root".into()));
         }
-        if config.host_id_base == 0
-            || config
-                .host_id_base
-                .checked_add(namespaces::ID_RANGE)
-                .is_none()
-        {
-            return Err(Error::Setup(
-                "host_id_base must leave room for 65536 ids above 0".into(),
-            ));
-        }
+        let ids = IdRanges::new(config.host_id_base, config.max_sandboxes)?;
         std::fs::create_dir_all(&config.runtime_dir)
             .map_err(|e| Error::Setup(format!("creating {}: {e}", config.runtime_dir.display())))?;
         let cgroups = CgroupManager::detect(config.cgroup_parent.as_deref())?;
@@ -58,6 +50,7 @@ impl Sandbox {
             last_cap: capabilities::last_cap(),
             cpus,
             netns,
+            ids,
         })
     }
 

@@ -39,6 +39,7 @@ mod config;
 mod engine;
 mod error;
 mod files;
+mod ids;
 mod io;
 mod namespaces;
 mod netns_pool;
@@ -67,3 +68,4 @@ pub use signals::signal_name;
 pub use spec::{
     EnvSpec, FileIn, FileSource, Limits, RootFs, Spec, Stdin, DEFAULT_UID, DEFAULT_WORKDIR,
 };
+pub use supervisor::MAX_REPORTED_DENIALS;

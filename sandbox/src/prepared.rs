@@ -18,6 +18,7 @@ use crate::child;
 use crate::engine::Sandbox;
 use crate::error::Error;
 use crate::files;
+use crate::ids::{ActingAs, IdRange};
 use crate::io::{stdin_fd, Io};
 use crate::namespaces;
 use crate::netns_pool::NetnsPool;
@@ -45,7 +46,9 @@ pub struct Prepared {
     /// Declared after the fields above: dropped after init is gone (see `Drop`).
     cgroup: RunCgroup,
     workdir: PathBuf,
-    host_id_base: u32,
+    /// Dropped after init is reaped (see `Drop`): the range is free again only once every
+    /// process of the sandbox is gone.
+    ids: IdRange,
     cpus: u64,
     cgroup_version: CgroupVersion,
     /// Whether init still has to be killed and reaped.
@@ -84,8 +87,9 @@ impl Prepared {
             program_stack: vec![0; 256 << 10],
             program: arena.plan(),
         };
+        let ids = engine.ids.acquire()?;
         let cgroup = engine.cgroups.create().map_err(failed)?;
-        let spawned = spawn(engine, &plan, &cgroup, pooled_netns, v1);
+        let spawned = spawn(&plan, &cgroup, &ids, pooled_netns, v1);
         // init holds its own copy now.
         drop(child_end);
         let (init_pid, pidfd) = spawned.map_err(failed)?;
@@ -97,7 +101,7 @@ impl Prepared {
             arena,
             cgroup,
             workdir,
-            host_id_base: engine.config.host_id_base,
+            ids,
             cpus: engine.cpus,
             cgroup_version: engine.cgroups.version(),
             init_alive: true,
@@ -188,12 +192,13 @@ impl Prepared {
             files::collect_path(c).map_err(Error::InvalidSpec)?;
         }
         self.arena
-            .write_program(spec, &rlimits::for_limits(&spec.limits))?;
+            .write_program(spec, &rlimits::for_limits(&spec.limits)?)?;
         let stdin = stdin_fd(&spec.stdin)?;
         if let Err(e) = self.cgroup.set_limits(&spec.limits) {
             return Ok(Outcome::internal_error(e.to_string()));
         }
-        let (host_uid, host_gid) = (self.host_id_base + spec.uid, self.host_id_base + spec.gid);
+        let base = self.ids.base();
+        let (host_uid, host_gid) = (base + spec.uid, base + spec.gid);
         if let Err(e) = files::copy_in(
             self.init_pid,
             &spec.files,
@@ -260,6 +265,7 @@ impl Prepared {
                 cgroup: self.cgroup.stats(),
                 cgroup_version: self.cgroup_version.number(),
                 violations: watch.violations,
+                violations_capped: watch.denials >= supervisor::MAX_REPORTED_DENIALS,
                 stdout: out.captured(),
                 stderr: err.captured(),
                 files: watch.files,
@@ -282,6 +288,7 @@ impl Prepared {
                 cgroup: Default::default(),
                 cgroup_version: self.cgroup_version.number(),
                 violations: BTreeMap::new(),
+                violations_capped: false,
                 stdout: Captured::default(),
                 stderr: Captured::default(),
                 files: BTreeMap::new(),
@@ -306,11 +313,12 @@ impl Drop for Prepared {
     }
 }
 
-/// clone3 with every namespace; the child runs `init_main` and never returns here.
+/// clone3 with every namespace, the user namespace owned by the sandbox's id range; the child
+/// runs `init_main` and never returns here.
 fn spawn(
-    engine: &Sandbox,
     plan: &EnvPlan,
     cgroup: &RunCgroup,
+    ids: &IdRange,
     pooled_netns: Option<OwnedFd>,
     v1: bool,
 ) -> Result<(i32, OwnedFd), Error> {
@@ -336,9 +344,11 @@ fn spawn(
         }
         None => None,
     };
+    let acting = ActingAs::new(ids.base())?;
     // SAFETY: the child only runs `init_main`, which uses raw syscalls on `plan` (prepared
     // above) and ends in _exit.
     let result = unsafe { sys::clone3(&mut args) };
+    drop(acting);
     if let Ok(0) = result {
         // SAFETY: we are the child of clone3.
         unsafe { child::init_main(plan) }
@@ -352,7 +362,8 @@ fn spawn(
     // SAFETY: the kernel stored a fresh pidfd for the child.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let setup = || -> Result<(), Error> {
-        namespaces::write_id_maps(pid, engine.config.host_id_base)?;
+        namespaces::write_id_maps(pid, ids.base())?;
+        protect_init(pid);
         if v1 {
             cgroup.add_process(pid)?;
         }
@@ -364,4 +375,16 @@ fn spawn(
         return Err(e);
     }
     Ok((pid, pidfd))
+}
+
+/// Makes init exempt from the OOM killer where the engine may (CAP_SYS_RESOURCE): it reports
+/// the program's end and holds the sandbox together, so a victim must be one of the program's
+/// processes. The legacy `oom_adj` file is used on purpose: unlike `oom_score_adj`, writing it
+/// does not lower the floor the program may set itself to, so the program (which raises its
+/// own score to 1000 before exec) can never make itself exempt too. Without the capability
+/// init keeps score 0 and the program's 1000 still makes it the first choice.
+fn protect_init(pid: i32) {
+    if let Err(e) = std::fs::write(format!("/proc/{pid}/oom_adj"), "-17") {
+        tracing::debug!("init of sandbox {pid} keeps its OOM score: {e}");
+    }
 }

@@ -91,6 +91,8 @@ impl Stream {
 
 /// What the supervisor saw.
 pub struct Watch {
+    /// Denied syscalls answered (reported), in all.
+    pub denials: u64,
     pub setup_error: Option<String>,
     pub killed: Option<KillCause>,
     pub started_at: Option<i64>,
@@ -118,6 +120,11 @@ pub struct Supervisor<'a> {
     pub cgroup: &'a RunCgroup,
     pub limits: Limits,
 }
+
+/// Denied syscalls the supervisor answers per run. Each costs the engine a wakeup and two
+/// ioctls; past this many, the engine's work would grow with what the program does, so the
+/// rest fail with ENOSYS unreported (the outcome says the count was capped).
+pub const MAX_REPORTED_DENIALS: u64 = 4096;
 
 /// How long the supervisor may sleep before it reads the CPU counter again, with `left_ns` of
 /// CPU time left. CPU time cannot grow faster than `cpus` per wall second, so sleeping for
@@ -223,6 +230,7 @@ impl Supervisor<'_> {
         collect: &mut dyn FnMut() -> BTreeMap<String, Result<Vec<u8>, String>>,
     ) -> (Watch, Stream, Stream) {
         let mut watch = Watch {
+            denials: 0,
             setup_error: None,
             killed: None,
             started_at: None,
@@ -275,15 +283,26 @@ impl Supervisor<'_> {
             if ready(i_err) && self.stderr.pump(self.limits.output) {
                 self.kill(&mut watch, KillCause::Output);
             }
-            if ready(i_listener) {
-                if let Some(l) = &listener {
+            if let (Some(i), Some(l)) = (i_listener, &listener) {
+                let revents = fds[i].revents;
+                if revents & libc::POLLIN != 0 {
                     match sys::seccomp_notif_recv(l.as_raw_fd()) {
                         Ok(notif) => {
                             *watch.violations.entry(notif.data.nr).or_default() += 1;
                             let _ = sys::seccomp_notif_deny(l.as_raw_fd(), notif.id, libc::EPERM);
+                            watch.denials += 1;
+                            if watch.denials >= MAX_REPORTED_DENIALS {
+                                // Closing the listener makes every later denied call fail
+                                // with ENOSYS in the kernel, at no cost to the engine.
+                                listener = None;
+                            }
                         }
                         Err(_) => listener = None,
                     }
+                } else if revents != 0 {
+                    // Hang-up or error only: the filtered processes are gone. (Receiving
+                    // would block forever on kernels before 6.11.)
+                    listener = None;
                 }
             }
             if ready(i_stop) {

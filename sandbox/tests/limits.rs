@@ -270,3 +270,27 @@ fn an_output_file_over_the_collect_limit_is_refused_not_truncated() {
     let err = o.files["big"].as_ref().unwrap_err();
     assert!(err.contains("more than the 4096 allowed"), "{err}");
 }
+
+#[test]
+fn memory_held_outside_the_heap_is_out_of_memory_never_internal_error() {
+    // tmpfs pages, memfd, pipe buffers, socket buffers, many small processes: the OOM killer
+    // may pick anyone in the cgroup; the verdict comes from its counter, and init survives.
+    for (kind, mib, pids) in [
+        ("tmpfs", 50, 64),
+        ("memfd", 50, 64),
+        ("pipes", 60, 64),
+        ("sockets", 60, 64),
+        ("procs", 1500, 2000),
+    ] {
+        let mut s = prog_spec("memkinds", &[kind, &mib.to_string()]);
+        s.limits.memory_bytes = Some(32 << 20);
+        s.limits.disk_bytes = Some(128 << 20);
+        s.limits.pids = Some(pids);
+        s.limits.open_files = Some(4096);
+        s.limits.wall_time = Some(Duration::from_secs(20));
+        let o = run(&s);
+        assert_eq!(o.end_reason, EndReason::OutOfMemory, "{kind}: {o:?}");
+        assert!(o.oom_kills > 0, "{kind}: {o:?}");
+        assert!(!stdout(&o).contains("survived"), "{kind}: {o:?}");
+    }
+}

@@ -39,7 +39,11 @@ pub fn prog(name: &str) -> PathBuf {
         && out.metadata().unwrap().modified().unwrap()
             >= src.metadata().unwrap().modified().unwrap();
     if !fresh {
-        let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+        let tmp = dir.join(format!(
+            "{name}.{}.{:?}.tmp",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let status = Command::new("cc")
             .args(["-static", "-O2", "-o"])
             .arg(&tmp)
@@ -133,7 +137,7 @@ pub fn processes_of_uid_range() -> usize {
             .lines()
             .find_map(|l| l.strip_prefix("PPid:"))
             .is_some_and(|p| p.trim() == std::process::id().to_string());
-        if (1_000_000..1_065_536).contains(&uid) && ppid_is_me {
+        if (1_000_000..1_000_000 + 1024 * 65_536).contains(&uid) && ppid_is_me {
             n += 1;
         }
     }
