@@ -43,6 +43,7 @@ mod ids;
 mod io;
 mod namespaces;
 mod outcome;
+mod paths;
 mod plan;
 mod prepared;
 mod report;
@@ -61,6 +62,7 @@ pub use engine::Sandbox;
 pub use error::Error;
 pub use io::{Io, StopHandle};
 pub use outcome::{EndReason, Outcome, SeccompViolation, TimeoutKind};
+pub use paths::{RelPath, RelPathError, MAX_REL_PATH};
 pub use prepared::Prepared;
 pub use signals::signal_name;
 pub use spec::{
