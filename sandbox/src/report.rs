@@ -178,7 +178,8 @@ fn send_raw(sock: RawFd, msg: Wire, fds: &[RawFd]) -> bool {
     unsafe { libc::sendmsg(sock, &hdr, libc::MSG_NOSIGNAL) >= 0 }
 }
 
-/// What one receive gave.
+/// What one receive gave. Large on purpose: the child side may not allocate (no Box).
+#[allow(clippy::large_enum_variant)]
 enum Raw {
     Message(Wire, [RawFd; MAX_FDS], usize),
     /// Nothing there now (non-blocking socket).
