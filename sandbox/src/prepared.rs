@@ -8,7 +8,7 @@
 //! with the program's stdio → supervise → verdict.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -187,22 +187,41 @@ impl Prepared {
     /// Runs `spec`'s program in this sandbox and ends the sandbox. The spec's environment must
     /// be the one the sandbox was prepared for. `Err` only for a spec that cannot run as given;
     /// a failure of the sandbox itself is an outcome with `end_reason: internal-error`.
-    pub fn run(mut self, spec: &Spec, io: Io) -> Result<Outcome, Error> {
+    pub fn run(self, spec: &Spec, io: Io) -> Result<Outcome, Error> {
+        self.run_wired(spec, io, Wiring::default())
+    }
+
+    /// `run`, with some of the program's descriptors given instead of the defaults (a group's
+    /// pipes) and more reasons to end it.
+    pub(crate) fn run_wired(
+        mut self,
+        spec: &Spec,
+        io: Io,
+        wiring: Wiring,
+    ) -> Result<Outcome, Error> {
         if spec.env_spec() != self.env {
             return Err(Error::InvalidSpec(
                 "the spec's environment is not the one this sandbox was prepared for".into(),
             ));
         }
-        for f in &spec.files {
-            files::destination(f, &self.workdir)?;
-        }
-        for c in &spec.collect {
-            files::collect_path(c).map_err(Error::InvalidSpec)?;
-        }
+        check_program(spec)?;
         let binds = Binds::open(spec, &self.workdir)?;
-        self.arena
-            .write_program(spec, &rlimits::for_limits(&spec.limits)?, &binds.targets)?;
-        let stdin = stdin_fd(&spec.stdin)?;
+        // The program's descriptors: 0, 1, 2 (given, or stdin from the spec and captured
+        // streams), then the given ones above 2.
+        let given = |fd: i32| wiring.fds.iter().any(|(target, _)| *target == fd);
+        let mut targets: Vec<i32> = vec![0, 1, 2];
+        targets.extend(wiring.fds.iter().map(|(t, _)| *t).filter(|t| *t > 2));
+        self.arena.write_program(
+            spec,
+            &rlimits::for_limits(&spec.limits)?,
+            &targets,
+            &binds.targets,
+        )?;
+        let stdin = if given(0) {
+            None
+        } else {
+            Some(stdin_fd(&spec.stdin)?)
+        };
         if let Err(e) = self.cgroup.set_limits(&spec.limits) {
             return Ok(Outcome::internal_error(e.to_string()));
         }
@@ -219,8 +238,14 @@ impl Prepared {
                 "copying files in failed: {e}"
             )));
         }
-        let pipes = sys::pipe().and_then(|out| Ok((out, sys::pipe()?)));
-        let ((out_r, out_w), (err_r, err_w)) = match pipes {
+        let captured = |fd: i32| -> std::io::Result<Option<(OwnedFd, OwnedFd)>> {
+            if given(fd) {
+                Ok(None)
+            } else {
+                sys::pipe().map(Some)
+            }
+        };
+        let (out, err) = match captured(1).and_then(|out| Ok((out, captured(2)?))) {
             Ok(p) => p,
             Err(e) => return Ok(Outcome::internal_error(format!("pipe: {e}"))),
         };
@@ -233,12 +258,30 @@ impl Prepared {
                 "the sandbox was already used".into(),
             ));
         };
-        let mut fds = vec![stdin.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
+        let fd_for = |target: i32| -> RawFd {
+            if let Some((_, fd)) = wiring.fds.iter().find(|(t, _)| *t == target) {
+                return fd.as_raw_fd();
+            }
+            match target {
+                0 => stdin.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                1 => out.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
+                _ => err.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
+            }
+        };
+        let mut fds: Vec<RawFd> = targets.iter().map(|t| fd_for(*t)).collect();
         fds.extend(binds.fds.iter().map(|f| f.as_raw_fd()));
         channel.command(Kind::Run, &fds);
         // Only the program holds the write ends now: EOF then means it is done.
-        drop((stdin, out_w, err_w, binds));
-        for fd in [&out_r, &err_r] {
+        let stream = |pipe: Option<(OwnedFd, OwnedFd)>, sink| match pipe {
+            Some((read, _write)) => Stream::new(read, sink),
+            None => Stream::none(),
+        };
+        let (stdout, stderr) = (stream(out, io.stdout_sink), stream(err, io.stderr_sink));
+        drop((stdin, binds));
+        let mut stops = wiring.stops;
+        stops.extend(io.stop.as_ref().map(|s| (s.fd(), KillCause::Stop)));
+        drop(wiring.fds);
+        for fd in [&stdout.fd, &stderr.fd].into_iter().flatten() {
             if let Err(e) = sys::set_nonblocking(fd) {
                 return Ok(Outcome::internal_error(format!("pipe: {e}")));
             }
@@ -247,9 +290,9 @@ impl Prepared {
             init_pid: self.init_pid,
             pidfd: &self.pidfd,
             channel: Some(channel),
-            stdout: Stream::new(out_r, io.stdout_sink),
-            stderr: Stream::new(err_r, io.stderr_sink),
-            stop: io.stop.as_ref().map(|s| s.fd()),
+            stdout,
+            stderr,
+            stops,
             cgroup: &self.cgroup,
             limits: supervisor::Limits {
                 cpu: spec.limits.cpu_time,
@@ -319,6 +362,28 @@ impl Drop for Prepared {
         // init first: the cgroup (dropped after this) can only go once it is empty.
         self.kill_init();
     }
+}
+
+/// Checks what can be checked of `spec`'s program before anything is set up for it: paths,
+/// limits, argv and environment. (Its environment is checked when it is prepared.)
+pub(crate) fn check_program(spec: &Spec) -> Result<(), Error> {
+    let workdir = inside_path(&spec.workdir, "work directory")?;
+    for f in &spec.files {
+        files::destination(f, &workdir)?;
+    }
+    for c in &spec.collect {
+        files::collect_path(c).map_err(Error::InvalidSpec)?;
+    }
+    rlimits::for_limits(&spec.limits)?;
+    crate::plan::check_program(spec)
+}
+
+/// What a group gives one of its programs: descriptors at fd numbers (pipe ends), and the
+/// eventfds that end it for the group's reasons.
+#[derive(Default)]
+pub(crate) struct Wiring {
+    pub fds: Vec<(i32, OwnedFd)>,
+    pub stops: Vec<(RawFd, KillCause)>,
 }
 
 /// The read-only binds of a run: detached copies of the host paths, and where they go.
