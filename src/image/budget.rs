@@ -87,11 +87,6 @@ impl Budget {
         &self.limits
     }
 
-    /// Uncompressed bytes charged to the image so far.
-    pub fn image_bytes(&self) -> u64 {
-        self.image_bytes.get()
-    }
-
     /// Refuses when writing `need` more bytes would leave less than the margins free.
     pub fn ensure_room(&self, need: u64) -> Result<()> {
         let st = nix::sys::statvfs::statvfs(&self.dir).map_err(|e| {

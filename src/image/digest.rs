@@ -85,10 +85,6 @@ impl<R: Read> HashReader<R> {
         }
     }
 
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
     /// Reads whatever is left (a tar reader may stop at its end marker before EOF) and returns
     /// the digest of everything and the byte count.
     pub fn finish(mut self) -> io::Result<(Sha256, u64)> {
