@@ -195,10 +195,15 @@ pub unsafe fn init_main(plan: &EnvPlan) -> ! {
     if n < 3 {
         exit(1);
     }
+    // SAFETY: the engine wrote the plan into the shared arena before sending Run.
+    let program = unsafe { &*plan.program };
+    if let Err(e) = attach_binds(program, &fds[3..n]) {
+        report::send(sock, Kind::ProgramFailed, Stage::Bind as i32, e as i64);
+        exit(1);
+    }
     let start = ProgramStart {
         env: plan,
-        // SAFETY: the engine wrote the plan into the shared arena before sending Run.
-        program: unsafe { &*plan.program },
+        program,
         stdio: [fds[0], fds[1], fds[2]],
     };
     report::send(sock, Kind::Started, 0, monotonic_ns());
@@ -227,7 +232,7 @@ pub unsafe fn init_main(plan: &EnvPlan) -> ! {
         exit(1);
     }
     // Only the program (and what it starts) may hold the pipes: EOF then means it is done.
-    for fd in &fds[..n] {
+    for fd in &fds[..3] {
         // SAFETY: fds received with Run, ours to close.
         unsafe { libc::close(*fd) };
     }
@@ -237,6 +242,25 @@ pub unsafe fn init_main(plan: &EnvPlan) -> ! {
     // /proc/<init>/root; it closes its end when done.
     while report::command(sock, &mut fds).is_some() {}
     exit(0);
+}
+
+/// Attaches the read-only binds that came with `Run` at the paths the plan gives, in order.
+fn attach_binds(program: &ProgramPlan, fds: &[RawFd]) -> Result<(), i32> {
+    let mut target = program.binds;
+    for fd in fds {
+        // SAFETY: `binds` is a NULL-terminated array in the arena, one entry per descriptor.
+        let path = unsafe { *target };
+        if path.is_null() {
+            return Err(libc::EINVAL);
+        }
+        // SAFETY: a NUL-terminated path in the arena.
+        crate::sys::mount_api::attach(*fd, unsafe { std::ffi::CStr::from_ptr(path) })?;
+        // SAFETY: our copy of the detached mount's descriptor, attached now.
+        unsafe { libc::close(*fd) };
+        // SAFETY: still inside the array (the NULL terminator was not reached).
+        target = unsafe { target.add(1) };
+    }
+    Ok(())
 }
 
 /// Waits for the program, then kills and reaps everything else (daemons included). Returns

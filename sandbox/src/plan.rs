@@ -87,6 +87,8 @@ pub struct ProgramPlan {
     pub gid: libc::gid_t,
     pub rlimits: [Rlimit; MAX_RLIMITS],
     pub n_rlimits: usize,
+    /// Where the read-only binds that come with `Run` go, in order; NULL-terminated.
+    pub binds: *const *const c_char,
 }
 
 /// Bytes of argv, environment and paths one program may have (Linux's own ARG_MAX is 2 MiB
@@ -132,8 +134,14 @@ impl Arena {
         self.base as *const ProgramPlan
     }
 
-    /// Lays out the program of `spec` in the arena, replacing what was there.
-    pub fn write_program(&self, spec: &Spec, rlimits: &[Rlimit]) -> Result<(), Error> {
+    /// Lays out the program of `spec` in the arena, replacing what was there. `binds` are the
+    /// inside paths of its read-only binds, in the order their descriptors travel.
+    pub fn write_program(
+        &self,
+        spec: &Spec,
+        rlimits: &[Rlimit],
+        binds: &[PathBuf],
+    ) -> Result<(), Error> {
         let program = ProgramParts::new(spec)?;
         if rlimits.len() > MAX_RLIMITS {
             return Err(Error::InvalidSpec("too many rlimits".into()));
@@ -146,6 +154,14 @@ impl Arena {
         let envp = w.strings(&program.env)?;
         let exec_paths = w.strings(&program.exec_paths)?;
         let cwd = w.bytes(program.cwd.as_bytes_with_nul())? as *const c_char;
+        let bind_targets = binds
+            .iter()
+            .map(|b| {
+                CString::new(b.as_os_str().as_bytes())
+                    .map_err(|_| Error::InvalidSpec("a file path contains a NUL byte".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let binds = w.strings(&bind_targets)?;
         let mut fixed = [Rlimit {
             resource: 0,
             value: 0,
@@ -160,6 +176,7 @@ impl Arena {
             gid: spec.gid,
             rlimits: fixed,
             n_rlimits: rlimits.len(),
+            binds,
         };
         // SAFETY: the arena starts page-aligned and is larger than a ProgramPlan; nothing else
         // writes it while the engine does (init reads it only after the Run message).
@@ -345,7 +362,9 @@ mod tests {
             resource: libc::RLIMIT_CORE,
             value: 0,
         }];
-        arena.write_program(&s, &limits).unwrap();
+        arena
+            .write_program(&s, &limits, &["/work/in".into()])
+            .unwrap();
         // SAFETY: written just above.
         let plan = unsafe { &*arena.plan() };
         assert_eq!(read(plan.argv), ["python3", "-c", "print(1)"]);
@@ -356,23 +375,28 @@ mod tests {
         assert_eq!(cwd.to_str().unwrap(), "/work/sub");
         assert_eq!((plan.uid, plan.n_rlimits), (1000, 1));
         assert_eq!(plan.rlimits[0], limits[0]);
+        assert_eq!(read(plan.binds), ["/work/in"]);
     }
 
     #[test]
     fn bad_programs_are_refused_before_anything_runs() {
         let arena = Arena::new().unwrap();
-        assert!(arena.write_program(&spec(&[]), &[]).is_err());
-        assert!(arena.write_program(&spec(&["a\0b"]), &[]).is_err());
+        assert!(arena.write_program(&spec(&[]), &[], &[]).is_err());
+        assert!(arena.write_program(&spec(&["a\0b"]), &[], &[]).is_err());
         let mut s = spec(&["true"]);
         s.env = vec!["NOEQUALS".into()];
-        assert!(arena.write_program(&s, &[]).is_err());
+        assert!(arena.write_program(&s, &[], &[]).is_err());
         s.env = vec![];
         s.cwd = Some("../escape".into());
-        assert!(arena.write_program(&s, &[]).is_err());
+        assert!(arena.write_program(&s, &[], &[]).is_err());
         let huge = "x".repeat(ARENA_BYTES);
-        assert!(arena.write_program(&spec(&["true", &huge]), &[]).is_err());
+        assert!(arena
+            .write_program(&spec(&["true", &huge]), &[], &[])
+            .is_err());
         // The arena is still usable after a refusal.
-        arena.write_program(&spec(&["/bin/true"]), &[]).unwrap();
+        arena
+            .write_program(&spec(&["/bin/true"]), &[], &[])
+            .unwrap();
         // SAFETY: written just above.
         assert_eq!(read(unsafe { (*arena.plan()).exec_paths }), ["/bin/true"]);
     }

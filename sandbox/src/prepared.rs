@@ -27,8 +27,9 @@ use crate::rlimits;
 use crate::root_mount;
 use crate::rootfs::{self, inside_path, RootOptions};
 use crate::seccomp;
-use crate::spec::{EnvSpec, Spec};
+use crate::spec::{EnvSpec, FileSource, Spec};
 use crate::supervisor::{self, Stream, Supervisor};
+use crate::sys::mount_api::{self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 use crate::sys::{self, CloneArgs, CLONE_INTO_CGROUP, CLONE_PIDFD};
 
 /// How long a sandbox's setup (mounts) may take before it counts as failed.
@@ -198,8 +199,9 @@ impl Prepared {
         for c in &spec.collect {
             files::collect_path(c).map_err(Error::InvalidSpec)?;
         }
+        let binds = Binds::open(spec, &self.workdir)?;
         self.arena
-            .write_program(spec, &rlimits::for_limits(&spec.limits)?)?;
+            .write_program(spec, &rlimits::for_limits(&spec.limits)?, &binds.targets)?;
         let stdin = stdin_fd(&spec.stdin)?;
         if let Err(e) = self.cgroup.set_limits(&spec.limits) {
             return Ok(Outcome::internal_error(e.to_string()));
@@ -231,12 +233,11 @@ impl Prepared {
                 "the sandbox was already used".into(),
             ));
         };
-        channel.command(
-            Kind::Run,
-            &[stdin.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
-        );
+        let mut fds = vec![stdin.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
+        fds.extend(binds.fds.iter().map(|f| f.as_raw_fd()));
+        channel.command(Kind::Run, &fds);
         // Only the program holds the write ends now: EOF then means it is done.
-        drop((stdin, out_w, err_w));
+        drop((stdin, out_w, err_w, binds));
         for fd in [&out_r, &err_r] {
             if let Err(e) = sys::set_nonblocking(fd) {
                 return Ok(Outcome::internal_error(format!("pipe: {e}")));
@@ -317,6 +318,42 @@ impl Drop for Prepared {
     fn drop(&mut self) {
         // init first: the cgroup (dropped after this) can only go once it is empty.
         self.kill_init();
+    }
+}
+
+/// The read-only binds of a run: detached copies of the host paths, and where they go.
+struct Binds {
+    fds: Vec<OwnedFd>,
+    targets: Vec<PathBuf>,
+}
+
+impl Binds {
+    fn open(spec: &Spec, workdir: &std::path::Path) -> Result<Binds, Error> {
+        let mut binds = Binds {
+            fds: Vec::new(),
+            targets: Vec::new(),
+        };
+        for f in &spec.files {
+            let FileSource::Bind(source) = &f.source else {
+                continue;
+            };
+            if binds.fds.len() + 3 >= crate::report::MAX_FDS {
+                return Err(Error::InvalidSpec(format!(
+                    "at most {} read-only binds per run",
+                    crate::report::MAX_FDS - 3
+                )));
+            }
+            let path = std::ffi::CString::new(source.as_os_str().as_encoded_bytes())
+                .map_err(|_| Error::InvalidSpec("a bind source contains a NUL byte".into()))?;
+            let fd = mount_api::clone_tree(
+                &path,
+                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            )
+            .map_err(|e| Error::InvalidSpec(format!("bind source {}: {e}", source.display())))?;
+            binds.fds.push(fd);
+            binds.targets.push(files::destination(f, workdir)?);
+        }
+        Ok(binds)
     }
 }
 
