@@ -56,6 +56,7 @@ mod signals;
 mod spec;
 mod supervisor;
 mod sys;
+mod timeline;
 
 pub use cgroup::CgroupVersion;
 pub use config::SandboxConfig;

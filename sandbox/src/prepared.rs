@@ -31,6 +31,7 @@ use crate::spec::{EnvSpec, FileSource, Spec};
 use crate::supervisor::{self, Stream, Supervisor};
 use crate::sys::mount_api::{self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 use crate::sys::{self, CloneArgs, CLONE_INTO_CGROUP, CLONE_PIDFD};
+use crate::timeline::Timeline;
 
 /// How long a sandbox's setup (mounts) may take before it counts as failed.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,6 +54,7 @@ pub struct Prepared {
     cgroup_version: CgroupVersion,
     /// Whether init still has to be killed and reaped.
     init_alive: bool,
+    timeline: Timeline,
 }
 
 fn failed(what: impl std::fmt::Display) -> Error {
@@ -61,6 +63,7 @@ fn failed(what: impl std::fmt::Display) -> Error {
 
 impl Prepared {
     pub(crate) fn create(engine: &Sandbox, env: &EnvSpec) -> Result<Prepared, Error> {
+        let mut timeline = Timeline::start();
         let workdir = inside_path(&env.workdir, "work directory")?;
         if env.uid >= namespaces::ID_RANGE || env.gid >= namespaces::ID_RANGE {
             return Err(Error::InvalidSpec("uid and gid must be below 65536".into()));
@@ -72,6 +75,7 @@ impl Prepared {
             &rootfs::mount_points(&workdir),
             &runtime.join(POINTS),
         )?;
+        timeline.mark("root mount");
         let root = rootfs::plan(
             env,
             &RootOptions {
@@ -96,8 +100,11 @@ impl Prepared {
             engine_image: engine.image,
         };
         let ids = engine.ids.acquire()?;
+        timeline.mark("plan");
         let cgroup = engine.cgroups.create().map_err(failed)?;
+        timeline.mark("cgroup");
         let spawned = spawn(&plan, &cgroup, &ids, v1);
+        timeline.mark("clone3 + id maps");
         // init holds its own copies now.
         drop((child_end, root_fd));
         let (init_pid, pidfd) = spawned.map_err(failed)?;
@@ -113,8 +120,10 @@ impl Prepared {
             cpus: engine.cpus,
             cgroup_version: engine.cgroups.version(),
             init_alive: true,
+            timeline,
         };
         prepared.handshake(&steps)?;
+        prepared.timeline.mark("init's mounts");
         Ok(prepared)
     }
 
@@ -205,6 +214,7 @@ impl Prepared {
             ));
         }
         check_program(spec)?;
+        self.timeline.mark("checked");
         let binds = Binds::open(spec, &self.workdir)?;
         // The program's descriptors: 0, 1, 2 (given, or stdin from the spec and captured
         // streams), then the given ones above 2.
@@ -217,6 +227,7 @@ impl Prepared {
             &targets,
             &binds.targets,
         )?;
+        self.timeline.mark("binds + program plan");
         let stdin = if given(0) {
             None
         } else {
@@ -225,6 +236,7 @@ impl Prepared {
         if let Err(e) = self.cgroup.set_limits(&spec.limits) {
             return Ok(Outcome::internal_error(e.to_string()));
         }
+        self.timeline.mark("limits");
         let base = self.ids.base();
         let (host_uid, host_gid) = (base + spec.uid, base + spec.gid);
         if let Err(e) = files::copy_in(
@@ -238,6 +250,7 @@ impl Prepared {
                 "copying files in failed: {e}"
             )));
         }
+        self.timeline.mark("files");
         let captured = |fd: i32| -> std::io::Result<Option<(OwnedFd, OwnedFd)>> {
             if given(fd) {
                 Ok(None)
@@ -271,6 +284,7 @@ impl Prepared {
         let mut fds: Vec<RawFd> = targets.iter().map(|t| fd_for(*t)).collect();
         fds.extend(binds.fds.iter().map(|f| f.as_raw_fd()));
         channel.command(Kind::Run, &fds);
+        self.timeline.mark("run sent");
         // Only the program holds the write ends now: EOF then means it is done.
         let stream = |pipe: Option<(OwnedFd, OwnedFd)>, sink| match pipe {
             Some((read, _write)) => Stream::new(read, sink),
@@ -305,7 +319,15 @@ impl Prepared {
         let (paths, max) = (&spec.collect, spec.collect_max_bytes);
         let (watch, out, err) = supervisor.watch(&mut || files::collect(pid, &workdir, paths, max));
         self.init_alive = false;
-        Ok(verdict(
+        if let Some(started) = watch.started_at {
+            self.timeline.mark_at("program started", started);
+        }
+        if let Some((_, ended)) = watch.exited {
+            self.timeline.mark_at("program ended", ended);
+        }
+        self.timeline.mark("init reaped");
+        let setup_ns = watch.started_at.map(|s| s - self.timeline.origin);
+        let outcome = verdict(
             Evidence {
                 setup_error: watch.setup_error,
                 killed: watch.killed,
@@ -320,9 +342,12 @@ impl Prepared {
                 stdout: out.captured(),
                 stderr: err.captured(),
                 files: watch.files,
+                setup_ns,
             },
             seccomp::syscall_name,
-        ))
+        );
+        self.timeline.mark("verdict");
+        Ok(outcome)
     }
 
     /// Ends the sandbox before its program started, for `cause`.
@@ -343,6 +368,7 @@ impl Prepared {
                 stdout: Captured::default(),
                 stderr: Captured::default(),
                 files: BTreeMap::new(),
+                setup_ns: None,
             },
             seccomp::syscall_name,
         )
@@ -361,6 +387,11 @@ impl Drop for Prepared {
     fn drop(&mut self) {
         // init first: the cgroup (dropped after this) can only go once it is empty.
         self.kill_init();
+        tracing::debug!(
+            init = self.init_pid,
+            "sandbox timeline: {}",
+            self.timeline.describe()
+        );
     }
 }
 
