@@ -39,6 +39,7 @@ mod config;
 mod engine;
 mod error;
 mod files;
+mod fork_guard;
 mod group;
 mod ids;
 mod io;

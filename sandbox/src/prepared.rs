@@ -198,16 +198,12 @@ impl Prepared {
     /// a failure of the sandbox itself is an outcome with `end_reason: internal-error`.
     pub fn run(self, spec: &Spec, io: Io) -> Result<Outcome, Error> {
         self.run_wired(spec, io, Wiring::default())
+            .map(|ran| ran.outcome)
     }
 
     /// `run`, with some of the program's descriptors given instead of the defaults (a group's
     /// pipes) and more reasons to end it.
-    pub(crate) fn run_wired(
-        mut self,
-        spec: &Spec,
-        io: Io,
-        wiring: Wiring,
-    ) -> Result<Outcome, Error> {
+    pub(crate) fn run_wired(mut self, spec: &Spec, io: Io, wiring: Wiring) -> Result<Ran, Error> {
         if spec.env_spec() != self.env {
             return Err(Error::InvalidSpec(
                 "the spec's environment is not the one this sandbox was prepared for".into(),
@@ -234,7 +230,7 @@ impl Prepared {
             Some(stdin_fd(&spec.stdin)?)
         };
         if let Err(e) = self.cgroup.set_limits(&spec.limits) {
-            return Ok(Outcome::internal_error(e.to_string()));
+            return Ok(Outcome::internal_error(e.to_string()).into());
         }
         self.timeline.mark("limits");
         let base = self.ids.base();
@@ -246,9 +242,7 @@ impl Prepared {
             host_uid,
             host_gid,
         ) {
-            return Ok(Outcome::internal_error(format!(
-                "copying files in failed: {e}"
-            )));
+            return Ok(Outcome::internal_error(format!("copying files in failed: {e}")).into());
         }
         self.timeline.mark("files");
         let captured = |fd: i32| -> std::io::Result<Option<(OwnedFd, OwnedFd)>> {
@@ -260,16 +254,14 @@ impl Prepared {
         };
         let (out, err) = match captured(1).and_then(|out| Ok((out, captured(2)?))) {
             Ok(p) => p,
-            Err(e) => return Ok(Outcome::internal_error(format!("pipe: {e}"))),
+            Err(e) => return Ok(Outcome::internal_error(format!("pipe: {e}")).into()),
         };
         if io.stop.as_ref().is_some_and(|s| s.requested()) {
             // Stopped before it started: nothing of the program ran.
-            return Ok(self.end_unstarted(KillCause::Stop));
+            return Ok(self.end_unstarted(KillCause::Stop).into());
         }
         let Some(channel) = self.channel.take() else {
-            return Ok(Outcome::internal_error(
-                "the sandbox was already used".into(),
-            ));
+            return Ok(Outcome::internal_error("the sandbox was already used".into()).into());
         };
         let fd_for = |target: i32| -> RawFd {
             if let Some((_, fd)) = wiring.fds.iter().find(|(t, _)| *t == target) {
@@ -297,7 +289,7 @@ impl Prepared {
         drop(wiring.fds);
         for fd in [&stdout.fd, &stderr.fd].into_iter().flatten() {
             if let Err(e) = sys::set_nonblocking(fd) {
-                return Ok(Outcome::internal_error(format!("pipe: {e}")));
+                return Ok(Outcome::internal_error(format!("pipe: {e}")).into());
             }
         }
         let supervisor = Supervisor {
@@ -347,7 +339,10 @@ impl Prepared {
             seccomp::syscall_name,
         );
         self.timeline.mark("verdict");
-        Ok(outcome)
+        Ok(Ran {
+            outcome,
+            ended_at: watch.exited.map(|(_, at)| at),
+        })
     }
 
     /// Ends the sandbox before its program started, for `cause`.
@@ -407,6 +402,21 @@ pub(crate) fn check_program(spec: &Spec) -> Result<(), Error> {
     }
     rlimits::for_limits(&spec.limits)?;
     crate::plan::check_program(spec)
+}
+
+/// A run's outcome, and when (CLOCK_MONOTONIC ns) its program ended, if it did.
+pub(crate) struct Ran {
+    pub outcome: Outcome,
+    pub ended_at: Option<i64>,
+}
+
+impl From<Outcome> for Ran {
+    fn from(outcome: Outcome) -> Ran {
+        Ran {
+            outcome,
+            ended_at: None,
+        }
+    }
 }
 
 /// What a group gives one of its programs: descriptors at fd numbers (pipe ends), and the
@@ -474,10 +484,11 @@ fn spawn(
         args.cgroup = dir.as_raw_fd() as u64;
     }
     let acting = ActingAs::new(ids.base())?;
+    let no_writers = crate::fork_guard::cloning();
     // SAFETY: the child only runs `init_main`, which uses raw syscalls on `plan` (prepared
     // above) and ends in _exit.
     let result = unsafe { sys::clone3(&mut args) };
-    drop(acting);
+    drop((no_writers, acting));
     if let Ok(0) = result {
         // SAFETY: we are the child of clone3.
         unsafe { child::init_main(plan) }
