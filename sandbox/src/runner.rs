@@ -111,14 +111,6 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), Error> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-fn set_nonblocking(fd: &OwnedFd) {
-    // SAFETY: fcntl on a valid fd.
-    unsafe {
-        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
-    }
-}
-
 fn stdin_fd(stdin: &Stdin) -> Result<OwnedFd, Error> {
     match stdin {
         Stdin::Null => File::open("/dev/null")
@@ -298,9 +290,9 @@ impl Sandbox {
                 libc::MSG_NOSIGNAL,
             )
         };
-        set_nonblocking(&out_r);
-        set_nonblocking(&err_r);
-        set_nonblocking(&report_parent);
+        sys::set_nonblocking(out_r.as_raw_fd());
+        sys::set_nonblocking(err_r.as_raw_fd());
+        sys::set_nonblocking(report_parent.as_raw_fd());
         let supervisor = Supervisor {
             init_pid: pid,
             pidfd,

@@ -287,7 +287,14 @@ impl Supervisor<'_> {
                     };
                     watch.setup_error = Some(format!("{what}: {}", errno_text(msg.b)));
                 }
-                REPORT_SECCOMP_FD => *listener = passed,
+                REPORT_SECCOMP_FD => {
+                    // Non-blocking where the kernel honours it (6.11 on); the poll above is
+                    // what keeps older kernels from blocking.
+                    if let Some(l) = &passed {
+                        sys::set_nonblocking(l.as_raw_fd());
+                    }
+                    *listener = passed;
+                }
                 REPORT_EXITED => {
                     watch.exited = Some((msg.a, msg.b));
                 }
@@ -368,15 +375,24 @@ impl Supervisor<'_> {
             if ready(i_err) && self.stderr.pump(self.limits.output) {
                 self.kill(&mut watch, KillCause::Output);
             }
-            if ready(i_listener) {
-                if let Some(l) = &listener {
+            if let (Some(i), Some(l)) = (i_listener, &listener) {
+                let revents = fds[i].revents;
+                // Receive only when a notification waits: before 6.11 the receive blocks on a
+                // listener whose filter is gone (it reports POLLHUP alone), O_NONBLOCK or not.
+                if revents & libc::POLLIN != 0 {
                     match sys::seccomp_notif_recv(l.as_raw_fd()) {
                         Ok(notif) => {
                             *watch.violations.entry(notif.data.nr).or_default() += 1;
                             let _ = sys::seccomp_notif_deny(l.as_raw_fd(), notif.id, libc::EPERM);
                         }
+                        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
+                        // ENOENT: the notifying task died before we received it.
+                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                         Err(_) => listener = None,
                     }
+                } else if revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+                    // Every task of the filter ended: no notification can come any more.
+                    listener = None;
                 }
             }
             if ready(i_stop) {

@@ -146,7 +146,18 @@ pub struct SeccompNotifResp {
 const SECCOMP_IOCTL_NOTIF_RECV: libc::c_ulong = 0xc050_2100;
 const SECCOMP_IOCTL_NOTIF_SEND: libc::c_ulong = 0xc018_2101;
 
-/// Receives one seccomp notification (the listener fd is non-blocking in our use).
+/// Sets O_NONBLOCK on `fd`.
+pub fn set_nonblocking(fd: RawFd) {
+    // SAFETY: fcntl on a valid fd, no pointers.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+}
+
+/// Receives one seccomp notification. Call it only when poll reported POLLIN: before Linux
+/// 6.11 it may block (seen on 6.1: O_NONBLOCK ignored), and never returns once the filter's
+/// tasks are gone.
 pub fn seccomp_notif_recv(fd: RawFd) -> io::Result<SeccompNotif> {
     let mut notif = SeccompNotif::default();
     // SAFETY: the kernel fills a zeroed struct of exactly the size the ioctl number encodes.
