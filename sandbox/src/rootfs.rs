@@ -244,6 +244,16 @@ pub fn plan(spec: &Spec, opts: &RootOptions) -> Result<RootPlan, Error> {
                 &dir,
                 format!("binding the root filesystem {}", dir.display()),
             )?;
+            // Holds only the empty file the /proc masks are bound from (image runs have their
+            // scratch tmpfs there already); it goes with the old root at pivot_root.
+            b.mount(
+                Some("sandpit"),
+                opts.stage_dir,
+                Some("tmpfs"),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                Some("size=4k,mode=0755".into()),
+                "mounting the scratch tmpfs".into(),
+            )?;
             let flags = libc::MS_REMOUNT
                 | libc::MS_BIND
                 | libc::MS_RDONLY
@@ -344,25 +354,63 @@ pub fn plan(spec: &Spec, opts: &RootOptions) -> Result<RootPlan, Error> {
         None,
         "mounting /proc".into(),
     )?;
+    // Masked as runc masks them, and read-only: a file is covered by a read-only bind of an
+    // empty regular file (reads return nothing, writes fail with EROFS; a read-only bind of
+    // /dev/null would still take writes: a device ignores the mount's read-only flag), a
+    // directory by an empty read-only tmpfs. Each is optional: a kernel may lack any of them.
+    let empty = opts.stage_dir.join("empty");
+    b.push(
+        Step::Touch {
+            path: cstr(&empty)?,
+        },
+        "creating the empty file /proc masks are bound from".into(),
+    );
     for f in [
         "kcore",
         "keys",
         "timer_list",
+        "timer_stats",
         "sched_debug",
         "latency_stats",
         "sysrq-trigger",
     ] {
-        let target = proc_dir.join(f);
-        let what = format!("masking /proc/{f}");
+        let target = cstr(&proc_dir.join(f))?;
         b.optional(
             Step::Mount {
-                source: Some(cs("/dev/null")),
-                target: cstr(&target)?,
+                source: Some(cstr(&empty)?),
+                target: target.clone(),
                 fstype: None,
                 flags: libc::MS_BIND,
                 data: None,
             },
-            what,
+            format!("masking /proc/{f}"),
+        );
+        b.optional(
+            Step::Mount {
+                source: None,
+                target,
+                fstype: None,
+                flags: libc::MS_REMOUNT
+                    | libc::MS_BIND
+                    | libc::MS_RDONLY
+                    | libc::MS_NOSUID
+                    | libc::MS_NODEV
+                    | libc::MS_NOEXEC,
+                data: None,
+            },
+            format!("making the mask of /proc/{f} read-only"),
+        );
+    }
+    for d in ["acpi", "asound", "scsi"] {
+        b.optional(
+            Step::Mount {
+                source: Some(cs("tmpfs")),
+                target: cstr(&proc_dir.join(d))?,
+                fstype: Some(cs("tmpfs")),
+                flags: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                data: Some(cs("mode=0555")),
+            },
+            format!("masking /proc/{d}"),
         );
     }
     let proc_sys = proc_dir.join("sys");

@@ -182,6 +182,53 @@ fn bad_paths_are_refused_before_anything_runs() {
     assert!(engine().run(&s, Default::default()).is_err());
 }
 
+/// Every masked /proc path this kernel has is masked read-only: even root inside the sandbox
+/// reads nothing there and cannot write (EROFS from the mask, not EACCES from the real file).
+#[test]
+fn masked_proc_paths_are_read_only_even_for_root_inside() {
+    let files = [
+        "kcore",
+        "keys",
+        "timer_list",
+        "timer_stats",
+        "sched_debug",
+        "latency_stats",
+        "sysrq-trigger",
+    ];
+    let dirs = ["acpi", "asound", "scsi"];
+    let present = |n: &str| std::path::Path::new("/proc").join(n).exists();
+    let files: Vec<&str> = files.into_iter().filter(|n| present(n)).collect();
+    let dirs: Vec<&str> = dirs.into_iter().filter(|n| present(n)).collect();
+    println!("host has /proc files {files:?}, directories {dirs:?}");
+    let mut script = String::new();
+    for f in &files {
+        script.push_str(&format!(
+            "echo f {f} $(wc -c < /proc/{f}) $( (echo h > /proc/{f}) 2>&1 | grep -c 'Read-only');"
+        ));
+    }
+    for d in &dirs {
+        script.push_str(&format!(
+            "echo d {d} $(ls -A /proc/{d} | wc -l) $( (: > /proc/{d}/x) 2>&1 | grep -c 'Read-only');"
+        ));
+    }
+    script.push_str("echo done");
+    let mut s = sh(&script);
+    s.uid = 0;
+    s.gid = 0;
+    let o = run(&s);
+    let out = stdout(&o);
+    assert!(out.ends_with("done\n"), "{o:?}");
+    for (kind, name) in files
+        .iter()
+        .map(|f| ("f", f))
+        .chain(dirs.iter().map(|d| ("d", d)))
+    {
+        // nothing to read, and the write refused as read-only
+        let want = format!("{kind} {name} 0 1");
+        assert!(out.lines().any(|l| l == want), "{want:?} not in {out}");
+    }
+}
+
 #[test]
 fn proc_is_fresh_and_masked() {
     let out = stdout(&run(&sh(
