@@ -33,6 +33,9 @@ pub fn prog(name: &str) -> PathBuf {
         std::fs::create_dir_all(&dir).unwrap();
         dir
     });
+    // One compiler at a time: tests on two threads may want the same program.
+    static COMPILING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = COMPILING.lock().unwrap_or_else(|e| e.into_inner());
     let out = dir.join(name);
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/progs/{name}.c"));
     let fresh = out.exists()
