@@ -41,19 +41,27 @@ impl Stream {
         }
     }
 
-    /// Reads what is there; returns true when the stream went over `cap`.
+    /// Reads what is there, at most [`PUMP_BYTES`] per call so that one flooding stream
+    /// cannot keep the supervisor from its other duties; returns true when the stream went
+    /// over `cap`. Reads are counted against the cap as they come and sized to end one byte
+    /// past it, and the pipe is closed at once then: what the program wrote after the cap is
+    /// neither read nor counted (it is being killed).
     fn pump(&mut self, cap: Option<u64>) -> bool {
         let Some(fd) = &self.fd else { return false };
-        let mut buf = [0u8; 65536];
-        loop {
-            // SAFETY: reads into a live stack buffer of the given length.
-            let n = unsafe {
-                libc::read(
-                    fd.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                )
+        let mut buf = [0u8; READ_CHUNK];
+        let mut budget = PUMP_BYTES;
+        while budget > 0 {
+            let want = match cap {
+                // One byte past the cap is enough to know it was crossed.
+                Some(c) => (c + 1).saturating_sub(self.total).min(READ_CHUNK as u64) as usize,
+                None => READ_CHUNK,
             };
+            if want == 0 {
+                break;
+            }
+            // SAFETY: reads into a live stack buffer, at most its length.
+            let n =
+                unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, want) };
             if n == 0 {
                 self.fd = None;
                 break;
@@ -68,6 +76,7 @@ impl Stream {
                 }
                 break;
             }
+            budget = budget.saturating_sub(n as usize);
             let chunk = &buf[..n as usize];
             self.total += chunk.len() as u64;
             let room = cap.map_or(usize::MAX, |c| {
@@ -84,9 +93,17 @@ impl Stream {
             }
             self.data.extend_from_slice(keep);
         }
+        if self.truncated {
+            self.fd = None;
+        }
         self.truncated
     }
 }
+
+/// One read(2) at most: the pipe's default capacity.
+const READ_CHUNK: usize = 64 << 10;
+/// At most this much is read from one stream per wakeup of the supervisor.
+const PUMP_BYTES: usize = 1 << 20;
 
 /// What the supervisor saw.
 pub struct Watch {

@@ -120,7 +120,29 @@ fn output_limit_truncates_and_ends_the_run() {
     assert_eq!(o.stdout.len(), 1 << 20);
     assert!(o.stdout_truncated);
     assert!(o.stdout_bytes > 1 << 20);
+    assert!(
+        o.stdout_bytes <= (1 << 20) + (64 << 10),
+        "{}",
+        o.stdout_bytes
+    );
     assert!(o.wall_time_s < 5.0);
+}
+
+/// Four writers of 1 MiB blocks on both streams: the cap still holds within 64 KiB on each.
+#[test]
+fn output_limit_holds_within_64_kib_against_parallel_megabyte_writes() {
+    let mut s = sh(
+        "for i in 1 2 3 4; do dd if=/dev/zero bs=1M count=64 2>/dev/null & \
+                    dd if=/dev/zero bs=1M count=64 >&2 2>/dev/null & done; wait",
+    );
+    s.limits.output_bytes = Some(1 << 20);
+    s.limits.wall_time = Some(Duration::from_secs(20));
+    let o = run(&s);
+    assert_eq!(o.end_reason, EndReason::OutputLimit, "{}", o.stdout_bytes);
+    for (name, bytes) in [("stdout", o.stdout_bytes), ("stderr", o.stderr_bytes)] {
+        assert!(bytes <= (1 << 20) + (64 << 10), "{name}: {bytes} bytes");
+    }
+    assert_eq!(o.stdout.len(), 1 << 20);
 }
 
 #[test]
