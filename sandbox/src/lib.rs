@@ -32,6 +32,7 @@ mod cgroup;
 mod child;
 mod error;
 mod files;
+pub mod host;
 mod namespaces;
 mod netns_pool;
 mod outcome;

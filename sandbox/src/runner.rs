@@ -175,13 +175,16 @@ impl Hooks for RunHooks<'_> {
 }
 
 impl Sandbox {
-    /// Prepares the engine: finds the cgroup hierarchy, compiles the seccomp policy, starts
-    /// the network namespace pool. Needs root.
+    /// Prepares the engine: checks the kernel ([`crate::host`]), finds the cgroup hierarchy
+    /// and places itself in it (on v2 in a leaf of its own, undone when the engine is dropped),
+    /// compiles the seccomp policy, starts the network namespace pool. Needs root. Refuses a
+    /// cgroup without memory and pids delegated with [`Error::NotDelegated`].
     pub fn new(config: SandboxConfig) -> Result<Self, Error> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Err(Error::Setup("sandpit must run as root".into()));
         }
+        crate::host::require()?;
         if config.host_id_base == 0
             || config
                 .host_id_base
