@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod doctor;
 pub mod env;
 pub mod run;
 pub mod serve;
@@ -45,6 +46,8 @@ pub enum Command {
     Env(env::EnvArgs),
     /// Serve the HTTP execution API.
     Serve(serve::ServeArgs),
+    /// Check this host for what runs need (kernel, cgroups, namespaces) and say how to fix it.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Logs go to stderr; `SANDPIT_LOG` (e.g. `debug`) sets the level.
@@ -62,6 +65,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Run(args) => run::main(&cli.data, args),
         Command::Env(args) => env::main(&cli.data, args),
         Command::Serve(args) => serve::main(&cli.data, args),
+        Command::Doctor(args) => doctor::main(args),
     }
 }
 

@@ -72,6 +72,13 @@ pub struct RunArgs {
     /// Print the outcome as one JSON object (streams included) on stdout.
     #[arg(long)]
     pub json: bool,
+    /// cgroup (relative to the cgroup root) under which run cgroups go; default: sandpit's own.
+    #[arg(
+        long = "cgroup-parent",
+        value_name = "CGROUP",
+        env = "SANDPIT_CGROUP_PARENT"
+    )]
+    pub cgroup_parent: Option<PathBuf>,
     /// The program and its arguments.
     #[arg(last = true, value_name = "PROGRAM")]
     pub command: Vec<String>,
@@ -205,7 +212,10 @@ pub fn main(data: &Path, args: RunArgs) -> ExitCode {
             io.stderr_sink = Some(Box::new(std::io::stderr()));
         }
     }
-    let engine = match Sandbox::new(SandboxConfig::default()) {
+    let engine = match Sandbox::new(SandboxConfig {
+        cgroup_parent: args.cgroup_parent.clone(),
+        ..SandboxConfig::default()
+    }) {
         Ok(engine) => engine,
         Err(e) => return fail(EXIT_SANDBOX_FAILURE, e),
     };
