@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use sandbox::{EndReason, FileIn, FileSource, Io, Outcome, Sandbox, SandboxConfig, Spec, Stdin};
+use sandbox::{EndReason, FileIn, FileSource, Io, Outcome, SandboxConfig, Spec, Stdin};
 
 use super::{fail, EXIT_FAILURE, EXIT_SANDBOX_FAILURE, EXIT_USAGE};
 use crate::env::EnvLease;
@@ -212,7 +212,7 @@ pub fn main(data: &Path, args: RunArgs) -> ExitCode {
             io.stderr_sink = Some(Box::new(std::io::stderr()));
         }
     }
-    let engine = match Sandbox::new(SandboxConfig {
+    let engine = match super::start_engine(SandboxConfig {
         cgroup_parent: args.cgroup_parent.clone(),
         ..SandboxConfig::default()
     }) {

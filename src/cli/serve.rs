@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
-use sandbox::{Sandbox, SandboxConfig};
+use sandbox::SandboxConfig;
 
 use super::{fail, EXIT_FAILURE, EXIT_USAGE};
 use crate::env::EnvStore;
@@ -138,7 +138,7 @@ async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), Stri
             .map_err(|e| e.to_string())?,
     );
     let envs = EnvStore::open(&data).map_err(|e| format!("environments: {e}"))?;
-    let engine = Arc::new(Sandbox::new(engine_config).map_err(|e| format!("sandbox: {e}"))?);
+    let engine = Arc::new(super::start_engine(engine_config).map_err(|e| format!("sandbox: {e}"))?);
     // What a crash left behind: sandboxes first, then the rows that said they were running.
     let cleaner = engine.clone();
     let cleaned = tokio::task::spawn_blocking(move || cleaner.cleanup_stale())
