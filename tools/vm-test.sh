@@ -27,13 +27,14 @@ if [ "${1:-}" = --inside ]; then
   for bin in "$@"; do
     name=$(basename "$bin" | sed 's/-[0-9a-f]\{16\}$//')
     out=$(mktemp)
+    t0=$(date +%s)
     # shellcheck disable=SC2086
     timeout "${VM_TEST_BIN_TIMEOUT:-600}" "$bin" --test-threads=2 "${skips[@]}" $filter >"$out" 2>&1
     rc=$?
     summary=$(grep -E '^test result:' "$out" | tail -1)
     p=$(sed -n 's/.* \([0-9]*\) passed.*/\1/p' <<<"$summary")
     f=$(sed -n 's/.* \([0-9]*\) failed.*/\1/p' <<<"$summary")
-    echo "vm-test: $name: ${p:-0} passed, ${f:-0} failed (exit $rc)"
+    echo "vm-test: $name: ${p:-0} passed, ${f:-0} failed (exit $rc, $(( $(date +%s) - t0 ))s)"
     if [ "$rc" != 0 ]; then
       status=1
       [ -n "$summary" ] || echo "vm-test: $name: no result line (timed out or crashed)"
@@ -92,9 +93,10 @@ for cell in $matrix; do
   p=${p:-0} f=${f:-0}
   total_p=$((total_p + p)) total_f=$((total_f + f))
   echo "vm-test: kernel $suite, cgroup v2, $placement: $p passed, $f failed, ${secs}s (exit $rc)"
+  if [ "${VM_TEST_VERBOSE:-0}" = 1 ]; then grep '^vm-test' "$log" | sed 's/^/    /'; fi
   if [ "$rc" != 0 ]; then
     failed_vms+=("$cell")
-    grep -v ' 0 failed (exit 0)$' "$log" | sed 's/^/    /' | tail -80
+    grep -v ' 0 failed (exit 0, [0-9]*s)$' "$log" | sed 's/^/    /' | tail -80
     # A VM that failed without a failing test still counts as a failure.
     [ "$f" != 0 ] || total_f=$((total_f + 1))
   fi
