@@ -458,6 +458,8 @@ fn move_all(from: &Path, to: &Path) -> bool {
 fn apply_v2(plan: &V2Plan) -> Result<(), Error> {
     let base = &plan.base;
     let _lock = BaseLock::take(base);
+    // What engines killed outright (kill -9) left behind goes first.
+    sweep_dead(base, &engine_leaf(base));
     if plan.move_self {
         let mut placed = PLACED.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = placed.iter_mut().find(|(b, _)| b == base) {
@@ -556,44 +558,50 @@ fn leave_v2(base: &Path, force: bool) {
     restore_v2(base, false);
 }
 
+/// Under the base's lock: removes what dead engines left in `base` (their leaves, their runs'
+/// cgroups, killing what still runs there). True when something else remains besides `keep`
+/// and the others' leaf: a live engine, a run, a cgroup someone else made.
+fn sweep_dead(base: &Path, keep: &Path) -> bool {
+    let me = std::process::id() as i32;
+    let mut busy = false;
+    let Ok(entries) = fs::read_dir(base) else {
+        return false;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if path == keep || name == OTHERS_LEAF {
+            continue;
+        }
+        let dead_pid = name
+            .strip_prefix(ENGINE_LEAF_PREFIX)
+            .or_else(|| name.strip_prefix(NAME_PREFIX))
+            .and_then(|rest| rest.split('-').next()?.parse::<i32>().ok())
+            .filter(|&pid| pid != me && !pid_alive(pid));
+        let removed = match dead_pid {
+            Some(_) if name.starts_with(ENGINE_LEAF_PREFIX) => remove_dead_engine_leaf(base, &path),
+            Some(_) => {
+                kill_procs(&path, None);
+                remove_dir_retrying(&path).is_ok()
+            }
+            None => false,
+        };
+        busy |= !removed;
+    }
+    busy
+}
+
 /// Under the base's lock: removes this process's leaf, and when no other engine uses `base`
 /// and sandpit enabled its controllers, disables them and moves the others back.
 /// `failed_start`: restoring after a start that failed halfway.
 fn restore_v2(base: &Path, failed_start: bool) {
-    let me = std::process::id();
     let leaf = engine_leaf(base);
     let others = base.join(OTHERS_LEAF);
     // Dead engines' leaves and runs first: they must not keep the base busy.
-    let mut busy = false;
-    if let Ok(entries) = fs::read_dir(base) {
-        for entry in entries.flatten() {
-            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let path = entry.path();
-            if path == leaf || name == OTHERS_LEAF {
-                continue;
-            }
-            let dead_pid = name
-                .strip_prefix(ENGINE_LEAF_PREFIX)
-                .or_else(|| name.strip_prefix(NAME_PREFIX))
-                .and_then(|rest| rest.split('-').next()?.parse::<i32>().ok())
-                .filter(|&pid| pid != me as i32 && !pid_alive(pid));
-            let removed = match dead_pid {
-                Some(_) if name.starts_with(ENGINE_LEAF_PREFIX) => {
-                    remove_dead_engine_leaf(base, &path)
-                }
-                Some(_) => {
-                    kill_procs(&path, None);
-                    remove_dir_retrying(&path).is_ok()
-                }
-                None => false,
-            };
-            // A live engine, one of our own runs, or a cgroup someone else made.
-            busy |= !removed;
-        }
-    }
+    let busy = sweep_dead(base, &leaf);
     let restored = !busy
         && others.is_dir()
         && write_file(
