@@ -144,7 +144,10 @@ fn output_limit_holds_within_64_kib_against_parallel_megabyte_writes() {
     }
     // Whichever stream crossed first ended the run; it holds exactly the cap.
     assert!(o.stdout_truncated || o.stderr_truncated, "{o:?}");
-    for (truncated, data) in [(o.stdout_truncated, &o.stdout), (o.stderr_truncated, &o.stderr)] {
+    for (truncated, data) in [
+        (o.stdout_truncated, &o.stdout),
+        (o.stderr_truncated, &o.stderr),
+    ] {
         assert!(!truncated || data.len() == 1 << 20);
     }
 }
