@@ -17,7 +17,7 @@ pub fn drop_bounding_and_ambient(last_cap: u8) -> Result<(), i32> {
     for cap in 0..=last_cap as libc::c_ulong {
         // SAFETY: prctl with integer arguments only.
         if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
-            let e = crate::rlimits::errno();
+            let e = crate::sys::errno();
             if e != libc::EINVAL {
                 return Err(e);
             }
@@ -34,7 +34,7 @@ pub fn drop_bounding_and_ambient(last_cap: u8) -> Result<(), i32> {
         )
     } != 0
     {
-        return Err(crate::rlimits::errno());
+        return Err(crate::sys::errno());
     }
     Ok(())
 }
@@ -68,7 +68,7 @@ pub fn clear_all() -> Result<(), i32> {
     // SAFETY: header and two data structs as capset(2) with version 3 expects.
     let ret = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
     if ret != 0 {
-        return Err(crate::rlimits::errno());
+        return Err(crate::sys::errno());
     }
     Ok(())
 }

@@ -192,9 +192,10 @@ impl CgroupManager {
         }
     }
 
-    /// Creates a fresh cgroup for one run, with its limits set. A fresh cgroup per run is what
-    /// keeps one run's counters (OOM kills, peak, pids events) out of the next run's verdict.
-    pub fn create(&self, limits: &Limits) -> Result<RunCgroup, Error> {
+    /// Creates a fresh cgroup for one run, without limits (see [`RunCgroup::set_limits`]). A
+    /// fresh cgroup per run is what keeps one run's counters (OOM kills, peak, pids events) out
+    /// of the next run's verdict.
+    pub fn create(&self) -> Result<RunCgroup, Error> {
         let name = format!(
             "{NAME_PREFIX}{}-{}",
             std::process::id(),
@@ -215,34 +216,11 @@ impl CgroupManager {
         }
         match &self.layout {
             Layout::V1 { .. } => {
-                let (mem, pids, cpu) = (&cg.dirs[0], &cg.dirs[1], &cg.dirs[2]);
-                if let Some(bytes) = limits.memory_bytes {
-                    write_file(&mem.join("memory.limit_in_bytes"), &bytes.to_string())?;
-                    let memsw = mem.join("memory.memsw.limit_in_bytes");
-                    if memsw.exists() {
-                        // Memory + swap = the limit: swap cannot be used to escape it.
-                        write_file(&memsw, &bytes.to_string())?;
-                    }
-                }
-                if let Some(n) = limits.pids {
-                    // +1: the sandbox's own init process counts too.
-                    write_file(&pids.join("pids.max"), &(n + 1).to_string())?;
-                }
-                cg.cpu_usage = open_read(&cpu.join("cpuacct.usage"))?;
+                cg.cpu_usage = open_read(&cg.dirs[2].join("cpuacct.usage"))?;
                 cg.procs = cg.dirs.iter().map(|d| d.join("cgroup.procs")).collect();
             }
             Layout::V2 { .. } => {
                 let dir = &cg.dirs[0];
-                if let Some(bytes) = limits.memory_bytes {
-                    write_file(&dir.join("memory.max"), &bytes.to_string())?;
-                    let swap = dir.join("memory.swap.max");
-                    if swap.exists() {
-                        write_file(&swap, "0")?;
-                    }
-                }
-                if let Some(n) = limits.pids {
-                    write_file(&dir.join("pids.max"), &(n + 1).to_string())?;
-                }
                 cg.cpu_usage = open_read(&dir.join("cpu.stat"))?;
                 cg.dir_fd = Some(File::open(dir).map_err(|e| cg_err("opening", dir, e))?);
             }
@@ -691,6 +669,59 @@ fn remove_dir_retrying(dir: &Path) -> io::Result<()> {
 }
 
 impl RunCgroup {
+    /// Sets the memory and process limits (none: unlimited). Swap cannot be used to escape
+    /// the memory limit: memory + swap = the limit (v1), no swap (v2).
+    pub fn set_limits(&self, limits: &Limits) -> Result<(), Error> {
+        let memory = limits
+            .memory_bytes
+            .map_or_else(|| "max".to_string(), |b| b.to_string());
+        // +1: the sandbox's own init process counts too.
+        let pids = limits
+            .pids
+            .map_or_else(|| "max".to_string(), |n| n.saturating_add(1).to_string());
+        match self.version {
+            CgroupVersion::V1 => {
+                let (mem, pid_dir) = (&self.dirs[0], &self.dirs[1]);
+                let v1_memory = if limits.memory_bytes.is_some() {
+                    memory
+                } else {
+                    "-1".into()
+                };
+                let memsw = mem.join("memory.memsw.limit_in_bytes");
+                // memsw may never be below the memory limit: order the writes accordingly.
+                let limit = mem.join("memory.limit_in_bytes");
+                if memsw.exists() {
+                    if limits.memory_bytes.is_some() {
+                        write_file(&limit, &v1_memory)?;
+                        write_file(&memsw, &v1_memory)?;
+                    } else {
+                        write_file(&memsw, &v1_memory)?;
+                        write_file(&limit, &v1_memory)?;
+                    }
+                } else {
+                    write_file(&limit, &v1_memory)?;
+                }
+                write_file(&pid_dir.join("pids.max"), &pids)?;
+            }
+            CgroupVersion::V2 => {
+                let dir = &self.dirs[0];
+                write_file(&dir.join("memory.max"), &memory)?;
+                // An OOM kill ends every process of the run at once (init is exempt), not a
+                // lone victim that leaves the rest running on what is left.
+                let group = dir.join("memory.oom.group");
+                if group.exists() {
+                    write_file(&group, "1")?;
+                }
+                let swap = dir.join("memory.swap.max");
+                if limits.memory_bytes.is_some() && swap.exists() {
+                    write_file(&swap, "0")?;
+                }
+                write_file(&dir.join("pids.max"), &pids)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The directory fd for clone3(CLONE_INTO_CGROUP), on v2.
     pub fn dir_fd(&self) -> Option<&File> {
         self.dir_fd.as_ref()

@@ -1,47 +1,20 @@
-//! The child side, between clone3 and exec. Raw system calls only: no allocation, no locks, no
-//! panics (the parent may be multi-threaded, see DESIGN.md). Failures are reported to the
-//! parent as (step, errno) on the report socket; the parent turns them into words.
+//! The child side, between clone and exec. Raw system calls only: no allocation, no locks, no
+//! panics (the engine may be multi-threaded, see DESIGN.md). Failures go to the engine as
+//! (step, errno) on the report socket; the engine turns them into words.
 //!
 //! Two processes live here: the sandbox's init (pid 1 of the new pid namespace), which builds
-//! the root filesystem, starts the program, reaps every process and reports the program's
-//! status; and the program (pid 2), which drops every privilege and execs.
+//! the root filesystem, waits for the engine's `Run`, starts the program, reaps every process
+//! and reports the program's status; and the program (pid 2), which drops every privilege and
+//! execs.
 
 use std::os::fd::RawFd;
 
 use crate::capabilities;
-use crate::plan::*;
-use crate::rlimits::{self, errno};
+use crate::plan::{EnvPlan, ProgramPlan};
+use crate::report::{child as report, Kind, Stage, MAX_FDS};
+use crate::rlimits;
 use crate::rootfs::Step;
-use crate::sys::{monotonic_ns, raw_set_ids};
-
-fn send_report(fd: RawFd, kind: u32, a: i32, b: i64) {
-    let msg = Report { kind, a, b };
-    // SAFETY: sends 16 bytes from a live stack value.
-    unsafe {
-        libc::send(
-            fd,
-            &msg as *const Report as *const libc::c_void,
-            std::mem::size_of::<Report>(),
-            libc::MSG_NOSIGNAL,
-        )
-    };
-}
-
-/// Waits for the parent's go-ahead (one byte). False on EOF: the parent gave up.
-fn wait_go(fd: RawFd) -> bool {
-    let mut byte = 0u8;
-    loop {
-        // SAFETY: reads at most one byte into a live stack variable.
-        let n = unsafe { libc::recv(fd, &mut byte as *mut u8 as *mut libc::c_void, 1, 0) };
-        if n == 1 {
-            return true;
-        }
-        if n < 0 && errno() == libc::EINTR {
-            continue;
-        }
-        return false;
-    }
-}
+use crate::sys::{errno, monotonic_ns, raw_set_ids};
 
 fn exit(code: i32) -> ! {
     // SAFETY: _exit never returns and runs no atexit handlers.
@@ -56,6 +29,9 @@ fn do_step(step: &Step) -> Result<(), i32> {
     // SAFETY: every pointer comes from a CString owned by the plan, alive during the call.
     let ret = unsafe {
         match step {
+            Step::Attach { fd, target } => {
+                return crate::sys::mount_api::attach(*fd, target);
+            }
             Step::Mount {
                 source,
                 target,
@@ -112,87 +88,172 @@ fn do_step(step: &Step) -> Result<(), i32> {
     }
 }
 
-/// Closes every inherited fd but `keep`: the clone copied every fd of the parent, those of
-/// other runs' pipes included, whose EOF must not wait for this sandbox to end.
-fn close_other_fds(mut keep: [RawFd; 4]) {
+/// Closes every inherited fd above 2 but those in `keep`: the clone copied every fd of the
+/// engine, those of other runs' pipes included, whose EOF must not wait for this sandbox to end.
+fn close_other_fds(mut keep: [RawFd; 2]) {
     keep.sort_unstable();
-    let mut from: u32 = 3;
+    let mut from: RawFd = 3;
     for fd in keep {
-        let fd = fd as u32;
         if fd > from {
-            // SAFETY: close_range on fds this process does not use.
-            unsafe { libc::syscall(libc::SYS_close_range, from, fd - 1, 0) };
+            // SAFETY: close_range on fds this process does not use (the engine's, copied).
+            unsafe { libc::syscall(libc::SYS_close_range, from as u32, (fd - 1) as u32, 0) };
         }
         from = from.max(fd + 1);
     }
     // SAFETY: as above.
-    unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0) };
+    unsafe { libc::syscall(libc::SYS_close_range, from as u32, u32::MAX, 0) };
+}
+
+/// Wipes what init inherited of the engine's identity: its command line and environment
+/// (/proc/1/cmdline is readable by everyone in the sandbox) and its name.
+fn forget_the_engine(plan: &EnvPlan) {
+    for (start, end) in [plan.engine_image.args, plan.engine_image.environ] {
+        if start < end {
+            // SAFETY: the engine's argv/environ strings, mapped at the same addresses in this
+            // copy of its memory (read from /proc/self/stat before clone); nothing here uses
+            // them.
+            unsafe { std::ptr::write_bytes(start as *mut u8, 0, end - start) };
+        }
+    }
+    let (start, end) = plan.engine_image.args;
+    if end - start > 4 {
+        // SAFETY: as above; "init" and its NUL fit in the wiped argv area.
+        unsafe { std::ptr::copy_nonoverlapping(b"init".as_ptr(), start as *mut u8, 4) };
+    }
+    // SAFETY: prctl with a NUL-terminated static name.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"init".as_ptr(), 0, 0, 0) };
+}
+
+/// Points 0, 1 and 2 at /dev/null: init must not hold the engine's own terminal or pipes.
+fn null_stdio() {
+    // SAFETY: open/dup2/close with a static path and small integers.
+    unsafe {
+        let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        if fd >= 0 {
+            for target in 0..3 {
+                libc::dup2(fd, target);
+            }
+            if fd > 2 {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
+/// What the program's process starts from: its plan and the descriptors init received.
+struct ProgramStart<'a> {
+    env: &'a EnvPlan,
+    program: &'a ProgramPlan,
+    stdio: [RawFd; 3],
 }
 
 /// The sandbox's init. Never returns.
 ///
 /// # Safety
-/// Must run in the child of clone3, with `plan` prepared by the parent.
-pub unsafe fn init_main(plan: &ChildPlan) -> ! {
-    let report = plan.report;
-    close_other_fds([plan.stdin, plan.stdout, plan.stderr, report]);
-    if !wait_go(report) {
-        exit(1);
+/// Must run in the child of clone3, with `plan` prepared by the engine.
+pub unsafe fn init_main(plan: &EnvPlan) -> ! {
+    let sock = plan.report;
+    close_other_fds([sock, plan.root_fd]);
+    forget_the_engine(plan);
+    null_stdio();
+    let mut fds = [-1; MAX_FDS];
+    match report::command(sock, &mut fds) {
+        Some((m, _)) if m.kind == Kind::Go => {}
+        _ => exit(1),
     }
-    // Until now we carried the parent's host ids, which the new user namespace does not map;
+    // The engine cloned us keeping its capabilities across an euid change (securebits); no
+    // uid change of ours may keep them.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_SECUREBITS, 0, 0, 0, 0) };
+    // Until now we carried the engine's host ids, which the new user namespace does not map;
     // become its root (an unprivileged host id) so that files we create have an owner.
     if let Err(e) = raw_set_ids(0, 0, false) {
-        send_report(report, REPORT_PROGRAM_FAILED, STAGE_IDS, e as i64);
+        report::send(sock, Kind::ProgramFailed, Stage::Ids as i32, e as i64);
         exit(1);
     }
-    // If the supervising thread dies, init dies, and with it the whole pid namespace. (Set
-    // after the id change, which clears it.)
-    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+    // If the engine's supervising thread dies, init dies, and with it the whole pid namespace.
+    // (Set after the id change, which clears it.)
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     for (i, planned) in plan.root.steps.iter().enumerate() {
         if let Err(e) = do_step(&planned.step) {
             if planned.optional && e == libc::ENOENT {
                 continue;
             }
-            send_report(report, REPORT_STEP_FAILED, i as i32, e as i64);
+            report::send(sock, Kind::StepFailed, i as i32, e as i64);
             exit(1);
         }
     }
-    if plan.wait_for_files {
-        send_report(report, REPORT_READY, 0, 0);
-        if !wait_go(report) {
-            exit(1);
-        }
+    // Attached and pivoted into: init needs the descriptor no more.
+    // SAFETY: our copy of the engine's fd.
+    unsafe { libc::close(plan.root_fd) };
+    report::send(sock, Kind::EnvReady, 0, 0);
+    let n = match report::command(sock, &mut fds) {
+        Some((m, n)) if m.kind == Kind::Run => n,
+        _ => exit(0), // the engine dropped the sandbox unused
+    };
+    if n < 3 {
+        exit(1);
     }
-    send_report(report, REPORT_STARTED, 0, monotonic_ns());
+    let start = ProgramStart {
+        env: plan,
+        // SAFETY: the engine wrote the plan into the shared arena before sending Run.
+        program: unsafe { &*plan.program },
+        stdio: [fds[0], fds[1], fds[2]],
+    };
+    report::send(sock, Kind::Started, 0, monotonic_ns());
     // Like posix_spawn: the program shares init's memory (CLONE_VM) on its own stack and init
     // waits (CLONE_VFORK) until it has exec'd, so no address space is copied. Not fork():
-    // glibc's fork takes locks another thread of the parent may have held at clone time.
+    // glibc's fork takes locks another thread of the engine may have held at clone time.
     let stack = plan.program_stack.as_ptr() as usize + plan.program_stack.len();
     let stack_top = (stack & !15) as *mut libc::c_void;
-    let pid = libc::clone(
-        program_entry,
-        stack_top,
-        libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-        plan as *const ChildPlan as *mut libc::c_void,
-    );
+    // SAFETY: program_entry runs on its own stack and only reads `start`, which outlives it
+    // (init is suspended until the program execs or exits).
+    let pid = unsafe {
+        libc::clone(
+            program_entry,
+            stack_top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &start as *const ProgramStart as *mut libc::c_void,
+        )
+    };
     if pid < 0 {
-        send_report(report, REPORT_PROGRAM_FAILED, STAGE_FORK, errno() as i64);
+        report::send(
+            sock,
+            Kind::ProgramFailed,
+            Stage::Fork as i32,
+            errno() as i64,
+        );
         exit(1);
     }
     // Only the program (and what it starts) may hold the pipes: EOF then means it is done.
-    libc::close(plan.stdin);
-    libc::close(plan.stdout);
-    libc::close(plan.stderr);
+    for fd in &fds[..n] {
+        // SAFETY: fds received with Run, ours to close.
+        unsafe { libc::close(*fd) };
+    }
+    let (status, ended_at) = reap_all(pid);
+    report::send(sock, Kind::Exited, status, ended_at);
+    // Keep the mount namespace alive while the engine reads output files through
+    // /proc/<init>/root; it closes its end when done.
+    while report::command(sock, &mut fds).is_some() {}
+    exit(0);
+}
+
+/// Waits for the program, then kills and reaps everything else (daemons included). Returns
+/// the program's wait status and when it ended.
+fn reap_all(program: libc::pid_t) -> (i32, i64) {
     let mut program_status: i32 = 0;
     let mut ended_at: i64 = 0;
     loop {
         let mut status = 0;
-        let r = libc::waitpid(-1, &mut status, 0);
-        if r == pid {
+        // SAFETY: waitpid with a pointer to a live local.
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r == program {
             program_status = status;
             ended_at = monotonic_ns();
-            // The program is done: so is everything it left behind (daemons included).
-            libc::kill(-1, libc::SIGKILL);
+            // The program is done: so is everything it left behind.
+            // SAFETY: kill(-1) from the pid namespace's init reaches only its own processes.
+            unsafe { libc::kill(-1, libc::SIGKILL) };
         } else if r < 0 {
             if errno() == libc::EINTR {
                 continue;
@@ -200,113 +261,145 @@ pub unsafe fn init_main(plan: &ChildPlan) -> ! {
             break; // ECHILD: everyone is reaped.
         }
     }
-    send_report(report, REPORT_EXITED, program_status, ended_at);
-    // Keep the mount namespace alive while the parent reads output files through
-    // /proc/<init>/root; it closes its end when done.
-    while wait_go(report) {}
-    exit(0);
+    (program_status, ended_at)
 }
 
 extern "C" fn program_entry(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` is the plan init passed to clone; init is suspended until we exec or exit.
-    unsafe { program_main(&*(arg as *const ChildPlan)) }
+    // SAFETY: `arg` is the ProgramStart init passed to clone; init is suspended until we exec
+    // or exit, so it outlives this function.
+    let start = unsafe { &*(arg as *const ProgramStart) };
+    program_main(start)
 }
 
-fn program_fail(plan: &ChildPlan, stage: i32, e: i32) -> ! {
-    send_report(plan.report, REPORT_PROGRAM_FAILED, stage, e as i64);
+fn program_fail(start: &ProgramStart, stage: Stage, e: i32) -> ! {
+    report::send(
+        start.env.report,
+        Kind::ProgramFailed,
+        stage as i32,
+        e as i64,
+    );
     exit(127);
 }
 
-/// The program's process: drop everything, then exec.
-unsafe fn program_main(plan: &ChildPlan) -> ! {
-    if libc::dup2(plan.stdin, 0) < 0
-        || libc::dup2(plan.stdout, 1) < 0
-        || libc::dup2(plan.stderr, 2) < 0
-    {
-        program_fail(plan, STAGE_STDIO, errno());
-    }
-    // Nothing of the engine's may leak into the program: every other fd closes on exec.
-    libc::syscall(
-        libc::SYS_close_range,
-        3u32,
-        u32::MAX,
-        libc::CLOSE_RANGE_CLOEXEC,
-    );
-    libc::setsid();
-    if let Err((_, e)) = rlimits::apply(&plan.rlimits) {
-        program_fail(plan, STAGE_RLIMITS, e);
-    }
-    if let Err(e) = capabilities::drop_bounding_and_ambient(plan.last_cap) {
-        program_fail(plan, STAGE_CAPS, e);
-    }
-    if let Err(e) = raw_set_ids(plan.uid, plan.gid, true) {
-        program_fail(plan, STAGE_IDS, e);
-    }
-    if let Err(e) = capabilities::clear_all() {
-        program_fail(plan, STAGE_CAPS, e);
-    }
-    if libc::chdir(plan.cwd.as_ptr()) < 0 {
-        program_fail(plan, STAGE_CWD, errno());
-    }
-    if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
-        program_fail(plan, STAGE_NO_NEW_PRIVS, errno());
-    }
-    for filter in [&plan.prelude, &plan.enosys] {
-        if libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            0,
-            &filter.prog as *const libc::sock_fprog,
-        ) < 0
-        {
-            program_fail(plan, STAGE_SECCOMP, errno());
+/// Writes `data` to the file at `path`. Async-signal-safe.
+fn write_file(path: &std::ffi::CStr, data: &[u8]) -> Result<(), i32> {
+    // SAFETY: open/write/close with a NUL-terminated path and a live buffer.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(errno());
         }
-    }
-    let listener = libc::syscall(
-        libc::SYS_seccomp,
-        libc::SECCOMP_SET_MODE_FILTER,
-        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
-        &plan.deny.prog as *const libc::sock_fprog,
-    ) as i32;
-    if listener < 0 {
-        program_fail(plan, STAGE_SECCOMP, errno());
-    }
-    send_fd(plan.report, listener);
-    libc::close(listener);
-    let mut last_error = libc::ENOENT;
-    for path in &plan.exec_paths {
-        libc::execve(path.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
+        let n = libc::write(fd, data.as_ptr() as *const libc::c_void, data.len());
         let e = errno();
-        // Keep the most telling error: EACCES of one candidate beats ENOENT of the next.
-        if e != libc::ENOENT {
-            last_error = e;
+        libc::close(fd);
+        if n != data.len() as isize {
+            return Err(e);
         }
     }
-    program_fail(plan, STAGE_EXEC, last_error);
+    Ok(())
 }
 
-/// Sends the seccomp listener to the supervisor (SCM_RIGHTS), with a REPORT_SECCOMP_FD body.
-unsafe fn send_fd(sock: RawFd, fd: RawFd) {
-    let msg = Report {
-        kind: REPORT_SECCOMP_FD,
-        a: 0,
-        b: 0,
+/// Installs one seccomp filter; returns the listener fd when `listener` is asked for.
+fn install_filter(filter: &libc::sock_fprog, listener: bool) -> Result<i32, i32> {
+    let flags = if listener {
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
+    } else {
+        0
     };
-    let mut iov = libc::iovec {
-        iov_base: &msg as *const Report as *mut libc::c_void,
-        iov_len: std::mem::size_of::<Report>(),
+    // SAFETY: seccomp(SET_MODE_FILTER) with a pointer to a live sock_fprog.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            filter as *const libc::sock_fprog,
+        )
     };
-    // Room for one fd's control message, aligned for cmsghdr.
-    let mut control = [0u64; 4];
-    let mut hdr: libc::msghdr = std::mem::zeroed();
-    hdr.msg_iov = &mut iov;
-    hdr.msg_iovlen = 1;
-    hdr.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-    hdr.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
-    let cmsg = libc::CMSG_FIRSTHDR(&hdr);
-    (*cmsg).cmsg_level = libc::SOL_SOCKET;
-    (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-    (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
-    std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, fd);
-    libc::sendmsg(sock, &hdr, libc::MSG_NOSIGNAL);
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(r as i32)
+    }
+}
+
+/// The program's process: drop everything, then exec.
+fn program_main(start: &ProgramStart) -> ! {
+    let (env, plan) = (start.env, start.program);
+    for (target, fd) in start.stdio.iter().enumerate() {
+        // SAFETY: dup2 of a received fd onto 0, 1 or 2.
+        if unsafe { libc::dup2(*fd, target as i32) } < 0 {
+            program_fail(start, Stage::Stdio, errno());
+        }
+    }
+    // The OOM killer's first choice is the program and what it starts, never init (see
+    // `protect_init`). Raising one's own score needs no privilege, but /proc/self belongs to
+    // host root while this memory (init's, shared until exec) is undumpable: dumpable for the
+    // moment of the write, and undumpable again, so that a program running as the sandbox's
+    // root can never read init's memory (a copy of the engine's).
+    // SAFETY: prctl with integer arguments; init is suspended (vfork), nothing else runs.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+    let raised = write_file(c"/proc/self/oom_score_adj", b"1000");
+    // SAFETY: as above.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if let Err(e) = raised {
+        program_fail(start, Stage::OomScore, e);
+    }
+    // SAFETY: integer-only syscalls. Nothing of the engine's may leak into the program: every
+    // fd above 2 closes on exec.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+        libc::setsid();
+    }
+    if let Err((_, e)) = rlimits::apply(&plan.rlimits[..plan.n_rlimits.min(plan.rlimits.len())]) {
+        program_fail(start, Stage::Rlimits, e);
+    }
+    if let Err(e) = capabilities::drop_bounding_and_ambient(env.last_cap) {
+        program_fail(start, Stage::Caps, e);
+    }
+    if let Err(e) = raw_set_ids(plan.uid, plan.gid, true) {
+        program_fail(start, Stage::Ids, e);
+    }
+    if let Err(e) = capabilities::clear_all() {
+        program_fail(start, Stage::Caps, e);
+    }
+    // SAFETY: chdir to a NUL-terminated path in the arena.
+    if unsafe { libc::chdir(plan.cwd) } < 0 {
+        program_fail(start, Stage::Cwd, errno());
+    }
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
+        program_fail(start, Stage::NoNewPrivs, errno());
+    }
+    for filter in [&env.filters.prelude, &env.filters.allow] {
+        if let Err(e) = install_filter(&filter.prog, false) {
+            program_fail(start, Stage::Seccomp, e);
+        }
+    }
+    let listener = match install_filter(&env.filters.deny.prog, true) {
+        Ok(fd) => fd,
+        Err(e) => program_fail(start, Stage::Seccomp, e),
+    };
+    report::send_listener(env.report, listener);
+    // SAFETY: our own fd.
+    unsafe { libc::close(listener) };
+    let mut last_error = libc::ENOENT;
+    let mut path = plan.exec_paths;
+    // SAFETY: exec_paths, argv and envp are NULL-terminated arrays in the arena.
+    unsafe {
+        while !(*path).is_null() {
+            libc::execve(*path, plan.argv, plan.envp);
+            let e = errno();
+            // Keep the most telling error: EACCES of one candidate beats ENOENT of the next.
+            if e != libc::ENOENT {
+                last_error = e;
+            }
+            path = path.add(1);
+        }
+    }
+    program_fail(start, Stage::Exec, last_error);
 }

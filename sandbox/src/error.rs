@@ -25,4 +25,9 @@ pub enum Error {
     /// The engine itself could not start (not root, kernel too old, …).
     #[error("engine setup: {0}")]
     Setup(String),
+    /// A sandbox could not be set up (a mount that failed, a cgroup that could not be made);
+    /// never the program's fault. [`crate::Sandbox::run`] reports it as an `internal-error`
+    /// outcome instead.
+    #[error("{0}")]
+    SandboxFailed(String),
 }

@@ -8,7 +8,12 @@
 //! kill counter, `pids.events`, seccomp notifications.
 //!
 //! The spawn path is safe in a multi-threaded program: everything the child needs is prepared
-//! before `clone3`, and the child runs raw system calls only (no allocation, no locks).
+//! before `clone3` (or written later into a shared arena), and the child runs raw system calls
+//! only (no allocation, no locks).
+//!
+//! A run is two steps, which [`Sandbox::run`] composes: [`Sandbox::prepare`] sets a sandbox up
+//! for an [`EnvSpec`] (namespaces, cgroup, root filesystem; init waiting), and
+//! [`Prepared::run`] starts the program in it, supervises it and ends the sandbox.
 //!
 //! ```no_run
 //! use sandbox::{Io, RootFs, Sandbox, SandboxConfig, Spec};
@@ -30,16 +35,22 @@
 mod capabilities;
 mod cgroup;
 mod child;
+mod config;
+mod engine;
 mod error;
 mod files;
 pub mod host;
+mod ids;
+mod io;
 mod namespaces;
-mod netns_pool;
 mod outcome;
+mod paths;
 mod plan;
+mod prepared;
+mod report;
 mod rlimits;
+mod root_mount;
 mod rootfs;
-mod runner;
 mod seccomp;
 mod signals;
 mod spec;
@@ -47,8 +58,15 @@ mod supervisor;
 mod sys;
 
 pub use cgroup::CgroupVersion;
+pub use config::SandboxConfig;
+pub use engine::Sandbox;
 pub use error::Error;
+pub use io::{Io, StopHandle};
 pub use outcome::{EndReason, Outcome, SeccompViolation, TimeoutKind};
-pub use runner::{Io, Sandbox, SandboxConfig, StopHandle};
+pub use paths::{RelPath, RelPathError, MAX_REL_PATH};
+pub use prepared::Prepared;
 pub use signals::signal_name;
-pub use spec::{FileIn, FileSource, Limits, RootFs, Spec, Stdin, DEFAULT_UID, DEFAULT_WORKDIR};
+pub use spec::{
+    EnvSpec, FileIn, FileSource, Limits, RootFs, Spec, Stdin, DEFAULT_UID, DEFAULT_WORKDIR,
+};
+pub use supervisor::MAX_REPORTED_DENIALS;

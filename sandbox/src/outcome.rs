@@ -5,6 +5,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cgroup::CgroupStats;
+use crate::signals::signal_name;
+
 /// Why a run ended. Decided from kernel evidence, never guessed from a signal number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -94,6 +97,10 @@ pub struct Outcome {
     pub pids_limit_hit: bool,
     /// Kernel evidence: syscalls the seccomp policy denied.
     pub seccomp_violations: Vec<SeccompViolation>,
+    /// More denied syscalls were attempted than the engine reports per run: the counts are
+    /// lower bounds, and the later attempts failed with ENOSYS instead of EPERM.
+    #[serde(default)]
+    pub seccomp_violations_capped: bool,
     /// Which cgroup version measured this run (1 or 2).
     pub cgroup_version: u8,
     /// Files read back after the run (`Spec::collect`): path → result.
@@ -125,10 +132,154 @@ impl Outcome {
             oom_kills: 0,
             pids_limit_hit: false,
             seccomp_violations: Vec::new(),
+            seccomp_violations_capped: false,
             cgroup_version: 0,
             files: BTreeMap::new(),
             message: Some(message),
         }
+    }
+}
+
+/// Why the supervisor ended the run itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KillCause {
+    CpuTime,
+    WallTime,
+    Output,
+    Stop,
+    SetupFailed,
+}
+
+/// One stream as the supervisor captured it.
+#[derive(Debug, Default)]
+pub(crate) struct Captured {
+    pub data: Vec<u8>,
+    /// Every byte written, also past the cap.
+    pub total: u64,
+    pub truncated: bool,
+}
+
+/// Everything the verdict is decided from, gathered by the supervisor and the cgroup.
+pub(crate) struct Evidence {
+    /// Why the sandbox or the program's own setup failed, in words.
+    pub setup_error: Option<String>,
+    pub killed: Option<KillCause>,
+    /// CLOCK_MONOTONIC ns when the program started, and (wait status, ns) when it ended.
+    pub started_at: Option<i64>,
+    pub exited: Option<(i32, i64)>,
+    /// Now, for a run whose end init never reported.
+    pub now_ns: i64,
+    /// The cgroup's CPU counter when the program started (setup's own CPU time).
+    pub cpu_baseline_ns: u64,
+    pub cgroup: CgroupStats,
+    pub cgroup_version: u8,
+    /// Denied syscalls by number, and whether reporting stopped at the cap.
+    pub violations: BTreeMap<i32, u64>,
+    pub violations_capped: bool,
+    pub stdout: Captured,
+    pub stderr: Captured,
+    pub files: BTreeMap<String, Result<Vec<u8>, String>>,
+}
+
+/// Turns the evidence into an outcome. The precedence: the sandbox's own failure, a stop, the
+/// OOM counter, a lost init, CPU, wall, output, and otherwise the program's own end.
+pub(crate) fn verdict(e: Evidence, syscall_name: impl Fn(i32) -> String) -> Outcome {
+    let wall_ns = match (e.started_at, e.exited) {
+        (Some(s), Some((_, end))) => end - s,
+        (Some(s), None) => e.now_ns - s,
+        _ => 0,
+    };
+    let stats = e.cgroup;
+    let cpu_ns = stats.cpu_ns.saturating_sub(e.cpu_baseline_ns);
+    // user/system come from coarser counters: scale them to split the exact total.
+    let scale = |part: u64| {
+        if stats.cpu_ns == 0 {
+            0.0
+        } else {
+            cpu_ns as f64 * part as f64 / stats.cpu_ns as f64 / 1e9
+        }
+    };
+    let (mut exit_code, mut signal) = (None, None);
+    if let Some((status, _)) = e.exited {
+        if libc::WIFEXITED(status) {
+            exit_code = Some(libc::WEXITSTATUS(status));
+        } else if libc::WIFSIGNALED(status) {
+            signal = Some(libc::WTERMSIG(status));
+        }
+    }
+    let killed = e.killed;
+    let (end_reason, timeout, message) = if let Some(m) = e.setup_error {
+        (EndReason::InternalError, None, Some(m))
+    } else if killed == Some(KillCause::Stop) {
+        (EndReason::Stopped, None, Some("stopped on request".into()))
+    } else if stats.oom_kills > 0 {
+        // Whoever the victim was: the counter moved, so memory ran out.
+        (
+            EndReason::OutOfMemory,
+            None,
+            Some(format!(
+                "the memory cgroup's OOM killer ended {} process(es)",
+                stats.oom_kills
+            )),
+        )
+    } else if e.exited.is_none() && killed.is_none() {
+        (
+            EndReason::InternalError,
+            None,
+            Some("the sandbox's init ended without reporting the program's status".into()),
+        )
+    } else if killed == Some(KillCause::CpuTime) {
+        (
+            EndReason::Timeout,
+            Some(TimeoutKind::Cpu),
+            Some("CPU time limit reached".into()),
+        )
+    } else if killed == Some(KillCause::WallTime) {
+        (
+            EndReason::Timeout,
+            Some(TimeoutKind::Wall),
+            Some("wall time limit reached".into()),
+        )
+    } else if killed == Some(KillCause::Output) {
+        (
+            EndReason::OutputLimit,
+            None,
+            Some("output limit reached".into()),
+        )
+    } else {
+        (EndReason::Normal, None, None)
+    };
+    Outcome {
+        end_reason,
+        exit_code,
+        signal,
+        signal_name: signal.and_then(signal_name).map(str::to_string),
+        timeout,
+        cpu_time_s: cpu_ns as f64 / 1e9,
+        user_time_s: scale(stats.user_ns),
+        system_time_s: scale(stats.system_ns),
+        wall_time_s: wall_ns.max(0) as f64 / 1e9,
+        peak_memory_bytes: stats.peak_memory_bytes,
+        stdout_bytes: e.stdout.total,
+        stderr_bytes: e.stderr.total,
+        stdout_truncated: e.stdout.truncated,
+        stderr_truncated: e.stderr.truncated,
+        stdout: e.stdout.data,
+        stderr: e.stderr.data,
+        oom_kills: stats.oom_kills,
+        pids_limit_hit: stats.pids_limit_hit,
+        seccomp_violations: e
+            .violations
+            .into_iter()
+            .map(|(nr, count)| SeccompViolation {
+                syscall: syscall_name(nr),
+                count,
+            })
+            .collect(),
+        seccomp_violations_capped: e.violations_capped,
+        cgroup_version: e.cgroup_version,
+        files: e.files,
+        message,
     }
 }
 
@@ -142,5 +293,161 @@ mod lossy_bytes {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         Ok(String::deserialize(d)?.into_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXIT_0: i32 = 0;
+    const KILLED: i32 = libc::SIGKILL; // wait status of a process killed by SIGKILL
+
+    fn evidence() -> Evidence {
+        Evidence {
+            setup_error: None,
+            killed: None,
+            started_at: Some(1_000),
+            exited: Some((EXIT_0, 501_000)),
+            now_ns: 9_000_000,
+            cpu_baseline_ns: 100,
+            cgroup: CgroupStats {
+                cpu_ns: 2_100,
+                user_ns: 1_575,
+                system_ns: 525,
+                peak_memory_bytes: 4096,
+                oom_kills: 0,
+                pids_limit_hit: false,
+            },
+            cgroup_version: 2,
+            violations: BTreeMap::new(),
+            violations_capped: false,
+            stdout: Captured::default(),
+            stderr: Captured::default(),
+            files: BTreeMap::new(),
+        }
+    }
+
+    fn judge(e: Evidence) -> Outcome {
+        verdict(e, |nr| format!("nr{nr}"))
+    }
+
+    #[test]
+    fn a_program_that_ends_by_itself_is_normal_and_measured() {
+        let o = judge(evidence());
+        assert_eq!(o.end_reason, EndReason::Normal);
+        assert_eq!((o.exit_code, o.signal), (Some(0), None));
+        assert_eq!(o.wall_time_s, 500_000.0 / 1e9);
+        // Setup's CPU is not the program's; user:system 3:1 of the rest.
+        assert_eq!(o.cpu_time_s, 2_000.0 / 1e9);
+        assert!((o.user_time_s - 1_500.0 / 1e9).abs() < 1e-15);
+        assert!((o.system_time_s - 500.0 / 1e9).abs() < 1e-15);
+        assert_eq!(o.message, None);
+    }
+
+    #[test]
+    fn a_signal_is_reported_by_name() {
+        let mut e = evidence();
+        e.exited = Some((libc::SIGABRT, 2_000));
+        let o = judge(e);
+        assert_eq!(o.end_reason, EndReason::Normal);
+        assert_eq!((o.exit_code, o.signal), (None, Some(libc::SIGABRT)));
+        assert_eq!(o.signal_name.as_deref(), Some("SIGABRT"));
+    }
+
+    #[test]
+    fn the_precedence_of_end_reasons() {
+        // Each row adds one more piece of evidence; the strongest one decides.
+        let mut e = evidence();
+        e.exited = Some((KILLED, 2_000));
+        e.killed = Some(KillCause::Output);
+        assert_eq!(judge(e).end_reason, EndReason::OutputLimit);
+
+        let mut e = evidence();
+        e.killed = Some(KillCause::WallTime);
+        let o = judge(e);
+        assert_eq!(
+            (o.end_reason, o.timeout),
+            (EndReason::Timeout, Some(TimeoutKind::Wall))
+        );
+
+        let mut e = evidence();
+        e.killed = Some(KillCause::CpuTime);
+        let o = judge(e);
+        assert_eq!(
+            (o.end_reason, o.timeout),
+            (EndReason::Timeout, Some(TimeoutKind::Cpu))
+        );
+
+        // The OOM counter beats a time limit hit at the same moment...
+        let mut e = evidence();
+        e.killed = Some(KillCause::CpuTime);
+        e.cgroup.oom_kills = 2;
+        let o = judge(e);
+        assert_eq!(o.end_reason, EndReason::OutOfMemory);
+        assert_eq!(o.timeout, None);
+        // ...and a SIGKILL without the counter is not out-of-memory.
+        let mut e = evidence();
+        e.exited = Some((KILLED, 2_000));
+        assert_eq!(judge(e).end_reason, EndReason::Normal);
+
+        // A stop beats the OOM counter.
+        let mut e = evidence();
+        e.killed = Some(KillCause::Stop);
+        e.cgroup.oom_kills = 1;
+        assert_eq!(judge(e).end_reason, EndReason::Stopped);
+
+        // The sandbox's own failure beats everything.
+        let mut e = evidence();
+        e.killed = Some(KillCause::Stop);
+        e.setup_error = Some("mounting /proc: EPERM".into());
+        let o = judge(e);
+        assert_eq!(o.end_reason, EndReason::InternalError);
+        assert_eq!(o.message.as_deref(), Some("mounting /proc: EPERM"));
+    }
+
+    #[test]
+    fn an_init_killed_by_the_oom_killer_is_still_out_of_memory() {
+        let mut e = evidence();
+        e.exited = None;
+        e.cgroup.oom_kills = 1;
+        assert_eq!(judge(e).end_reason, EndReason::OutOfMemory);
+    }
+
+    #[test]
+    fn an_init_that_vanished_is_the_sandboxs_fault() {
+        let mut e = evidence();
+        e.exited = None;
+        let o = judge(e);
+        assert_eq!(o.end_reason, EndReason::InternalError);
+        // Wall time runs to now when the end was never seen.
+        assert_eq!(o.wall_time_s, (9_000_000 - 1_000) as f64 / 1e9);
+        // A run that never started used no time.
+        let mut e = evidence();
+        e.started_at = None;
+        e.exited = None;
+        e.killed = Some(KillCause::Stop);
+        let o = judge(e);
+        assert_eq!((o.end_reason, o.wall_time_s), (EndReason::Stopped, 0.0));
+    }
+
+    #[test]
+    fn evidence_travels_into_the_outcome() {
+        let mut e = evidence();
+        e.violations.insert(165, 3);
+        e.cgroup.pids_limit_hit = true;
+        e.stdout = Captured {
+            data: b"hi".to_vec(),
+            total: 10,
+            truncated: true,
+        };
+        let o = judge(e);
+        assert_eq!(o.seccomp_violations[0].syscall, "nr165");
+        assert_eq!(o.seccomp_violations[0].count, 3);
+        assert!(o.pids_limit_hit);
+        assert_eq!(
+            (o.stdout.as_slice(), o.stdout_bytes, o.stdout_truncated),
+            (&b"hi"[..], 10, true)
+        );
     }
 }

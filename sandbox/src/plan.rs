@@ -1,8 +1,15 @@
-//! Everything the child needs, prepared by the parent before clone: after clone the child may
-//! not allocate (another thread of the parent may have held the allocator's lock), so every
-//! string, array and filter is built here.
+//! Everything the child side needs, prepared by the engine: after clone the child may not
+//! allocate (another thread of the engine may have held the allocator's lock), so every string,
+//! array and filter is built here.
+//!
+//! Two plans, as go-judge separates an environment from the process run in it:
+//! - [`EnvPlan`]: how init builds the sandbox (mounts, hostname, …). Built before clone3; init
+//!   gets its own copy of it with the rest of the engine's memory.
+//! - [`ProgramPlan`]: what to run (argv, environment, cwd, ids, rlimits). Written later, when the
+//!   program is known, into an [`Arena`]: a shared mapping made before clone3, so that the
+//!   engine's writes are visible to init at the same addresses.
 
-use std::ffi::CString;
+use std::ffi::{c_char, CString};
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -10,103 +17,258 @@ use std::path::{Path, PathBuf};
 use crate::error::Error;
 use crate::rlimits::Rlimit;
 use crate::rootfs::{inside_path, RootPlan};
-use crate::seccomp::CompiledPolicy;
+use crate::seccomp::Filters;
 use crate::spec::Spec;
 
-/// The messages the child side sends on the report socket (16 bytes each).
-#[repr(C)]
-#[derive(Clone, Copy, Default, Debug)]
-pub struct Report {
-    pub kind: u32,
-    pub a: i32,
-    pub b: i64,
-}
-
-pub const REPORT_STEP_FAILED: u32 = 1; // a = step index, b = errno
-pub const REPORT_READY: u32 = 2; // mounts done; waiting for the files to be copied in
-pub const REPORT_STARTED: u32 = 3; // b = CLOCK_MONOTONIC ns just before the program's fork
-pub const REPORT_PROGRAM_FAILED: u32 = 4; // a = stage, b = errno (before exec)
-pub const REPORT_SECCOMP_FD: u32 = 5; // carries the listener fd (SCM_RIGHTS)
-pub const REPORT_EXITED: u32 = 6; // a = wait status, b = CLOCK_MONOTONIC ns at reaping
-
-/// Stages of the program's own setup, for REPORT_PROGRAM_FAILED.
-pub const STAGE_STDIO: i32 = 1;
-pub const STAGE_RLIMITS: i32 = 2;
-pub const STAGE_CAPS: i32 = 3;
-pub const STAGE_IDS: i32 = 4;
-pub const STAGE_CWD: i32 = 5;
-pub const STAGE_NO_NEW_PRIVS: i32 = 6;
-pub const STAGE_SECCOMP: i32 = 7;
-pub const STAGE_EXEC: i32 = 8;
-pub const STAGE_FORK: i32 = 9;
-
-pub fn stage_name(stage: i32) -> &'static str {
-    match stage {
-        STAGE_STDIO => "setting up stdin/stdout/stderr",
-        STAGE_RLIMITS => "setting rlimits",
-        STAGE_CAPS => "dropping capabilities",
-        STAGE_IDS => "switching to the sandbox uid/gid",
-        STAGE_CWD => "changing to the working directory",
-        STAGE_NO_NEW_PRIVS => "setting no_new_privs",
-        STAGE_SECCOMP => "installing the seccomp filter",
-        STAGE_EXEC => "executing the program",
-        STAGE_FORK => "starting the program's process",
-        _ => "setting up the program",
-    }
-}
-
-/// A BPF program in the form seccomp(2) takes.
-pub struct Filter {
-    pub prog: libc::sock_fprog,
-}
-
-impl Filter {
-    fn new(insns: &[seccompiler::sock_filter]) -> Self {
-        Filter {
-            prog: libc::sock_fprog {
-                len: insns.len() as u16,
-                // Same layout: both are the kernel's struct sock_filter.
-                filter: insns.as_ptr() as *mut libc::sock_filter,
-            },
-        }
-    }
-}
-
-/// The child's whole plan. Raw pointers point into the owned vectors next to them.
-pub struct ChildPlan<'a> {
+/// How init builds the sandbox. Raw pointers point into memory that init's copy keeps alive.
+pub struct EnvPlan {
     pub root: RootPlan,
-    /// Send REPORT_READY after the mounts and wait for a go-ahead (files to copy in).
-    pub wait_for_files: bool,
-    /// Paths to try for execve, in order (PATH lookup done beforehand).
-    pub exec_paths: Vec<CString>,
-    _argv: Vec<CString>,
-    pub argv: Vec<*const libc::c_char>,
-    _envp: Vec<CString>,
-    pub envp: Vec<*const libc::c_char>,
-    pub cwd: CString,
-    pub uid: libc::uid_t,
-    pub gid: libc::gid_t,
-    pub rlimits: Vec<Rlimit>,
-    pub last_cap: u8,
-    pub prelude: Filter,
-    pub enosys: Filter,
-    pub deny: Filter,
-    pub stdin: RawFd,
-    pub stdout: RawFd,
-    pub stderr: RawFd,
+    /// The root filesystem as a detached mount (see `root_mount`).
+    pub root_fd: RawFd,
     /// The child's end of the report socket.
     pub report: RawFd,
+    pub last_cap: u8,
+    pub filters: Filters,
     /// The stack the program's process runs on until it execs (it shares init's memory).
     pub program_stack: Vec<u8>,
-    _policy: &'a CompiledPolicy,
+    /// Where the engine writes each program's plan.
+    pub program: *const ProgramPlan,
+    pub engine_image: EngineImage,
+}
+
+/// Where the engine's command line and environment strings lie in its memory (and so in
+/// init's copy of it): `[start, end)` of each, from /proc/self/stat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineImage {
+    pub args: (usize, usize),
+    pub environ: (usize, usize),
+}
+
+impl EngineImage {
+    /// Reads this process's own.
+    pub fn of_this_process() -> EngineImage {
+        std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|stat| EngineImage::parse(&stat))
+            .unwrap_or_default()
+    }
+
+    /// Fields 48 to 51 of /proc/PID/stat, counted after the command name (which may hold
+    /// spaces and parentheses: the last ')' ends it).
+    fn parse(stat: &str) -> Option<EngineImage> {
+        let rest = &stat[stat.rfind(')')? + 1..];
+        // After ')' come fields 3, 4, …; field n is at index n - 3.
+        let fields: Vec<usize> = rest
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        let at = |n: usize| fields.get(n - 3).copied();
+        Some(EngineImage {
+            args: (at(48)?, at(49)?),
+            environ: (at(50)?, at(51)?),
+        })
+    }
+}
+
+/// Most rlimits a program gets.
+pub const MAX_RLIMITS: usize = 8;
+
+/// What to run. Lives in the arena; every pointer points into the arena.
+#[repr(C)]
+pub struct ProgramPlan {
+    /// NULL-terminated.
+    pub argv: *const *const c_char,
+    /// NULL-terminated, `KEY=VALUE`.
+    pub envp: *const *const c_char,
+    /// Paths to try for execve, in order (the PATH lookup done beforehand); NULL-terminated.
+    pub exec_paths: *const *const c_char,
+    pub cwd: *const c_char,
+    pub uid: libc::uid_t,
+    pub gid: libc::gid_t,
+    pub rlimits: [Rlimit; MAX_RLIMITS],
+    pub n_rlimits: usize,
+}
+
+/// Bytes of argv, environment and paths one program may have (Linux's own ARG_MAX is 2 MiB
+/// with the default stack limit).
+pub const ARENA_BYTES: usize = 4 << 20;
+
+/// A shared anonymous mapping, at the same address in the engine and in init.
+pub struct Arena {
+    base: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; the engine writes it only before
+// telling init to read it (the socket message orders the two).
+unsafe impl Send for Arena {}
+// SAFETY: as above; `&Arena` gives no write access.
+unsafe impl Sync for Arena {}
+
+impl Arena {
+    pub fn new() -> std::io::Result<Arena> {
+        // SAFETY: a fresh anonymous mapping; no existing memory is touched.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                ARENA_BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Arena {
+            base: base as *mut u8,
+            len: ARENA_BYTES,
+        })
+    }
+
+    /// Where the program plan lives (the start of the arena).
+    pub fn plan(&self) -> *const ProgramPlan {
+        self.base as *const ProgramPlan
+    }
+
+    /// Lays out the program of `spec` in the arena, replacing what was there.
+    pub fn write_program(&self, spec: &Spec, rlimits: &[Rlimit]) -> Result<(), Error> {
+        let program = ProgramParts::new(spec)?;
+        if rlimits.len() > MAX_RLIMITS {
+            return Err(Error::InvalidSpec("too many rlimits".into()));
+        }
+        let mut w = Writer {
+            arena: self,
+            used: std::mem::size_of::<ProgramPlan>(),
+        };
+        let argv = w.strings(&program.argv)?;
+        let envp = w.strings(&program.env)?;
+        let exec_paths = w.strings(&program.exec_paths)?;
+        let cwd = w.bytes(program.cwd.as_bytes_with_nul())? as *const c_char;
+        let mut fixed = [Rlimit {
+            resource: 0,
+            value: 0,
+        }; MAX_RLIMITS];
+        fixed[..rlimits.len()].copy_from_slice(rlimits);
+        let plan = ProgramPlan {
+            argv,
+            envp,
+            exec_paths,
+            cwd,
+            uid: spec.uid,
+            gid: spec.gid,
+            rlimits: fixed,
+            n_rlimits: rlimits.len(),
+        };
+        // SAFETY: the arena starts page-aligned and is larger than a ProgramPlan; nothing else
+        // writes it while the engine does (init reads it only after the Run message).
+        unsafe { std::ptr::write(self.base as *mut ProgramPlan, plan) };
+        Ok(())
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping this value made; init keeps its own reference.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+    }
+}
+
+/// A bump writer into the arena.
+struct Writer<'a> {
+    arena: &'a Arena,
+    used: usize,
+}
+
+impl Writer<'_> {
+    fn reserve(&mut self, len: usize, align: usize) -> Result<*mut u8, Error> {
+        let start = self.used.div_ceil(align) * align;
+        let end = start
+            .checked_add(len)
+            .filter(|&e| e <= self.arena.len)
+            .ok_or_else(|| {
+                Error::InvalidSpec(format!(
+                    "the program's arguments and environment take more than {} MiB",
+                    ARENA_BYTES >> 20
+                ))
+            })?;
+        self.used = end;
+        // SAFETY: start..end lies inside the mapping (checked above).
+        Ok(unsafe { self.arena.base.add(start) })
+    }
+
+    fn bytes(&mut self, data: &[u8]) -> Result<*const u8, Error> {
+        let at = self.reserve(data.len(), 1)?;
+        // SAFETY: `at` has room for data.len() bytes (reserve) and does not overlap `data`.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), at, data.len()) };
+        Ok(at)
+    }
+
+    /// Copies the strings and a NULL-terminated array of pointers to them.
+    fn strings(&mut self, items: &[CString]) -> Result<*const *const c_char, Error> {
+        let mut ptrs = Vec::with_capacity(items.len() + 1);
+        for item in items {
+            ptrs.push(self.bytes(item.as_bytes_with_nul())? as *const c_char);
+        }
+        ptrs.push(std::ptr::null());
+        let size = ptrs.len() * std::mem::size_of::<*const c_char>();
+        let at = self.reserve(size, std::mem::align_of::<*const c_char>())?;
+        // SAFETY: `at` is aligned for pointers and has room for ptrs.len() of them.
+        unsafe {
+            std::ptr::copy_nonoverlapping(ptrs.as_ptr(), at as *mut *const c_char, ptrs.len())
+        };
+        Ok(at as *const *const c_char)
+    }
+}
+
+/// The program's strings, checked.
+struct ProgramParts {
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    exec_paths: Vec<CString>,
+    cwd: CString,
 }
 
 fn cstring(text: &str, what: &str) -> Result<CString, Error> {
     CString::new(text).map_err(|_| Error::InvalidSpec(format!("{what} contains a NUL byte")))
 }
 
+impl ProgramParts {
+    fn new(spec: &Spec) -> Result<Self, Error> {
+        if spec.argv.is_empty() || spec.argv[0].is_empty() {
+            return Err(Error::InvalidSpec("no program given".into()));
+        }
+        let argv = spec
+            .argv
+            .iter()
+            .map(|a| cstring(a, "an argument"))
+            .collect::<Result<_, _>>()?;
+        for e in &spec.env {
+            if !e.contains('=') || e.starts_with('=') {
+                return Err(Error::InvalidSpec(format!(
+                    "environment entry '{e}' is not KEY=VALUE"
+                )));
+            }
+        }
+        let env = spec
+            .env
+            .iter()
+            .map(|e| cstring(e, "an environment variable"))
+            .collect::<Result<_, _>>()?;
+        let cwd = cwd_of(spec)?;
+        Ok(ProgramParts {
+            argv,
+            env,
+            exec_paths: exec_candidates(spec)?,
+            cwd: CString::new(cwd.as_os_str().as_bytes())
+                .map_err(|_| Error::InvalidSpec("cwd contains a NUL byte".into()))?,
+        })
+    }
+}
+
 /// The candidates for execve: argv[0] itself when it has a slash, else each PATH entry.
-fn exec_candidates(spec: &Spec) -> Result<Vec<CString>, Error> {
+pub fn exec_candidates(spec: &Spec) -> Result<Vec<CString>, Error> {
     let program = &spec.argv[0];
     if program.contains('/') {
         return Ok(vec![cstring(program, "the program path")?]);
@@ -122,80 +284,6 @@ fn exec_candidates(spec: &Spec) -> Result<Vec<CString>, Error> {
         .collect()
 }
 
-pub struct Fds {
-    pub stdin: RawFd,
-    pub stdout: RawFd,
-    pub stderr: RawFd,
-    pub report: RawFd,
-}
-
-impl<'a> ChildPlan<'a> {
-    pub fn new(
-        spec: &Spec,
-        root: RootPlan,
-        policy: &'a CompiledPolicy,
-        rlimits: Vec<Rlimit>,
-        last_cap: u8,
-        fds: Fds,
-    ) -> Result<Self, Error> {
-        if spec.argv.is_empty() || spec.argv[0].is_empty() {
-            return Err(Error::InvalidSpec("no program given".into()));
-        }
-        let argv_store: Vec<CString> = spec
-            .argv
-            .iter()
-            .map(|a| cstring(a, "an argument"))
-            .collect::<Result<_, _>>()?;
-        for e in &spec.env {
-            if !e.contains('=') || e.starts_with('=') {
-                return Err(Error::InvalidSpec(format!(
-                    "environment entry '{e}' is not KEY=VALUE"
-                )));
-            }
-        }
-        let env_store: Vec<CString> = spec
-            .env
-            .iter()
-            .map(|e| cstring(e, "an environment variable"))
-            .collect::<Result<_, _>>()?;
-        let argv = argv_store
-            .iter()
-            .map(|c| c.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
-        let envp = env_store
-            .iter()
-            .map(|c| c.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
-        let cwd = cwd_of(spec)?;
-        Ok(ChildPlan {
-            wait_for_files: !spec.files.is_empty(),
-            exec_paths: exec_candidates(spec)?,
-            _argv: argv_store,
-            argv,
-            _envp: env_store,
-            envp,
-            cwd: CString::new(cwd.as_os_str().as_bytes())
-                .map_err(|_| Error::InvalidSpec("cwd contains a NUL byte".into()))?,
-            uid: spec.uid,
-            gid: spec.gid,
-            rlimits,
-            last_cap,
-            prelude: Filter::new(&policy.prelude),
-            enosys: Filter::new(&policy.enosys),
-            deny: Filter::new(&policy.deny),
-            stdin: fds.stdin,
-            stdout: fds.stdout,
-            stderr: fds.stderr,
-            report: fds.report,
-            program_stack: vec![0; 256 << 10],
-            root,
-            _policy: policy,
-        })
-    }
-}
-
 /// The working directory: the spec's (absolute, or relative to the work directory).
 pub fn cwd_of(spec: &Spec) -> Result<PathBuf, Error> {
     let workdir = inside_path(&spec.workdir, "work directory")?;
@@ -203,5 +291,89 @@ pub fn cwd_of(spec: &Spec) -> Result<PathBuf, Error> {
         None => Ok(workdir),
         Some(c) if c.is_absolute() => inside_path(c, "cwd"),
         Some(c) => inside_path(&Path::new(&workdir).join(c), "cwd"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::RootFs;
+    use std::ffi::CStr;
+
+    fn spec(argv: &[&str]) -> Spec {
+        Spec::new(
+            RootFs::Dir("/".into()),
+            argv.iter().map(|s| s.to_string()).collect(),
+        )
+    }
+
+    /// Reads a NULL-terminated string array back.
+    fn read(list: *const *const c_char) -> Vec<String> {
+        let mut out = Vec::new();
+        // SAFETY: the test reads what write_program laid out in a live arena.
+        unsafe {
+            let mut p = list;
+            while !(*p).is_null() {
+                out.push(CStr::from_ptr(*p).to_string_lossy().into_owned());
+                p = p.add(1);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_engines_strings_are_found_in_its_stat() {
+        let me = EngineImage::of_this_process();
+        assert!(me.args.0 > 0 && me.args.0 < me.args.1, "{me:?}");
+        assert!(me.environ.0 >= me.args.1, "{me:?}");
+        let mut stat = "1 (a) b) c".to_string();
+        for n in 4..=52 {
+            stat.push_str(&format!(" {n}"));
+        }
+        let parsed = EngineImage::parse(&stat).unwrap();
+        assert_eq!((parsed.args, parsed.environ), ((48, 49), (50, 51)));
+        assert_eq!(EngineImage::parse("1 (a) 3 4"), None);
+    }
+
+    #[test]
+    fn the_arena_holds_the_whole_program() {
+        let arena = Arena::new().unwrap();
+        let mut s = spec(&["python3", "-c", "print(1)"]);
+        s.env = vec!["PATH=/usr/bin:relative:/bin/".into(), "A=b".into()];
+        s.cwd = Some("sub".into());
+        let limits = [Rlimit {
+            resource: libc::RLIMIT_CORE,
+            value: 0,
+        }];
+        arena.write_program(&s, &limits).unwrap();
+        // SAFETY: written just above.
+        let plan = unsafe { &*arena.plan() };
+        assert_eq!(read(plan.argv), ["python3", "-c", "print(1)"]);
+        assert_eq!(read(plan.envp), ["PATH=/usr/bin:relative:/bin/", "A=b"]);
+        assert_eq!(read(plan.exec_paths), ["/usr/bin/python3", "/bin/python3"]);
+        // SAFETY: as above.
+        let cwd = unsafe { CStr::from_ptr(plan.cwd) };
+        assert_eq!(cwd.to_str().unwrap(), "/work/sub");
+        assert_eq!((plan.uid, plan.n_rlimits), (1000, 1));
+        assert_eq!(plan.rlimits[0], limits[0]);
+    }
+
+    #[test]
+    fn bad_programs_are_refused_before_anything_runs() {
+        let arena = Arena::new().unwrap();
+        assert!(arena.write_program(&spec(&[]), &[]).is_err());
+        assert!(arena.write_program(&spec(&["a\0b"]), &[]).is_err());
+        let mut s = spec(&["true"]);
+        s.env = vec!["NOEQUALS".into()];
+        assert!(arena.write_program(&s, &[]).is_err());
+        s.env = vec![];
+        s.cwd = Some("../escape".into());
+        assert!(arena.write_program(&s, &[]).is_err());
+        let huge = "x".repeat(ARENA_BYTES);
+        assert!(arena.write_program(&spec(&["true", &huge]), &[]).is_err());
+        // The arena is still usable after a refusal.
+        arena.write_program(&spec(&["/bin/true"]), &[]).unwrap();
+        // SAFETY: written just above.
+        assert_eq!(read(unsafe { (*arena.plan()).exec_paths }), ["/bin/true"]);
     }
 }

@@ -12,7 +12,7 @@ pub const DEFAULT_UID: u32 = 1000;
 
 /// The root filesystem of a run. It is always mounted read-only; the work directory and /tmp
 /// are fresh tmpfs mounts on top of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RootFs {
     /// A directory that already holds a whole root filesystem.
@@ -168,6 +168,34 @@ impl Spec {
     }
 }
 
+/// The part of a [`Spec`] a sandbox is made of, before any program is known: two specs with the
+/// same `EnvSpec` can run in sandboxes prepared alike (see [`crate::Sandbox::prepare`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EnvSpec {
+    pub rootfs: RootFs,
+    pub workdir: PathBuf,
+    pub hostname: String,
+    /// The owner of the work directory; the program runs as this user.
+    pub uid: u32,
+    pub gid: u32,
+    /// Size of each writable tmpfs.
+    pub disk_bytes: Option<u64>,
+}
+
+impl Spec {
+    /// The environment this spec runs in.
+    pub fn env_spec(&self) -> EnvSpec {
+        EnvSpec {
+            rootfs: self.rootfs.clone(),
+            workdir: self.workdir.clone(),
+            hostname: self.hostname.clone(),
+            uid: self.uid,
+            gid: self.gid,
+            disk_bytes: self.limits.disk_bytes,
+        }
+    }
+}
+
 /// (De)serialises an optional duration as fractional seconds.
 pub(crate) mod opt_secs {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -183,11 +211,28 @@ pub(crate) mod opt_secs {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let v: Option<f64> = Option::deserialize(d)?;
         match v {
-            Some(x) if x.is_finite() && x >= 0.0 => Ok(Some(Duration::from_secs_f64(x))),
-            Some(_) => Err(serde::de::Error::custom(
-                "a duration must be a finite, non-negative number of seconds",
-            )),
+            Some(x) => Duration::try_from_secs_f64(x).map(Some).map_err(|_| {
+                serde::de::Error::custom(
+                    "a duration must be a finite, non-negative number of seconds that fits in 64 bits",
+                )
+            }),
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_that_do_not_fit_are_refused_not_panicking() {
+        for bad in ["1e20", "-1", "1e400"] {
+            let text = format!("{{\"cpu_time\": {bad}}}");
+            assert!(serde_json::from_str::<Limits>(&text).is_err(), "{bad}");
+        }
+        let l: Limits = serde_json::from_str("{\"cpu_time\": 1.5, \"wall_time\": null}").unwrap();
+        assert_eq!(l.cpu_time, Some(Duration::from_millis(1500)));
+        assert_eq!(l.wall_time, None);
     }
 }

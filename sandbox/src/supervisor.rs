@@ -1,25 +1,17 @@
-//! The parent side of a run: one thread, one ppoll loop over the init's pidfd, the report
-//! socket, the output pipes, the seccomp listener and the stop eventfd. It enforces the time
-//! and output limits, answers seccomp notifications, and gathers the evidence for the verdict.
+//! The engine's side of a running program: one thread, one ppoll loop over the init's pidfd,
+//! the report socket, the output pipes, the seccomp listener and the stop eventfd. It enforces
+//! the time and output limits, answers seccomp notifications, and gathers the evidence for the
+//! verdict.
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use crate::cgroup::RunCgroup;
-use crate::plan::*;
+use crate::outcome::{Captured, KillCause};
+use crate::report::{Channel, Kind, Received, Stage};
 use crate::sys::{self, monotonic_ns};
-
-/// Why the supervisor ended the run itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KillCause {
-    CpuTime,
-    WallTime,
-    Output,
-    Stop,
-    SetupFailed,
-}
 
 /// One captured stream.
 pub struct Stream {
@@ -31,6 +23,15 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// What was captured, for the verdict.
+    pub fn captured(self) -> Captured {
+        Captured {
+            data: self.data,
+            total: self.total,
+            truncated: self.truncated,
+        }
+    }
+
     pub fn new(fd: OwnedFd, sink: Option<Box<dyn Write + Send>>) -> Self {
         Stream {
             fd: Some(fd),
@@ -107,6 +108,8 @@ const PUMP_BYTES: usize = 1 << 20;
 
 /// What the supervisor saw.
 pub struct Watch {
+    /// Denied syscalls answered (reported), in all.
+    pub denials: u64,
     pub setup_error: Option<String>,
     pub killed: Option<KillCause>,
     pub started_at: Option<i64>,
@@ -124,20 +127,10 @@ pub struct Limits {
     pub cpus: u64,
 }
 
-/// Callbacks into the runner at the two moments the supervisor cannot handle alone.
-pub trait Hooks {
-    /// The mounts are done: copy the input files in (an error becomes internal-error).
-    fn copy_in(&mut self) -> Result<(), String>;
-    /// The program ended and init still holds the mount namespace: read outputs.
-    fn collect(&mut self) -> BTreeMap<String, Result<Vec<u8>, String>>;
-    /// Describes a failed setup step.
-    fn describe_step(&self, index: usize) -> String;
-}
-
 pub struct Supervisor<'a> {
     pub init_pid: i32,
-    pub pidfd: OwnedFd,
-    pub report: Option<OwnedFd>,
+    pub pidfd: &'a OwnedFd,
+    pub channel: Option<Channel>,
     pub stdout: Stream,
     pub stderr: Stream,
     pub stop: Option<RawFd>,
@@ -145,56 +138,22 @@ pub struct Supervisor<'a> {
     pub limits: Limits,
 }
 
+/// Denied syscalls the supervisor answers per run. Each costs the engine a wakeup and two
+/// ioctls; past this many, the engine's work would grow with what the program does, so the
+/// rest fail with ENOSYS unreported (the outcome says the count was capped).
+pub const MAX_REPORTED_DENIALS: u64 = 4096;
+
+/// How long the supervisor may sleep before it reads the CPU counter again, with `left_ns` of
+/// CPU time left. CPU time cannot grow faster than `cpus` per wall second, so sleeping for
+/// left/cpus cannot overshoot; the last steps get short, so the overshoot is bounded by the
+/// minimum step (0.5 ms of wall time).
+fn cpu_check_interval(left_ns: u64, cpus: u64) -> Duration {
+    Duration::from_nanos(left_ns / cpus.max(1))
+        .clamp(Duration::from_micros(500), Duration::from_millis(100))
+}
+
 fn errno_text(e: i64) -> String {
     std::io::Error::from_raw_os_error(e as i32).to_string()
-}
-
-enum Received {
-    Message(Report, Option<OwnedFd>),
-    Nothing,
-    Eof,
-}
-
-/// Receives one report; a listener fd travels with REPORT_SECCOMP_FD.
-fn recv_report(fd: RawFd) -> Received {
-    let mut msg = Report::default();
-    let mut iov = libc::iovec {
-        iov_base: &mut msg as *mut Report as *mut libc::c_void,
-        iov_len: std::mem::size_of::<Report>(),
-    };
-    let mut control = [0u64; 4];
-    // SAFETY: msghdr points at live buffers of the stated sizes.
-    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-    hdr.msg_iov = &mut iov;
-    hdr.msg_iovlen = 1;
-    hdr.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-    hdr.msg_controllen = std::mem::size_of_val(&control);
-    // SAFETY: as above; MSG_CMSG_CLOEXEC so a received fd never leaks into a later child.
-    let n = unsafe { libc::recvmsg(fd, &mut hdr, libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) };
-    if n == 0 {
-        return Received::Eof;
-    }
-    if n < 0 {
-        let e = std::io::Error::last_os_error().raw_os_error();
-        return if e == Some(libc::EAGAIN) || e == Some(libc::EINTR) {
-            Received::Nothing
-        } else {
-            Received::Eof
-        };
-    }
-    let mut passed = None;
-    // SAFETY: walking the control messages the kernel just wrote.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&hdr);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let raw = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const RawFd);
-                passed = Some(OwnedFd::from_raw_fd(raw));
-            }
-            cmsg = libc::CMSG_NXTHDR(&hdr, cmsg);
-        }
-    }
-    Received::Message(msg, passed)
 }
 
 impl Supervisor<'_> {
@@ -224,7 +183,8 @@ impl Supervisor<'_> {
         }
         let mut wait: Option<Duration> = None;
         if let Some(wall) = self.limits.wall {
-            let left = started + wall.as_nanos() as i64 - monotonic_ns();
+            let left = started.saturating_add(wall.as_nanos().min(i64::MAX as u128) as i64)
+                - monotonic_ns();
             if left <= 0 {
                 self.kill(watch, KillCause::WallTime);
                 return Some(Duration::from_millis(50));
@@ -236,93 +196,65 @@ impl Supervisor<'_> {
                 .cgroup
                 .cpu_usage_ns()
                 .saturating_sub(watch.cpu_baseline_ns);
-            let left = (cpu.as_nanos() as u64).saturating_sub(used);
+            let limit = cpu.as_nanos().min(u64::MAX as u128) as u64;
+            let left = limit.saturating_sub(used);
             if left == 0 {
                 self.kill(watch, KillCause::CpuTime);
                 return Some(Duration::from_millis(50));
             }
-            // CPU time cannot grow faster than `cpus` per wall second: sleeping for
-            // left/cpus cannot overshoot; the last steps get short, so the overshoot is
-            // bounded by the minimum step.
-            let step = Duration::from_nanos(left / self.limits.cpus.max(1))
-                .clamp(Duration::from_micros(500), Duration::from_millis(100));
+            let step = cpu_check_interval(left, self.limits.cpus);
             wait = Some(wait.map_or(step, |w| w.min(step)));
         }
         wait
     }
 
     /// Handles every pending report; true when the socket reached EOF.
-    fn handle_report(
-        &mut self,
-        watch: &mut Watch,
-        hooks: &mut dyn Hooks,
-        listener: &mut Option<OwnedFd>,
-    ) -> bool {
-        let Some(fd) = self.report.as_ref().map(|f| f.as_raw_fd()) else {
+    fn handle_reports(&mut self, watch: &mut Watch, listener: &mut Option<OwnedFd>) -> bool {
+        let Some(channel) = &self.channel else {
             return true;
         };
         loop {
-            let (msg, passed) = match recv_report(fd) {
+            let (msg, passed) = match channel.try_recv() {
                 Received::Message(msg, passed) => (msg, passed),
                 Received::Nothing => return false,
                 Received::Eof => return true,
             };
             match msg.kind {
-                REPORT_STEP_FAILED => {
-                    watch.setup_error = Some(format!(
-                        "setting up the sandbox failed at '{}': {}",
-                        hooks.describe_step(msg.a as usize),
-                        errno_text(msg.b)
-                    ));
-                    self.kill(watch, KillCause::SetupFailed);
-                }
-                REPORT_READY => {
-                    let go = match hooks.copy_in() {
-                        Ok(()) => true,
-                        Err(e) => {
-                            watch.setup_error = Some(format!("copying files in failed: {e}"));
-                            self.kill(watch, KillCause::SetupFailed);
-                            false
-                        }
-                    };
-                    if go {
-                        // SAFETY: one byte from a live stack value.
-                        unsafe {
-                            libc::send(fd, [1u8].as_ptr() as *const _, 1, libc::MSG_NOSIGNAL)
-                        };
-                    }
-                }
-                REPORT_STARTED => {
+                Kind::Started => {
                     watch.started_at = Some(msg.b);
                     watch.cpu_baseline_ns = self.cgroup.cpu_usage_ns();
                 }
-                REPORT_PROGRAM_FAILED => {
-                    let what = if msg.a == STAGE_EXEC {
-                        "the program could not be executed"
-                    } else {
-                        stage_name(msg.a)
+                Kind::ProgramFailed => {
+                    let what = match Stage::from_i32(msg.a) {
+                        Some(Stage::Exec) => "the program could not be executed",
+                        Some(stage) => stage.describe(),
+                        None => "setting up the program",
                     };
                     watch.setup_error = Some(format!("{what}: {}", errno_text(msg.b)));
                 }
-                REPORT_SECCOMP_FD => {
-                    // Non-blocking where the kernel honours it (6.11 on); the poll above is
-                    // what keeps older kernels from blocking.
+                Kind::SeccompListener => {
+                    // Non-blocking where the kernel honours it (6.11 on); the poll is what
+                    // keeps older kernels from blocking.
                     if let Some(l) = &passed {
-                        sys::set_nonblocking(l.as_raw_fd());
+                        let _ = sys::set_nonblocking(l);
                     }
                     *listener = passed;
                 }
-                REPORT_EXITED => {
-                    watch.exited = Some((msg.a, msg.b));
-                }
+                Kind::Exited => watch.exited = Some((msg.a, msg.b)),
+                // Setup messages belong to the handshake before Run.
                 _ => {}
             }
         }
     }
 
-    /// Runs until the program and every process of the sandbox ended.
-    pub fn watch(mut self, hooks: &mut dyn Hooks) -> (Watch, Stream, Stream) {
+    /// Runs until the program and every process of the sandbox ended. `collect` reads the
+    /// output files while init still holds the mount namespace.
+    pub fn watch(
+        mut self,
+        collect: &mut dyn FnMut() -> BTreeMap<String, Result<Vec<u8>, String>>,
+    ) -> (Watch, Stream, Stream) {
         let mut watch = Watch {
+            denials: 0,
             setup_error: None,
             killed: None,
             started_at: None,
@@ -339,10 +271,10 @@ impl Supervisor<'_> {
             if watch.exited.is_some() && !streams_open && !collected {
                 collected = true;
                 if watch.setup_error.is_none() {
-                    watch.files = hooks.collect();
+                    watch.files = collect();
                 }
                 // init exits once its end of the socket sees EOF.
-                self.report = None;
+                self.channel = None;
             }
             if !init_alive && !streams_open {
                 break;
@@ -357,34 +289,17 @@ impl Supervisor<'_> {
                 fds.len() - 1
             };
             let i_pid = init_alive.then(|| push(self.pidfd.as_raw_fd()));
-            let i_report = self.report.as_ref().map(|f| push(f.as_raw_fd()));
+            let i_report = self.channel.as_ref().map(|c| push(c.raw()));
             let i_out = self.stdout.fd.as_ref().map(|f| push(f.as_raw_fd()));
             let i_err = self.stderr.fd.as_ref().map(|f| push(f.as_raw_fd()));
             let i_listener = listener.as_ref().map(|f| push(f.as_raw_fd()));
             let i_stop = self.stop.filter(|_| watch.killed.is_none()).map(&mut push);
             let wait = self.enforce_time_limits(&mut watch);
-            let ts = wait.map(|d| libc::timespec {
-                tv_sec: d.as_secs() as libc::time_t,
-                tv_nsec: d.subsec_nanos() as libc::c_long,
-            });
-            // SAFETY: fds is a live array of pollfd; ts (if any) outlives the call.
-            let n = unsafe {
-                libc::ppoll(
-                    fds.as_mut_ptr(),
-                    fds.len() as libc::nfds_t,
-                    ts.as_ref().map_or(std::ptr::null(), |t| t as *const _),
-                    std::ptr::null(),
-                )
-            };
-            if n < 0 {
-                continue; // EINTR
-            }
+            sys::poll(&mut fds, wait);
             let ready = |i: Option<usize>| i.is_some_and(|i| fds[i].revents != 0);
-            if ready(i_report) {
+            if ready(i_report) && self.handle_reports(&mut watch, &mut listener) {
                 // EOF: every holder of the child end is gone.
-                if self.handle_report(&mut watch, hooks, &mut listener) {
-                    self.report = None;
-                }
+                self.channel = None;
             }
             if ready(i_out) && self.stdout.pump(self.limits.output) {
                 self.kill(&mut watch, KillCause::Output);
@@ -401,6 +316,12 @@ impl Supervisor<'_> {
                         Ok(notif) => {
                             *watch.violations.entry(notif.data.nr).or_default() += 1;
                             let _ = sys::seccomp_notif_deny(l.as_raw_fd(), notif.id, libc::EPERM);
+                            watch.denials += 1;
+                            if watch.denials >= MAX_REPORTED_DENIALS {
+                                // Closing the listener makes every later denied call fail
+                                // with ENOSYS in the kernel, at no cost to the engine.
+                                listener = None;
+                            }
                         }
                         Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
                         // ENOENT: the notifying task died before we received it.
@@ -418,12 +339,30 @@ impl Supervisor<'_> {
             if ready(i_pid) {
                 init_alive = false;
                 // Whatever init did not report, it will not report now.
-                self.handle_report(&mut watch, hooks, &mut listener);
-                self.report = None;
+                self.handle_reports(&mut watch, &mut listener);
+                self.channel = None;
             }
         }
         // Reap init (exit_signal 0: only we can, through the pidfd).
-        sys::pidfd_reap(&self.pidfd);
+        sys::pidfd_reap(self.pidfd);
         (watch, self.stdout, self.stderr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_check_interval_never_sleeps_past_the_limit() {
+        let ms = Duration::from_millis;
+        // A whole second left on 2 CPUs: at most 100 ms between checks.
+        assert_eq!(cpu_check_interval(1_000_000_000, 2), ms(100));
+        // 60 ms left on 2 CPUs: 30 ms of wall time cannot use more than 60 ms of CPU.
+        assert_eq!(cpu_check_interval(60_000_000, 2), ms(30));
+        // Near the end the steps shrink, but not below 0.5 ms.
+        assert_eq!(cpu_check_interval(100_000, 1), Duration::from_micros(500));
+        // A machine that reports 0 CPUs is treated as one.
+        assert_eq!(cpu_check_interval(20_000_000, 0), ms(20));
     }
 }

@@ -2,7 +2,7 @@
 //! seccomp notifications). Each is safe to call between clone and exec: no allocation.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// `struct clone_args` of clone3(2).
 #[repr(C)]
@@ -30,11 +30,15 @@ pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// In a multi-threaded process the child may only run async-signal-safe code until it execs
 /// or exits, and it must never return into code that unwinds or allocates.
 pub unsafe fn clone3(args: &mut CloneArgs) -> io::Result<libc::pid_t> {
-    let ret = libc::syscall(
-        libc::SYS_clone3,
-        args as *mut CloneArgs,
-        std::mem::size_of::<CloneArgs>(),
-    );
+    // SAFETY: `args` is a live clone_args of the size passed; the caller upholds the rules for
+    // what the child runs.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -64,7 +68,6 @@ pub fn pidfd_send_signal(pidfd: RawFd, signal: libc::c_int) -> io::Result<()> {
 /// Waits for the child behind `pidfd` to end and reaps it (it has no exit signal, so nobody
 /// else's waitpid can take it).
 pub fn pidfd_reap(pidfd: &OwnedFd) {
-    use std::os::fd::AsRawFd;
     // SAFETY: zeroed siginfo is a valid out-parameter for waitid.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     // SAFETY: waitid on our own child's pidfd.
@@ -146,15 +149,6 @@ pub struct SeccompNotifResp {
 const SECCOMP_IOCTL_NOTIF_RECV: libc::c_ulong = 0xc050_2100;
 const SECCOMP_IOCTL_NOTIF_SEND: libc::c_ulong = 0xc018_2101;
 
-/// Sets O_NONBLOCK on `fd`.
-pub fn set_nonblocking(fd: RawFd) {
-    // SAFETY: fcntl on a valid fd, no pointers.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
-    }
-}
-
 /// Receives one seccomp notification. Call it only when poll reported POLLIN: before Linux
 /// 6.11 it may block (seen on 6.1: O_NONBLOCK ignored), and never returns once the filter's
 /// tasks are gone.
@@ -206,13 +200,173 @@ pub fn raw_set_ids(uid: u32, gid: u32, clear_groups: bool) -> Result<(), i32> {
         if clear_groups
             && libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) < 0
         {
-            return Err(*libc::__errno_location());
+            return Err(errno());
         }
         if libc::syscall(libc::SYS_setresgid, gid, gid, gid) < 0
             || libc::syscall(libc::SYS_setresuid, uid, uid, uid) < 0
         {
-            return Err(*libc::__errno_location());
+            return Err(errno());
         }
     }
     Ok(())
+}
+
+/// The calling thread's errno, read without allocating. Async-signal-safe.
+pub fn errno() -> i32 {
+    // SAFETY: the errno location is always valid for the calling thread.
+    unsafe { *libc::__errno_location() }
+}
+
+/// A pipe, both ends close-on-exec.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh fds nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Makes reads and writes on `fd` return EAGAIN instead of blocking.
+pub fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a valid fd with integer arguments.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A non-blocking, close-on-exec eventfd.
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd returns a new fd or -1.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Waits until one of `fds` is ready or `timeout` passed; returns which were ready (revents).
+/// EINTR counts as "nothing ready".
+pub fn poll(fds: &mut [libc::pollfd], timeout: Option<std::time::Duration>) -> usize {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    });
+    // SAFETY: fds is a live array of pollfd; ts (if any) outlives the call.
+    let n = unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            ts.as_ref().map_or(std::ptr::null(), |t| t as *const _),
+            std::ptr::null(),
+        )
+    };
+    n.max(0) as usize
+}
+
+/// The new mount API (Linux 5.2): a filesystem context, configured, made into a detached mount.
+pub mod mount_api {
+    use std::ffi::CStr;
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+    pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+    const FSOPEN_CLOEXEC: u32 = 1;
+    const FSMOUNT_CLOEXEC: u32 = 1;
+    const FSCONFIG_SET_STRING: u32 = 1;
+    const FSCONFIG_CMD_CREATE: u32 = 6;
+    pub const MOVE_MOUNT_F_EMPTY_PATH: u32 = 4;
+
+    fn fd_or_error(ret: libc::c_long) -> io::Result<OwnedFd> {
+        if ret < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            // SAFETY: the kernel returned a new fd that nothing else owns.
+            Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+        }
+    }
+
+    /// A filesystem context for `fstype`.
+    pub fn fsopen(fstype: &CStr) -> io::Result<OwnedFd> {
+        // SAFETY: a NUL-terminated name and integer flags.
+        fd_or_error(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })
+    }
+
+    /// Sets one string parameter of a context.
+    pub fn set_string(fs: &OwnedFd, key: &CStr, value: &CStr) -> io::Result<()> {
+        // SAFETY: NUL-terminated strings that outlive the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                key.as_ptr(),
+                value.as_ptr(),
+                0,
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Creates the superblock of a configured context.
+    pub fn create(fs: &OwnedFd) -> io::Result<()> {
+        // SAFETY: integer arguments and NULL pointers, as FSCONFIG_CMD_CREATE takes.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_CMD_CREATE,
+                std::ptr::null::<libc::c_char>(),
+                std::ptr::null::<libc::c_void>(),
+                0,
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A detached mount of a created context, with `attrs` (MOUNT_ATTR_*).
+    pub fn fsmount(fs: &OwnedFd, attrs: u64) -> io::Result<OwnedFd> {
+        // SAFETY: integer arguments.
+        fd_or_error(unsafe {
+            libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs)
+        })
+    }
+
+    /// Attaches the detached mount `fd` at `target`. Async-signal-safe.
+    pub fn attach(fd: RawFd, target: &CStr) -> Result<(), i32> {
+        // SAFETY: NUL-terminated paths that outlive the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                fd,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        if r < 0 {
+            Err(super::errno())
+        } else {
+            Ok(())
+        }
+    }
 }

@@ -42,7 +42,11 @@ pub fn prog(name: &str) -> PathBuf {
         && out.metadata().unwrap().modified().unwrap()
             >= src.metadata().unwrap().modified().unwrap();
     if !fresh {
-        let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+        let tmp = dir.join(format!(
+            "{name}.{}.{:?}.tmp",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let status = Command::new("cc")
             .args(["-static", "-O2", "-o"])
             .arg(&tmp)
@@ -85,4 +89,60 @@ pub fn run(spec: &Spec) -> Outcome {
 
 pub fn stdout(o: &Outcome) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The cgroups this test process's engine made and did not remove.
+pub fn own_cgroups() -> Vec<String> {
+    let prefix = format!("sandpit-{}-", std::process::id());
+    let mut found = Vec::new();
+    for line in std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+    {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let mount_point = fields[4];
+        if !line.contains(" - cgroup") {
+            continue;
+        }
+        let Ok(walk) = walk(std::path::Path::new(mount_point), 4) else {
+            continue;
+        };
+        found.extend(walk.into_iter().filter(|n| n.contains(&prefix)));
+    }
+    found
+}
+
+fn walk(dir: &std::path::Path, depth: u32) -> std::io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)?.flatten() {
+        if e.file_type()?.is_dir() {
+            out.push(e.path().display().to_string());
+            if depth > 0 {
+                out.extend(walk(&e.path(), depth - 1).unwrap_or_default());
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn processes_of_uid_range() -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
+            continue;
+        };
+        let uid: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        let ppid_is_me = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .is_some_and(|p| p.trim() == std::process::id().to_string());
+        if (1_000_000..1_000_000 + 1024 * 65_536).contains(&uid) && ppid_is_me {
+            n += 1;
+        }
+    }
+    n
 }

@@ -1,0 +1,128 @@
+//! The engine: what every sandbox of this process shares (the cgroup hierarchy, the compiled
+//! seccomp policy, the host id ranges), and the one-shot run.
+
+use crate::capabilities;
+use crate::cgroup::{CgroupManager, CgroupVersion};
+use crate::config::SandboxConfig;
+use crate::error::Error;
+use crate::ids::IdRanges;
+use crate::io::Io;
+use crate::outcome::Outcome;
+use crate::plan::EngineImage;
+use crate::prepared::Prepared;
+use crate::seccomp::{self, CompiledPolicy};
+use crate::spec::{EnvSpec, Spec};
+
+/// Below the runtime directory: where a sandbox attaches its root, mounts its scratch space,
+/// and where the mount-point layers are kept.
+pub(crate) const STAGE: &str = "stage";
+pub(crate) const SCRATCH: &str = "scratch";
+pub(crate) const POINTS: &str = "points";
+
+/// Creates a directory of the engine's, open to everyone: a sandbox's unprivileged root walks
+/// to it in its own mount namespace.
+fn make_runtime_dir(dir: &std::path::Path) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let failed = |e: std::io::Error| Error::Setup(format!("creating {}: {e}", dir.display()));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(failed)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(failed)?;
+    // Every parent must let others through.
+    for parent in dir.ancestors().skip(1) {
+        let mode = std::fs::metadata(parent)
+            .map_err(failed)?
+            .permissions()
+            .mode();
+        if mode & 0o001 == 0 {
+            return Err(Error::Setup(format!(
+                "the runtime directory {} lies below {}, which only its owner may enter: \
+                 sandboxes could not reach it",
+                dir.display(),
+                parent.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The sandbox engine. Share it between threads (`&Sandbox` is `Sync`).
+pub struct Sandbox {
+    pub(crate) config: SandboxConfig,
+    pub(crate) cgroups: CgroupManager,
+    pub(crate) policy: CompiledPolicy,
+    pub(crate) last_cap: u8,
+    /// CPUs a sandbox may use at once: its CPU time grows at most this fast.
+    pub(crate) cpus: u64,
+    pub(crate) ids: IdRanges,
+    pub(crate) image: EngineImage,
+}
+
+impl Sandbox {
+    /// Prepares the engine: checks the kernel ([`crate::host`]), finds the cgroup hierarchy
+    /// and places itself in it (on v2 in a leaf of its own, undone when the engine is dropped),
+    /// compiles the seccomp policy. Needs root. Refuses a cgroup without memory and pids
+    /// delegated with [`Error::NotDelegated`].
+    pub fn new(config: SandboxConfig) -> Result<Self, Error> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(Error::Setup("sandpit must run as root".into()));
+        }
+        crate::host::require()?;
+        let ids = IdRanges::new(config.host_id_base, config.max_sandboxes)?;
+        for dir in [STAGE, SCRATCH, POINTS] {
+            make_runtime_dir(&config.runtime_dir.join(dir))?;
+        }
+        let cgroups = CgroupManager::detect(config.cgroup_parent.as_deref())?;
+        let policy = seccomp::default_policy()?;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        Ok(Sandbox {
+            config,
+            cgroups,
+            policy,
+            last_cap: capabilities::last_cap(),
+            cpus,
+            ids,
+            image: EngineImage::of_this_process(),
+        })
+    }
+
+    /// The cgroup interface in use.
+    pub fn cgroup_version(&self) -> CgroupVersion {
+        self.cgroups.version()
+    }
+
+    /// Removes cgroups left by engines that died (crash, kill -9); returns how many.
+    pub fn cleanup_stale(&self) -> usize {
+        self.cgroups.cleanup_stale()
+    }
+
+    /// Sets up a sandbox for `env` (namespaces, cgroup, root filesystem) whose init waits for
+    /// one program: see [`Prepared::run`]. `Err(Error::SandboxFailed)` when the sandbox itself
+    /// could not be set up.
+    pub fn prepare(&self, env: &EnvSpec) -> Result<Prepared, Error> {
+        Prepared::create(self, env)
+    }
+
+    /// Runs one program in a fresh sandbox. `Err` only for a spec that cannot run as given;
+    /// a failure of the sandbox itself is an outcome with `end_reason: internal-error`.
+    pub fn run(&self, spec: &Spec, io: Io) -> Result<Outcome, Error> {
+        match self.prepare(&spec.env_spec()) {
+            Ok(prepared) => prepared.run(spec, io),
+            Err(Error::SandboxFailed(message)) => Ok(Outcome::internal_error(message)),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sandbox_is_shareable() {
+        fn is_sync<T: Sync + Send>() {}
+        is_sync::<super::Sandbox>();
+        is_sync::<super::Prepared>();
+    }
+}

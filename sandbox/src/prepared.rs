@@ -1,0 +1,381 @@
+//! A prepared sandbox: namespaces, cgroup and root filesystem set up, init waiting for one
+//! program. Preparing does everything that does not depend on the program; running writes the
+//! program's plan, copies its files in and lets init start it.
+//!
+//! The spawn path, top to bottom: plan the mounts → shared arena → clone3 (every namespace,
+//! into the cgroup on v2, a pooled network namespace joined) → id maps (+ cgroup on v1) → `Go`
+//! → init mounts → `EnvReady`. Then per program: plan into the arena → limits → files → `Run`
+//! with the program's stdio → supervise → verdict.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cgroup::{CgroupVersion, RunCgroup};
+use crate::child;
+use crate::engine::{Sandbox, POINTS, SCRATCH, STAGE};
+use crate::error::Error;
+use crate::files;
+use crate::ids::{ActingAs, IdRange};
+use crate::io::{stdin_fd, Io};
+use crate::namespaces;
+use crate::outcome::{verdict, Captured, Evidence, KillCause, Outcome};
+use crate::plan::{Arena, EnvPlan};
+use crate::report::{Channel, Kind, Received, Stage};
+use crate::rlimits;
+use crate::root_mount;
+use crate::rootfs::{self, inside_path, RootOptions};
+use crate::seccomp;
+use crate::spec::{EnvSpec, Spec};
+use crate::supervisor::{self, Stream, Supervisor};
+use crate::sys::{self, CloneArgs, CLONE_INTO_CGROUP, CLONE_PIDFD};
+
+/// How long a sandbox's setup (mounts) may take before it counts as failed.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A sandbox whose init waits for one program. Dropping it unused ends the sandbox.
+pub struct Prepared {
+    env: EnvSpec,
+    init_pid: i32,
+    pidfd: OwnedFd,
+    /// Until the supervisor takes it for the run.
+    channel: Option<Channel>,
+    arena: Arena,
+    /// Declared after the fields above: dropped after init is gone (see `Drop`).
+    cgroup: RunCgroup,
+    workdir: PathBuf,
+    /// Dropped after init is reaped (see `Drop`): the range is free again only once every
+    /// process of the sandbox is gone.
+    ids: IdRange,
+    cpus: u64,
+    cgroup_version: CgroupVersion,
+    /// Whether init still has to be killed and reaped.
+    init_alive: bool,
+}
+
+fn failed(what: impl std::fmt::Display) -> Error {
+    Error::SandboxFailed(what.to_string())
+}
+
+impl Prepared {
+    pub(crate) fn create(engine: &Sandbox, env: &EnvSpec) -> Result<Prepared, Error> {
+        let workdir = inside_path(&env.workdir, "work directory")?;
+        if env.uid >= namespaces::ID_RANGE || env.gid >= namespaces::ID_RANGE {
+            return Err(Error::InvalidSpec("uid and gid must be below 65536".into()));
+        }
+        let v1 = engine.cgroups.version() == CgroupVersion::V1;
+        let runtime = &engine.config.runtime_dir;
+        let root_fd = root_mount::make(
+            &env.rootfs,
+            &rootfs::mount_points(&workdir),
+            &runtime.join(POINTS),
+        )?;
+        let root = rootfs::plan(
+            env,
+            &RootOptions {
+                root_fd: root_fd.as_raw_fd(),
+                stage_dir: &runtime.join(STAGE),
+                scratch_dir: &runtime.join(SCRATCH),
+                unshare_cgroupns: v1,
+            },
+        )?;
+        let steps: Vec<String> = root.steps.iter().map(|s| s.what.clone()).collect();
+        let arena = Arena::new().map_err(|e| failed(format!("mapping the program arena: {e}")))?;
+        let (channel, child_end) =
+            Channel::pair().map_err(|e| failed(format!("socketpair: {e}")))?;
+        let plan = EnvPlan {
+            root,
+            root_fd: root_fd.as_raw_fd(),
+            report: child_end.as_raw_fd(),
+            last_cap: engine.last_cap,
+            filters: engine.policy.filters(),
+            program_stack: vec![0; 256 << 10],
+            program: arena.plan(),
+            engine_image: engine.image,
+        };
+        let ids = engine.ids.acquire()?;
+        let cgroup = engine.cgroups.create().map_err(failed)?;
+        let spawned = spawn(&plan, &cgroup, &ids, v1);
+        // init holds its own copies now.
+        drop((child_end, root_fd));
+        let (init_pid, pidfd) = spawned.map_err(failed)?;
+        let mut prepared = Prepared {
+            env: env.clone(),
+            init_pid,
+            pidfd,
+            channel: Some(channel),
+            arena,
+            cgroup,
+            workdir,
+            ids,
+            cpus: engine.cpus,
+            cgroup_version: engine.cgroups.version(),
+            init_alive: true,
+        };
+        prepared.handshake(&steps)?;
+        Ok(prepared)
+    }
+
+    /// Lets init set the sandbox up and waits until it says it is ready.
+    fn handshake(&mut self, steps: &[String]) -> Result<(), Error> {
+        let channel = self.channel.as_ref().ok_or_else(|| failed("no channel"))?;
+        if !channel.command(Kind::Go, &[]) {
+            return Err(failed("the sandbox's init ended before its setup"));
+        }
+        let deadline = sys::monotonic_ns() + SETUP_TIMEOUT.as_nanos() as i64;
+        loop {
+            match channel.try_recv() {
+                Received::Message(m, _) => match m.kind {
+                    Kind::EnvReady => return Ok(()),
+                    Kind::StepFailed => {
+                        let step = usize::try_from(m.a)
+                            .ok()
+                            .and_then(|i| steps.get(i))
+                            .map_or("an unknown step", String::as_str);
+                        return Err(failed(format!(
+                            "setting up the sandbox failed at '{step}': {}",
+                            std::io::Error::from_raw_os_error(m.b as i32)
+                        )));
+                    }
+                    Kind::ProgramFailed => {
+                        let stage = Stage::from_i32(m.a).map_or("setup", Stage::describe);
+                        return Err(failed(format!(
+                            "setting up the sandbox failed at {stage}: {}",
+                            std::io::Error::from_raw_os_error(m.b as i32)
+                        )));
+                    }
+                    _ => {}
+                },
+                Received::Eof => {
+                    return Err(failed("the sandbox's init ended during its setup"));
+                }
+                Received::Nothing => {}
+            }
+            let left = deadline - sys::monotonic_ns();
+            if left <= 0 {
+                return Err(failed(format!(
+                    "the sandbox's setup did not finish within {} s",
+                    SETUP_TIMEOUT.as_secs()
+                )));
+            }
+            let mut fds = [
+                libc::pollfd {
+                    fd: channel.raw(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.pidfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            sys::poll(&mut fds, Some(Duration::from_nanos(left as u64)));
+            if fds[1].revents != 0 && fds[0].revents == 0 {
+                return Err(failed("the sandbox's init ended during its setup"));
+            }
+        }
+    }
+
+    /// The environment this sandbox was prepared for.
+    pub fn env(&self) -> &EnvSpec {
+        &self.env
+    }
+
+    /// Runs `spec`'s program in this sandbox and ends the sandbox. The spec's environment must
+    /// be the one the sandbox was prepared for. `Err` only for a spec that cannot run as given;
+    /// a failure of the sandbox itself is an outcome with `end_reason: internal-error`.
+    pub fn run(mut self, spec: &Spec, io: Io) -> Result<Outcome, Error> {
+        if spec.env_spec() != self.env {
+            return Err(Error::InvalidSpec(
+                "the spec's environment is not the one this sandbox was prepared for".into(),
+            ));
+        }
+        for f in &spec.files {
+            files::destination(f, &self.workdir)?;
+        }
+        for c in &spec.collect {
+            files::collect_path(c).map_err(Error::InvalidSpec)?;
+        }
+        self.arena
+            .write_program(spec, &rlimits::for_limits(&spec.limits)?)?;
+        let stdin = stdin_fd(&spec.stdin)?;
+        if let Err(e) = self.cgroup.set_limits(&spec.limits) {
+            return Ok(Outcome::internal_error(e.to_string()));
+        }
+        let base = self.ids.base();
+        let (host_uid, host_gid) = (base + spec.uid, base + spec.gid);
+        if let Err(e) = files::copy_in(
+            self.init_pid,
+            &spec.files,
+            &self.workdir,
+            host_uid,
+            host_gid,
+        ) {
+            return Ok(Outcome::internal_error(format!(
+                "copying files in failed: {e}"
+            )));
+        }
+        let pipes = sys::pipe().and_then(|out| Ok((out, sys::pipe()?)));
+        let ((out_r, out_w), (err_r, err_w)) = match pipes {
+            Ok(p) => p,
+            Err(e) => return Ok(Outcome::internal_error(format!("pipe: {e}"))),
+        };
+        if io.stop.as_ref().is_some_and(|s| s.requested()) {
+            // Stopped before it started: nothing of the program ran.
+            return Ok(self.end_unstarted(KillCause::Stop));
+        }
+        let Some(channel) = self.channel.take() else {
+            return Ok(Outcome::internal_error(
+                "the sandbox was already used".into(),
+            ));
+        };
+        channel.command(
+            Kind::Run,
+            &[stdin.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
+        );
+        // Only the program holds the write ends now: EOF then means it is done.
+        drop((stdin, out_w, err_w));
+        for fd in [&out_r, &err_r] {
+            if let Err(e) = sys::set_nonblocking(fd) {
+                return Ok(Outcome::internal_error(format!("pipe: {e}")));
+            }
+        }
+        let supervisor = Supervisor {
+            init_pid: self.init_pid,
+            pidfd: &self.pidfd,
+            channel: Some(channel),
+            stdout: Stream::new(out_r, io.stdout_sink),
+            stderr: Stream::new(err_r, io.stderr_sink),
+            stop: io.stop.as_ref().map(|s| s.fd()),
+            cgroup: &self.cgroup,
+            limits: supervisor::Limits {
+                cpu: spec.limits.cpu_time,
+                wall: spec.limits.wall_time,
+                output: spec.limits.output_bytes,
+                cpus: self.cpus,
+            },
+        };
+        let (pid, workdir) = (self.init_pid, self.workdir.clone());
+        let (paths, max) = (&spec.collect, spec.collect_max_bytes);
+        let (watch, out, err) = supervisor.watch(&mut || files::collect(pid, &workdir, paths, max));
+        self.init_alive = false;
+        Ok(verdict(
+            Evidence {
+                setup_error: watch.setup_error,
+                killed: watch.killed,
+                started_at: watch.started_at,
+                exited: watch.exited,
+                now_ns: sys::monotonic_ns(),
+                cpu_baseline_ns: watch.cpu_baseline_ns,
+                cgroup: self.cgroup.stats(),
+                cgroup_version: self.cgroup_version.number(),
+                violations: watch.violations,
+                violations_capped: watch.denials >= supervisor::MAX_REPORTED_DENIALS,
+                stdout: out.captured(),
+                stderr: err.captured(),
+                files: watch.files,
+            },
+            seccomp::syscall_name,
+        ))
+    }
+
+    /// Ends the sandbox before its program started, for `cause`.
+    fn end_unstarted(&mut self, cause: KillCause) -> Outcome {
+        self.kill_init();
+        verdict(
+            Evidence {
+                setup_error: None,
+                killed: Some(cause),
+                started_at: None,
+                exited: None,
+                now_ns: sys::monotonic_ns(),
+                cpu_baseline_ns: 0,
+                cgroup: Default::default(),
+                cgroup_version: self.cgroup_version.number(),
+                violations: BTreeMap::new(),
+                violations_capped: false,
+                stdout: Captured::default(),
+                stderr: Captured::default(),
+                files: BTreeMap::new(),
+            },
+            seccomp::syscall_name,
+        )
+    }
+
+    fn kill_init(&mut self) {
+        if self.init_alive {
+            let _ = sys::pidfd_send_signal(self.pidfd.as_raw_fd(), libc::SIGKILL);
+            sys::pidfd_reap(&self.pidfd);
+            self.init_alive = false;
+        }
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        // init first: the cgroup (dropped after this) can only go once it is empty.
+        self.kill_init();
+    }
+}
+
+/// clone3 with every namespace, the user namespace owned by the sandbox's id range; the child
+/// runs `init_main` and never returns here.
+fn spawn(
+    plan: &EnvPlan,
+    cgroup: &RunCgroup,
+    ids: &IdRange,
+    v1: bool,
+) -> Result<(i32, OwnedFd), Error> {
+    let mut pidfd: libc::c_int = -1;
+    let mut args = CloneArgs {
+        flags: namespaces::clone_flags(!v1) | CLONE_PIDFD,
+        pidfd: &mut pidfd as *mut libc::c_int as u64,
+        // No SIGCHLD: nobody else's waitpid(-1) may reap our init.
+        exit_signal: 0,
+        ..Default::default()
+    };
+    if let Some(dir) = cgroup.dir_fd() {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = dir.as_raw_fd() as u64;
+    }
+    let acting = ActingAs::new(ids.base())?;
+    // SAFETY: the child only runs `init_main`, which uses raw syscalls on `plan` (prepared
+    // above) and ends in _exit.
+    let result = unsafe { sys::clone3(&mut args) };
+    drop(acting);
+    if let Ok(0) = result {
+        // SAFETY: we are the child of clone3.
+        unsafe { child::init_main(plan) }
+    }
+    let pid = result.map_err(|e| Error::Setup(format!("clone3: {e}")))?;
+    // SAFETY: the kernel stored a fresh pidfd for the child.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    let setup = || -> Result<(), Error> {
+        namespaces::write_id_maps(pid, ids.base())?;
+        protect_init(pid);
+        if v1 {
+            cgroup.add_process(pid)?;
+        }
+        Ok(())
+    };
+    if let Err(e) = setup() {
+        let _ = sys::pidfd_send_signal(pidfd.as_raw_fd(), libc::SIGKILL);
+        sys::pidfd_reap(&pidfd);
+        return Err(e);
+    }
+    Ok((pid, pidfd))
+}
+
+/// Makes init exempt from the OOM killer where the engine may (CAP_SYS_RESOURCE): it reports
+/// the program's end and holds the sandbox together, so a victim must be one of the program's
+/// processes. The legacy `oom_adj` file is used on purpose: unlike `oom_score_adj`, writing it
+/// does not lower the floor the program may set itself to, so the program (which raises its
+/// own score to 1000 before exec) can never make itself exempt too. Without the capability
+/// init keeps score 0 and the program's 1000 still makes it the first choice.
+fn protect_init(pid: i32) {
+    if let Err(e) = std::fs::write(format!("/proc/{pid}/oom_adj"), "-17") {
+        tracing::debug!("init of sandbox {pid} keeps its OOM score: {e}");
+    }
+}

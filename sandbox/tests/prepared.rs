@@ -1,0 +1,117 @@
+//! The two steps of a run: a sandbox prepared for an environment, then one program in it.
+
+mod common;
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use common::*;
+use sandbox::{EndReason, Error, Io};
+
+/// One test at a time: the leak check counts every sandbox of this process.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[test]
+fn a_prepared_sandbox_runs_its_program_like_a_fresh_run() {
+    let _serial = serial();
+    let s = sh("echo $((6 * 7)); cat /proc/self/cgroup >/dev/null; id -u");
+    let prepared = engine().prepare(&s.env_spec()).expect("prepare");
+    assert_eq!(prepared.env(), &s.env_spec());
+    let o = prepared.run(&s, Io::default()).expect("run");
+    assert_eq!(o.end_reason, EndReason::Normal, "{o:?}");
+    assert_eq!(stdout(&o), "42\n1000\n");
+    assert_eq!(
+        o,
+        run(&s).tap(|f| {
+            // Measurements differ from run to run; what the program did does not.
+            f.cpu_time_s = o.cpu_time_s;
+            f.user_time_s = o.user_time_s;
+            f.system_time_s = o.system_time_s;
+            f.wall_time_s = o.wall_time_s;
+            f.peak_memory_bytes = o.peak_memory_bytes;
+        })
+    );
+}
+
+#[test]
+fn limits_are_the_programs_not_the_environments() {
+    let _serial = serial();
+    // Prepared without knowing the program; the program's limits still hold.
+    let mut hog = prog_spec("memhog", &["300"]);
+    hog.limits.memory_bytes = Some(32 << 20);
+    let prepared = engine().prepare(&hog.env_spec()).unwrap();
+    let o = prepared.run(&hog, Io::default()).unwrap();
+    assert_eq!(o.end_reason, EndReason::OutOfMemory, "{o:?}");
+
+    let mut spin = prog_spec("burn", &["0"]);
+    spin.limits.cpu_time = Some(Duration::from_millis(300));
+    let prepared = engine().prepare(&spin.env_spec()).unwrap();
+    let o = prepared.run(&spin, Io::default()).unwrap();
+    assert_eq!(o.end_reason, EndReason::Timeout, "{o:?}");
+    assert!(o.cpu_time_s >= 0.3 && o.cpu_time_s < 0.4, "{o:?}");
+}
+
+#[test]
+fn a_spec_for_another_environment_is_refused() {
+    let _serial = serial();
+    let s = sh("true");
+    let prepared = engine().prepare(&s.env_spec()).unwrap();
+    let mut other = sh("true");
+    other.workdir = "/elsewhere".into();
+    assert!(matches!(
+        prepared.run(&other, Io::default()),
+        Err(Error::InvalidSpec(_))
+    ));
+}
+
+#[test]
+fn sandboxes_prepared_ahead_and_dropped_unused_leave_nothing() {
+    let _serial = serial();
+    let s = sh("echo one");
+    let mounts_before = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let prepared: Vec<_> = (0..4)
+        .map(|_| engine().prepare(&s.env_spec()).unwrap())
+        .collect();
+    // Used out of order, two of them; the others are dropped unused.
+    let mut iter = prepared.into_iter().rev();
+    for p in iter.by_ref().take(2) {
+        let o = p.run(&s, Io::default()).unwrap();
+        assert_eq!(stdout(&o), "one\n");
+    }
+    drop(iter);
+    // Dropping kills and reaps init and removes the cgroup before it returns.
+    assert!(own_cgroups().is_empty(), "left: {:?}", own_cgroups());
+    assert_eq!(processes_of_uid_range(), 0);
+    let mounts_after = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert_eq!(mounts_before.lines().count(), mounts_after.lines().count());
+}
+
+#[test]
+fn a_sandbox_whose_setup_fails_is_an_error_of_the_sandbox() {
+    let _serial = serial();
+    let mut s = sh("true");
+    // procfs cannot be a layer of an overlay: the sandbox cannot be made. That is the
+    // sandbox's failure (internal-error from run), not the caller's.
+    s.rootfs = sandbox::RootFs::Dir("/proc".into());
+    match engine().prepare(&s.env_spec()) {
+        Err(Error::SandboxFailed(m)) => assert!(m.contains("root filesystem"), "{m}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    let o = engine().run(&s, Io::default()).unwrap();
+    assert_eq!(o.end_reason, EndReason::InternalError, "{o:?}");
+    assert!(own_cgroups().is_empty(), "left: {:?}", own_cgroups());
+}
+
+trait Tap: Sized {
+    fn tap(self, f: impl FnOnce(&mut Self)) -> Self;
+}
+
+impl<T> Tap for T {
+    fn tap(mut self, f: impl FnOnce(&mut Self)) -> Self {
+        f(&mut self);
+        self
+    }
+}
