@@ -46,7 +46,7 @@ build: setup
 
 # The host run, then the same test binaries inside VMs booting Debian 12's kernels (6.1 and
 # 6.12) with cgroup v2, in the root cgroup and in a delegated service (tools/vm-test.sh; about
-# 17 minutes under emulation on 2 cores). A host that cannot boot a VM says so loudly and skips
+# 20 minutes under emulation on 2 cores). A host that cannot boot a VM says so loudly and skips
 # that part; VM_TEST=0 skips it on purpose.
 test: rootfs
 	$(CARGO) test --release --workspace -- --test-threads=2

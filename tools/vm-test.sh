@@ -7,7 +7,7 @@
 #
 # Default matrix (VM_TEST_MATRIX or --only overrides it): Debian 12's 6.1 ("stock") and 6.12
 # (bookworm-backports), each in the root cgroup and in a delegated service (--nested), plus the
-# refusal test without delegation (--nodelegate) on 6.1. Inside each VM every binary runs with
+# refusal tests without delegation (--nodelegate) on 6.1: about 20 minutes on 2 cores. Inside each VM every binary runs with
 # two test threads; after them no `sandpit-*` cgroup may be left anywhere.
 # When no VM can be booted (no QEMU, no kernel package, no room) it says why, loudly, and exits
 # 0 unless VM_TEST_REQUIRED=1: a host that cannot boot VMs still runs the host suite.
@@ -20,11 +20,13 @@ if [ "${1:-}" = --inside ]; then
   shift
   filter=${VM_TEST_FILTER:-}
   # Timing properties of the emulator (TCG), not of the kernel; they run on the host: gcc and
-  # python3 start-up need more than their tests' CPU limits there, and emulation jitter
-  # exceeds the 10 % of the CPU-time measurement test.
+  # python3 start-up need more than their tests' CPU limits there, and the supervisor's
+  # wakeups lag enough to exceed the 10 % of the CPU-time limit and measurement tests (CPU
+  # limits are still crossed in the VM: cli_run's timeouts test, the envs' limits).
   skips=(--skip c_program_compiles_and_runs_in_the_c_environment
          --skip python_program_runs_in_the_python3_environment_with_limits
-         --skip cpu_time_of_500ms_is_measured_within_10_percent)
+         --skip cpu_time_of_500ms_is_measured_within_10_percent
+         --skip cpu_limit_of_1s_ends_a_busy_loop_at_most_1_1s)
   echo "vm-test: skipped in the VM (emulation too slow): ${skips[*]//--skip /}" >&2
   status=0
   for bin in "$@"; do
@@ -88,8 +90,12 @@ for cell in $matrix; do
   filter=''
   run_bins=("${bins[@]}")
   if [ "$placement" = nodelegate ]; then
-    # Without delegation nothing runs: only the refusal tests apply.
+    # Without delegation nothing runs: only the refusal tests apply (in the placement tests).
     filter=without_delegation
+    run_bins=()
+    for b in "${bins[@]}"; do
+      case $(basename "$b") in placement-*|cli_placement-*) run_bins+=("$b") ;; esac
+    done
   fi
   start=$(date +%s)
   log=$(mktemp)
