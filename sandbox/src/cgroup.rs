@@ -358,7 +358,7 @@ pub fn plan_v2(parent: Option<&Path>) -> Result<V2Plan, Error> {
     if !missing.is_empty() {
         let whose = match parent {
             Some(_) => format!("the cgroup parent {}", base.display()),
-            None => format!("{}, the cgroup sandpit runs in,", base.display()),
+            None => format!("{} (the cgroup sandpit runs in)", base.display()),
         };
         return Err(Error::NotDelegated(format!(
             "cgroup v2: the {} controller{} {} not delegated to {whose}: run sandpit as a \
