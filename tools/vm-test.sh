@@ -27,7 +27,7 @@ if [ "${1:-}" = --inside ]; then
          --skip python_program_runs_in_the_python3_environment_with_limits
          --skip cpu_time_of_500ms_is_measured_within_10_percent
          --skip cpu_limit_of_1s_ends_a_busy_loop_at_most_1_1s)
-  echo "vm-test: skipped in the VM (emulation too slow): ${skips[*]//--skip /}" >&2
+  echo "vm-test: skipped in the VM (emulation too slow): $(printf "%s " "${skips[@]}" | sed "s/--skip //g")" >&2
   status=0
   for bin in "$@"; do
     name=$(basename "$bin" | sed 's/-[0-9a-f]\{16\}$//')
