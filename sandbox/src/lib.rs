@@ -41,6 +41,7 @@ mod error;
 mod files;
 mod fork_guard;
 mod group;
+pub mod host;
 mod ids;
 mod io;
 mod namespaces;
