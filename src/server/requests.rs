@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::errors::{ApiError, ApiResult};
+use crate::callbacks::{AllowList, Callback, CallbackRequest};
 use crate::exec::{InputFile, NewExecution, RequestedLimits};
 
 /// Reads a typed body; a wrong field is a 400 that names it (`'limits.pids': …`).
@@ -118,6 +119,7 @@ pub struct CreateExecution {
     outputs: Option<Vec<String>>,
     start: Option<bool>,
     wait: Option<bool>,
+    callback: Option<CallbackRequest>,
 }
 
 fn rel_path(text: &str, what: &str) -> ApiResult<RelPath> {
@@ -125,8 +127,9 @@ fn rel_path(text: &str, what: &str) -> ApiResult<RelPath> {
 }
 
 impl CreateExecution {
-    /// The new execution it asks for: required fields present, paths inside the work dir.
-    pub fn into_new(self) -> ApiResult<NewExecution> {
+    /// The new execution it asks for: required fields present, paths inside the work dir,
+    /// the callback's host on the server's allow-list.
+    pub fn into_new(self, allow: &AllowList) -> ApiResult<NewExecution> {
         let environment = self
             .environment
             .filter(|e| !e.is_empty())
@@ -156,6 +159,10 @@ impl CreateExecution {
             None => None,
         };
         let wait = self.wait.unwrap_or(false);
+        let callback = match self.callback {
+            Some(c) => Some(Callback::accept(c, allow)?),
+            None => None,
+        };
         Ok(NewExecution {
             environment,
             command,
@@ -165,6 +172,7 @@ impl CreateExecution {
             stdin,
             start: self.start.unwrap_or(false) || wait,
             wait,
+            callback,
         })
     }
 }
@@ -275,7 +283,8 @@ mod tests {
     }
 
     fn create_error(v: Value) -> String {
-        match from_body::<CreateExecution>(body(v)).and_then(CreateExecution::into_new) {
+        match from_body::<CreateExecution>(body(v)).and_then(|c| c.into_new(&AllowList::default()))
+        {
             Err(e) => e.message,
             Ok(_) => panic!("accepted"),
         }
@@ -319,7 +328,7 @@ mod tests {
             "outputs": ["out.txt"],
             "wait": true,
         })))
-        .and_then(CreateExecution::into_new)
+        .and_then(|c| c.into_new(&AllowList::default()))
         .unwrap();
         assert!(new.start && new.wait);
         assert_eq!(new.files[1].bytes, b"hi");
