@@ -50,7 +50,7 @@ pub fn resolve(data: &Path, source: &RootSource) -> Result<ResolvedRoot, String>
             let store = EnvStore::open(data).map_err(|e| format!("--env {envid}: {e}"))?;
             let lease = store
                 .acquire(envid)
-                .map_err(|e| format!("--env {envid}: {e}"))?;
+                .map_err(|e| format!("--env {envid}: {}", e.in_data_dir(data)))?;
             Ok(from_lease(lease))
         }
         RootSource::Image(path) => {

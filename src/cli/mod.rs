@@ -1,6 +1,6 @@
 //! The command line: `sandpit run`, `sandpit env …`, `sandpit serve`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -63,6 +63,15 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Env(args) => env::main(&cli.data, args),
         Command::Serve(args) => serve::main(&cli.data, args),
     }
+}
+
+/// Why a data directory that should hold environments cannot be used: it does not exist.
+pub fn missing_data_dir(data: &Path) -> String {
+    format!(
+        "the data directory {} does not exist (`make install` creates /var/lib/sandpit and \
+         imports the shipped environments; --data DIR or SANDPIT_DATA=DIR chooses another)",
+        data.display()
+    )
 }
 
 /// Prints a one-line error and returns the given exit status.
