@@ -76,6 +76,7 @@ run: images build
 # environments imported into $(DATA).
 install: images build
 	install -D -m 0755 $(SANDPIT) $(DESTDIR)$(PREFIX)/bin/sandpit
+	install -d -m 0700 $(DESTDIR)$(DATA)
 	@mkdir -p $(DESTDIR)$(PREFIX)/lib/systemd/system
 	sed -e 's|/usr/bin/sandpit|$(PREFIX)/bin/sandpit|; s|/var/lib/sandpit|$(DATA)|g' packaging/sandpit.service \
 	  >$(DESTDIR)$(PREFIX)/lib/systemd/system/sandpit.service

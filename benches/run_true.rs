@@ -18,21 +18,10 @@ fn rootfs() -> PathBuf {
 fn run_true(c: &mut Criterion) {
     let engine = Sandbox::new(SandboxConfig::default()).expect("engine (run as root)");
     let spec = Spec::new(RootFs::Dir(rootfs()), vec!["/bin/true".into()]);
-    let no_pool = SandboxConfig {
-        netns_pool_size: 0,
-        ..Default::default()
-    };
-    let engine_no_pool = Sandbox::new(no_pool).expect("engine");
     let mut group = c.benchmark_group("sandbox");
     group.bench_function("run_true", |b| {
         b.iter(|| {
             let o = engine.run(&spec, Io::default()).expect("run");
-            assert_eq!(o.end_reason, EndReason::Normal);
-        })
-    });
-    group.bench_function("run_true_without_netns_pool", |b| {
-        b.iter(|| {
-            let o = engine_no_pool.run(&spec, Io::default()).expect("run");
             assert_eq!(o.end_reason, EndReason::Normal);
         })
     });

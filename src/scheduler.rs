@@ -1,17 +1,17 @@
-//! Slots and the queue. As many runs at once as there are slots; everything else waits as
-//! `queued` in the store, and a dispatcher claims the oldest queued execution whenever a slot
-//! is free. The queue lives in the store (never only in memory), so it survives a restart and
-//! a fleet of nodes can later claim from the same table.
+//! Slots and the dispatcher. As many runs at once as there are slots; everything else waits
+//! as `queued` in the store, and the dispatcher claims the oldest queued execution whenever a
+//! slot is free. The queue lives in the store (never only in memory), so it survives a restart
+//! and a fleet of nodes can later claim from the same table. The scheduler knows nothing of
+//! executions beyond their ids: what to claim and how to run it are handed in.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Display;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sandbox::StopHandle;
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
-
-use crate::store::{ExecutionRow, Status, Store};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 #[derive(Default)]
 struct Live {
@@ -19,8 +19,6 @@ struct Live {
     running: HashMap<String, StopHandle>,
     /// Stops asked for before the run registered its handle.
     stop_requested: HashSet<String>,
-    /// Who waits for an execution to end.
-    waiters: HashMap<String, watch::Sender<bool>>,
 }
 
 pub struct Scheduler {
@@ -54,11 +52,16 @@ impl Scheduler {
         self.wake.notify_one();
     }
 
-    /// Claims queued executions while slots are free and hands each to `run` with its slot.
-    pub fn spawn_dispatcher<F, Fut>(&self, store: Arc<dyn Store>, node: String, run: F)
+    /// While a slot is free, `claim`s the next queued work and hands it to `run` with its
+    /// slot (dropping the permit frees the slot).
+    pub fn spawn_dispatcher<T, E, C, CF, R, RF>(&self, claim: C, run: R)
     where
-        F: Fn(ExecutionRow, OwnedSemaphorePermit) -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
+        T: Send + 'static,
+        E: Display + Send,
+        C: Fn() -> CF + Send + 'static,
+        CF: Future<Output = Result<Option<T>, E>> + Send,
+        R: Fn(T, OwnedSemaphorePermit) -> RF + Send + 'static,
+        RF: Future<Output = ()> + Send + 'static,
     {
         let permits = self.permits.clone();
         let wake = self.wake.clone();
@@ -67,10 +70,9 @@ impl Scheduler {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
-                let now = crate::server::executions::now_rfc3339();
-                match store.claim_next(&node, &now).await {
-                    Ok(Some(row)) => {
-                        tokio::spawn(run(row, permit));
+                match claim().await {
+                    Ok(Some(work)) => {
+                        tokio::spawn(run(work, permit));
                     }
                     Ok(None) => {
                         drop(permit);
@@ -93,14 +95,11 @@ impl Scheduler {
         live.stop_requested.remove(id)
     }
 
-    /// A run is over and its end is in the store: wake whoever waits, free the slot's record.
-    pub fn finished(&self, id: &str) {
+    /// A run is over: forgets its stop handle.
+    pub fn unregister(&self, id: &str) {
         let mut live = self.live();
         live.running.remove(id);
         live.stop_requested.remove(id);
-        if let Some(tx) = live.waiters.remove(id) {
-            let _ = tx.send(true);
-        }
     }
 
     /// Asks a running execution to stop (or remembers to, if it has not registered yet).
@@ -110,37 +109,6 @@ impl Scheduler {
             Some(handle) => handle.stop(),
             None => {
                 live.stop_requested.insert(id.to_string());
-            }
-        }
-    }
-
-    /// Waits until the store says the execution ended (or is gone), at most `timeout`.
-    /// Returns false on timeout.
-    pub async fn wait_ended(&self, store: &dyn Store, id: &str, timeout: Duration) -> bool {
-        let mut rx = {
-            let mut live = self.live();
-            live.waiters
-                .entry(id.to_string())
-                .or_insert_with(|| watch::channel(false).0)
-                .subscribe()
-        };
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match store.get_execution(id).await {
-                Ok(Some(row)) if row.status != Status::Ended => {}
-                Ok(_) => return true,
-                Err(e) => tracing::warn!("waiting for {id}: {e}"),
-            }
-            // Woken by `finished`, or re-check now and then (the end may come from elsewhere:
-            // a stop of a queued execution, a delete).
-            let tick = tokio::time::sleep(Duration::from_millis(500));
-            tokio::select! {
-                _ = rx.changed() => {}
-                _ = tick => {}
-                _ = tokio::time::sleep_until(deadline) => return false,
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
             }
         }
     }

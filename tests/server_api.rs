@@ -175,33 +175,17 @@ fn key_limits_400_and_429() {
         .as_str()
         .expect("key")
         .to_string();
-    let v = create(&s, &key, json!({"environment": "busybox", "command": ["true"], "limits": {"memory_bytes": 128 << 20}}))
-        .assert_error(400);
-    assert!(
-        v["message"].as_str().unwrap_or("").contains("max_memory"),
-        "{v}"
-    );
-    assert_eq!(v["error_code"], 1002);
-    let v = create(
-        &s,
-        &key,
-        json!({"environment": "busybox", "command": ["true"], "limits": {"cpu_time_s": 5}}),
-    )
-    .assert_error(400);
-    assert!(
-        v["message"].as_str().unwrap_or("").contains("max_time"),
-        "{v}"
-    );
-    let v = create(
-        &s,
-        &key,
-        json!({"environment": "busybox", "command": ["true"], "limits": {"wall_time_s": 3}}),
-    )
-    .assert_error(400);
-    assert!(
-        v["message"].as_str().unwrap_or("").contains("max_time"),
-        "{v}"
-    );
+    // Over the key's maxima: 400, error code 1002, saying which maximum.
+    for (limits, says) in [
+        (json!({"memory_bytes": 128 << 20}), "max_memory"),
+        (json!({"cpu_time_s": 5}), "max_time"),
+        (json!({"wall_time_s": 3}), "max_time"),
+    ] {
+        let body = json!({"environment": "busybox", "command": ["true"], "limits": limits});
+        let v = create(&s, &key, body).assert_error(400);
+        assert!(v["message"].as_str().unwrap_or("").contains(says), "{v}");
+        assert_eq!(v["error_code"], 1002, "{v}");
+    }
     // Within the limits, defaults are clamped to the key's maxima.
     let ok = create(
         &s,
@@ -550,15 +534,10 @@ fn stop_and_delete_of_waiting_and_running_executions() {
     let data = temp_data();
     let s = Server::start(data.path(), &[]);
     // Pending: stop ends it at once.
-    let id = create(
-        &s,
+    let id = s.create_id(
         TOKEN,
-        json!({"environment": "busybox", "command": ["true"]}),
-    )
-    .json()["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+        &json!({"environment": "busybox", "command": ["true"]}),
+    );
     let r = s.req(
         "POST",
         &format!("/api/v1/executions/{id}/stop"),
@@ -572,20 +551,12 @@ fn stop_and_delete_of_waiting_and_running_executions() {
         return;
     }
     // Running: stop ends it as `stopped`, promptly.
-    let id = create(
-        &s,
+    let id = s.create_id(
         TOKEN,
-        json!({"environment": "busybox", "command": ["sleep", "30"], "start": true}),
-    )
-    .json()["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+        &json!({"environment": "busybox", "command": ["sleep", "30"], "start": true}),
+    );
     let t = std::time::Instant::now();
-    while s.get(&format!("/api/v1/executions/{id}")).json()["status"] != "running" {
-        assert!(t.elapsed().as_secs() < 20);
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    s.wait_running(&id);
     let r = s.req(
         "POST",
         &format!("/api/v1/executions/{id}/stop"),
@@ -596,15 +567,10 @@ fn stop_and_delete_of_waiting_and_running_executions() {
     assert_eq!(r.json()["end_reason"], "stopped");
     assert!(t.elapsed().as_secs() < 10);
     // Running: DELETE stops it and erases it.
-    let id = create(
-        &s,
+    let id = s.create_id(
         TOKEN,
-        json!({"environment": "busybox", "command": ["sleep", "30"], "start": true}),
-    )
-    .json()["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+        &json!({"environment": "busybox", "command": ["sleep", "30"], "start": true}),
+    );
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(
         s.req(
@@ -679,11 +645,7 @@ fn environment_import_run_and_delete() {
             json!({"environment": "bb", "command": ["sleep", "2"], "start": true}),
         );
         let id = run.json()["id"].as_str().expect("id").to_string();
-        let t = std::time::Instant::now();
-        while s.get(&format!("/api/v1/executions/{id}")).json()["status"] != "running" {
-            assert!(t.elapsed().as_secs() < 20);
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        s.wait_running(&id);
         s.req("DELETE", "/api/v1/environments/bb", Some(TOKEN), None)
             .assert_error(409);
         s.wait_ended(&id, TOKEN);
@@ -708,15 +670,10 @@ fn stop_right_after_start() {
         return;
     }
     for _ in 0..3 {
-        let id = create(
-            &s,
+        let id = s.create_id(
             TOKEN,
-            json!({"environment": "busybox", "command": ["sleep", "30"]}),
-        )
-        .json()["id"]
-            .as_str()
-            .expect("id")
-            .to_string();
+            &json!({"environment": "busybox", "command": ["sleep", "30"]}),
+        );
         let t = std::time::Instant::now();
         s.req(
             "POST",

@@ -182,11 +182,7 @@ fn kill_9_and_restart_loses_nothing() {
     let ended_before = s.get(&format!("/api/v1/executions/{ended}")).json();
     let (running, queued) = if real {
         let running = post(&s, "sleep 60", true);
-        let t = Instant::now();
-        while s.get(&format!("/api/v1/executions/{running}")).json()["status"] != "running" {
-            assert!(t.elapsed().as_secs() < 20);
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        s.wait_running(&running);
         let queued: Vec<String> = (0..3)
             .map(|i| post(&s, &format!("echo queued{i}"), true))
             .collect();

@@ -356,6 +356,12 @@ impl RunCgroup {
             CgroupVersion::V2 => {
                 let dir = &self.dirs[0];
                 write_file(&dir.join("memory.max"), &memory)?;
+                // An OOM kill ends every process of the run at once (init is exempt), not a
+                // lone victim that leaves the rest running on what is left.
+                let group = dir.join("memory.oom.group");
+                if group.exists() {
+                    write_file(&group, "1")?;
+                }
                 let swap = dir.join("memory.swap.max");
                 if limits.memory_bytes.is_some() && swap.exists() {
                     write_file(&swap, "0")?;

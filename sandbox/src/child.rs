@@ -29,6 +29,9 @@ fn do_step(step: &Step) -> Result<(), i32> {
     // SAFETY: every pointer comes from a CString owned by the plan, alive during the call.
     let ret = unsafe {
         match step {
+            Step::Attach { fd, target } => {
+                return crate::sys::mount_api::attach(*fd, target);
+            }
             Step::Mount {
                 source,
                 target,
@@ -85,16 +88,40 @@ fn do_step(step: &Step) -> Result<(), i32> {
     }
 }
 
-/// Closes every inherited fd above 2 but `keep`: the clone copied every fd of the engine, those
-/// of other runs' pipes included, whose EOF must not wait for this sandbox to end.
-fn close_other_fds(keep: RawFd) {
-    // SAFETY: close_range on fds this process does not use (the engine's, copied by clone).
-    unsafe {
-        if keep > 3 {
-            libc::syscall(libc::SYS_close_range, 3u32, (keep - 1) as u32, 0);
+/// Closes every inherited fd above 2 but those in `keep`: the clone copied every fd of the
+/// engine, those of other runs' pipes included, whose EOF must not wait for this sandbox to end.
+fn close_other_fds(mut keep: [RawFd; 2]) {
+    keep.sort_unstable();
+    let mut from: RawFd = 3;
+    for fd in keep {
+        if fd > from {
+            // SAFETY: close_range on fds this process does not use (the engine's, copied).
+            unsafe { libc::syscall(libc::SYS_close_range, from as u32, (fd - 1) as u32, 0) };
         }
-        libc::syscall(libc::SYS_close_range, (keep + 1).max(3) as u32, u32::MAX, 0);
+        from = from.max(fd + 1);
     }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, from as u32, u32::MAX, 0) };
+}
+
+/// Wipes what init inherited of the engine's identity: its command line and environment
+/// (/proc/1/cmdline is readable by everyone in the sandbox) and its name.
+fn forget_the_engine(plan: &EnvPlan) {
+    for (start, end) in [plan.engine_image.args, plan.engine_image.environ] {
+        if start < end {
+            // SAFETY: the engine's argv/environ strings, mapped at the same addresses in this
+            // copy of its memory (read from /proc/self/stat before clone); nothing here uses
+            // them.
+            unsafe { std::ptr::write_bytes(start as *mut u8, 0, end - start) };
+        }
+    }
+    let (start, end) = plan.engine_image.args;
+    if end - start > 4 {
+        // SAFETY: as above; "init" and its NUL fit in the wiped argv area.
+        unsafe { std::ptr::copy_nonoverlapping(b"init".as_ptr(), start as *mut u8, 4) };
+    }
+    // SAFETY: prctl with a NUL-terminated static name.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"init".as_ptr(), 0, 0, 0) };
 }
 
 /// Points 0, 1 and 2 at /dev/null: init must not hold the engine's own terminal or pipes.
@@ -126,13 +153,18 @@ struct ProgramStart<'a> {
 /// Must run in the child of clone3, with `plan` prepared by the engine.
 pub unsafe fn init_main(plan: &EnvPlan) -> ! {
     let sock = plan.report;
-    close_other_fds(sock);
+    close_other_fds([sock, plan.root_fd]);
+    forget_the_engine(plan);
     null_stdio();
     let mut fds = [-1; MAX_FDS];
     match report::command(sock, &mut fds) {
         Some((m, _)) if m.kind == Kind::Go => {}
         _ => exit(1),
     }
+    // The engine cloned us keeping its capabilities across an euid change (securebits); no
+    // uid change of ours may keep them.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_SECUREBITS, 0, 0, 0, 0) };
     // Until now we carried the engine's host ids, which the new user namespace does not map;
     // become its root (an unprivileged host id) so that files we create have an owner.
     if let Err(e) = raw_set_ids(0, 0, false) {
@@ -152,6 +184,9 @@ pub unsafe fn init_main(plan: &EnvPlan) -> ! {
             exit(1);
         }
     }
+    // Attached and pivoted into: init needs the descriptor no more.
+    // SAFETY: our copy of the engine's fd.
+    unsafe { libc::close(plan.root_fd) };
     report::send(sock, Kind::EnvReady, 0, 0);
     let n = match report::command(sock, &mut fds) {
         Some((m, n)) if m.kind == Kind::Run => n,
@@ -246,6 +281,24 @@ fn program_fail(start: &ProgramStart, stage: Stage, e: i32) -> ! {
     exit(127);
 }
 
+/// Writes `data` to the file at `path`. Async-signal-safe.
+fn write_file(path: &std::ffi::CStr, data: &[u8]) -> Result<(), i32> {
+    // SAFETY: open/write/close with a NUL-terminated path and a live buffer.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(errno());
+        }
+        let n = libc::write(fd, data.as_ptr() as *const libc::c_void, data.len());
+        let e = errno();
+        libc::close(fd);
+        if n != data.len() as isize {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 /// Installs one seccomp filter; returns the listener fd when `listener` is asked for.
 fn install_filter(filter: &libc::sock_fprog, listener: bool) -> Result<i32, i32> {
     let flags = if listener {
@@ -278,6 +331,19 @@ fn program_main(start: &ProgramStart) -> ! {
             program_fail(start, Stage::Stdio, errno());
         }
     }
+    // The OOM killer's first choice is the program and what it starts, never init (see
+    // `protect_init`). Raising one's own score needs no privilege, but /proc/self belongs to
+    // host root while this memory (init's, shared until exec) is undumpable: dumpable for the
+    // moment of the write, and undumpable again, so that a program running as the sandbox's
+    // root can never read init's memory (a copy of the engine's).
+    // SAFETY: prctl with integer arguments; init is suspended (vfork), nothing else runs.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+    let raised = write_file(c"/proc/self/oom_score_adj", b"1000");
+    // SAFETY: as above.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if let Err(e) = raised {
+        program_fail(start, Stage::OomScore, e);
+    }
     // SAFETY: integer-only syscalls. Nothing of the engine's may leak into the program: every
     // fd above 2 closes on exec.
     unsafe {
@@ -309,7 +375,7 @@ fn program_main(start: &ProgramStart) -> ! {
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
         program_fail(start, Stage::NoNewPrivs, errno());
     }
-    for filter in [&env.filters.prelude, &env.filters.enosys] {
+    for filter in [&env.filters.prelude, &env.filters.allow] {
         if let Err(e) = install_filter(&filter.prog, false) {
             program_fail(start, Stage::Seccomp, e);
         }

@@ -8,12 +8,13 @@ pub struct SandboxConfig {
     /// Parent cgroup (a path relative to each hierarchy's root, v1, or to the unified root,
     /// v2) under which run cgroups are created. Default: the engine's own cgroup.
     pub cgroup_parent: Option<PathBuf>,
-    /// First host uid/gid of the range the sandbox's user namespace maps to (65536 ids).
+    /// First host uid/gid of the ranges sandboxes map their user namespace to: sandbox *k* of
+    /// those that exist at once gets `host_id_base + k * 65536 ..` (65536 ids).
     pub host_id_base: u32,
-    /// Network namespaces prepared ahead of time (0: each run creates its own).
-    pub netns_pool_size: usize,
-    /// An empty directory the engine owns, over which a run mounts its scratch space (inside
-    /// the run's own mount namespace: nothing is mounted on the host).
+    /// How many sandboxes may exist at once (each holds one id range while it exists).
+    pub max_sandboxes: u32,
+    /// A directory the engine owns (it must be reachable by every user: sandboxes mount on
+    /// directories below it, inside their own mount namespace; nothing is mounted on the host).
     pub runtime_dir: PathBuf,
 }
 
@@ -22,8 +23,8 @@ impl Default for SandboxConfig {
         SandboxConfig {
             cgroup_parent: None,
             host_id_base: 1_000_000,
-            netns_pool_size: 2,
-            runtime_dir: PathBuf::from("/run/sandpit/stage"),
+            max_sandboxes: 1024,
+            runtime_dir: PathBuf::from("/run/sandpit"),
         }
     }
 }

@@ -1,17 +1,52 @@
 //! The engine: what every sandbox of this process shares (the cgroup hierarchy, the compiled
-//! seccomp policy, the pool of network namespaces), and the one-shot run.
+//! seccomp policy, the host id ranges), and the one-shot run.
 
 use crate::capabilities;
 use crate::cgroup::{CgroupManager, CgroupVersion};
 use crate::config::SandboxConfig;
 use crate::error::Error;
+use crate::ids::IdRanges;
 use crate::io::Io;
-use crate::namespaces;
-use crate::netns_pool::NetnsPool;
 use crate::outcome::Outcome;
+use crate::plan::EngineImage;
 use crate::prepared::Prepared;
 use crate::seccomp::{self, CompiledPolicy};
 use crate::spec::{EnvSpec, Spec};
+
+/// Below the runtime directory: where a sandbox attaches its root, mounts its scratch space,
+/// and where the mount-point layers are kept.
+pub(crate) const STAGE: &str = "stage";
+pub(crate) const SCRATCH: &str = "scratch";
+pub(crate) const POINTS: &str = "points";
+
+/// Creates a directory of the engine's, open to everyone: a sandbox's unprivileged root walks
+/// to it in its own mount namespace.
+fn make_runtime_dir(dir: &std::path::Path) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let failed = |e: std::io::Error| Error::Setup(format!("creating {}: {e}", dir.display()));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(failed)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(failed)?;
+    // Every parent must let others through.
+    for parent in dir.ancestors().skip(1) {
+        let mode = std::fs::metadata(parent)
+            .map_err(failed)?
+            .permissions()
+            .mode();
+        if mode & 0o001 == 0 {
+            return Err(Error::Setup(format!(
+                "the runtime directory {} lies below {}, which only its owner may enter: \
+                 sandboxes could not reach it",
+                dir.display(),
+                parent.display()
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// The sandbox engine. Share it between threads (`&Sandbox` is `Sync`).
 pub struct Sandbox {
@@ -21,35 +56,24 @@ pub struct Sandbox {
     pub(crate) last_cap: u8,
     /// CPUs a sandbox may use at once: its CPU time grows at most this fast.
     pub(crate) cpus: u64,
-    pub(crate) netns: Option<NetnsPool>,
+    pub(crate) ids: IdRanges,
+    pub(crate) image: EngineImage,
 }
 
 impl Sandbox {
-    /// Prepares the engine: finds the cgroup hierarchy, compiles the seccomp policy, starts
-    /// the network namespace pool. Needs root.
+    /// Prepares the engine: finds the cgroup hierarchy, compiles the seccomp policy. Needs
+    /// root.
     pub fn new(config: SandboxConfig) -> Result<Self, Error> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Err(Error::Setup("sandpit must run as root".into()));
         }
-        if config.host_id_base == 0
-            || config
-                .host_id_base
-                .checked_add(namespaces::ID_RANGE)
-                .is_none()
-        {
-            return Err(Error::Setup(
-                "host_id_base must leave room for 65536 ids above 0".into(),
-            ));
+        let ids = IdRanges::new(config.host_id_base, config.max_sandboxes)?;
+        for dir in [STAGE, SCRATCH, POINTS] {
+            make_runtime_dir(&config.runtime_dir.join(dir))?;
         }
-        std::fs::create_dir_all(&config.runtime_dir)
-            .map_err(|e| Error::Setup(format!("creating {}: {e}", config.runtime_dir.display())))?;
         let cgroups = CgroupManager::detect(config.cgroup_parent.as_deref())?;
         let policy = seccomp::default_policy()?;
-        let netns = match config.netns_pool_size {
-            0 => None,
-            n => Some(NetnsPool::start(n)?),
-        };
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
         Ok(Sandbox {
             config,
@@ -57,7 +81,8 @@ impl Sandbox {
             policy,
             last_cap: capabilities::last_cap(),
             cpus,
-            netns,
+            ids,
+            image: EngineImage::of_this_process(),
         })
     }
 

@@ -15,6 +15,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::Error;
+use crate::paths::RelPath;
 use crate::rootfs::inside_path;
 use crate::spec::{FileIn, FileSource};
 use crate::sys::openat2_beneath;
@@ -136,25 +137,11 @@ fn copy_tree(
     }
 }
 
-/// A relative path below the work directory, checked.
+/// A relative path below the work directory, checked (the one rule: [`RelPath`]).
 pub fn collect_path(path: &Path) -> Result<PathBuf, String> {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::Normal(p) => out.push(p),
-            Component::CurDir => {}
-            _ => {
-                return Err(format!(
-                    "{} leaves the work directory (only relative paths without '..')",
-                    path.display()
-                ))
-            }
-        }
-    }
-    if out.as_os_str().is_empty() {
-        return Err("empty path".into());
-    }
-    Ok(out)
+    RelPath::new(path)
+        .map(RelPath::into_path_buf)
+        .map_err(|e| e.to_string())
 }
 
 /// Reads the requested files back from the work directory of init `pid`.

@@ -39,14 +39,16 @@ mod config;
 mod engine;
 mod error;
 mod files;
+mod ids;
 mod io;
 mod namespaces;
-mod netns_pool;
 mod outcome;
+mod paths;
 mod plan;
 mod prepared;
 mod report;
 mod rlimits;
+mod root_mount;
 mod rootfs;
 mod seccomp;
 mod signals;
@@ -60,8 +62,10 @@ pub use engine::Sandbox;
 pub use error::Error;
 pub use io::{Io, StopHandle};
 pub use outcome::{EndReason, Outcome, SeccompViolation, TimeoutKind};
+pub use paths::{RelPath, RelPathError, MAX_REL_PATH};
 pub use prepared::Prepared;
 pub use signals::signal_name;
 pub use spec::{
     EnvSpec, FileIn, FileSource, Limits, RootFs, Spec, Stdin, DEFAULT_UID, DEFAULT_WORKDIR,
 };
+pub use supervisor::MAX_REPORTED_DENIALS;

@@ -7,18 +7,17 @@ use crate::error::Error;
 /// How many ids the sandbox's user namespace maps (inside 0..65536).
 pub const ID_RANGE: u32 = 65536;
 
-/// clone3 flags: every namespace at once. The network namespace is left out when a prepared
-/// one from the pool is joined instead; the cgroup namespace is entered by the child itself
-/// on cgroup v1, after it was moved into its cgroup, so that its root is the run's cgroup.
-pub fn clone_flags(new_net: bool, new_cgroup: bool) -> u64 {
+/// clone3 flags: every namespace at once, all owned by the new user namespace (a network
+/// namespace owned by the host's would receive the host's device uevents). The cgroup
+/// namespace is entered by the child itself on cgroup v1, after it was moved into its cgroup,
+/// so that its root is the run's cgroup.
+pub fn clone_flags(new_cgroup: bool) -> u64 {
     let mut flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS;
-    if new_net {
-        flags |= libc::CLONE_NEWNET;
-    }
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWNET;
     if new_cgroup {
         flags |= libc::CLONE_NEWCGROUP;
     }

@@ -97,6 +97,10 @@ pub struct Outcome {
     pub pids_limit_hit: bool,
     /// Kernel evidence: syscalls the seccomp policy denied.
     pub seccomp_violations: Vec<SeccompViolation>,
+    /// More denied syscalls were attempted than the engine reports per run: the counts are
+    /// lower bounds, and the later attempts failed with ENOSYS instead of EPERM.
+    #[serde(default)]
+    pub seccomp_violations_capped: bool,
     /// Which cgroup version measured this run (1 or 2).
     pub cgroup_version: u8,
     /// Files read back after the run (`Spec::collect`): path → result.
@@ -128,6 +132,7 @@ impl Outcome {
             oom_kills: 0,
             pids_limit_hit: false,
             seccomp_violations: Vec::new(),
+            seccomp_violations_capped: false,
             cgroup_version: 0,
             files: BTreeMap::new(),
             message: Some(message),
@@ -168,15 +173,16 @@ pub(crate) struct Evidence {
     pub cpu_baseline_ns: u64,
     pub cgroup: CgroupStats,
     pub cgroup_version: u8,
-    /// Denied syscalls by number.
+    /// Denied syscalls by number, and whether reporting stopped at the cap.
     pub violations: BTreeMap<i32, u64>,
+    pub violations_capped: bool,
     pub stdout: Captured,
     pub stderr: Captured,
     pub files: BTreeMap<String, Result<Vec<u8>, String>>,
 }
 
-/// Turns the evidence into an outcome. The precedence: the sandbox's own failure, a lost init,
-/// a stop, the OOM counter, CPU, wall, output, and otherwise the program's own end.
+/// Turns the evidence into an outcome. The precedence: the sandbox's own failure, a stop, the
+/// OOM counter, a lost init, CPU, wall, output, and otherwise the program's own end.
 pub(crate) fn verdict(e: Evidence, syscall_name: impl Fn(i32) -> String) -> Outcome {
     let wall_ns = match (e.started_at, e.exited) {
         (Some(s), Some((_, end))) => end - s,
@@ -204,15 +210,10 @@ pub(crate) fn verdict(e: Evidence, syscall_name: impl Fn(i32) -> String) -> Outc
     let killed = e.killed;
     let (end_reason, timeout, message) = if let Some(m) = e.setup_error {
         (EndReason::InternalError, None, Some(m))
-    } else if e.exited.is_none() && killed.is_none() {
-        (
-            EndReason::InternalError,
-            None,
-            Some("the sandbox's init ended without reporting the program's status".into()),
-        )
     } else if killed == Some(KillCause::Stop) {
         (EndReason::Stopped, None, Some("stopped on request".into()))
     } else if stats.oom_kills > 0 {
+        // Whoever the victim was: the counter moved, so memory ran out.
         (
             EndReason::OutOfMemory,
             None,
@@ -220,6 +221,12 @@ pub(crate) fn verdict(e: Evidence, syscall_name: impl Fn(i32) -> String) -> Outc
                 "the memory cgroup's OOM killer ended {} process(es)",
                 stats.oom_kills
             )),
+        )
+    } else if e.exited.is_none() && killed.is_none() {
+        (
+            EndReason::InternalError,
+            None,
+            Some("the sandbox's init ended without reporting the program's status".into()),
         )
     } else if killed == Some(KillCause::CpuTime) {
         (
@@ -269,6 +276,7 @@ pub(crate) fn verdict(e: Evidence, syscall_name: impl Fn(i32) -> String) -> Outc
                 count,
             })
             .collect(),
+        seccomp_violations_capped: e.violations_capped,
         cgroup_version: e.cgroup_version,
         files: e.files,
         message,
@@ -313,6 +321,7 @@ mod tests {
             },
             cgroup_version: 2,
             violations: BTreeMap::new(),
+            violations_capped: false,
             stdout: Captured::default(),
             stderr: Captured::default(),
             files: BTreeMap::new(),
@@ -395,6 +404,14 @@ mod tests {
         let o = judge(e);
         assert_eq!(o.end_reason, EndReason::InternalError);
         assert_eq!(o.message.as_deref(), Some("mounting /proc: EPERM"));
+    }
+
+    #[test]
+    fn an_init_killed_by_the_oom_killer_is_still_out_of_memory() {
+        let mut e = evidence();
+        e.exited = None;
+        e.cgroup.oom_kills = 1;
+        assert_eq!(judge(e).end_reason, EndReason::OutOfMemory);
     }
 
     #[test]

@@ -23,6 +23,8 @@ use crate::spec::Spec;
 /// How init builds the sandbox. Raw pointers point into memory that init's copy keeps alive.
 pub struct EnvPlan {
     pub root: RootPlan,
+    /// The root filesystem as a detached mount (see `root_mount`).
+    pub root_fd: RawFd,
     /// The child's end of the report socket.
     pub report: RawFd,
     pub last_cap: u8,
@@ -31,6 +33,41 @@ pub struct EnvPlan {
     pub program_stack: Vec<u8>,
     /// Where the engine writes each program's plan.
     pub program: *const ProgramPlan,
+    pub engine_image: EngineImage,
+}
+
+/// Where the engine's command line and environment strings lie in its memory (and so in
+/// init's copy of it): `[start, end)` of each, from /proc/self/stat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineImage {
+    pub args: (usize, usize),
+    pub environ: (usize, usize),
+}
+
+impl EngineImage {
+    /// Reads this process's own.
+    pub fn of_this_process() -> EngineImage {
+        std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|stat| EngineImage::parse(&stat))
+            .unwrap_or_default()
+    }
+
+    /// Fields 48 to 51 of /proc/PID/stat, counted after the command name (which may hold
+    /// spaces and parentheses: the last ')' ends it).
+    fn parse(stat: &str) -> Option<EngineImage> {
+        let rest = &stat[stat.rfind(')')? + 1..];
+        // After ')' come fields 3, 4, …; field n is at index n - 3.
+        let fields: Vec<usize> = rest
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        let at = |n: usize| fields.get(n - 3).copied();
+        Some(EngineImage {
+            args: (at(48)?, at(49)?),
+            environ: (at(50)?, at(51)?),
+        })
+    }
 }
 
 /// Most rlimits a program gets.
@@ -282,6 +319,20 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn the_engines_strings_are_found_in_its_stat() {
+        let me = EngineImage::of_this_process();
+        assert!(me.args.0 > 0 && me.args.0 < me.args.1, "{me:?}");
+        assert!(me.environ.0 >= me.args.1, "{me:?}");
+        let mut stat = "1 (a) b) c".to_string();
+        for n in 4..=52 {
+            stat.push_str(&format!(" {n}"));
+        }
+        let parsed = EngineImage::parse(&stat).unwrap();
+        assert_eq!((parsed.args, parsed.environ), ((48, 49), (50, 51)));
+        assert_eq!(EngineImage::parse("1 (a) 3 4"), None);
     }
 
     #[test]

@@ -8,23 +8,23 @@
 //! with the program's stdio → supervise → verdict.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cgroup::{CgroupVersion, RunCgroup};
 use crate::child;
-use crate::engine::Sandbox;
+use crate::engine::{Sandbox, POINTS, SCRATCH, STAGE};
 use crate::error::Error;
 use crate::files;
+use crate::ids::{ActingAs, IdRange};
 use crate::io::{stdin_fd, Io};
 use crate::namespaces;
-use crate::netns_pool::NetnsPool;
 use crate::outcome::{verdict, Captured, Evidence, KillCause, Outcome};
 use crate::plan::{Arena, EnvPlan};
 use crate::report::{Channel, Kind, Received, Stage};
 use crate::rlimits;
+use crate::root_mount;
 use crate::rootfs::{self, inside_path, RootOptions};
 use crate::seccomp;
 use crate::spec::{EnvSpec, Spec};
@@ -45,7 +45,9 @@ pub struct Prepared {
     /// Declared after the fields above: dropped after init is gone (see `Drop`).
     cgroup: RunCgroup,
     workdir: PathBuf,
-    host_id_base: u32,
+    /// Dropped after init is reaped (see `Drop`): the range is free again only once every
+    /// process of the sandbox is gone.
+    ids: IdRange,
     cpus: u64,
     cgroup_version: CgroupVersion,
     /// Whether init still has to be killed and reaped.
@@ -62,13 +64,19 @@ impl Prepared {
         if env.uid >= namespaces::ID_RANGE || env.gid >= namespaces::ID_RANGE {
             return Err(Error::InvalidSpec("uid and gid must be below 65536".into()));
         }
-        let pooled_netns = engine.netns.as_ref().and_then(NetnsPool::take);
         let v1 = engine.cgroups.version() == CgroupVersion::V1;
+        let runtime = &engine.config.runtime_dir;
+        let root_fd = root_mount::make(
+            &env.rootfs,
+            &rootfs::mount_points(&workdir),
+            &runtime.join(POINTS),
+        )?;
         let root = rootfs::plan(
             env,
             &RootOptions {
-                stage_dir: &engine.config.runtime_dir,
-                own_netns: pooled_netns.is_none(),
+                root_fd: root_fd.as_raw_fd(),
+                stage_dir: &runtime.join(STAGE),
+                scratch_dir: &runtime.join(SCRATCH),
                 unshare_cgroupns: v1,
             },
         )?;
@@ -78,16 +86,19 @@ impl Prepared {
             Channel::pair().map_err(|e| failed(format!("socketpair: {e}")))?;
         let plan = EnvPlan {
             root,
+            root_fd: root_fd.as_raw_fd(),
             report: child_end.as_raw_fd(),
             last_cap: engine.last_cap,
             filters: engine.policy.filters(),
             program_stack: vec![0; 256 << 10],
             program: arena.plan(),
+            engine_image: engine.image,
         };
+        let ids = engine.ids.acquire()?;
         let cgroup = engine.cgroups.create().map_err(failed)?;
-        let spawned = spawn(engine, &plan, &cgroup, pooled_netns, v1);
-        // init holds its own copy now.
-        drop(child_end);
+        let spawned = spawn(&plan, &cgroup, &ids, v1);
+        // init holds its own copies now.
+        drop((child_end, root_fd));
         let (init_pid, pidfd) = spawned.map_err(failed)?;
         let mut prepared = Prepared {
             env: env.clone(),
@@ -97,7 +108,7 @@ impl Prepared {
             arena,
             cgroup,
             workdir,
-            host_id_base: engine.config.host_id_base,
+            ids,
             cpus: engine.cpus,
             cgroup_version: engine.cgroups.version(),
             init_alive: true,
@@ -188,12 +199,13 @@ impl Prepared {
             files::collect_path(c).map_err(Error::InvalidSpec)?;
         }
         self.arena
-            .write_program(spec, &rlimits::for_limits(&spec.limits))?;
+            .write_program(spec, &rlimits::for_limits(&spec.limits)?)?;
         let stdin = stdin_fd(&spec.stdin)?;
         if let Err(e) = self.cgroup.set_limits(&spec.limits) {
             return Ok(Outcome::internal_error(e.to_string()));
         }
-        let (host_uid, host_gid) = (self.host_id_base + spec.uid, self.host_id_base + spec.gid);
+        let base = self.ids.base();
+        let (host_uid, host_gid) = (base + spec.uid, base + spec.gid);
         if let Err(e) = files::copy_in(
             self.init_pid,
             &spec.files,
@@ -260,6 +272,7 @@ impl Prepared {
                 cgroup: self.cgroup.stats(),
                 cgroup_version: self.cgroup_version.number(),
                 violations: watch.violations,
+                violations_capped: watch.denials >= supervisor::MAX_REPORTED_DENIALS,
                 stdout: out.captured(),
                 stderr: err.captured(),
                 files: watch.files,
@@ -282,6 +295,7 @@ impl Prepared {
                 cgroup: Default::default(),
                 cgroup_version: self.cgroup_version.number(),
                 violations: BTreeMap::new(),
+                violations_capped: false,
                 stdout: Captured::default(),
                 stderr: Captured::default(),
                 files: BTreeMap::new(),
@@ -306,17 +320,17 @@ impl Drop for Prepared {
     }
 }
 
-/// clone3 with every namespace; the child runs `init_main` and never returns here.
+/// clone3 with every namespace, the user namespace owned by the sandbox's id range; the child
+/// runs `init_main` and never returns here.
 fn spawn(
-    engine: &Sandbox,
     plan: &EnvPlan,
     cgroup: &RunCgroup,
-    pooled_netns: Option<OwnedFd>,
+    ids: &IdRange,
     v1: bool,
 ) -> Result<(i32, OwnedFd), Error> {
     let mut pidfd: libc::c_int = -1;
     let mut args = CloneArgs {
-        flags: namespaces::clone_flags(pooled_netns.is_none(), !v1) | CLONE_PIDFD,
+        flags: namespaces::clone_flags(!v1) | CLONE_PIDFD,
         pidfd: &mut pidfd as *mut libc::c_int as u64,
         // No SIGCHLD: nobody else's waitpid(-1) may reap our init.
         exit_signal: 0,
@@ -326,33 +340,21 @@ fn spawn(
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = dir.as_raw_fd() as u64;
     }
-    let original_netns = match &pooled_netns {
-        Some(ns) => {
-            let original = File::open("/proc/thread-self/ns/net")
-                .map_err(|e| Error::Setup(format!("opening own netns: {e}")))?;
-            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| Error::Setup(format!("joining a pooled netns: {e}")))?;
-            Some(original)
-        }
-        None => None,
-    };
+    let acting = ActingAs::new(ids.base())?;
     // SAFETY: the child only runs `init_main`, which uses raw syscalls on `plan` (prepared
     // above) and ends in _exit.
     let result = unsafe { sys::clone3(&mut args) };
+    drop(acting);
     if let Ok(0) = result {
         // SAFETY: we are the child of clone3.
         unsafe { child::init_main(plan) }
-    }
-    if let Some(original) = original_netns {
-        // This thread must not stay in the sandbox's network namespace.
-        nix::sched::setns(original, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| Error::Setup(format!("returning to own netns: {e}")))?;
     }
     let pid = result.map_err(|e| Error::Setup(format!("clone3: {e}")))?;
     // SAFETY: the kernel stored a fresh pidfd for the child.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let setup = || -> Result<(), Error> {
-        namespaces::write_id_maps(pid, engine.config.host_id_base)?;
+        namespaces::write_id_maps(pid, ids.base())?;
+        protect_init(pid);
         if v1 {
             cgroup.add_process(pid)?;
         }
@@ -364,4 +366,16 @@ fn spawn(
         return Err(e);
     }
     Ok((pid, pidfd))
+}
+
+/// Makes init exempt from the OOM killer where the engine may (CAP_SYS_RESOURCE): it reports
+/// the program's end and holds the sandbox together, so a victim must be one of the program's
+/// processes. The legacy `oom_adj` file is used on purpose: unlike `oom_score_adj`, writing it
+/// does not lower the floor the program may set itself to, so the program (which raises its
+/// own score to 1000 before exec) can never make itself exempt too. Without the capability
+/// init keeps score 0 and the program's 1000 still makes it the first choice.
+fn protect_init(pid: i32) {
+    if let Err(e) = std::fs::write(format!("/proc/{pid}/oom_adj"), "-17") {
+        tracing::debug!("init of sandbox {pid} keeps its OOM score: {e}");
+    }
 }

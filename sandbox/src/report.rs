@@ -95,6 +95,7 @@ pub enum Stage {
     Exec = 8,
     Fork = 9,
     Cgroup = 10,
+    OomScore = 11,
 }
 
 impl Stage {
@@ -110,6 +111,7 @@ impl Stage {
             8 => Stage::Exec,
             9 => Stage::Fork,
             10 => Stage::Cgroup,
+            11 => Stage::OomScore,
             _ => return None,
         })
     }
@@ -126,6 +128,7 @@ impl Stage {
             Stage::Exec => "executing the program",
             Stage::Fork => "starting the program's process",
             Stage::Cgroup => "entering the run's cgroup",
+            Stage::OomScore => "making the program the OOM killer's choice",
         }
     }
 }

@@ -42,19 +42,27 @@ impl Stream {
         }
     }
 
-    /// Reads what is there; returns true when the stream went over `cap`.
+    /// Reads what is there, at most [`PUMP_BYTES`] per call so that one flooding stream
+    /// cannot keep the supervisor from its other duties; returns true when the stream went
+    /// over `cap`. Reads are counted against the cap as they come and sized to end one byte
+    /// past it, and the pipe is closed at once then: what the program wrote after the cap is
+    /// neither read nor counted (it is being killed).
     fn pump(&mut self, cap: Option<u64>) -> bool {
         let Some(fd) = &self.fd else { return false };
-        let mut buf = [0u8; 65536];
-        loop {
-            // SAFETY: reads into a live stack buffer of the given length.
-            let n = unsafe {
-                libc::read(
-                    fd.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                )
+        let mut buf = [0u8; READ_CHUNK];
+        let mut budget = PUMP_BYTES;
+        while budget > 0 {
+            let want = match cap {
+                // One byte past the cap is enough to know it was crossed.
+                Some(c) => (c + 1).saturating_sub(self.total).min(READ_CHUNK as u64) as usize,
+                None => READ_CHUNK,
             };
+            if want == 0 {
+                break;
+            }
+            // SAFETY: reads into a live stack buffer, at most its length.
+            let n =
+                unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, want) };
             if n == 0 {
                 self.fd = None;
                 break;
@@ -69,6 +77,7 @@ impl Stream {
                 }
                 break;
             }
+            budget = budget.saturating_sub(n as usize);
             let chunk = &buf[..n as usize];
             self.total += chunk.len() as u64;
             let room = cap.map_or(usize::MAX, |c| {
@@ -85,12 +94,22 @@ impl Stream {
             }
             self.data.extend_from_slice(keep);
         }
+        if self.truncated {
+            self.fd = None;
+        }
         self.truncated
     }
 }
 
+/// One read(2) at most: the pipe's default capacity.
+const READ_CHUNK: usize = 64 << 10;
+/// At most this much is read from one stream per wakeup of the supervisor.
+const PUMP_BYTES: usize = 1 << 20;
+
 /// What the supervisor saw.
 pub struct Watch {
+    /// Denied syscalls answered (reported), in all.
+    pub denials: u64,
     pub setup_error: Option<String>,
     pub killed: Option<KillCause>,
     pub started_at: Option<i64>,
@@ -118,6 +137,11 @@ pub struct Supervisor<'a> {
     pub cgroup: &'a RunCgroup,
     pub limits: Limits,
 }
+
+/// Denied syscalls the supervisor answers per run. Each costs the engine a wakeup and two
+/// ioctls; past this many, the engine's work would grow with what the program does, so the
+/// rest fail with ENOSYS unreported (the outcome says the count was capped).
+pub const MAX_REPORTED_DENIALS: u64 = 4096;
 
 /// How long the supervisor may sleep before it reads the CPU counter again, with `left_ns` of
 /// CPU time left. CPU time cannot grow faster than `cpus` per wall second, so sleeping for
@@ -208,7 +232,14 @@ impl Supervisor<'_> {
                     };
                     watch.setup_error = Some(format!("{what}: {}", errno_text(msg.b)));
                 }
-                Kind::SeccompListener => *listener = passed,
+                Kind::SeccompListener => {
+                    // Non-blocking where the kernel honours it (6.11 on); the poll is what
+                    // keeps older kernels from blocking.
+                    if let Some(l) = &passed {
+                        let _ = sys::set_nonblocking(l);
+                    }
+                    *listener = passed;
+                }
                 Kind::Exited => watch.exited = Some((msg.a, msg.b)),
                 // Setup messages belong to the handshake before Run.
                 _ => {}
@@ -223,6 +254,7 @@ impl Supervisor<'_> {
         collect: &mut dyn FnMut() -> BTreeMap<String, Result<Vec<u8>, String>>,
     ) -> (Watch, Stream, Stream) {
         let mut watch = Watch {
+            denials: 0,
             setup_error: None,
             killed: None,
             started_at: None,
@@ -275,15 +307,30 @@ impl Supervisor<'_> {
             if ready(i_err) && self.stderr.pump(self.limits.output) {
                 self.kill(&mut watch, KillCause::Output);
             }
-            if ready(i_listener) {
-                if let Some(l) = &listener {
+            if let (Some(i), Some(l)) = (i_listener, &listener) {
+                let revents = fds[i].revents;
+                // Receive only when a notification waits: before 6.11 the receive blocks on a
+                // listener whose filter is gone (it reports POLLHUP alone), O_NONBLOCK or not.
+                if revents & libc::POLLIN != 0 {
                     match sys::seccomp_notif_recv(l.as_raw_fd()) {
                         Ok(notif) => {
                             *watch.violations.entry(notif.data.nr).or_default() += 1;
                             let _ = sys::seccomp_notif_deny(l.as_raw_fd(), notif.id, libc::EPERM);
+                            watch.denials += 1;
+                            if watch.denials >= MAX_REPORTED_DENIALS {
+                                // Closing the listener makes every later denied call fail
+                                // with ENOSYS in the kernel, at no cost to the engine.
+                                listener = None;
+                            }
                         }
+                        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
+                        // ENOENT: the notifying task died before we received it.
+                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                         Err(_) => listener = None,
                     }
+                } else if revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+                    // Every task of the filter ended: no notification can come any more.
+                    listener = None;
                 }
             }
             if ready(i_stop) {

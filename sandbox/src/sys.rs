@@ -149,7 +149,9 @@ pub struct SeccompNotifResp {
 const SECCOMP_IOCTL_NOTIF_RECV: libc::c_ulong = 0xc050_2100;
 const SECCOMP_IOCTL_NOTIF_SEND: libc::c_ulong = 0xc018_2101;
 
-/// Receives one seccomp notification (the listener fd is non-blocking in our use).
+/// Receives one seccomp notification. Call it only when poll reported POLLIN: before Linux
+/// 6.11 it may block (seen on 6.1: O_NONBLOCK ignored), and never returns once the filter's
+/// tasks are gone.
 pub fn seccomp_notif_recv(fd: RawFd) -> io::Result<SeccompNotif> {
     let mut notif = SeccompNotif::default();
     // SAFETY: the kernel fills a zeroed struct of exactly the size the ioctl number encodes.
@@ -268,4 +270,103 @@ pub fn poll(fds: &mut [libc::pollfd], timeout: Option<std::time::Duration>) -> u
         )
     };
     n.max(0) as usize
+}
+
+/// The new mount API (Linux 5.2): a filesystem context, configured, made into a detached mount.
+pub mod mount_api {
+    use std::ffi::CStr;
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+    pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+    const FSOPEN_CLOEXEC: u32 = 1;
+    const FSMOUNT_CLOEXEC: u32 = 1;
+    const FSCONFIG_SET_STRING: u32 = 1;
+    const FSCONFIG_CMD_CREATE: u32 = 6;
+    pub const MOVE_MOUNT_F_EMPTY_PATH: u32 = 4;
+
+    fn fd_or_error(ret: libc::c_long) -> io::Result<OwnedFd> {
+        if ret < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            // SAFETY: the kernel returned a new fd that nothing else owns.
+            Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+        }
+    }
+
+    /// A filesystem context for `fstype`.
+    pub fn fsopen(fstype: &CStr) -> io::Result<OwnedFd> {
+        // SAFETY: a NUL-terminated name and integer flags.
+        fd_or_error(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })
+    }
+
+    /// Sets one string parameter of a context.
+    pub fn set_string(fs: &OwnedFd, key: &CStr, value: &CStr) -> io::Result<()> {
+        // SAFETY: NUL-terminated strings that outlive the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                key.as_ptr(),
+                value.as_ptr(),
+                0,
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Creates the superblock of a configured context.
+    pub fn create(fs: &OwnedFd) -> io::Result<()> {
+        // SAFETY: integer arguments and NULL pointers, as FSCONFIG_CMD_CREATE takes.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_CMD_CREATE,
+                std::ptr::null::<libc::c_char>(),
+                std::ptr::null::<libc::c_void>(),
+                0,
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A detached mount of a created context, with `attrs` (MOUNT_ATTR_*).
+    pub fn fsmount(fs: &OwnedFd, attrs: u64) -> io::Result<OwnedFd> {
+        // SAFETY: integer arguments.
+        fd_or_error(unsafe {
+            libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs)
+        })
+    }
+
+    /// Attaches the detached mount `fd` at `target`. Async-signal-safe.
+    pub fn attach(fd: RawFd, target: &CStr) -> Result<(), i32> {
+        // SAFETY: NUL-terminated paths that outlive the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                fd,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        if r < 0 {
+            Err(super::errno())
+        } else {
+            Ok(())
+        }
+    }
 }

@@ -118,6 +118,135 @@ fn denied_syscalls_fail_and_are_reported_by_name() {
 }
 
 #[test]
+fn the_policy_is_an_allow_list() {
+    let o = run(&prog_spec("allowlist", &[]));
+    assert_eq!(o.end_reason, EndReason::Normal, "{o:?}");
+    let out = stdout(&o);
+    let errno_of = |name: &str| -> i32 {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing in {out}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    // Denied and reported by name.
+    assert_eq!(errno_of("modify_ldt"), libc::EPERM, "{out}");
+    assert_eq!(errno_of("memfd_secret"), libc::EPERM, "{out}");
+    assert_eq!(errno_of("open_tree_attr"), libc::EPERM, "{out}");
+    // Unknown to the policy (a syscall newer than it, or none at all): ENOSYS, unreported,
+    // so that programs fall back.
+    assert_eq!(errno_of("unknown_999"), libc::ENOSYS, "{out}");
+    assert_eq!(errno_of("clone3"), libc::ENOSYS, "{out}");
+    assert_eq!(errno_of("getpid_allowed"), 0, "{out}");
+    let reported: Vec<&str> = o
+        .seccomp_violations
+        .iter()
+        .map(|v| v.syscall.as_str())
+        .collect();
+    for name in ["modify_ldt", "memfd_secret", "open_tree_attr"] {
+        assert!(reported.contains(&name), "{name} not in {reported:?}");
+    }
+    assert!(
+        !reported.iter().any(|r| r.contains("999") || *r == "clone3"),
+        "{reported:?}"
+    );
+    assert!(!o.seccomp_violations_capped);
+}
+
+#[test]
+fn a_storm_of_denied_calls_costs_the_engine_a_bounded_amount() {
+    // 200,000 denied calls: the first ones are answered (EPERM, counted), then the engine
+    // stops listening and the kernel answers the rest itself (ENOSYS).
+    let mut s = prog_spec("allowlist", &["200000"]);
+    s.limits.wall_time = Some(Duration::from_secs(60));
+    s.limits.cpu_time = Some(Duration::from_secs(60));
+    let before = engine_cpu_s();
+    let o = run(&s);
+    let engine_cpu = engine_cpu_s() - before;
+    assert_eq!(o.end_reason, EndReason::Normal, "{o:?}");
+    let out = stdout(&o);
+    let storm = out.lines().find(|l| l.starts_with("storm ")).unwrap();
+    let cap = sandbox::MAX_REPORTED_DENIALS;
+    // Three denials came before the storm (modify_ldt, memfd_secret, open_tree_attr).
+    let eperm = cap - 3;
+    assert_eq!(
+        storm,
+        format!("storm eperm={eperm} enosys={} other=0", 200_000 - eperm),
+        "{out}"
+    );
+    let mount = o
+        .seccomp_violations
+        .iter()
+        .find(|v| v.syscall == "mount")
+        .unwrap();
+    assert_eq!(mount.count, eperm);
+    let total: u64 = o.seccomp_violations.iter().map(|v| v.count).sum();
+    assert_eq!(total, cap);
+    assert!(o.seccomp_violations_capped);
+    // The engine's own work is bounded by the cap, not by the program's 200,000 calls.
+    eprintln!(
+        "engine CPU {engine_cpu:.3} s for a program of {:.3} s CPU",
+        o.cpu_time_s
+    );
+}
+
+/// CPU time this test process (the engine) has used, user + system.
+fn engine_cpu_s() -> f64 {
+    // SAFETY: getrusage fills a zeroed struct.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+#[test]
+fn nothing_of_the_host_shows_inside() {
+    // Device uevents go to network namespaces owned by the host's user namespace only.
+    let o = run(&prog_spec("nsowner", &[]));
+    assert_eq!(stdout(&o), "netns owned by own userns: 1\n", "{o:?}");
+    // init is a copy of the engine: its command line, environment and name are wiped.
+    let o = run(&sh(
+        "tr -d '\\0' < /proc/1/cmdline; echo; cat /proc/1/comm; cat /proc/1/environ >/dev/null 2>&1 || echo no-environ; \
+         cat /proc/self/mountinfo",
+    ));
+    let out = stdout(&o);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("init"), "{out}");
+    assert_eq!(lines.next(), Some("init"), "{out}");
+    assert_eq!(lines.next(), Some("no-environ"), "{out}");
+    // The root filesystem's host path appears nowhere: its layers are named by descriptor.
+    let host_root = rootfs();
+    let host_root = host_root.to_string_lossy();
+    assert!(!out.contains(host_root.as_ref()), "{out}");
+    assert!(
+        !out.contains("/var/") && !out.contains("sandpit-build"),
+        "{out}"
+    );
+    assert!(out.contains("lowerdir=/proc/self/fd/"), "{out}");
+}
+
+#[test]
+fn a_root_filesystem_below_a_directory_only_root_may_enter_works() {
+    use std::os::unix::fs::PermissionsExt;
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let inner = private.path().join("rootfs");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(rootfs())
+        .arg(&inner)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut s = sh("echo inside; ls /bin/busybox");
+    s.rootfs = sandbox::RootFs::Dir(inner);
+    let o = run(&s);
+    assert_eq!(o.end_reason, EndReason::Normal, "{o:?}");
+    assert_eq!(stdout(&o), "inside\n/bin/busybox\n");
+}
+
+#[test]
 fn the_x32_abi_is_killed() {
     let o = run(&prog_spec("x32", &[]));
     assert_eq!(o.signal, Some(libc::SIGSYS), "{o:?}");
@@ -180,6 +309,53 @@ fn bad_paths_are_refused_before_anything_runs() {
     let mut s = sh("true");
     s.argv.clear();
     assert!(engine().run(&s, Default::default()).is_err());
+}
+
+/// Every masked /proc path this kernel has is masked read-only: even root inside the sandbox
+/// reads nothing there and cannot write (EROFS from the mask, not EACCES from the real file).
+#[test]
+fn masked_proc_paths_are_read_only_even_for_root_inside() {
+    let files = [
+        "kcore",
+        "keys",
+        "timer_list",
+        "timer_stats",
+        "sched_debug",
+        "latency_stats",
+        "sysrq-trigger",
+    ];
+    let dirs = ["acpi", "asound", "scsi"];
+    let present = |n: &str| std::path::Path::new("/proc").join(n).exists();
+    let files: Vec<&str> = files.into_iter().filter(|n| present(n)).collect();
+    let dirs: Vec<&str> = dirs.into_iter().filter(|n| present(n)).collect();
+    println!("host has /proc files {files:?}, directories {dirs:?}");
+    let mut script = String::new();
+    for f in &files {
+        script.push_str(&format!(
+            "echo f {f} $(wc -c < /proc/{f}) $( (echo h > /proc/{f}) 2>&1 | grep -c 'Read-only');"
+        ));
+    }
+    for d in &dirs {
+        script.push_str(&format!(
+            "echo d {d} $(ls -A /proc/{d} | wc -l) $( (: > /proc/{d}/x) 2>&1 | grep -c 'Read-only');"
+        ));
+    }
+    script.push_str("echo done");
+    let mut s = sh(&script);
+    s.uid = 0;
+    s.gid = 0;
+    let o = run(&s);
+    let out = stdout(&o);
+    assert!(out.ends_with("done\n"), "{o:?}");
+    for (kind, name) in files
+        .iter()
+        .map(|f| ("f", f))
+        .chain(dirs.iter().map(|d| ("d", d)))
+    {
+        // nothing to read, and the write refused as read-only
+        let want = format!("{kind} {name} 0 1");
+        assert!(out.lines().any(|l| l == want), "{want:?} not in {out}");
+    }
 }
 
 #[test]

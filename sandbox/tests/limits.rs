@@ -120,7 +120,30 @@ fn output_limit_truncates_and_ends_the_run() {
     assert_eq!(o.stdout.len(), 1 << 20);
     assert!(o.stdout_truncated);
     assert!(o.stdout_bytes > 1 << 20);
+    assert!(
+        o.stdout_bytes <= (1 << 20) + (64 << 10),
+        "{}",
+        o.stdout_bytes
+    );
     assert!(o.wall_time_s < 5.0);
+}
+
+/// Four writers of 1 MiB blocks on both streams: the cap still holds within 64 KiB on each.
+#[test]
+fn output_limit_holds_within_64_kib_against_parallel_megabyte_writes() {
+    let mut s = sh(
+        "for i in 1 2 3 4; do dd if=/dev/zero bs=1M count=64 2>/dev/null & \
+                    dd if=/dev/zero bs=1M count=64 >&2 2>/dev/null & done; wait",
+    );
+    s.limits.output_bytes = Some(1 << 20);
+    s.limits.wall_time = Some(Duration::from_secs(20));
+    let o = run(&s);
+    assert_eq!(o.end_reason, EndReason::OutputLimit, "{}", o.stdout_bytes);
+    for (name, bytes) in [("stdout", o.stdout_bytes), ("stderr", o.stderr_bytes)] {
+        assert!(bytes <= (1 << 20) + (64 << 10), "{name}: {bytes} bytes");
+    }
+    // Whichever stream reached the cap first ended the run; the other may have less.
+    assert_eq!(o.stdout.len().max(o.stderr.len()), 1 << 20);
 }
 
 #[test]
@@ -189,14 +212,21 @@ fn a_missing_program_is_an_internal_error_with_a_message() {
 }
 
 #[test]
-fn a_rootfs_without_mount_points_is_refused_clearly() {
+fn a_bare_directory_is_a_root_filesystem_the_engine_completes() {
+    // No /proc, /dev, /tmp or work directory: the engine provides the mount points.
     let dir = tempfile::tempdir().unwrap();
-    let s = sandbox::Spec::new(
-        sandbox::RootFs::Dir(dir.path().into()),
-        vec!["/bin/true".into()],
+    let mut s = prog_spec("burn", &["1"]);
+    s.rootfs = sandbox::RootFs::Dir(dir.path().into());
+    let o = engine().run(&s, Io::default()).unwrap();
+    assert_eq!(
+        (o.end_reason, o.exit_code),
+        (EndReason::Normal, Some(0)),
+        "{o:?}"
     );
+    // A root filesystem that does not exist is the caller's error.
+    s.rootfs = sandbox::RootFs::Dir(dir.path().join("missing"));
     let e = engine().run(&s, Io::default()).unwrap_err();
-    assert!(e.to_string().contains("/proc, /dev and /tmp"), "{e}");
+    assert!(e.to_string().contains("missing"), "{e}");
 }
 
 #[test]
@@ -269,4 +299,28 @@ fn an_output_file_over_the_collect_limit_is_refused_not_truncated() {
     assert_eq!(o.files["small"].as_ref().map(Vec::len), Ok(10));
     let err = o.files["big"].as_ref().unwrap_err();
     assert!(err.contains("more than the 4096 allowed"), "{err}");
+}
+
+#[test]
+fn memory_held_outside_the_heap_is_out_of_memory_never_internal_error() {
+    // tmpfs pages, memfd, pipe buffers, socket buffers, many small processes: the OOM killer
+    // may pick anyone in the cgroup; the verdict comes from its counter, and init survives.
+    for (kind, mib, pids) in [
+        ("tmpfs", 50, 64),
+        ("memfd", 50, 64),
+        ("pipes", 60, 64),
+        ("sockets", 60, 64),
+        ("procs", 1500, 2000),
+    ] {
+        let mut s = prog_spec("memkinds", &[kind, &mib.to_string()]);
+        s.limits.memory_bytes = Some(32 << 20);
+        s.limits.disk_bytes = Some(128 << 20);
+        s.limits.pids = Some(pids);
+        s.limits.open_files = Some(4096);
+        s.limits.wall_time = Some(Duration::from_secs(20));
+        let o = run(&s);
+        assert_eq!(o.end_reason, EndReason::OutOfMemory, "{kind}: {o:?}");
+        assert!(o.oom_kills > 0, "{kind}: {o:?}");
+        assert!(!stdout(&o).contains("survived"), "{kind}: {o:?}");
+    }
 }

@@ -93,13 +93,16 @@ fn sandboxes_prepared_ahead_and_dropped_unused_leave_nothing() {
 fn a_sandbox_whose_setup_fails_is_an_error_of_the_sandbox() {
     let _serial = serial();
     let mut s = sh("true");
-    // Not a directory in the root filesystem: mounting the work directory fails inside.
-    s.workdir = "/bin/busybox".into();
+    // procfs cannot be a layer of an overlay: the sandbox cannot be made. That is the
+    // sandbox's failure (internal-error from run), not the caller's.
+    s.rootfs = sandbox::RootFs::Dir("/proc".into());
     match engine().prepare(&s.env_spec()) {
-        Err(Error::SandboxFailed(m)) => assert!(m.contains("work directory"), "{m}"),
-        Err(Error::RootFs { .. }) => {}
+        Err(Error::SandboxFailed(m)) => assert!(m.contains("root filesystem"), "{m}"),
         other => panic!("{:?}", other.map(|_| ())),
     }
+    let o = engine().run(&s, Io::default()).unwrap();
+    assert_eq!(o.end_reason, EndReason::InternalError, "{o:?}");
+    assert!(own_cgroups().is_empty(), "left: {:?}", own_cgroups());
 }
 
 trait Tap: Sized {

@@ -12,8 +12,9 @@ use sandbox::{
 };
 
 use super::{fail, EXIT_FAILURE, EXIT_SANDBOX_FAILURE, EXIT_USAGE};
+use crate::env::source::{self, RootSource};
 use crate::env::EnvLease;
-use crate::rootsource::{self, RootSource};
+use crate::runspec::{LimitOverrides, SpecBuilder};
 use crate::units::{format_duration, format_size, parse_duration, parse_size};
 
 #[derive(Debug, Args)]
@@ -125,50 +126,39 @@ impl RunArgs {
         }
     }
 
-    /// Builds the spec: the root source's defaults first, then the user's flags.
-    /// The lease keeps the environment or image in use: hold it until the run has ended.
-    fn spec(&self, data: &Path) -> Result<(Spec, Option<EnvLease>), String> {
+    /// Builds the spec: the root source's defaults first, then the user's flags. Returns the
+    /// lease that keeps the environment or image in use (hold it until the run has ended) and
+    /// the source's notes (what a bundle asks for that is not honoured).
+    fn spec(&self, data: &Path) -> Result<(Spec, Option<EnvLease>, Vec<String>), String> {
         let source = self.root_source()?;
         if let (RootSource::Env(envid), false) = (&source, data.is_dir()) {
             return Err(format!("--env {envid}: {}", super::missing_data_dir(data)));
         }
-        let resolved = rootsource::resolve(data, &source)?;
-        let lease = resolved.lease;
-        let mut spec = Spec::new(resolved.rootfs, Vec::new());
-        (resolved.defaults)(&mut spec);
-        if !self.command.is_empty() {
-            spec.argv = self.command.clone();
-        }
-        if spec.argv.is_empty() {
+        let resolved = source::resolve(data, &source)?;
+        let mut b = SpecBuilder::new(resolved.rootfs)
+            .defaults(&resolved.defaults)
+            .command(self.command.clone())
+            .limits(&LimitOverrides {
+                memory_bytes: self.memory,
+                cpu_time: self.time,
+                wall_time: self.wall_time,
+                pids: self.pids,
+                output_bytes: self.output,
+                file_size_bytes: self.file_size,
+                disk_bytes: self.disk,
+                open_files: self.open_files,
+            });
+        if b.argv().is_empty() {
             return Err("no program given (sandpit run [OPTIONS] -- PROGRAM [ARGS...])".into());
-        }
-        let limits = &mut spec.limits;
-        let overrides = [
-            (&mut limits.memory_bytes, self.memory),
-            (&mut limits.pids, self.pids),
-            (&mut limits.output_bytes, self.output),
-            (&mut limits.file_size_bytes, self.file_size),
-            (&mut limits.disk_bytes, self.disk),
-            (&mut limits.open_files, self.open_files),
-        ];
-        for (slot, value) in overrides {
-            if value.is_some() {
-                *slot = value;
-            }
-        }
-        if self.time.is_some() {
-            limits.cpu_time = self.time;
-        }
-        if self.wall_time.is_some() {
-            limits.wall_time = self.wall_time;
         }
         match &self.stdin {
             Some(path) => {
                 File::open(path).map_err(|e| format!("--stdin {}: {e}", path.display()))?;
-                spec.stdin = Stdin::File(path.clone());
+                b = b.stdin(Stdin::File(path.clone()));
             }
-            None => spec.stdin = own_stdin()?,
+            None => b = b.stdin(own_stdin()?),
         }
+        let mut files = Vec::new();
         for pair in &self.copy_in {
             let (src, dst) = pair
                 .split_once(':')
@@ -180,14 +170,15 @@ impl RunArgs {
             if !src.exists() {
                 return Err(format!("--copy-in {}: no such file", src.display()));
             }
-            spec.files.push(FileIn {
+            files.push(FileIn {
                 path: PathBuf::from(dst),
                 source: FileSource::Host(src),
                 mode: None,
             });
         }
+        b = b.files(files);
         if let Some(cwd) = &self.cwd {
-            spec.cwd = Some(cwd.clone());
+            b = b.cwd(cwd.clone());
         }
         for kv in &self.setenv {
             let Some((key, _)) = kv.split_once('=') else {
@@ -196,10 +187,9 @@ impl RunArgs {
             if key.is_empty() {
                 return Err(format!("--setenv '{kv}': empty name"));
             }
-            spec.env.retain(|e| !e.starts_with(&format!("{key}=")));
-            spec.env.push(kv.clone());
+            b = b.setenv(kv);
         }
-        Ok((spec, lease))
+        Ok((b.build(), resolved.lease, resolved.notes))
     }
 }
 
@@ -237,10 +227,13 @@ fn open_sink(path: &Option<PathBuf>, flag: &str) -> Result<Option<Box<dyn Write 
 }
 
 pub fn main(data: &Path, args: RunArgs) -> ExitCode {
-    let (spec, _lease) = match args.spec(data) {
+    let (spec, _lease, notes) = match args.spec(data) {
         Ok(v) => v,
         Err(message) => return fail(EXIT_USAGE, message),
     };
+    for note in notes {
+        eprintln!("sandpit: {note}");
+    }
     let mut io = Io::default();
     match (
         open_sink(&args.stdout, "--stdout"),

@@ -10,9 +10,12 @@ use clap::Args;
 use sandbox::{Sandbox, SandboxConfig};
 
 use super::{fail, EXIT_FAILURE, EXIT_USAGE};
-use crate::env::EnvStore;
-use crate::scheduler::Scheduler;
-use crate::server::{self, App, ServerConfig};
+use crate::app::App;
+use crate::auth;
+use crate::config::ServerConfig;
+use crate::env::{Catalog, EnvStore};
+use crate::exec::{self, workdir::WorkDirs};
+use crate::server;
 use crate::store::{SqliteStore, Store};
 use crate::units::parse_size;
 
@@ -114,7 +117,7 @@ pub fn main(data: &Path, args: ServeArgs) -> ExitCode {
 
 async fn run(cfg: ServerConfig) -> Result<(), String> {
     let data = cfg.data.clone();
-    let (master_token, created) = server::auth::master_token(&data)
+    let (master_token, created) = auth::master_token(&data)
         .map_err(|e| format!("master token in {}: {e}", data.display()))?;
     if let Some(path) = created {
         // Printed once: later starts read it from the file.
@@ -143,31 +146,34 @@ async fn run(cfg: ServerConfig) -> Result<(), String> {
         .await
         .map_err(|e| format!("listening on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let app = Arc::new(App {
-        sched: Scheduler::new(cfg.slots),
-        cfg,
+    let envs = Arc::new(Catalog::new(envs, cfg.dir_envs.clone()));
+    let exec = Arc::new(exec::Service::new(exec::Parts {
         store: store.clone(),
-        envs: Arc::new(envs),
+        envs: envs.clone(),
         engine,
-        master_token,
-        admission: tokio::sync::Mutex::new(()),
-    });
-    let recovered = server::executions::recover(&app)
+        slots: cfg.slots,
+        dirs: WorkDirs::new(cfg.executions_dir()),
+        node: cfg.node.clone(),
+    }));
+    let recovered = exec
+        .recover()
         .await
         .map_err(|e| format!("recovering executions: {e}"))?;
     if recovered > 0 {
         tracing::warn!("{recovered} execution(s) were running when the server stopped: ended as internal-error");
     }
-    let runner = app.clone();
-    app.sched
-        .spawn_dispatcher(store, app.cfg.node.clone(), move |row, permit| {
-            server::executions::run(runner.clone(), row, permit)
-        });
     // Work queued before a restart runs now.
-    app.sched.kick();
+    exec.spawn_dispatcher();
+    let app = Arc::new(App {
+        cfg,
+        store,
+        envs,
+        exec,
+        master_token,
+    });
     println!(
         "sandpit: listening on http://{addr} ({} slots, data in {})",
-        app.sched.slots(),
+        app.exec.slots(),
         data.display()
     );
     let _ = std::io::stdout().flush();

@@ -122,7 +122,8 @@ pub enum Field {
     File { filename: String, content: Bytes },
 }
 
-async fn multipart_fields(headers: &HeaderMap, body: Bytes) -> ApiResult<Vec<(String, Field)>> {
+/// The fields of a multipart body (the one multipart parser).
+pub async fn multipart_fields(headers: &HeaderMap, body: Bytes) -> ApiResult<Vec<(String, Field)>> {
     let content_type = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

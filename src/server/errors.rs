@@ -1,8 +1,10 @@
-//! Every error the API returns: `{"error_code": N, "message": "…"}` with the HTTP status that
+//! Every error the API returns, and the one mapping from the domain's [`Error`] classes: `{"error_code": N, "message": "…"}` with the HTTP status that
 //! fits. `error_code` says which error precisely; the status says its class.
 
 use hyper::StatusCode;
 
+use crate::env::EnvError;
+use crate::error::Error;
 use crate::store::StoreError;
 
 /// The error codes, documented in the OpenAPI document.
@@ -121,6 +123,36 @@ impl ApiError {
 
     pub fn body(&self) -> serde_json::Value {
         serde_json::json!({ "error_code": self.code, "message": self.message })
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        match e {
+            Error::Invalid(_) => ApiError::bad_request(message),
+            Error::BadPath(_) => ApiError::bad_path(message),
+            Error::OverKeyLimit(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, code::OVER_KEY_LIMIT, message)
+            }
+            Error::TooMany { retry_after, .. } => ApiError::too_many(message, retry_after),
+            Error::Unauthorized(_) => ApiError::unauthorized(message),
+            Error::Forbidden(_) => ApiError::forbidden(message),
+            Error::NotFound(_) => ApiError::not_found(message),
+            Error::WrongState(_) => ApiError::conflict(code::WRONG_STATE, message),
+            Error::AlreadyExists(_) => ApiError::conflict(code::ALREADY_EXISTS, message),
+            Error::OutputRefused(_) => ApiError::conflict(code::OUTPUT_REFUSED, message),
+            Error::InUse(_) => ApiError::conflict(code::IN_USE, message),
+            Error::Internal(_) => ApiError::internal(message),
+            Error::Store(e) => e.into(),
+            Error::Io(e) => e.into(),
+        }
+    }
+}
+
+impl From<EnvError> for ApiError {
+    fn from(e: EnvError) -> Self {
+        Error::from(e).into()
     }
 }
 

@@ -1,10 +1,11 @@
 //! The OpenAPI document of the whole API, served at `GET /api/v1/openapi.json`. A test keeps it
-//! true: every route in [`super::ROUTES`] is in it, and it has nothing else.
+//! true: every route in [`super::router::ROUTES`] is in it with the security it has, and it
+//! has nothing else.
 
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::Response;
 
-use super::{full, Resp};
+use super::http::{full, Resp};
 
 pub const DOCUMENT: &str = include_str!("openapi.json");
 
@@ -19,7 +20,7 @@ pub fn serve() -> Resp {
 mod tests {
     use std::collections::BTreeSet;
 
-    use super::super::ROUTES;
+    use super::super::router::{Auth, ROUTES};
     use super::DOCUMENT;
 
     #[test]
@@ -37,12 +38,49 @@ mod tests {
         }
         let served: BTreeSet<(String, String)> = ROUTES
             .iter()
-            .map(|(m, p, _)| (m.to_string(), p.to_string()))
+            .map(|r| (r.method.to_string(), r.pattern.to_string()))
             .collect();
         let missing: Vec<_> = served.difference(&documented).collect();
         let extra: Vec<_> = documented.difference(&served).collect();
         assert!(missing.is_empty(), "served but not documented: {missing:?}");
         assert!(extra.is_empty(), "documented but not served: {extra:?}");
+    }
+
+    #[test]
+    fn document_says_which_token_each_route_needs() {
+        let doc: serde_json::Value = serde_json::from_str(DOCUMENT).expect("valid JSON");
+        assert!(
+            doc["security"].as_array().is_some_and(|s| !s.is_empty()),
+            "a token is the default"
+        );
+        for r in ROUTES {
+            let op = &doc["paths"][r.pattern][r.method.as_str().to_lowercase()];
+            let shown = format!("{} {}", r.method, r.pattern);
+            let open = op["security"].as_array().is_some_and(|s| s.is_empty());
+            let responses = op["responses"].as_object().expect("responses");
+            let summary = op["summary"].as_str().unwrap_or_default();
+            match r.auth {
+                Auth::None => {
+                    assert!(open, "{shown}: documented as needing a token");
+                    assert!(!responses.contains_key("401"), "{shown}: documents a 401");
+                }
+                Auth::Key | Auth::Master(_) => {
+                    assert!(!open, "{shown}: documented as open");
+                    assert!(responses.contains_key("401"), "{shown}: no 401 documented");
+                }
+            }
+            let master_only = matches!(r.auth, Auth::Master(_));
+            assert_eq!(
+                responses.contains_key("403"),
+                master_only,
+                "{shown}: 403 documented iff master only"
+            );
+            assert_eq!(
+                summary.contains("(master token)"),
+                master_only,
+                "{shown}: summary says (master token) iff master only"
+            );
+        }
     }
 
     #[test]

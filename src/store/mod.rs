@@ -1,13 +1,22 @@
-//! The durable store: API keys and executions (and, later, projects, submissions and fleet
-//! hosts). The embedded default is SQLite in the data directory; the [`Store`] trait keeps the
-//! SQL behind one interface so that a PostgreSQL store (shared by a fleet, with
-//! `FOR UPDATE SKIP LOCKED` claims) can be added beside it without touching the callers.
+//! The durable store, one trait per aggregate: [`ApiKeys`], [`Executions`], [`Queue`] (later
+//! projects, submissions, workspaces, hosts, callbacks, files: one trait each, beside these).
+//! [`Store`] is all of them; the embedded back end is SQLite in the data directory
+//! ([`SqliteStore`]); a PostgreSQL one (a fleet's shared store, `FOR UPDATE SKIP LOCKED`
+//! claims) implements the same traits over the same migrations (`migrations/*.sql`).
 //!
-//! The store is also the work queue: an execution is `queued` in a row, and a node claims the
-//! oldest one it has room for (`claim_next`). Nothing about a run lives only in memory.
+//! Rows are typed: statuses and end reasons are enums, times are [`Micros`], the request and
+//! the result are the engine's own values (kept as their JSON in one column each). The store
+//! is also the work queue: nothing about an execution lives only in memory.
 
 use async_trait::async_trait;
 
+use crate::clock::Micros;
+use crate::exec::request::ExecutionRequest;
+use crate::exec::result::ExecutionResult;
+use crate::exec::state::{EndReason, Status, Transition};
+
+mod legacy;
+pub mod migrations;
 mod sqlite;
 
 pub use sqlite::SqliteStore;
@@ -18,89 +27,61 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("database location: {0}")]
     Location(String),
+    /// A stored value that does not read back (a bad status, unreadable JSON, a bad date).
+    #[error("stored data is damaged: {0}")]
+    Corrupt(String),
+    /// A transition handed to the wrong method (a bug, never user input).
+    #[error("store misuse: {0}")]
+    Misuse(&'static str),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// The PIFOP execution states, plus `queued` for work that waits for a slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Pending,
-    Queued,
-    Running,
-    Ended,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Queued => "queued",
-            Status::Running => "running",
-            Status::Ended => "ended",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Status> {
-        Some(match s {
-            "pending" => Status::Pending,
-            "queued" => Status::Queued,
-            "running" => Status::Running,
-            "ended" => Status::Ended,
-            _ => return None,
-        })
-    }
-}
-
 /// An API key as stored: the token itself is never stored, only its SHA-256.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ApiKeyRow {
     pub name: String,
     pub token_hash: String,
     pub max_memory: Option<i64>,
     pub max_time: Option<f64>,
     pub max_executions: Option<i64>,
-    pub created_date: String,
+    pub created_at: Micros,
 }
 
-/// One execution. `request` is the accepted request (JSON) and `result` the outcome (JSON);
-/// the big things (files, streams) live on disk under `DATA/executions/<id>/`.
-#[derive(Debug, Clone)]
+/// One execution; the big things (files, streams) live on disk under `DATA/executions/<id>/`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExecutionRow {
     pub id: String,
-    /// `master` or the API key's name.
+    /// `master` or `key:<name>`.
     pub owner: String,
     pub environment: String,
     pub status: Status,
-    pub request: String,
-    pub result: Option<String>,
-    pub end_reason: Option<String>,
+    pub request: ExecutionRequest,
+    pub end_reason: Option<EndReason>,
     pub message: Option<String>,
-    pub init_date: String,
-    pub start_date: Option<String>,
-    pub end_date: Option<String>,
-    /// When it was queued (µs since the epoch): the queue's order, oldest first.
-    pub queued_at: Option<i64>,
+    pub result: Option<ExecutionResult>,
+    pub created_at: Micros,
+    pub started_at: Option<Micros>,
+    pub ended_at: Option<Micros>,
+    /// When it was queued: the queue's order, oldest first.
+    pub queued_at: Option<Micros>,
     /// The node that claimed it (for a fleet; the single server uses its own name).
     pub node: Option<String>,
 }
 
-/// How an execution ended, as written by [`Store::finish`].
-#[derive(Debug, Clone)]
-pub struct Finish<'a> {
-    pub end_reason: &'a str,
-    pub message: Option<&'a str>,
-    pub result: Option<&'a str>,
-    pub end_date: &'a str,
+#[async_trait]
+pub trait ApiKeys: Send + Sync {
+    /// False when a key of that name exists.
+    async fn insert_api_key(&self, key: &ApiKeyRow) -> Result<bool>;
+    /// Sorted by name.
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>>;
+    async fn api_key_by_hash(&self, token_hash: &str) -> Result<Option<ApiKeyRow>>;
+    /// The deleted key, or `None` when there was none.
+    async fn delete_api_key(&self, name: &str) -> Result<Option<ApiKeyRow>>;
 }
 
 #[async_trait]
-pub trait Store: Send + Sync {
-    async fn insert_api_key(&self, key: &ApiKeyRow) -> Result<bool>;
-    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>>;
-    async fn api_key_by_hash(&self, token_hash: &str) -> Result<Option<ApiKeyRow>>;
-    async fn delete_api_key(&self, name: &str) -> Result<Option<ApiKeyRow>>;
-
+pub trait Executions: Send + Sync {
     async fn insert_execution(&self, exec: &ExecutionRow) -> Result<()>;
     async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRow>>;
     /// Newest first; `owner: None` lists everyone's. Returns the page and the total.
@@ -110,16 +91,25 @@ pub trait Store: Send + Sync {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<ExecutionRow>, i64)>;
+    /// Applies a status change if the execution is in one of `t.from()` (atomically); false
+    /// when it is not (or does not exist).
+    async fn transition(&self, id: &str, t: &Transition) -> Result<bool>;
+    /// Deletes an execution that has ended; false when there is no such ended execution.
+    async fn delete_ended_execution(&self, id: &str) -> Result<bool>;
+}
+
+#[async_trait]
+pub trait Queue: Send + Sync {
     /// Executions of `owner` that hold or wait for a slot (queued or running).
     async fn count_active(&self, owner: &str) -> Result<i64>;
-    /// pending → queued; false when it was not pending.
-    async fn enqueue(&self, id: &str, queued_at: i64) -> Result<bool>;
-    /// The oldest queued execution becomes running on `node`.
-    async fn claim_next(&self, node: &str, start_date: &str) -> Result<Option<ExecutionRow>>;
-    /// Ends an execution that is in one of the `from` states; false when it was not.
-    async fn finish(&self, id: &str, from: &[Status], how: &Finish<'_>) -> Result<bool>;
-    async fn delete_execution(&self, id: &str) -> Result<bool>;
-    /// After a crash: every execution `node` was running ends as internal-error.
-    /// Returns their ids.
-    async fn recover_running(&self, node: &str, how: &Finish<'_>) -> Result<Vec<String>>;
+    /// The oldest queued execution takes the claim `t`; `None` when nothing is queued.
+    async fn claim_next(&self, t: &Transition) -> Result<Option<ExecutionRow>>;
+    /// After a crash: every execution `node` was running takes `t` (an abandon). Returns
+    /// their ids.
+    async fn abandon_running(&self, node: &str, t: &Transition) -> Result<Vec<String>>;
 }
+
+/// Every aggregate of one back end.
+pub trait Store: ApiKeys + Executions + Queue {}
+
+impl<T: ApiKeys + Executions + Queue> Store for T {}

@@ -1,6 +1,6 @@
 //! The embedded store: one SQLite file in the data directory (WAL, so readers never wait for
-//! the writer). The SQL is kept to what PostgreSQL also speaks, so the future PostgreSQL store
-//! differs mainly in its placeholders and in how it claims work.
+//! the writer). The SQL is what PostgreSQL also speaks; a PostgreSQL store differs in its
+//! placeholders and in how it claims work.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -11,49 +11,23 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::Row;
+use sqlx::{Row, Sqlite, Transaction};
 
-use super::{ApiKeyRow, ExecutionRow, Finish, Result, Status, Store, StoreError};
+use super::migrations::{self, MIGRATIONS};
+use super::{ApiKeyRow, ApiKeys, ExecutionRow, Executions, Queue, Result, StoreError};
+use crate::clock::Micros;
+use crate::exec::state::{Change, EndReason, Ending, Status, Transition};
 
-/// Each entry moves the schema one version up; applied in order, once.
-const MIGRATIONS: &[&str] = &[
-    // 1: API keys and executions.
-    "CREATE TABLE api_keys (
-        name TEXT PRIMARY KEY,
-        token_hash TEXT NOT NULL UNIQUE,
-        max_memory BIGINT,
-        max_time DOUBLE PRECISION,
-        max_executions BIGINT,
-        created_date TEXT NOT NULL
-    );
-    CREATE TABLE executions (
-        id TEXT PRIMARY KEY,
-        owner TEXT NOT NULL,
-        environment TEXT NOT NULL,
-        status TEXT NOT NULL,
-        request TEXT NOT NULL,
-        result TEXT,
-        end_reason TEXT,
-        message TEXT,
-        init_date TEXT NOT NULL,
-        start_date TEXT,
-        end_date TEXT,
-        queued_at BIGINT,
-        node TEXT
-    );
-    CREATE INDEX executions_queue ON executions (status, queued_at);
-    CREATE INDEX executions_owner ON executions (owner, init_date);",
-];
-
-const EXEC_COLUMNS: &str = "id, owner, environment, status, request, result, end_reason, message, \
-     init_date, start_date, end_date, queued_at, node";
+const EXEC_COLUMNS: &str = "id, owner, environment, status, request, result, end_reason, \
+     message, created_at, started_at, ended_at, queued_at, node";
 
 pub struct SqliteStore {
     pool: SqlitePool,
 }
 
 impl SqliteStore {
-    /// Opens (or creates) the database file and brings its schema up to date.
+    /// Opens (or creates) the database file and brings its schema up to date (a database
+    /// written by an older sandpit is upgraded in place).
     pub async fn open(path: &Path) -> Result<SqliteStore> {
         let url = path
             .to_str()
@@ -74,25 +48,62 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// A private database in memory (one connection, kept open): for tests of the domain.
+    pub async fn in_memory() -> Result<SqliteStore> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(SqliteConnectOptions::from_str("sqlite::memory:")?)
+            .await?;
+        let store = SqliteStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Closes every connection (the database file may then be opened again).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     async fn migrate(&self) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
-            .execute(&mut *tx)
-            .await?;
-        let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
-            .fetch_one(&mut *tx)
-            .await?;
-        let version = version.unwrap_or(0) as usize;
-        for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
-            sqlx::raw_sql(migration).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
-                .bind((i + 1) as i64)
-                .execute(&mut *tx)
-                .await?;
+        if super::legacy::is_legacy(&mut tx).await? {
+            super::legacy::upgrade(&mut tx).await?;
+        } else {
+            apply_migrations(&mut tx).await?;
         }
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Applies the migrations this database has not had yet.
+pub(super) async fn apply_migrations(tx: &mut Transaction<'_, Sqlite>) -> Result<()> {
+    sqlx::query(migrations::CREATE_TABLE)
+        .execute(&mut **tx)
+        .await?;
+    let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+        .fetch_one(&mut **tx)
+        .await?;
+    for m in MIGRATIONS
+        .iter()
+        .filter(|m| m.version > version.unwrap_or(0))
+    {
+        sqlx::raw_sql(m.sql).execute(&mut **tx).await?;
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
+            .bind(m.version)
+            .bind(m.name)
+            .bind(Micros::now().0)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+fn corrupt(what: String) -> StoreError {
+    StoreError::Corrupt(what)
 }
 
 fn key_row(r: &SqliteRow) -> Result<ApiKeyRow> {
@@ -102,44 +113,85 @@ fn key_row(r: &SqliteRow) -> Result<ApiKeyRow> {
         max_memory: r.try_get("max_memory")?,
         max_time: r.try_get("max_time")?,
         max_executions: r.try_get("max_executions")?,
-        created_date: r.try_get("created_date")?,
+        created_at: Micros(r.try_get("created_at")?),
     })
 }
 
 fn exec_row(r: &SqliteRow) -> Result<ExecutionRow> {
+    let id: String = r.try_get("id")?;
     let status: String = r.try_get("status")?;
+    let request: String = r.try_get("request")?;
+    let result: Option<String> = r.try_get("result")?;
+    let end_reason: Option<String> = r.try_get("end_reason")?;
+    let micros =
+        |col: &str| -> Result<Option<Micros>> { Ok(r.try_get::<Option<i64>, _>(col)?.map(Micros)) };
     Ok(ExecutionRow {
-        id: r.try_get("id")?,
         owner: r.try_get("owner")?,
         environment: r.try_get("environment")?,
-        status: Status::parse(&status).ok_or_else(|| {
-            StoreError::Db(sqlx::Error::Decode(format!("bad status '{status}'").into()))
-        })?,
-        request: r.try_get("request")?,
-        result: r.try_get("result")?,
-        end_reason: r.try_get("end_reason")?,
+        status: Status::parse(&status)
+            .ok_or_else(|| corrupt(format!("execution {id}: status '{status}'")))?,
+        request: serde_json::from_str(&request)
+            .map_err(|e| corrupt(format!("execution {id}: request: {e}")))?,
+        result: result
+            .map(|text| serde_json::from_str(&text))
+            .transpose()
+            .map_err(|e| corrupt(format!("execution {id}: result: {e}")))?,
+        end_reason: end_reason
+            .map(|text| {
+                EndReason::parse(&text)
+                    .ok_or_else(|| corrupt(format!("execution {id}: end reason '{text}'")))
+            })
+            .transpose()?,
         message: r.try_get("message")?,
-        init_date: r.try_get("init_date")?,
-        start_date: r.try_get("start_date")?,
-        end_date: r.try_get("end_date")?,
-        queued_at: r.try_get("queued_at")?,
+        created_at: Micros(r.try_get("created_at")?),
+        started_at: micros("started_at")?,
+        ended_at: micros("ended_at")?,
+        queued_at: micros("queued_at")?,
         node: r.try_get("node")?,
+        id,
+    })
+}
+
+fn json(value: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| corrupt(format!("serialising: {e}")))
+}
+
+/// `'pending', 'queued'`: the statuses a transition starts from (our own names, never input).
+fn status_list(from: &[Status]) -> String {
+    let quoted: Vec<String> = from.iter().map(|s| format!("'{}'", s.as_str())).collect();
+    quoted.join(", ")
+}
+
+/// The columns an ending writes, bound in this order: end_reason, message, result, ended_at.
+const ENDING_SET: &str = "status = 'ended', end_reason = ?, message = ?, result = ?, ended_at = ?";
+
+struct EndingColumns {
+    reason: &'static str,
+    message: Option<String>,
+    result: Option<String>,
+}
+
+fn ending_columns(e: &Ending) -> Result<EndingColumns> {
+    Ok(EndingColumns {
+        reason: e.reason.as_str(),
+        message: e.message.clone(),
+        result: e.result.as_ref().map(json).transpose()?,
     })
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl ApiKeys for SqliteStore {
     async fn insert_api_key(&self, key: &ApiKeyRow) -> Result<bool> {
         let done = sqlx::query(
             "INSERT INTO api_keys (name, token_hash, max_memory, max_time, max_executions, \
-             created_date) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+             created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
         )
         .bind(&key.name)
         .bind(&key.token_hash)
         .bind(key.max_memory)
         .bind(key.max_time)
         .bind(key.max_executions)
-        .bind(&key.created_date)
+        .bind(key.created_at.0)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -167,7 +219,10 @@ impl Store for SqliteStore {
             .await?;
         row.as_ref().map(key_row).transpose()
     }
+}
 
+#[async_trait]
+impl Executions for SqliteStore {
     async fn insert_execution(&self, e: &ExecutionRow) -> Result<()> {
         sqlx::query(&format!(
             "INSERT INTO executions ({EXEC_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -176,14 +231,14 @@ impl Store for SqliteStore {
         .bind(&e.owner)
         .bind(&e.environment)
         .bind(e.status.as_str())
-        .bind(&e.request)
-        .bind(&e.result)
-        .bind(&e.end_reason)
+        .bind(json(&e.request)?)
+        .bind(e.result.as_ref().map(json).transpose()?)
+        .bind(e.end_reason.map(EndReason::as_str))
         .bind(&e.message)
-        .bind(&e.init_date)
-        .bind(&e.start_date)
-        .bind(&e.end_date)
-        .bind(e.queued_at)
+        .bind(e.created_at.0)
+        .bind(e.started_at.map(|t| t.0))
+        .bind(e.ended_at.map(|t| t.0))
+        .bind(e.queued_at.map(|t| t.0))
         .bind(&e.node)
         .execute(&self.pool)
         .await?;
@@ -209,7 +264,7 @@ impl Store for SqliteStore {
         // `owner IS NULL` in the bound value means "everyone's".
         let rows = sqlx::query(&format!(
             "SELECT {EXEC_COLUMNS} FROM executions WHERE (? IS NULL OR owner = ?) \
-             ORDER BY init_date DESC, id DESC LIMIT ? OFFSET ?"
+             ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
         ))
         .bind(owner)
         .bind(owner)
@@ -226,6 +281,55 @@ impl Store for SqliteStore {
         Ok((rows.iter().map(exec_row).collect::<Result<_>>()?, total))
     }
 
+    async fn transition(&self, id: &str, t: &Transition) -> Result<bool> {
+        let guard = format!("WHERE id = ? AND status IN ({})", status_list(t.from()));
+        let at = t.at().0;
+        let done = match t.change() {
+            Change::Queued => {
+                sqlx::query(&format!(
+                    "UPDATE executions SET status = 'queued', queued_at = ? {guard}"
+                ))
+                .bind(at)
+                .bind(id)
+                .execute(&self.pool)
+                .await?
+            }
+            Change::Claimed { node } => {
+                sqlx::query(&format!(
+                    "UPDATE executions SET status = 'running', started_at = ?, node = ? {guard}"
+                ))
+                .bind(at)
+                .bind(node)
+                .bind(id)
+                .execute(&self.pool)
+                .await?
+            }
+            Change::Ended(ending) => {
+                let c = ending_columns(ending)?;
+                sqlx::query(&format!("UPDATE executions SET {ENDING_SET} {guard}"))
+                    .bind(c.reason)
+                    .bind(c.message)
+                    .bind(c.result)
+                    .bind(at)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?
+            }
+        };
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_ended_execution(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM executions WHERE id = ? AND status = 'ended'")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl Queue for SqliteStore {
     async fn count_active(&self, owner: &str) -> Result<i64> {
         Ok(sqlx::query_scalar(
             "SELECT COUNT(*) FROM executions WHERE owner = ? AND status IN ('queued', 'running')",
@@ -235,67 +339,40 @@ impl Store for SqliteStore {
         .await?)
     }
 
-    async fn enqueue(&self, id: &str, queued_at: i64) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE executions SET status = 'queued', queued_at = ? \
-             WHERE id = ? AND status = 'pending'",
-        )
-        .bind(queued_at)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn claim_next(&self, node: &str, start_date: &str) -> Result<Option<ExecutionRow>> {
+    async fn claim_next(&self, t: &Transition) -> Result<Option<ExecutionRow>> {
+        let Change::Claimed { node } = t.change() else {
+            return Err(StoreError::Misuse("claim_next takes a claim"));
+        };
         // One statement, so two claimers can never take the same row (SQLite serialises
         // writers; PostgreSQL would add FOR UPDATE SKIP LOCKED to the subquery).
         let row = sqlx::query(&format!(
-            "UPDATE executions SET status = 'running', start_date = ?, node = ? \
+            "UPDATE executions SET status = 'running', started_at = ?, node = ? \
              WHERE id = (SELECT id FROM executions WHERE status = 'queued' \
-                         ORDER BY queued_at, id LIMIT 1) AND status = 'queued' \
-             RETURNING {EXEC_COLUMNS}"
+                         ORDER BY queued_at, id LIMIT 1) AND status IN ({}) \
+             RETURNING {EXEC_COLUMNS}",
+            status_list(t.from())
         ))
-        .bind(start_date)
+        .bind(t.at().0)
         .bind(node)
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(exec_row).transpose()
     }
 
-    async fn finish(&self, id: &str, from: &[Status], how: &Finish<'_>) -> Result<bool> {
-        let allowed: Vec<String> = from.iter().map(|s| format!("'{}'", s.as_str())).collect();
-        let done = sqlx::query(&format!(
-            "UPDATE executions SET status = 'ended', end_reason = ?, message = ?, result = ?, \
-             end_date = ? WHERE id = ? AND status IN ({})",
-            allowed.join(", ")
+    async fn abandon_running(&self, node: &str, t: &Transition) -> Result<Vec<String>> {
+        let Change::Ended(ending) = t.change() else {
+            return Err(StoreError::Misuse("abandon_running takes an ending"));
+        };
+        let c = ending_columns(ending)?;
+        let rows = sqlx::query(&format!(
+            "UPDATE executions SET {ENDING_SET} \
+             WHERE status IN ({}) AND (node = ? OR node IS NULL) RETURNING id",
+            status_list(t.from())
         ))
-        .bind(how.end_reason)
-        .bind(how.message)
-        .bind(how.result)
-        .bind(how.end_date)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn delete_execution(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM executions WHERE id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn recover_running(&self, node: &str, how: &Finish<'_>) -> Result<Vec<String>> {
-        let rows = sqlx::query(
-            "UPDATE executions SET status = 'ended', end_reason = ?, message = ?, end_date = ? \
-             WHERE status = 'running' AND (node = ? OR node IS NULL) RETURNING id",
-        )
-        .bind(how.end_reason)
-        .bind(how.message)
-        .bind(how.end_date)
+        .bind(c.reason)
+        .bind(c.message)
+        .bind(c.result)
+        .bind(t.at().0)
         .bind(node)
         .fetch_all(&self.pool)
         .await?;

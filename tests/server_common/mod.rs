@@ -121,6 +121,22 @@ impl Server {
     }
 
     /// Polls until the execution has ended (bounded).
+    /// Creates an execution (201 or the test fails) and returns its id.
+    pub fn create_id(&self, token: &str, body: &Value) -> String {
+        let r = self.post_json("/api/v1/executions", token, body);
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["id"].as_str().expect("id").to_string()
+    }
+
+    /// Waits until the execution is running (at most 20 s).
+    pub fn wait_running(&self, id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.get(&format!("/api/v1/executions/{id}")).json()["status"] != "running" {
+            assert!(Instant::now() < deadline, "execution {id} did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn wait_ended(&self, id: &str, token: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

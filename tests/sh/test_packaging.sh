@@ -43,13 +43,13 @@ touch "$root/var/lib/dpkg/status"
 dpkg --root="$root" --force-depends -i "$deb" >"$work/dpkg.out" 2>&1 || { cat "$work/dpkg.out"; fail "dpkg -i"; }
 dpkg --root="$root" -s sandpit | grep -qx 'Status: install ok installed' || fail "not installed"
 [ -d "$root/var/lib/sandpit" ] || fail "the postinst did not create /var/lib/sandpit"
-[ "$(stat -c %a "$root/var/lib/sandpit")" = 755 ] || fail "/var/lib/sandpit mode $(stat -c %a "$root/var/lib/sandpit")"
+[ "$(stat -c %a "$root/var/lib/sandpit")" = 700 ] || fail "/var/lib/sandpit mode $(stat -c %a "$root/var/lib/sandpit")"
 cmp "$root/usr/lib/systemd/system/sandpit.service" "$repo/packaging/sandpit.service" || fail "unit differs"
 "$root/usr/bin/sandpit" --version | grep -q "^sandpit $version" || fail "the installed binary does not run"
 dpkg --root="$root" -r sandpit >"$work/dpkg-r.out" 2>&1 || { cat "$work/dpkg-r.out"; fail "dpkg -r"; }
 [ ! -e "$root/usr/bin/sandpit" ] || fail "dpkg -r left the binary"
 [ -d "$root/var/lib/sandpit" ] || fail "dpkg -r removed the data directory"
-echo "deb: installs into a scratch root (postinst: /var/lib/sandpit 0755), runs, and is removed"
+echo "deb: installs into a scratch root (postinst: /var/lib/sandpit 0700), runs, and is removed"
 
 # --- systemd-analyze verify: the unit as the package installs it (/usr/bin/sandpit) and as
 # `make install` writes it (/usr/local/bin/sandpit). The binaries appear at those paths only
@@ -78,21 +78,24 @@ echo "unit: systemd-analyze verify passes (package and make install)"
 # --- The engine under the unit's hardening. The unit's hardening directives must be the ones
 # reproduced here (a new one: reproduce it below too).
 unit="$work/sandpit.service"
-hardening=$(grep -E '^(Protect|Private|NoNewPrivileges|Restrict|SystemCall|Capability|Lock|MemoryDeny|ReadOnly|ReadWrite|Inaccessible|Device|IPAddress|UMask|Delegate|StateDirectory)' "$unit" | sort | tr '\n' ' ')
-expected='Delegate=yes NoNewPrivileges=yes PrivateTmp=yes ProtectHome=yes ProtectSystem=strict StateDirectory=sandpit StateDirectoryMode=0755 '
+hardening=$(grep -E '^(Protect|Private|NoNewPrivileges|Restrict|SystemCall|Capability|Lock|MemoryDeny|ReadOnly|ReadWrite|Inaccessible|Device|IPAddress|UMask|Delegate|StateDirectory|RuntimeDirectory)' "$unit" | sort | tr '\n' ' ')
+expected='Delegate=yes NoNewPrivileges=yes PrivateTmp=yes ProtectHome=yes ProtectSystem=strict RuntimeDirectory=sandpit RuntimeDirectoryMode=0755 StateDirectory=sandpit StateDirectoryMode=0700 '
 [ "$hardening" = "$expected" ] || fail "the unit's hardening is now: $hardening (reproduce it in this test)"
 made_mountpoint=""
 if [ ! -e /var/lib/sandpit ]; then mkdir /var/lib/sandpit; made_mountpoint=1; fi
 trap 'rm -rf "$work"; [ -z "$made_mountpoint" ] || rmdir /var/lib/sandpit 2>/dev/null || true' EXIT
-mkdir -m 0755 "$work/state"
+mkdir -p /run/sandpit   # the engine's own runtime directory: any run creates it
+mkdir -m 0700 "$work/state"
 export repo
 unshare --mount --net --propagation private bash -euo pipefail -c '
   ip link set lo up
   mount -t overlay overlay -o lowerdir="$work/bin":/usr/bin /usr/bin
   # What `make install` does before the service starts: the environment imported.
   /usr/bin/sandpit --data "$work/state" env import "$repo/build/oci/busybox" --envid busybox >/dev/null
-  # StateDirectory=sandpit (0755, writable).
+  # StateDirectory=sandpit (0700, writable).
   mount --bind "$work/state" /var/lib/sandpit
+  # RuntimeDirectory=sandpit (0755, fresh and writable).
+  mount -t tmpfs -o mode=0755 tmpfs /run/sandpit
   # PrivateTmp=yes.
   mount -t tmpfs -o mode=1777 tmpfs /tmp
   mount -t tmpfs -o mode=1777 tmpfs /var/tmp
@@ -119,10 +122,10 @@ unshare --mount --net --propagation private bash -euo pipefail -c '
   done
   token=$(cat /var/lib/sandpit/master_token)
   res=$(curl --fail-with-body -s -H "Authorization: Bearer $token" -H "Content-Type: application/json" \
-    -d "{\"environment\":\"busybox\",\"command\":[\"sh\",\"-c\",\"echo served\"],\"wait\":true}" \
+    -d "{\"environment\":\"busybox\",\"command\":[\"sh\",\"-c\",\"cat in.txt\"],\"files\":{\"in.txt\":\"served\"},\"wait\":true}" \
     http://127.0.0.1:8080/api/v1/executions)
   kill -TERM $server; wait $server || true
   echo "$res" | grep -q "\"end_reason\":\"normal\"" && echo "$res" | grep -q "served" ||
     { echo "execution under the hardening: $res"; cat /tmp/serve.log; exit 1; }
 ' || fail "the engine under the unit's hardening"
-echo "unit: the engine runs and serves under ProtectSystem=strict, ProtectHome, PrivateTmp, NoNewPrivileges"
+echo "unit: the engine runs and serves under ProtectSystem=strict (+ StateDirectory, RuntimeDirectory), ProtectHome, PrivateTmp, NoNewPrivileges"

@@ -33,13 +33,20 @@ pub fn prog(name: &str) -> PathBuf {
         std::fs::create_dir_all(&dir).unwrap();
         dir
     });
+    // One compiler at a time: tests on two threads may want the same program.
+    static COMPILING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = COMPILING.lock().unwrap_or_else(|e| e.into_inner());
     let out = dir.join(name);
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/progs/{name}.c"));
     let fresh = out.exists()
         && out.metadata().unwrap().modified().unwrap()
             >= src.metadata().unwrap().modified().unwrap();
     if !fresh {
-        let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+        let tmp = dir.join(format!(
+            "{name}.{}.{:?}.tmp",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let status = Command::new("cc")
             .args(["-static", "-O2", "-o"])
             .arg(&tmp)
@@ -133,7 +140,7 @@ pub fn processes_of_uid_range() -> usize {
             .lines()
             .find_map(|l| l.strip_prefix("PPid:"))
             .is_some_and(|p| p.trim() == std::process::id().to_string());
-        if (1_000_000..1_065_536).contains(&uid) && ppid_is_me {
+        if (1_000_000..1_000_000 + 1024 * 65_536).contains(&uid) && ppid_is_me {
             n += 1;
         }
     }

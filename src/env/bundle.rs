@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec as RuntimeSpec};
-use sandbox::Spec;
+use sandbox::Limits;
+
+use crate::runspec::{Defaults, EnvVars};
 
 /// Mount destinations a default `crun spec` / `runc spec` config has; sandpit provides its
 /// own equivalents, so these are not reported.
@@ -36,27 +38,27 @@ pub struct Bundle {
 }
 
 impl Bundle {
-    /// Applies the bundle's process and limits to a spec (before the user's own flags).
-    pub fn apply(&self, spec: &mut Spec) {
-        if !self.argv.is_empty() {
-            spec.argv = self.argv.clone();
-        }
-        if let Some(env) = &self.env {
-            spec.env = env.clone();
-        }
-        if self.cwd.is_some() {
-            spec.cwd = self.cwd.clone();
-        }
-        spec.uid = self.uid;
-        spec.gid = self.gid;
-        if let Some(h) = &self.hostname {
-            spec.hostname = h.clone();
-        }
-        if self.memory_bytes.is_some() {
-            spec.limits.memory_bytes = self.memory_bytes;
-        }
-        if self.pids.is_some() {
-            spec.limits.pids = self.pids;
+    /// What the bundle contributes to a run (before the user's own flags): its process, its
+    /// hostname, and its memory and pids limits over the core's defaults.
+    pub fn defaults(&self) -> Defaults {
+        let limits = (self.memory_bytes.is_some() || self.pids.is_some()).then(|| {
+            let d = Limits::default();
+            Limits {
+                memory_bytes: self.memory_bytes.or(d.memory_bytes),
+                pids: self.pids.or(d.pids),
+                ..d
+            }
+        });
+        Defaults {
+            argv: self.argv.clone(),
+            env: match &self.env {
+                Some(env) => EnvVars::Replace(env.clone()),
+                None => EnvVars::default(),
+            },
+            cwd: self.cwd.clone(),
+            user: Some((self.uid, self.gid)),
+            hostname: self.hostname.clone(),
+            limits,
         }
     }
 }

@@ -14,9 +14,18 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod bundle;
+mod catalog;
+mod defaults;
+pub mod source;
+
+pub use catalog::{Catalog, EnvEntry, Resolved};
+pub use defaults::{resolve_user, EnvDefaults};
+
 use crate::image::lock::{FileLock, LockKind};
 use crate::image::store::write_atomic;
 use crate::image::{ImageError, ImageLease, ImageRecord, ImageStore, ImportLimits};
+use crate::runspec::Defaults;
 
 /// Errors of the environment store.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +50,9 @@ pub enum EnvError {
     },
     #[error("environment '{envid}' is damaged: {reason}")]
     Corrupt { envid: String, reason: String },
+    /// A root filesystem directory given to the server at start: it can't be removed.
+    #[error("environment '{0}' was given to the server at start and can't be deleted")]
+    Fixed(String),
 }
 
 impl EnvError {
@@ -73,20 +85,6 @@ pub struct NewEnvironment {
     pub description: Option<String>,
 }
 
-/// Defaults a run of the environment starts from; the caller's own settings come after.
-#[derive(Serialize, Deserialize, Clone, Debug, Default)]
-pub struct EnvDefaults {
-    /// `KEY=VALUE`, from the image config's Env.
-    pub env: Vec<String>,
-    /// From the image config's WorkingDir.
-    pub cwd: Option<String>,
-    /// From the image config's User (`uid[:gid]` or names from the image's /etc/passwd).
-    pub user: Option<String>,
-    /// Entrypoint + Cmd: run when the caller gives no command.
-    pub cmd: Vec<String>,
-    pub limits: Option<sandbox::Limits>,
-}
-
 /// An environment as stored and as the API shows it.
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct Environment {
@@ -99,18 +97,6 @@ pub struct Environment {
     /// Layer digests (diff_ids), lowest first.
     pub layers: Vec<String>,
     pub defaults: EnvDefaults,
-}
-
-/// Checks an envid: `[a-z0-9][a-z0-9._-]{0,63}`. It is a file name in the store, so this is
-/// a security check, not cosmetics.
-pub fn valid_envid(id: &str) -> bool {
-    let b = id.as_bytes();
-    !b.is_empty()
-        && b.len() <= 64
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter().all(|&c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
-        })
 }
 
 /// The environments of a data directory.
@@ -159,7 +145,7 @@ impl EnvStore {
     }
 
     fn check_id(envid: &str) -> Result<(), EnvError> {
-        if valid_envid(envid) {
+        if crate::ids::valid_envid(envid) {
             Ok(())
         } else {
             Err(EnvError::InvalidId(envid.to_string()))
@@ -175,7 +161,7 @@ impl EnvStore {
             let entry = entry.map_err(io_err(self.dir.display().to_string()))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if let Some(id) = name.strip_suffix(".json") {
-                if valid_envid(id) {
+                if crate::ids::valid_envid(id) {
                     ids.push(id.to_string());
                 }
             }
@@ -225,7 +211,7 @@ impl EnvStore {
             description: meta.description.unwrap_or_default(),
             image_digest: record.digest.clone(),
             layers: record.layers.clone(),
-            defaults: defaults_of(&record),
+            defaults: EnvDefaults::of(&record),
             envid,
         };
         let text = serde_json::to_vec_pretty(&env).map_err(|e| EnvError::Corrupt {
@@ -318,17 +304,6 @@ impl EnvStore {
     }
 }
 
-/// The defaults an image record implies.
-pub fn defaults_of(record: &ImageRecord) -> EnvDefaults {
-    EnvDefaults {
-        env: record.env.clone(),
-        cwd: record.cwd.clone(),
-        user: record.user.clone(),
-        cmd: record.cmd.clone(),
-        limits: None,
-    }
-}
-
 impl EnvLease {
     /// Builds a lease for an image that is not an environment (`sandpit run --image`).
     pub fn for_image(
@@ -348,7 +323,7 @@ impl EnvLease {
                 description: String::new(),
                 image_digest: record.digest.clone(),
                 layers: record.layers.clone(),
-                defaults: defaults_of(record),
+                defaults: EnvDefaults::of(record),
             },
             layer_dirs,
             _image: image,
@@ -365,183 +340,8 @@ impl EnvLease {
         &self.env
     }
 
-    /// Applies the environment's defaults to a spec (call before the caller's own settings).
-    pub fn apply_defaults(&self, spec: &mut sandbox::Spec) {
-        apply_defaults(&self.env.defaults, &self.layer_dirs, spec);
-    }
-}
-
-/// Applies defaults: env vars replace same-named ones, the command only fills an empty argv.
-pub fn apply_defaults(d: &EnvDefaults, layer_dirs: &[PathBuf], spec: &mut sandbox::Spec) {
-    for kv in &d.env {
-        let key = kv.split_once('=').map(|(k, _)| k).unwrap_or(kv);
-        spec.env
-            .retain(|e| e.split_once('=').map(|(k, _)| k).unwrap_or(e) != key);
-        spec.env.push(kv.clone());
-    }
-    if let Some(cwd) = d.cwd.as_deref().filter(|c| !c.is_empty()) {
-        spec.cwd = Some(PathBuf::from(cwd));
-    }
-    if let Some(user) = d.user.as_deref().filter(|u| !u.is_empty()) {
-        match resolve_user(user, layer_dirs) {
-            Some((uid, gid)) => {
-                spec.uid = uid;
-                spec.gid = gid;
-            }
-            None => tracing::warn!(
-                "image user '{user}' not found in the image; running as the default user"
-            ),
-        }
-    }
-    if spec.argv.is_empty() {
-        spec.argv = d.cmd.clone();
-    }
-    if let Some(limits) = &d.limits {
-        spec.limits = limits.clone();
-    }
-}
-
-/// Resolves `user[:group]` (numbers, or names from the image's /etc/passwd and /etc/group).
-pub fn resolve_user(user: &str, layer_dirs: &[PathBuf]) -> Option<(u32, u32)> {
-    let (u, g) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
-    let passwd = read_image_file(layer_dirs, "etc/passwd").unwrap_or_default();
-    let (uid, primary_gid) = match u.parse::<u32>() {
-        Ok(uid) => {
-            let gid = lookup(&passwd, |f| f.get(2) == Some(&u))
-                .and_then(|f| f.get(3).and_then(|g| g.parse().ok()));
-            (uid, gid.unwrap_or(uid))
-        }
-        Err(_) => {
-            let f = lookup(&passwd, |f| f.first() == Some(&u))?;
-            (f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)
-        }
-    };
-    let gid = match g {
-        None => primary_gid,
-        Some(g) => match g.parse::<u32>() {
-            Ok(gid) => gid,
-            Err(_) => {
-                let group = read_image_file(layer_dirs, "etc/group").unwrap_or_default();
-                lookup(&group, |f| f.first() == Some(&g))?
-                    .get(2)?
-                    .parse()
-                    .ok()?
-            }
-        },
-    };
-    Some((uid, gid))
-}
-
-fn lookup<'a>(text: &'a str, pred: impl Fn(&Vec<&'a str>) -> bool) -> Option<Vec<&'a str>> {
-    text.lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| pred(f))
-}
-
-/// Reads a file of the merged image: the topmost layer that has it decides (a whiteout or a
-/// non-file there means "absent").
-fn read_image_file(layer_dirs: &[PathBuf], rel: &str) -> Option<String> {
-    for dir in layer_dirs.iter().rev() {
-        let p = dir.join(rel);
-        // Never through a symlink: an image's `etc -> /` would otherwise lead to the host's.
-        let parent_ok = Path::new(rel)
-            .ancestors()
-            .skip(1)
-            .filter(|a| !a.as_os_str().is_empty())
-            .all(|a| match fs::symlink_metadata(dir.join(a)) {
-                Ok(m) => m.is_dir(),
-                Err(_) => true,
-            });
-        if !parent_ok {
-            return None;
-        }
-        match fs::symlink_metadata(&p) {
-            Ok(m) if m.is_file() => return fs::read_to_string(&p).ok(),
-            Ok(_) => return None,
-            Err(_) => continue,
-        }
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn user_lookup_never_follows_symlinks() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let layer = dir.path().join("l");
-        fs::create_dir_all(&layer).expect("mkdir");
-        std::os::unix::fs::symlink("/", layer.join("etc")).expect("symlink");
-        assert_eq!(resolve_user("root", std::slice::from_ref(&layer)), None);
-        fs::remove_file(layer.join("etc")).expect("rm");
-        fs::create_dir_all(layer.join("etc")).expect("mkdir");
-        fs::write(layer.join("etc/passwd"), "app:x:4242:4343::/:/bin/sh\n").expect("write");
-        fs::write(layer.join("etc/group"), "grp:x:77:\n").expect("write");
-        assert_eq!(
-            resolve_user("app", std::slice::from_ref(&layer)),
-            Some((4242, 4343))
-        );
-        assert_eq!(
-            resolve_user("app:grp", std::slice::from_ref(&layer)),
-            Some((4242, 77))
-        );
-        assert_eq!(resolve_user("5:6", &[]), Some((5, 6)));
-        assert_eq!(resolve_user("nobody-here", &[layer]), None);
-    }
-
-    #[test]
-    fn envids() {
-        for ok in [
-            "python3",
-            "c",
-            "busybox",
-            "a.b_c-d",
-            "0abc",
-            &"a".repeat(64),
-        ] {
-            assert!(valid_envid(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "-a",
-            ".a",
-            "..",
-            "A",
-            "a/b",
-            "a b",
-            &"a".repeat(65),
-            "ä",
-        ] {
-            assert!(!valid_envid(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn defaults_apply_before_user_flags() {
-        let d = EnvDefaults {
-            env: vec!["PATH=/opt/bin".into(), "FOO=1".into()],
-            cwd: Some("/app".into()),
-            user: Some("1234:99".into()),
-            cmd: vec!["/bin/true".into()],
-            limits: None,
-        };
-        let mut spec = sandbox::Spec::new(sandbox::RootFs::Dir("/".into()), vec![]);
-        apply_defaults(&d, &[], &mut spec);
-        assert!(spec.env.contains(&"PATH=/opt/bin".to_string()));
-        assert_eq!(
-            spec.env.iter().filter(|e| e.starts_with("PATH=")).count(),
-            1
-        );
-        assert_eq!(spec.cwd, Some(PathBuf::from("/app")));
-        assert_eq!((spec.uid, spec.gid), (1234, 99));
-        assert_eq!(spec.argv, vec!["/bin/true".to_string()]);
-        let mut spec = sandbox::Spec::new(sandbox::RootFs::Dir("/".into()), vec!["x".into()]);
-        apply_defaults(&d, &[], &mut spec);
-        assert_eq!(spec.argv, vec!["x".to_string()]);
+    /// What the environment contributes to a run (its image's Env, WorkingDir, User, Cmd).
+    pub fn defaults(&self) -> Defaults {
+        self.env.defaults.resolve(&self.layer_dirs)
     }
 }

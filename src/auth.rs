@@ -1,0 +1,168 @@
+//! Who is asking, and the API keys: the master token or an API key (of which only a SHA-256
+//! is stored). Where the token comes from (a header, the query) is the HTTP layer's business.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::clock::Micros;
+use crate::error::{Error, Result};
+use crate::ids::valid_key_name;
+use crate::store::{ApiKeyRow, ApiKeys};
+
+pub enum Principal {
+    Master,
+    Key(ApiKeyRow),
+}
+
+/// What a principal may use at most (the master token: no maximum).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Quota {
+    pub max_memory: Option<u64>,
+    /// Seconds, for CPU and wall time alike.
+    pub max_time: Option<f64>,
+    /// Executions queued or running at once.
+    pub max_executions: Option<i64>,
+}
+
+impl Principal {
+    /// The owner recorded on executions: `master` or `key:<name>` (a key can't be `master`).
+    pub fn owner(&self) -> String {
+        match self {
+            Principal::Master => "master".into(),
+            Principal::Key(k) => format!("key:{}", k.name),
+        }
+    }
+
+    pub fn is_master(&self) -> bool {
+        matches!(self, Principal::Master)
+    }
+
+    /// May this principal see an execution owned by `owner`?
+    pub fn may_see(&self, owner: &str) -> bool {
+        match self {
+            Principal::Master => true,
+            Principal::Key(_) => self.owner() == owner,
+        }
+    }
+
+    pub fn quota(&self) -> Quota {
+        match self {
+            Principal::Master => Quota::default(),
+            Principal::Key(k) => Quota {
+                max_memory: k.max_memory.and_then(|m| u64::try_from(m).ok()),
+                max_time: k.max_time,
+                max_executions: k.max_executions,
+            },
+        }
+    }
+}
+
+pub fn hash_token(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fresh secret: 244 random bits from two v4 UUIDs.
+pub fn new_token(prefix: &str) -> String {
+    format!(
+        "{prefix}{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Compares without an early exit, so the time taken says nothing about the master token.
+fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The principal a token stands for; `Unauthorized` without a token or with an unknown one.
+pub async fn authenticate(
+    keys: &dyn ApiKeys,
+    master_token: &str,
+    token: Option<&str>,
+) -> Result<Principal> {
+    let token = token.ok_or_else(|| {
+        Error::Unauthorized(
+            "no token: send 'Authorization: Bearer TOKEN' or '?access_token=TOKEN'".into(),
+        )
+    })?;
+    if same_secret(token, master_token) {
+        return Ok(Principal::Master);
+    }
+    match keys.api_key_by_hash(&hash_token(token)).await? {
+        Some(key) => Ok(Principal::Key(key)),
+        None => Err(Error::Unauthorized("the token is not valid".into())),
+    }
+}
+
+/// A new API key as asked for (limits already checked by the parser).
+pub struct NewApiKey {
+    pub name: String,
+    pub max_memory: Option<i64>,
+    pub max_time: Option<f64>,
+    pub max_executions: Option<i64>,
+}
+
+/// Creates an API key; returns it and its secret, which is never stored and never shown again.
+pub async fn create_key(keys: &dyn ApiKeys, new: NewApiKey) -> Result<(ApiKeyRow, String)> {
+    if !valid_key_name(&new.name) {
+        return Err(Error::Invalid(
+            "'name' must be 1-64 letters, digits, '-', '_' or '.' (and not 'master')".into(),
+        ));
+    }
+    let token = new_token("apikey_");
+    let row = ApiKeyRow {
+        name: new.name,
+        token_hash: hash_token(&token),
+        max_memory: new.max_memory,
+        max_time: new.max_time,
+        max_executions: new.max_executions,
+        created_at: Micros::now(),
+    };
+    if !keys.insert_api_key(&row).await? {
+        return Err(Error::AlreadyExists(format!(
+            "an API key named '{}' already exists",
+            row.name
+        )));
+    }
+    Ok((row, token))
+}
+
+pub async fn delete_key(keys: &dyn ApiKeys, name: &str) -> Result<ApiKeyRow> {
+    keys.delete_api_key(name)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no API key named '{name}'")))
+}
+
+/// The master token: `SANDPIT_MASTER_TOKEN` when set, else the one in `DATA/master_token`,
+/// created (mode 0600) on first start. Returns the token and, when it was just created, the
+/// file it was saved in (so the caller prints it once).
+pub fn master_token(data: &Path) -> std::io::Result<(String, Option<PathBuf>)> {
+    if let Ok(token) = std::env::var("SANDPIT_MASTER_TOKEN") {
+        if !token.trim().is_empty() {
+            return Ok((token.trim().to_string(), None));
+        }
+    }
+    let path = data.join("master_token");
+    match std::fs::read_to_string(&path) {
+        Ok(token) if !token.trim().is_empty() => return Ok((token.trim().to_string(), None)),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let token = new_token("master_");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    file.write_all(token.as_bytes())?;
+    file.sync_all()?;
+    Ok((token, Some(path)))
+}

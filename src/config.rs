@@ -1,0 +1,33 @@
+//! How the server was started: one value, built by `sandpit serve` from its flags and handed
+//! down to the parts that need it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// The data directory (absolute).
+    pub data: PathBuf,
+    pub slots: usize,
+    /// Largest request body (JSON, form, multipart, input upload).
+    pub max_body: u64,
+    /// Largest environment upload (an OCI archive).
+    pub max_upload: u64,
+    /// Environments served from a plain root filesystem directory (envid → dir).
+    pub dir_envs: Vec<(String, PathBuf)>,
+    /// This node's name in the store (the single server: "local").
+    pub node: String,
+}
+
+impl ServerConfig {
+    /// Where executions keep their files: `DATA/executions/<id>/`.
+    pub fn executions_dir(&self) -> PathBuf {
+        self.data.join("executions")
+    }
+
+    /// Scratch space for uploads; emptied at start.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.data.join("tmp")
+    }
+}

@@ -1,0 +1,255 @@
+//! The only code that changes an execution's status. Each method makes one [`Transition`] of
+//! the state machine (`state.rs`) and has the store apply it atomically; every end is then
+//! announced once, on [`Events`], with how it ended.
+
+use std::sync::Arc;
+
+use crate::clock::Micros;
+use crate::exec::events::{Ended, Events};
+use crate::exec::state::{Ending, Status, Step, Transition};
+use crate::store::{ExecutionRow, Result, Store};
+
+#[derive(Clone)]
+pub struct Lifecycle {
+    store: Arc<dyn Store>,
+    events: Events,
+}
+
+impl Lifecycle {
+    pub fn new(store: Arc<dyn Store>, events: Events) -> Lifecycle {
+        Lifecycle { store, events }
+    }
+
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// Records a new execution: `pending`, or `queued` at once when it is to start.
+    pub async fn create(&self, mut row: ExecutionRow, start: bool) -> Result<ExecutionRow> {
+        let now = Micros::now();
+        row.status = if start {
+            Status::Queued
+        } else {
+            Status::Pending
+        };
+        row.created_at = now;
+        row.queued_at = start.then_some(now);
+        self.store.insert_execution(&row).await?;
+        Ok(row)
+    }
+
+    /// pending → queued; false when it was not pending.
+    pub async fn enqueue(&self, id: &str) -> Result<bool> {
+        self.store
+            .transition(id, &Transition::enqueue(Micros::now()))
+            .await
+    }
+
+    /// The oldest queued execution → running on `node`.
+    pub async fn claim_next(&self, node: &str) -> Result<Option<ExecutionRow>> {
+        self.store
+            .claim_next(&Transition::claim(node, Micros::now()))
+            .await
+    }
+
+    /// pending or queued → ended (`stopped`); false when it had already started or ended.
+    pub async fn cancel(&self, id: &str) -> Result<bool> {
+        self.end(id, Step::Cancel, Ending::stopped_before_start())
+            .await
+    }
+
+    /// running → ended, as the run ended; false when it was not running.
+    pub async fn finish(&self, id: &str, ending: Ending) -> Result<bool> {
+        self.end(id, Step::Finish, ending).await
+    }
+
+    /// After a crash: what `node` was running → ended (`internal-error`). Returns their ids.
+    pub async fn abandon_running(&self, node: &str) -> Result<Vec<String>> {
+        let ending = Ending::internal(
+            "the server stopped while this execution was running; it was not finished",
+        );
+        let t = Transition::end(Step::Abandon, ending.clone(), Micros::now());
+        let ids = self.store.abandon_running(node, &t).await?;
+        let ending = Arc::new(ending);
+        for id in &ids {
+            self.events.emit(Ended {
+                id: id.clone(),
+                ending: ending.clone(),
+            });
+        }
+        Ok(ids)
+    }
+
+    /// Removes an ended execution's row; false when there is no such ended execution.
+    pub async fn delete(&self, id: &str) -> Result<bool> {
+        self.store.delete_ended_execution(id).await
+    }
+
+    async fn end(&self, id: &str, step: Step, ending: Ending) -> Result<bool> {
+        let t = Transition::end(step, ending.clone(), Micros::now());
+        let done = self.store.transition(id, &t).await?;
+        if done {
+            self.events.emit(Ended {
+                id: id.to_string(),
+                ending: Arc::new(ending),
+            });
+        }
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::request::{ExecutionRequest, Limits};
+    use crate::exec::state::EndReason;
+    use crate::store::{Executions, SqliteStore};
+
+    fn row(id: &str) -> ExecutionRow {
+        ExecutionRow {
+            id: id.into(),
+            owner: "master".into(),
+            environment: "busybox".into(),
+            status: Status::Pending,
+            request: ExecutionRequest {
+                command: vec!["true".into()],
+                limits: Limits {
+                    memory_bytes: 1 << 20,
+                    cpu_time_s: 1.0,
+                    wall_time_s: 1.0,
+                    pids: 1,
+                    output_bytes: 1,
+                },
+                outputs: vec![],
+            },
+            end_reason: None,
+            message: None,
+            result: None,
+            created_at: Micros(0),
+            started_at: None,
+            ended_at: None,
+            queued_at: None,
+            node: None,
+        }
+    }
+
+    /// A lifecycle on a fresh in-memory store, with one execution brought to `status` by the
+    /// lifecycle itself.
+    async fn with_one(status: Status) -> (Lifecycle, Arc<SqliteStore>) {
+        let store = Arc::new(SqliteStore::in_memory().await.expect("store"));
+        let life = Lifecycle::new(store.clone(), Events::new());
+        life.create(row("e"), false).await.expect("create");
+        match status {
+            Status::Pending => {}
+            Status::Queued => assert!(life.enqueue("e").await.expect("enqueue")),
+            Status::Running => {
+                assert!(life.enqueue("e").await.expect("enqueue"));
+                assert!(life.claim_next("n1").await.expect("claim").is_some());
+            }
+            Status::Ended => assert!(life.cancel("e").await.expect("cancel")),
+        }
+        (life, store)
+    }
+
+    async fn status_of(store: &SqliteStore) -> Status {
+        store
+            .get_execution("e")
+            .await
+            .expect("get")
+            .expect("row")
+            .status
+    }
+
+    /// Applies `step` to the execution through the lifecycle; true when it applied.
+    async fn apply(life: &Lifecycle, step: Step) -> bool {
+        match step {
+            Step::Enqueue => life.enqueue("e").await.expect("enqueue"),
+            Step::Claim => life.claim_next("n1").await.expect("claim").is_some(),
+            Step::Cancel => life.cancel("e").await.expect("cancel"),
+            Step::Finish => life
+                .finish("e", Ending::internal("done"))
+                .await
+                .expect("finish"),
+            Step::Abandon => !life
+                .abandon_running("n1")
+                .await
+                .expect("abandon")
+                .is_empty(),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_transition_allowed_and_refused() {
+        for from in Status::ALL {
+            for step in Step::ALL {
+                let (life, store) = with_one(from).await;
+                let mut ended = life.events().subscribe();
+                let applied = apply(&life, step).await;
+                let want = step.next(from);
+                assert_eq!(applied, want.is_some(), "{step:?} from {from}");
+                assert_eq!(
+                    status_of(&store).await,
+                    want.unwrap_or(from),
+                    "{step:?} from {from}"
+                );
+                // An end is announced exactly when one happened.
+                let announced = ended.try_recv().is_ok();
+                assert_eq!(
+                    announced,
+                    want == Some(Status::Ended),
+                    "{step:?} from {from}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn times_and_endings_are_recorded() {
+        let (life, store) = with_one(Status::Running).await;
+        let r = store.get_execution("e").await.unwrap().unwrap();
+        assert!(r.queued_at.is_some() && r.started_at.is_some());
+        assert_eq!(r.node.as_deref(), Some("n1"));
+        let mut ended = life.events().subscribe();
+        assert!(life.finish("e", Ending::internal("boom")).await.unwrap());
+        let event = ended.try_recv().expect("announced");
+        assert_eq!(event.id, "e");
+        assert_eq!(event.ending.reason, EndReason::InternalError);
+        let r = store.get_execution("e").await.unwrap().unwrap();
+        assert_eq!(r.end_reason, Some(EndReason::InternalError));
+        assert_eq!(r.message.as_deref(), Some("boom"));
+        assert!(r.ended_at >= r.started_at);
+        // Created started: queued at once, in queue order.
+        let started = life.create(row("s"), true).await.unwrap();
+        assert_eq!(started.status, Status::Queued);
+        assert!(started.queued_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn only_ended_executions_are_deleted() {
+        for from in Status::ALL {
+            let (life, store) = with_one(from).await;
+            let deleted = life.delete("e").await.unwrap();
+            assert_eq!(deleted, from == Status::Ended, "{from}");
+            assert_eq!(store.get_execution("e").await.unwrap().is_none(), deleted);
+        }
+    }
+
+    #[tokio::test]
+    async fn abandon_ends_only_what_the_node_ran() {
+        let store = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let life = Lifecycle::new(store.clone(), Events::new());
+        for id in ["a", "b", "c"] {
+            life.create(row(id), true).await.unwrap();
+        }
+        life.claim_next("n1").await.unwrap();
+        life.claim_next("n2").await.unwrap();
+        assert_eq!(life.abandon_running("n1").await.unwrap(), ["a"]);
+        let status = |id: &'static str| {
+            let store = store.clone();
+            async move { store.get_execution(id).await.unwrap().unwrap().status }
+        };
+        assert_eq!(status("a").await, Status::Ended);
+        assert_eq!(status("b").await, Status::Running);
+        assert_eq!(status("c").await, Status::Queued);
+    }
+}

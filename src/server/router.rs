@@ -1,0 +1,259 @@
+//! The route table: every route served, with the token it needs and its handler. One table
+//! drives the router and the OpenAPI test (paths, methods and security), so the document
+//! can't drift from what is served. Authentication happens here, once, before any handler.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW};
+use hyper::{Method, Request, StatusCode};
+
+use super::errors::{code, ApiError, ApiResult};
+use super::http::{error_response, Req, Resp};
+use super::openapi;
+use super::routes::{api_keys, environments, executions, live_log};
+use crate::app::App;
+use crate::auth::{authenticate, Principal};
+
+type Reply = Pin<Box<dyn Future<Output = ApiResult<Resp>> + Send>>;
+
+/// The token a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// None at all.
+    None,
+    /// The master token or any API key.
+    Key,
+    /// The master token only; the text says what a key may not do ("create API keys").
+    Master(&'static str),
+}
+
+#[derive(Clone, Copy)]
+enum Handler {
+    Open(fn(Arc<App>, Req) -> Reply),
+    Authed(fn(Arc<App>, Req, Principal) -> Reply),
+}
+
+pub struct Route {
+    pub method: Method,
+    /// `{name}` is one segment; a last `{path}` is the rest of the path, slashes included.
+    pub pattern: &'static str,
+    pub auth: Auth,
+    handler: Handler,
+}
+
+const fn open(method: Method, pattern: &'static str, f: fn(Arc<App>, Req) -> Reply) -> Route {
+    Route {
+        method,
+        pattern,
+        auth: Auth::None,
+        handler: Handler::Open(f),
+    }
+}
+
+const fn key(
+    method: Method,
+    pattern: &'static str,
+    f: fn(Arc<App>, Req, Principal) -> Reply,
+) -> Route {
+    Route {
+        method,
+        pattern,
+        auth: Auth::Key,
+        handler: Handler::Authed(f),
+    }
+}
+
+const fn master(
+    method: Method,
+    pattern: &'static str,
+    what: &'static str,
+    f: fn(Arc<App>, Req, Principal) -> Reply,
+) -> Route {
+    Route {
+        method,
+        pattern,
+        auth: Auth::Master(what),
+        handler: Handler::Authed(f),
+    }
+}
+
+/// A handler function as a table entry.
+macro_rules! h {
+    ($f:path) => {
+        |a, r, w| Box::pin($f(a, r, w))
+    };
+}
+
+/// Every route served. The OpenAPI document lists exactly these.
+#[rustfmt::skip]
+pub static ROUTES: &[Route] = &[
+    open(Method::GET, "/api/v1/openapi.json", |_, _| Box::pin(async { Ok(openapi::serve()) })),
+    master(Method::GET, "/api/v1/api_keys", "list API keys", h!(api_keys::list)),
+    master(Method::POST, "/api/v1/api_keys", "create API keys", h!(api_keys::create)),
+    master(Method::DELETE, "/api/v1/api_keys/{name}", "delete API keys", h!(api_keys::delete)),
+    key(Method::GET, "/api/v1/environments", h!(environments::list)),
+    master(Method::POST, "/api/v1/environments", "import environments", h!(environments::import)),
+    key(Method::GET, "/api/v1/environments/{envid}", h!(environments::get)),
+    master(Method::DELETE, "/api/v1/environments/{envid}", "delete environments", h!(environments::delete)),
+    key(Method::GET, "/api/v1/executions", h!(executions::list)),
+    key(Method::POST, "/api/v1/executions", h!(executions::create)),
+    key(Method::GET, "/api/v1/executions/{id}", h!(executions::get)),
+    key(Method::DELETE, "/api/v1/executions/{id}", h!(executions::delete)),
+    key(Method::PUT, "/api/v1/executions/{id}/input/{path}", h!(executions::upload_input)),
+    key(Method::POST, "/api/v1/executions/{id}/input/{path}", h!(executions::upload_input)),
+    key(Method::POST, "/api/v1/executions/{id}/start", h!(executions::start)),
+    key(Method::POST, "/api/v1/executions/{id}/stop", h!(executions::stop)),
+    key(Method::GET, "/api/v1/executions/{id}/output/{path}", h!(executions::output)),
+    key(Method::GET, "/api/v1/executions/{id}/log", h!(live_log::follow)),
+];
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Matches a path against a pattern; returns the decoded parameters.
+fn match_route(pattern: &str, path: &str) -> Option<Vec<String>> {
+    let pat: Vec<&str> = pattern.trim_start_matches('/').split('/').collect();
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let mut params = Vec::new();
+    for (i, p) in pat.iter().enumerate() {
+        if *p == "{path}" && i == pat.len() - 1 {
+            let rest = segs.get(i..)?;
+            if rest.is_empty() || rest.iter().all(|s| s.is_empty()) {
+                return None;
+            }
+            let decoded: Option<Vec<String>> = rest.iter().map(|s| percent_decode(s)).collect();
+            params.push(decoded?.join("/"));
+            return Some(params);
+        }
+        let seg = segs.get(i)?;
+        if p.starts_with('{') {
+            if seg.is_empty() {
+                return None;
+            }
+            params.push(percent_decode(seg)?);
+        } else if p != seg {
+            return None;
+        }
+    }
+    (segs.len() == pat.len()).then_some(params)
+}
+
+/// Checks the token the route needs, then calls its handler.
+async fn call(app: Arc<App>, route: &Route, req: Req) -> ApiResult<Resp> {
+    let f = match route.handler {
+        Handler::Open(f) => return f(app, req).await,
+        Handler::Authed(f) => f,
+    };
+    let token = req.token();
+    let who = authenticate(app.store.as_ref(), &app.master_token, token.as_deref()).await?;
+    if let Auth::Master(what) = route.auth {
+        if !who.is_master() {
+            return Err(ApiError::forbidden(format!(
+                "only the master token may {what}"
+            )));
+        }
+    }
+    f(app, req, who).await
+}
+
+pub async fn dispatch(app: Arc<App>, req: Request<Incoming>) -> Resp {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    let query: Vec<(String, String)> = parts
+        .uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let mut allowed = Vec::new();
+    for route in ROUTES {
+        let Some(params) = match_route(route.pattern, &path) else {
+            continue;
+        };
+        if parts.method != route.method {
+            allowed.push(route.method.as_str());
+            continue;
+        }
+        let req = Req {
+            method: parts.method.clone(),
+            headers: parts.headers.clone(),
+            query,
+            params,
+            body: Some(body),
+        };
+        return match call(app, route, req).await {
+            Ok(resp) => resp,
+            Err(e) => error_response(&e),
+        };
+    }
+    if allowed.is_empty() {
+        error_response(&ApiError::new(
+            StatusCode::NOT_FOUND,
+            code::NO_ROUTE,
+            format!("no route {path}"),
+        ))
+    } else {
+        let mut resp = error_response(&ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            code::METHOD_NOT_ALLOWED,
+            format!("{} is not allowed on {path}", parts.method),
+        ));
+        if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+            resp.headers_mut().insert(ALLOW, v);
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{match_route, Auth, Handler, ROUTES};
+
+    #[test]
+    fn routes_match() {
+        assert_eq!(
+            match_route("/api/v1/executions/{id}", "/api/v1/executions/e1"),
+            Some(vec!["e1".into()])
+        );
+        assert_eq!(
+            match_route(
+                "/api/v1/executions/{id}/output/{path}",
+                "/api/v1/executions/e1/output/a/b%20c"
+            ),
+            Some(vec!["e1".into(), "a/b c".into()])
+        );
+        assert_eq!(
+            match_route("/api/v1/executions/{id}", "/api/v1/executions/"),
+            None
+        );
+        assert_eq!(
+            match_route("/api/v1/executions", "/api/v1/executions/x"),
+            None
+        );
+        assert_eq!(match_route("/a/{id}", "/a/%zz"), None);
+    }
+
+    #[test]
+    fn open_routes_are_exactly_the_ones_without_auth() {
+        for r in ROUTES {
+            let open = matches!(r.handler, Handler::Open(_));
+            assert_eq!(open, r.auth == Auth::None, "{} {}", r.method, r.pattern);
+        }
+    }
+}
