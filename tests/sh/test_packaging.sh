@@ -74,6 +74,13 @@ unshare --mount --propagation private bash -euo pipefail -c '
   systemd-analyze verify /usr/local/lib/systemd/system/sandpit.service
 ' || fail "systemd-analyze verify"
 echo "unit: systemd-analyze verify passes (package and make install)"
+make -C "$repo" --no-print-directory uninstall DESTDIR="$work/dest" >/dev/null
+for f in usr/local/bin/sandpit usr/local/lib/systemd/system/sandpit.service usr/local/share/doc/sandpit; do
+  [ ! -e "$work/dest/$f" ] || fail "make uninstall left $f"
+done
+[ -e "$work/dest/var/lib/sandpit/envs/busybox.json" ] || fail "make uninstall removed the data"
+[ "$(stat -c %a "$work/dest/var/lib/sandpit")" = 700 ] || fail "make install: data dir mode $(stat -c %a "$work/dest/var/lib/sandpit")"
+echo "make install/uninstall: binary, unit, README, data dir 0700 with the environments; uninstall keeps the data"
 
 # --- The engine under the unit's hardening. The unit's hardening directives must be the ones
 # reproduced here (a new one: reproduce it below too).
