@@ -24,5 +24,5 @@ for t in "${tests[@]}"; do
   fi
 done
 [ "$failed" -gt 0 ] && echo "failed: ${names[*]}"
-echo "shell tests: $passed passed, $failed failed"
+echo "tests/sh: $passed ok, $failed failed"
 [ "$failed" -eq 0 ]
