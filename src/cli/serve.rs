@@ -15,6 +15,7 @@ use crate::auth;
 use crate::config::ServerConfig;
 use crate::env::{Catalog, EnvStore};
 use crate::exec::{self, workdir::WorkDirs};
+use crate::judge;
 use crate::server;
 use crate::store::{SqliteStore, Store};
 use crate::units::parse_size;
@@ -150,7 +151,7 @@ async fn run(cfg: ServerConfig) -> Result<(), String> {
     let exec = Arc::new(exec::Service::new(exec::Parts {
         store: store.clone(),
         envs: envs.clone(),
-        engine,
+        engine: engine.clone(),
         slots: cfg.slots,
         dirs: WorkDirs::new(cfg.executions_dir()),
         node: cfg.node.clone(),
@@ -162,13 +163,32 @@ async fn run(cfg: ServerConfig) -> Result<(), String> {
     if recovered > 0 {
         tracing::warn!("{recovered} execution(s) were running when the server stopped: ended as internal-error");
     }
+    let judge = Arc::new(judge::Service::new(judge::service::Parts {
+        store: store.clone(),
+        envs: envs.clone(),
+        engine: engine.clone(),
+        sched: exec.scheduler().sharing_slots(),
+        submissions_dir: cfg.submissions_dir(),
+        projects_dir: cfg.projects_dir(),
+        node: cfg.node.clone(),
+        max_upload: cfg.max_upload,
+    }));
+    let (resumed, abandoned) = judge
+        .recover()
+        .await
+        .map_err(|e| format!("recovering submissions: {e}"))?;
+    if resumed + abandoned > 0 {
+        tracing::warn!("{resumed} submission(s) were being graded when the server stopped: they resume; {abandoned} stopped it too often and ended as internal error");
+    }
     // Work queued before a restart runs now.
     exec.spawn_dispatcher();
+    judge.spawn_dispatcher();
     let app = Arc::new(App {
         cfg,
         store,
         envs,
         exec,
+        judge,
         master_token,
     });
     println!(

@@ -1,11 +1,12 @@
-//! The JSON the API shows: executions, API keys, environments. Times become RFC 3339 here.
+//! The JSON the API shows: executions, API keys, environments, projects, submissions. Times become RFC 3339 here.
 
 use serde_json::{json, Value};
 
 use crate::app::App;
 use crate::env::{EnvEntry, Environment};
 use crate::exec::Status;
-use crate::store::{ApiKeyRow, ExecutionRow};
+use crate::judge;
+use crate::store::{ApiKeyRow, ExecutionRow, ProjectRow, SubmissionRow};
 
 /// The execution object; with `include_log`, the streams of an ended one.
 pub async fn execution(app: &App, row: &ExecutionRow, include_log: bool) -> Value {
@@ -73,6 +74,7 @@ pub fn api_key(k: &ApiKeyRow) -> Value {
         "max_memory": k.max_memory,
         "max_time": k.max_time,
         "max_executions": k.max_executions,
+        "manage_projects": k.manage_projects,
         "created_date": k.created_at.to_rfc3339(),
     })
 }
@@ -117,4 +119,66 @@ pub fn entry(e: &EnvEntry) -> Value {
         }),
         EnvEntry::Stored(env) => environment(env),
     }
+}
+
+/// A project: its definition as checked (config inline, tests listed without their data).
+pub fn project(p: &ProjectRow) -> Value {
+    let scenarios: Vec<&String> = p.def.config.scenarios.keys().collect();
+    let default = p.def.config.scenario(None).ok().map(|(name, _)| name);
+    json!({
+        "id": p.id,
+        "name": p.def.name,
+        "environment": p.def.environment,
+        "revision": p.revision,
+        "scenarios": scenarios,
+        "default_scenario": default,
+        "config": p.def.config,
+        "source": p.def.source,
+        "artifacts": p.def.artifacts,
+        "limits": p.def.limits,
+        "tests": p.def.tests,
+        "checker": p.def.checker,
+        "created_date": p.created_at.to_rfc3339(),
+        "updated_date": p.updated_at.to_rfc3339(),
+    })
+}
+
+/// A submission. With `detail`: the per-test table, the stages, the HwScore report, the
+/// streams and the debug log (as far as it got while it is still being graded).
+pub async fn submission(app: &App, s: &SubmissionRow, detail: bool) -> Value {
+    let (stages, tests) = if detail {
+        app.judge.progress_of(&s.id).await.unwrap_or_default()
+    } else {
+        Default::default()
+    };
+    let mut v = judge::view::grade_json(s.status, s.grade.as_ref(), &stages, &tests);
+    if !detail {
+        for key in ["tests", "stages", "report"] {
+            v.remove(key);
+        }
+    }
+    v.insert("id".into(), json!(s.id));
+    v.insert(
+        "project".into(),
+        json!({ "id": s.project_id, "revision": s.project_revision }),
+    );
+    v.insert("scenario".into(), json!(s.scenario));
+    v.insert("stage".into(), json!(s.stage));
+    v.insert("attempts".into(), json!(s.attempts));
+    v.insert("init_date".into(), json!(s.created_at.to_rfc3339()));
+    v.insert(
+        "start_date".into(),
+        json!(s.started_at.map(|t| t.to_rfc3339())),
+    );
+    v.insert("end_date".into(), json!(s.ended_at.map(|t| t.to_rfc3339())));
+    if detail {
+        let dir = app.judge.dir(&s.id);
+        let (streams, debug_log) =
+            crate::error::blocking(move || Ok(judge::view::streams_json(&dir)))
+                .await
+                .unwrap_or((Value::Null, Value::Null));
+        v.insert("streams".into(), streams);
+        v.insert("debug_log".into(), debug_log);
+    }
+    Value::Object(v)
 }

@@ -4,3 +4,5 @@ pub mod api_keys;
 pub mod environments;
 pub mod executions;
 pub mod live_log;
+pub mod projects;
+pub mod submissions;
