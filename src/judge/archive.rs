@@ -194,7 +194,8 @@ mod tests {
 
     #[test]
     fn hostile_archives_are_refused() {
-        let cases: &[(&[(&str, EntryType, &[u8])], &str)] = &[
+        type Entries<'a> = &'a [(&'a str, EntryType, &'a [u8])];
+        let cases: &[(Entries, &str)] = &[
             (&[("../x", EntryType::Regular, b"1")], "leaves"),
             (&[("/etc/x", EntryType::Regular, b"1")], "leaves"),
             (&[("l", EntryType::Symlink, b"")], "symbolic link"),

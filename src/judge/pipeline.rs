@@ -101,7 +101,7 @@ pub fn grade(g: &Grading, done: Done, progress: &mut dyn Progress) -> Graded {
     // Leased for the whole grading: the environment can't be deleted meanwhile.
     let env = match resolve(g.envs, &def.environment) {
         Ok(env) => env,
-        Err(f) => return Graded::of(f),
+        Err(f) => return Graded::Final(f),
     };
     let checker_env = match &def.checker {
         CheckerSpec::Program {
@@ -109,7 +109,7 @@ pub fn grade(g: &Grading, done: Done, progress: &mut dyn Progress) -> Graded {
             ..
         } if id != &def.environment => match resolve(g.envs, id) {
             Ok(env) => Some(env),
-            Err(f) => return Graded::of(f),
+            Err(f) => return Graded::Final(f),
         },
         _ => None,
     };
@@ -167,12 +167,14 @@ pub fn grade(g: &Grading, done: Done, progress: &mut dyn Progress) -> Graded {
 
 /// The environment's root and defaults, leased; a missing one is the project's error, one
 /// that can't be used the engine's.
-fn resolve(envs: &Catalog, envid: &str) -> Result<Resolved, Final> {
-    envs.resolve(envid).map_err(|e| match e {
-        EnvError::NotFound(_) | EnvError::InvalidId(_) => Final::project_error(format!(
-            "the project's environment '{envid}' does not exist"
-        )),
-        other => Final::internal(format!("environment '{envid}': {other}")),
+fn resolve(envs: &Catalog, envid: &str) -> Result<Resolved, Box<Final>> {
+    envs.resolve(envid).map_err(|e| {
+        Box::new(match e {
+            EnvError::NotFound(_) | EnvError::InvalidId(_) => Final::project_error(format!(
+                "the project's environment '{envid}' does not exist"
+            )),
+            other => Final::internal(format!("environment '{envid}': {other}")),
+        })
     })
 }
 

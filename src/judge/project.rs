@@ -402,7 +402,7 @@ impl ProjectFiles {
                 environment,
                 limits,
             } => {
-                if command.first().map_or(true, |p| p.is_empty()) {
+                if command.first().is_none_or(|p| p.is_empty()) {
                     return Err("checker: 'command' must name a program".into());
                 }
                 if let Some(env) = environment {
