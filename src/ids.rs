@@ -52,6 +52,11 @@ pub fn new_execution_id() -> String {
     format!("exec_{}", uuid::Uuid::new_v4().simple())
 }
 
+/// A new callback id (`cb_<32 hex>`; never in a path the user names, only shown).
+pub fn new_callback_id() -> String {
+    format!("cb_{}", uuid::Uuid::new_v4().simple())
+}
+
 /// A new submission id (the execution id rule: `sub_<32 hex>`).
 pub fn new_submission_id() -> String {
     format!("sub_{}", uuid::Uuid::new_v4().simple())

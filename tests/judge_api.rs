@@ -527,7 +527,7 @@ fn every_status_code_and_verdict() {
         ),
         (
             "crashes",
-            "import os\nprint('about to crash')\nos.abort()\n",
+            "import os\nprint('about to crash', flush=True)\nos.abort()\n",
         ),
         ("hangs", "import time\ntime.sleep(60)\n"),
     ] {

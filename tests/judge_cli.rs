@@ -29,6 +29,14 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The table's rows whose verdict column is `verdict`.
+fn rows_with(table: &str, verdict: &str) -> usize {
+    table
+        .lines()
+        .filter(|l| l.split_whitespace().any(|w| w == verdict))
+        .count()
+}
+
 fn judge_json(project: &str, source: &str) -> (i32, Value) {
     let dir = example(project);
     let src = dir.join("solutions").join(source);
@@ -48,7 +56,7 @@ fn the_c_example_prints_its_table_and_score() {
     let out = text(&ok.stdout);
     assert_eq!(ok.status.code(), Some(0), "{out}{}", text(&ok.stderr));
     assert_eq!(
-        out.lines().filter(|l| l.contains("accepted")).count(),
+        rows_with(&out, "accepted"),
         10,
         "{out}"
     );
@@ -67,7 +75,7 @@ fn the_c_example_prints_its_table_and_score() {
     let out = text(&wrong.stdout);
     assert_eq!(wrong.status.code(), Some(1), "{out}");
     assert_eq!(
-        out.lines().filter(|l| l.contains("wrong-answer")).count(),
+        rows_with(&out, "wrong-answer"),
         4,
         "{out}"
     );

@@ -162,6 +162,7 @@ const TEXT_KEYS: &[&str] = &[
     "id",
     "project_id",
     "scenario",
+    "callback",
 ];
 /// Keys that are lists: repeated fields, `key[]`, or one field holding a JSON array.
 const LIST_KEYS: &[&str] = &["command", "outputs"];

@@ -13,7 +13,9 @@ use hyper::{Method, Request, StatusCode};
 use super::errors::{code, ApiError, ApiResult};
 use super::http::{error_response, Req, Resp};
 use super::openapi;
-use super::routes::{api_keys, environments, executions, live_log, projects, submissions};
+use super::routes::{
+    api_keys, callbacks, environments, executions, live_log, projects, submissions,
+};
 use crate::app::App;
 use crate::auth::{authenticate, Principal};
 
@@ -124,6 +126,7 @@ pub static ROUTES: &[Route] = &[
     key(Method::POST, "/api/v1/executions/{id}/stop", h!(executions::stop)),
     key(Method::GET, "/api/v1/executions/{id}/output/{path}", h!(executions::output)),
     key(Method::GET, "/api/v1/executions/{id}/log", h!(live_log::follow)),
+    key(Method::GET, "/api/v1/executions/{id}/callbacks", h!(callbacks::of_execution)),
     key(Method::GET, "/api/v1/projects", h!(projects::list)),
     manager(Method::POST, "/api/v1/projects", "create projects", h!(projects::create)),
     key(Method::GET, "/api/v1/projects/{id}", h!(projects::get)),
