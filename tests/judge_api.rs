@@ -371,7 +371,9 @@ fn status_project(s: &Server, id: &str, checker: Value, checker_files: Value, en
             "environment": env,
             "source": if env == "c" { "main.c" } else { "main.sh" },
             "artifacts": ["solution"],
-            "limits": {"cpu_time_s": 1, "memory_bytes": 67108864, "output_bytes": 1048576},
+            // A wall limit well over the CPU limit: on a loaded host a busy loop still
+            // reaches its CPU limit first.
+            "limits": {"cpu_time_s": 1, "wall_time_s": 15, "memory_bytes": 67108864, "output_bytes": 1048576},
             "config": {"version": 2.1, "scenarios": {"default": {"stages": {"build": build, "run": {"command": run}}}}},
             "tests": [
                 {"name": "one", "stdin": "1 2\n", "expected": "3\n"},
@@ -1012,4 +1014,119 @@ fn a_submission_interrupted_too_often_ends_as_internal_error() {
     assert_eq!(v["status"], 20, "{v}");
     assert!(v["reason"].as_str().unwrap().contains("3 times"), "{v}");
     assert!(v["debug_log"].as_str().unwrap().contains("not tried again"));
+}
+
+/// One HTTP request a loopback receiver got: its headers (lower-case names) and body.
+struct Delivery {
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// A callback receiver on 127.0.0.1: answers 200 to the first request and hands it over.
+fn receive_one() -> (u16, std::sync::mpsc::Receiver<Delivery>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            let Some((k, v)) = line.trim_end().split_once(':') else {
+                break;
+            };
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .map(|(_, v)| v.parse().unwrap())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body).unwrap();
+        let mut w = stream;
+        w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nOK")
+            .unwrap();
+        let _ = tx.send(Delivery { headers, body });
+    });
+    (port, rx)
+}
+
+#[test]
+fn a_submission_callback_arrives_signed_with_the_final_object() {
+    use hmac::{Hmac, Mac};
+    let data = data_with_envs();
+    let (port, got) = receive_one();
+    let allow = format!("127.0.0.1:{port}");
+    let s = Server::start(data.path(), &["--callback-allow", &allow]);
+    create_example(&s, "aplusb-python");
+    let secret = "a-shared-secret-for-submissions";
+    let r = s.post_json(
+        "/api/v1/submissions",
+        TOKEN,
+        &json!({"project_id": "aplusb-python",
+                "files": {"main.py": solution("aplusb-python", "wrong.py")},
+                "callback": {"url": format!("http://127.0.0.1:{port}/graded"), "secret": secret}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let d = got
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the callback arrives");
+    let header = |name: &str| {
+        d.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        header("x-sandpit-event").as_deref(),
+        Some("submission.ended")
+    );
+    // Sphere's webhook scheme: HMAC-SHA256 of the raw body, in hex.
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(&d.body);
+    let want: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(header("x-sphere-engine-signature"), Some(want));
+    // The body is the final object: what GET returns.
+    let object: Value = serde_json::from_slice(&d.body).expect("JSON body");
+    let v = s.get(&format!("/api/v1/submissions/{id}")).json();
+    assert_eq!(object, v);
+    assert_eq!(
+        (object["status"].clone(), object["score"].clone()),
+        (json!(14), json!(10.0))
+    );
+    wait_until("the attempt is recorded as delivered", 30, || {
+        let items = s.get(&format!("/api/v1/submissions/{id}/callbacks")).json();
+        items["items"][0]["state"] == "delivered"
+    });
+    // A host off the allow-list is refused at creation, and nothing is graded.
+    let e = s
+        .post_json(
+            "/api/v1/submissions",
+            TOKEN,
+            &json!({"project_id": "aplusb-python", "files": {"main.py": ""},
+                    "callback": {"url": "http://10.1.2.3/x"}}),
+        )
+        .assert_error(400);
+    assert!(e["message"].as_str().unwrap().contains("10.1.2.3"), "{e}");
+    assert_eq!(s.get("/api/v1/submissions").json()["paging"]["total"], 1);
+    // Deleting the submission deletes its callbacks.
+    let r = s.req(
+        "DELETE",
+        &format!("/api/v1/submissions/{id}"),
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
 }

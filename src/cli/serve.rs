@@ -233,10 +233,14 @@ async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), Stri
     let callbacks = Arc::new(callbacks::Service::new(
         store.clone(),
         cfg.callbacks.clone(),
-        Arc::new(server::views::FinalObjects { exec: exec.clone() }),
+        Arc::new(server::views::FinalObjects {
+            exec: exec.clone(),
+            judge: judge.clone(),
+        }),
         cfg.node.clone(),
     ));
     callbacks.listen(exec.events());
+    callbacks.listen_submissions(judge.events());
     let interrupted = callbacks
         .recover()
         .await

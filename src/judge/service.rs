@@ -29,6 +29,7 @@ use super::submission;
 use super::verdict::{StageRecord, TestResult};
 use super::workspace::{top_level, SubmissionDir, SubmissionDirs};
 use crate::auth::Principal;
+use crate::callbacks::{Callback, Subject};
 use crate::clock::Micros;
 use crate::env::Catalog;
 use crate::error::{blocking, Error, Result};
@@ -88,6 +89,8 @@ pub struct NewSubmission {
     pub archive: Option<Vec<u8>>,
     /// Answer once it has been graded.
     pub wait: bool,
+    /// Where its final object goes when it ends (accepted against the allow-list).
+    pub callback: Option<Callback>,
 }
 
 pub struct Service {
@@ -495,6 +498,15 @@ impl Service {
             let _ = dir.remove().await;
             return Err(e);
         }
+        // The callback's row first: the submission cannot end before its callback exists.
+        let subject = Subject::Submission(id.clone());
+        let callback = new.callback.map(|c| c.row(subject.clone(), Micros::now()));
+        if let Some(c) = &callback {
+            if let Err(e) = self.store.insert_callback(c).await {
+                let _ = dir.remove().await;
+                return Err(e.into());
+            }
+        }
         let created = {
             let _admitted = self.admission.lock().await;
             let _held = self.revisions.lock().await;
@@ -530,6 +542,9 @@ impl Service {
                 Ok(row)
             }
             Err(e) => {
+                if callback.is_some() {
+                    let _ = self.store.delete_callbacks_of(&subject).await;
+                }
                 let _ = dir.remove().await;
                 Err(e)
             }

@@ -390,10 +390,13 @@ pub struct CreateSubmission {
     files: Option<BTreeMap<String, FileContent>>,
     archive: Option<FileContent>,
     wait: Option<bool>,
+    callback: Option<CallbackRequest>,
 }
 
 impl CreateSubmission {
-    pub fn into_new(self) -> ApiResult<NewSubmission> {
+    /// A submission as the judge takes it; 400 for a missing project id, bad files, or a
+    /// callback whose host is off the server's allow-list.
+    pub fn into_new(self, allow: &AllowList) -> ApiResult<NewSubmission> {
         let project_id = self
             .project_id
             .filter(|p| !p.is_empty())
@@ -408,6 +411,10 @@ impl CreateSubmission {
                 .transpose()?
                 .map(|d| d.0),
             wait: self.wait.unwrap_or(false),
+            callback: self
+                .callback
+                .map(|c| Callback::accept(c, allow))
+                .transpose()?,
         })
     }
 }

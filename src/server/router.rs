@@ -138,6 +138,7 @@ pub static ROUTES: &[Route] = &[
     key(Method::GET, "/api/v1/submissions/{id}", h!(submissions::get)),
     key(Method::DELETE, "/api/v1/submissions/{id}", h!(submissions::delete)),
     key(Method::GET, "/api/v1/submissions/{id}/progress", h!(submissions::progress)),
+    key(Method::GET, "/api/v1/submissions/{id}/callbacks", h!(callbacks::of_submission)),
 ];
 
 fn percent_decode(s: &str) -> Option<String> {

@@ -81,9 +81,11 @@ pub async fn execution_of(exec: &exec::Service, row: &ExecutionRow, include_log:
     v
 }
 
-/// The final objects of callbacks: what `GET /executions/{id}` returns (with the log).
+/// The final objects of callbacks: what `GET /executions/{id}` (with the log) and
+/// `GET /submissions/{id}` return.
 pub struct FinalObjects {
     pub exec: Arc<exec::Service>,
+    pub judge: Arc<judge::Service>,
 }
 
 #[async_trait]
@@ -93,6 +95,14 @@ impl Finals for FinalObjects {
             Subject::Execution(id) => match self.exec.get(&Principal::Master, id).await {
                 Ok(row) if row.status == Status::Ended => {
                     Ok(Final::Ended(execution_of(&self.exec, &row, true).await))
+                }
+                Ok(_) => Ok(Final::NotEnded),
+                Err(Error::NotFound(_)) => Ok(Final::Gone),
+                Err(e) => Err(e),
+            },
+            Subject::Submission(id) => match self.judge.get(&Principal::Master, id).await {
+                Ok(row) if !row.status.executing() => {
+                    Ok(Final::Ended(submission_of(&self.judge, &row, true).await))
                 }
                 Ok(_) => Ok(Final::NotEnded),
                 Err(Error::NotFound(_)) => Ok(Final::Gone),
@@ -212,8 +222,13 @@ pub fn project(p: &ProjectRow) -> Value {
 /// A submission. With `detail`: the per-test table, the stages, the HwScore report, the
 /// streams and the debug log (as far as it got while it is still being graded).
 pub async fn submission(app: &App, s: &SubmissionRow, detail: bool) -> Value {
+    submission_of(&app.judge, s, detail).await
+}
+
+/// What `GET /submissions/{id}` shows (`detail`), or a list's row.
+pub async fn submission_of(judge: &judge::Service, s: &SubmissionRow, detail: bool) -> Value {
     let (stages, tests) = if detail {
-        app.judge.progress_of(&s.id).await.unwrap_or_default()
+        judge.progress_of(&s.id).await.unwrap_or_default()
     } else {
         Default::default()
     };
@@ -238,7 +253,7 @@ pub async fn submission(app: &App, s: &SubmissionRow, detail: bool) -> Value {
     );
     v.insert("end_date".into(), json!(s.ended_at.map(|t| t.to_rfc3339())));
     if detail {
-        let dir = app.judge.dir(&s.id);
+        let dir = judge.dir(&s.id);
         let (streams, debug_log) =
             crate::error::blocking(move || Ok(judge::view::streams_json(&dir)))
                 .await

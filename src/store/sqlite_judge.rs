@@ -9,6 +9,7 @@ use super::sqlite::{corrupt, json, SqliteStore};
 use super::{
     ProjectRow, Projects, Result, StoreError, SubmissionFilter, SubmissionRow, Submissions,
 };
+use crate::callbacks::Subject;
 use crate::clock::Micros;
 use crate::judge::config::Stage;
 use crate::judge::state::{Change, Status, Transition};
@@ -381,6 +382,8 @@ impl Submissions for SqliteStore {
                     .execute(&mut *tx)
                     .await?;
             }
+            let subject = Subject::Submission(id.to_string());
+            super::sqlite_callbacks::delete_callbacks_in(&mut tx, &subject).await?;
         }
         tx.commit().await?;
         Ok(done.rows_affected() == 1)

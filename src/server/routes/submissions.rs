@@ -40,10 +40,12 @@ pub async fn create(app: Arc<App>, mut req: Req, who: Principal) -> ApiResult<Re
             files: Vec::new(),
             archive: Some(archive),
             wait: req.query_bool("wait", false)?,
+            // A tar body has no room for one: JSON or a form carries it.
+            callback: None,
         }
     } else {
         let map = req.read_object(app.cfg.max_body).await?;
-        from_body::<CreateSubmission>(map)?.into_new()?
+        from_body::<CreateSubmission>(map)?.into_new(&app.cfg.callbacks.allow)?
     };
     let row = app.judge.submit(&who, new).await?;
     Ok(json_response(
@@ -66,7 +68,7 @@ pub async fn batch(app: Arc<App>, mut req: Req, who: Principal) -> ApiResult<Res
     for (i, item) in batch.submissions.into_iter().enumerate() {
         let one = match item {
             Value::Object(map) => from_body::<CreateSubmission>(map)
-                .and_then(CreateSubmission::into_new)
+                .and_then(|c| c.into_new(&app.cfg.callbacks.allow))
                 .and_then(|new| {
                     if new.wait {
                         Err(ApiError::bad_request("'wait' is not available in a batch"))
