@@ -55,11 +55,7 @@ fn the_c_example_prints_its_table_and_score() {
     ]);
     let out = text(&ok.stdout);
     assert_eq!(ok.status.code(), Some(0), "{out}{}", text(&ok.stderr));
-    assert_eq!(
-        rows_with(&out, "accepted"),
-        10,
-        "{out}"
-    );
+    assert_eq!(rows_with(&out, "accepted"), 10, "{out}");
     assert!(
         out.contains("status 15 (ok)") && out.contains("score 100"),
         "{out}"
@@ -74,11 +70,7 @@ fn the_c_example_prints_its_table_and_score() {
     ]);
     let out = text(&wrong.stdout);
     assert_eq!(wrong.status.code(), Some(1), "{out}");
-    assert_eq!(
-        rows_with(&out, "wrong-answer"),
-        4,
-        "{out}"
-    );
+    assert_eq!(rows_with(&out, "wrong-answer"), 4, "{out}");
     assert!(
         out.contains("status 14 (fail): Wrong answer on test 07.") && out.contains("score 60"),
         "{out}"

@@ -616,7 +616,7 @@ mod tests {
             ),
             (
                 "project.json",
-                r#"{"environment": "c", "tests": [{"name": "1"}, {"name": "1"}]}"#,
+                r#"{"environment": "c", "tests": [{"name": "1"}, {"name": "2"}, {"name": "10"}, {"name": "1"}]}"#,
                 "twice",
             ),
             (
