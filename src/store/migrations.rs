@@ -19,6 +19,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "callbacks",
         sql: include_str!("migrations/0002_callbacks.sql"),
     },
+    Migration {
+        version: 3,
+        name: "projects_and_submissions",
+        sql: include_str!("migrations/0003_projects_and_submissions.sql"),
+    },
 ];
 
 /// Creates the bookkeeping table (portable SQL too).
