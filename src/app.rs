@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::config::ServerConfig;
 use crate::env::Catalog;
 use crate::exec;
+use crate::files::FileStore;
 use crate::store::Store;
 
 pub struct App {
@@ -15,5 +16,7 @@ pub struct App {
     pub envs: Arc<Catalog>,
     /// The execution domain: create, start, stop, run, end.
     pub exec: Arc<exec::Service>,
+    /// Files kept by reference.
+    pub files: Arc<FileStore>,
     pub master_token: String,
 }

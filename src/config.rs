@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::files::FileConfig;
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -18,12 +20,19 @@ pub struct ServerConfig {
     pub dir_envs: Vec<(String, PathBuf)>,
     /// This node's name in the store (the single server: "local").
     pub node: String,
+    /// Files kept by reference: expiry, per-key quotas, sweeping.
+    pub files: FileConfig,
 }
 
 impl ServerConfig {
     /// Where executions keep their files: `DATA/executions/<id>/`.
     pub fn executions_dir(&self) -> PathBuf {
         self.data.join("executions")
+    }
+
+    /// Where kept files live: `DATA/files/`.
+    pub fn files_dir(&self) -> PathBuf {
+        self.data.join("files")
     }
 
     /// Scratch space for uploads; emptied at start.

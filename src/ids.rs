@@ -52,6 +52,16 @@ pub fn new_execution_id() -> String {
     format!("exec_{}", uuid::Uuid::new_v4().simple())
 }
 
+/// A kept file's id: the same rule as an execution id (made as `file_<32 hex>`).
+pub fn valid_file_id(id: &str) -> bool {
+    valid_execution_id(id)
+}
+
+/// A new file id.
+pub fn new_file_id() -> String {
+    format!("file_{}", uuid::Uuid::new_v4().simple())
+}
+
 /// An API key's name: `[A-Za-z0-9._-]{1,64}`, and never `master` (the owner name of the
 /// master token).
 pub fn valid_key_name(name: &str) -> bool {
@@ -107,6 +117,8 @@ mod tests {
     fn execution_ids_and_key_names() {
         assert!(valid_execution_id(&new_execution_id()));
         assert!(valid_execution_id("exec_nope"));
+        assert!(valid_file_id(&new_file_id()));
+        assert!(!valid_file_id("../file_x"));
         for bad in ["", "a-b", "../x", "a/b", &"a".repeat(65)] {
             assert!(!valid_execution_id(bad), "{bad}");
         }

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod env;
 pub mod run;
+mod run_spec;
 pub mod serve;
 
 /// Exit status for a bad argument.

@@ -13,7 +13,7 @@ use hyper::{Method, Request, StatusCode};
 use super::errors::{code, ApiError, ApiResult};
 use super::http::{error_response, Req, Resp};
 use super::openapi;
-use super::routes::{api_keys, environments, executions, live_log};
+use super::routes::{api_keys, environments, executions, files, live_log};
 use crate::app::App;
 use crate::auth::{authenticate, Principal};
 
@@ -108,6 +108,13 @@ pub static ROUTES: &[Route] = &[
     key(Method::POST, "/api/v1/executions/{id}/stop", h!(executions::stop)),
     key(Method::GET, "/api/v1/executions/{id}/output/{path}", h!(executions::output)),
     key(Method::GET, "/api/v1/executions/{id}/log", h!(live_log::follow)),
+    key(Method::PUT, "/api/v1/executions/{id}/programs/{n}/input/{path}", h!(executions::upload_input)),
+    key(Method::POST, "/api/v1/executions/{id}/programs/{n}/input/{path}", h!(executions::upload_input)),
+    key(Method::GET, "/api/v1/executions/{id}/programs/{n}/output/{path}", h!(executions::output)),
+    key(Method::GET, "/api/v1/executions/{id}/pipes/{n}", h!(executions::pipe)),
+    key(Method::GET, "/api/v1/files", h!(files::list)),
+    key(Method::GET, "/api/v1/files/{id}", h!(files::download)),
+    key(Method::DELETE, "/api/v1/files/{id}", h!(files::delete)),
 ];
 
 fn percent_decode(s: &str) -> Option<String> {

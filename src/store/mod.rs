@@ -1,5 +1,6 @@
-//! The durable store, one trait per aggregate: [`ApiKeys`], [`Executions`], [`Queue`] (later
-//! projects, submissions, workspaces, hosts, callbacks, files: one trait each, beside these).
+//! The durable store, one trait per aggregate: [`ApiKeys`], [`Executions`], [`Queue`],
+//! [`Files`] (later projects, submissions, workspaces, hosts, callbacks: one trait each,
+//! beside these).
 //! [`Store`] is all of them; the embedded back end is SQLite in the data directory
 //! ([`SqliteStore`]); a PostgreSQL one (a fleet's shared store, `FOR UPDATE SKIP LOCKED`
 //! claims) implements the same traits over the same migrations (`migrations/*.sql`).
@@ -69,6 +70,22 @@ pub struct ExecutionRow {
     pub node: Option<String>,
 }
 
+/// A file kept by reference (`crate::files`): its bytes are the blob named `sha256`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileRow {
+    pub id: String,
+    /// As on executions: `master` or `key:<name>`.
+    pub owner: String,
+    pub sha256: String,
+    pub size: i64,
+    /// The path it was kept from (shown, and the download's file name).
+    pub name: String,
+    /// The execution that kept it.
+    pub execution_id: Option<String>,
+    pub created_at: Micros,
+    pub expires_at: Micros,
+}
+
 #[async_trait]
 pub trait ApiKeys: Send + Sync {
     /// False when a key of that name exists.
@@ -82,6 +99,8 @@ pub trait ApiKeys: Send + Sync {
 
 #[async_trait]
 pub trait Executions: Send + Sync {
+    /// Inserts the execution, and with it the blobs it reads by reference
+    /// ([`ExecutionRequest::blobs`]), atomically.
     async fn insert_execution(&self, exec: &ExecutionRow) -> Result<()>;
     async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRow>>;
     /// Newest first; `owner: None` lists everyone's. Returns the page and the total.
@@ -94,7 +113,8 @@ pub trait Executions: Send + Sync {
     /// Applies a status change if the execution is in one of `t.from()` (atomically); false
     /// when it is not (or does not exist).
     async fn transition(&self, id: &str, t: &Transition) -> Result<bool>;
-    /// Deletes an execution that has ended; false when there is no such ended execution.
+    /// Deletes an execution that has ended (and its blob references); false when there is no
+    /// such ended execution.
     async fn delete_ended_execution(&self, id: &str) -> Result<bool>;
 }
 
@@ -109,7 +129,35 @@ pub trait Queue: Send + Sync {
     async fn abandon_running(&self, node: &str, t: &Transition) -> Result<Vec<String>>;
 }
 
-/// Every aggregate of one back end.
-pub trait Store: ApiKeys + Executions + Queue {}
+/// Files kept by reference. "Live" means not expired at `now`; an expired row is as good as
+/// gone (every read skips it) until [`Files::delete_expired_files`] removes it.
+#[async_trait]
+pub trait Files: Send + Sync {
+    async fn insert_file(&self, file: &FileRow) -> Result<()>;
+    /// A live file.
+    async fn get_file(&self, id: &str, now: Micros) -> Result<Option<FileRow>>;
+    /// Live files, newest first; `owner: None` lists everyone's. The page and the total.
+    async fn list_files(
+        &self,
+        owner: Option<&str>,
+        now: Micros,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<FileRow>, i64)>;
+    /// The live files of `owner`: how many, and their bytes.
+    async fn file_usage(&self, owner: &str, now: Micros) -> Result<(i64, i64)>;
+    /// The deleted file, or `None` when there was none.
+    async fn delete_file(&self, id: &str) -> Result<Option<FileRow>>;
+    /// Deletes every file of `owner` (its key was deleted); returns them.
+    async fn delete_files_of(&self, owner: &str) -> Result<Vec<FileRow>>;
+    /// Deletes the files expired at `now`; returns them.
+    async fn delete_expired_files(&self, now: Micros) -> Result<Vec<FileRow>>;
+    /// Whether a blob is still needed: a live file has it, or an execution that has not
+    /// ended reads it.
+    async fn blob_in_use(&self, sha256: &str, now: Micros) -> Result<bool>;
+}
 
-impl<T: ApiKeys + Executions + Queue> Store for T {}
+/// Every aggregate of one back end.
+pub trait Store: ApiKeys + Executions + Queue + Files {}
+
+impl<T: ApiKeys + Executions + Queue + Files> Store for T {}

@@ -3,4 +3,5 @@
 pub mod api_keys;
 pub mod environments;
 pub mod executions;
+pub mod files;
 pub mod live_log;
