@@ -56,6 +56,8 @@ bench: rootfs build
 	bash benches/side_by_side.sh $(ROOTFS)/busybox
 	bash benches/python_row.sh $(SANDPIT) $(DATA)
 	$(CARGO) bench --bench api
+	$(CARGO) bench --bench pipes
+	$(CARGO) bench --bench kept
 
 # The main job: the HTTP execution API on the embedded store (SQLite in $(DATA)), with the
 # environments built by `make rootfs`. The master token is created in $(DATA)/master_token on

@@ -544,7 +544,12 @@ fn a_spec_runs_a_group_with_one_outcome_per_program() {
         "wall_time_s": 30,
     });
     let out = run_spec(&data, &spec, &["--json"]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(v["end_reason"], "normal", "{v:#}");
     assert_eq!(v["group_timeout"], false);
@@ -562,7 +567,10 @@ fn a_spec_runs_a_group_with_one_outcome_per_program() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "HELLO\nTHERE\n");
     let err = text(&out.stderr);
-    assert!(err.contains("program 0: normal") && err.contains("program 1: normal"), "{err}");
+    assert!(
+        err.contains("program 0: normal") && err.contains("program 1: normal"),
+        "{err}"
+    );
     assert!(err.contains("group: normal"), "{err}");
 }
 
@@ -583,9 +591,7 @@ fn a_spec_of_one_program_and_bad_specs() {
     assert_eq!(v["stdout"], "from a file\nfrom stdin\n");
     // Refused before anything runs, exit 2, the reason on stderr.
     let two = serde_json::json!([{"command": ["true"]}, {"command": ["true"]}]);
-    let edge = |fp: usize, ff: i32, tp: usize, tf: i32| {
-        serde_json::json!({"from": {"program": fp, "fd": ff}, "to": {"program": tp, "fd": tf}})
-    };
+    let edge = |fp: usize, ff: i32, tp: usize, tf: i32| serde_json::json!({"from": {"program": fp, "fd": ff}, "to": {"program": tp, "fd": tf}});
     for (spec, says) in [
         (
             serde_json::json!({"environment": "busybox", "programs": two.clone(),
@@ -612,7 +618,11 @@ fn a_spec_of_one_program_and_bad_specs() {
     ] {
         let out = run_spec(&data, &spec, &["--json"]);
         assert_eq!(out.status.code(), Some(2), "{spec}: {}", text(&out.stderr));
-        assert!(text(&out.stderr).contains(says), "{spec}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(says),
+            "{spec}: {}",
+            text(&out.stderr)
+        );
         assert!(out.stdout.is_empty());
     }
     // --spec takes no other way of saying what to run.
