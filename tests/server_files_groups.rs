@@ -214,6 +214,22 @@ fn a_file_by_reference_is_read_only_with_the_asked_x_bits() {
         v["stdout"], "-r-xr-xr-x\n-r--r--r--\nro\nkept\n10\nnot-executable\n",
         "{v:#}"
     );
+    // Only regular files are kept: a symlink, a directory or a FIFO in its place is refused.
+    let v = c.run(json!({
+        "environment": "c",
+        "command": ["sh", "-c", "ln -s /etc/passwd link; mkdir dir; mkfifo fifo"],
+        "keep": ["link", "dir", "fifo", "missing"],
+    }));
+    assert_exit(&v, 0);
+    for (path, why) in [
+        ("link", "symlink"),
+        ("dir", "not a regular file"),
+        ("fifo", "not a regular file"),
+        ("missing", "no such file"),
+    ] {
+        let error = v["kept"][path]["error"].as_str().unwrap_or_default();
+        assert!(error.contains(why), "{path}: {v:#}");
+    }
     // An unknown id, a bad one, another kind of content for stdin: refused before it runs.
     let r = c.create(&json!({"environment": "c", "command": ["true"],
         "files": {"x": {"file_id": "file_00000000000000000000000000000000"}}}));

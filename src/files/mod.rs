@@ -138,6 +138,22 @@ fn write_blob(tmp: &Path, dest: &Path, bytes: &[u8], mode: u32) -> std::io::Resu
     written
 }
 
+/// Copies the blob `from` to `dest` with `mode`, through a file in `tmp`.
+fn copy_blob(tmp: &Path, from: &Path, dest: &Path, mode: u32) -> std::io::Result<()> {
+    let part = tmp.join(uuid::Uuid::new_v4().simple().to_string());
+    let copied = (|| {
+        std::fs::copy(from, &part)?;
+        let f = std::fs::File::open(&part)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.sync_all()?;
+        std::fs::rename(&part, dest)
+    })();
+    if copied.is_err() {
+        let _ = std::fs::remove_file(&part);
+    }
+    copied
+}
+
 fn quota_count_message(n: i64, max: u64) -> String {
     format!(
         "this API key keeps {n} file(s) and may keep at most {max} (the server's --file-max-count): \
@@ -305,8 +321,7 @@ impl FileStore {
                 );
                 blocking(move || {
                     if !to.exists() {
-                        let bytes = std::fs::read(&from)?;
-                        write_blob(&tmp, &to, &bytes, 0o444)?;
+                        copy_blob(&tmp, &from, &to, 0o444)?;
                     }
                     Ok(())
                 })
