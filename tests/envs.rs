@@ -629,3 +629,34 @@ fn a_spec_of_one_program_and_bad_specs() {
     let out = run_spec(&data, &one, &["--env", "busybox"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
+
+#[test]
+fn an_image_in_a_data_directory_on_tmpfs_imports_and_runs() {
+    // tmpfs before Linux 6.6 keeps no `user.*` xattrs; the layers' opaque directories use
+    // `trusted.*`, which it does. The tmpfs lives in a private mount namespace of its own.
+    let img = tempfile::tempdir().expect("tempdir");
+    busybox_image(img.path());
+    let mnt = tempfile::tempdir().expect("tempdir");
+    let script = format!(
+        "mount -t tmpfs -o size=512m sandpit-test {mnt} && \
+         {bin} --data {mnt}/data env import {img} --envid bb && \
+         {bin} --data {mnt}/data run --env bb --json -- /bin/sh -c 'echo O:$(ls /opq); cat /etc/motd'",
+        mnt = mnt.path().display(),
+        bin = env!("CARGO_BIN_EXE_sandpit"),
+        img = img.path().display(),
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = stdout.lines().last().unwrap_or_default();
+    let o: serde_json::Value = serde_json::from_str(json).expect("json");
+    assert_normal(&o);
+    assert_eq!(o["stdout"], "O:fresh\nv2\n", "{o}");
+}

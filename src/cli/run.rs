@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use sandbox::{EndReason, FileIn, FileSource, Io, Outcome, Sandbox, SandboxConfig, Spec, Stdin};
+use sandbox::{EndReason, FileIn, FileSource, Io, Outcome, SandboxConfig, Spec, Stdin};
 
 use super::{fail, EXIT_FAILURE, EXIT_SANDBOX_FAILURE, EXIT_USAGE};
 use crate::env::source::{self, RootSource};
@@ -81,6 +81,13 @@ pub struct RunArgs {
         "setenv", "command",
     ])]
     pub spec: Option<PathBuf>,
+    /// cgroup (relative to the cgroup root) under which run cgroups go; default: sandpit's own.
+    #[arg(
+        long = "cgroup-parent",
+        value_name = "CGROUP",
+        env = "SANDPIT_CGROUP_PARENT"
+    )]
+    pub cgroup_parent: Option<PathBuf>,
     /// The program and its arguments.
     #[arg(last = true, value_name = "PROGRAM")]
     pub command: Vec<String>,
@@ -179,8 +186,12 @@ fn open_sink(path: &Option<PathBuf>, flag: &str) -> Result<Option<Box<dyn Write 
 }
 
 pub fn main(data: &Path, args: RunArgs) -> ExitCode {
+    let engine_config = SandboxConfig {
+        cgroup_parent: args.cgroup_parent.clone(),
+        ..SandboxConfig::default()
+    };
     if let Some(file) = &args.spec {
-        return super::run_spec::main(data, file, args.json);
+        return super::run_spec::main(data, file, args.json, engine_config);
     }
     let (spec, _lease, notes) = match args.spec(data) {
         Ok(v) => v,
@@ -209,7 +220,7 @@ pub fn main(data: &Path, args: RunArgs) -> ExitCode {
             io.stderr_sink = Some(Box::new(std::io::stderr()));
         }
     }
-    let engine = match Sandbox::new(SandboxConfig::default()) {
+    let engine = match super::start_engine(engine_config) {
         Ok(engine) => engine,
         Err(e) => return fail(EXIT_SANDBOX_FAILURE, e),
     };

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use sandbox::{EndReason, Io, Sandbox, SandboxConfig, Spec, Stdin};
+use sandbox::{EndReason, Io, SandboxConfig, Spec, Stdin};
 use serde_json::{json, Value};
 
 use super::run::{report, summary};
@@ -88,12 +88,12 @@ fn io(json: bool) -> Io {
     io
 }
 
-pub fn main(data: &Path, file: &Path, json: bool) -> ExitCode {
+pub fn main(data: &Path, file: &Path, json: bool, engine: SandboxConfig) -> ExitCode {
     let Loaded { programs, group } = match load(data, file) {
         Ok(v) => v,
         Err(message) => return fail(EXIT_USAGE, message),
     };
-    let engine = match Sandbox::new(SandboxConfig::default()) {
+    let engine = match super::start_engine(engine) {
         Ok(engine) => engine,
         Err(e) => return fail(EXIT_SANDBOX_FAILURE, e),
     };

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use sandbox::{Sandbox, SandboxConfig};
+use sandbox::SandboxConfig;
 
 use super::{fail, EXIT_FAILURE, EXIT_USAGE};
 use crate::app::App;
@@ -53,6 +53,13 @@ pub struct ServeArgs {
     /// How often expired files and unused blobs are removed.
     #[arg(long = "file-sweep", default_value = "60s", value_parser = parse_duration)]
     pub file_sweep: Duration,
+    /// cgroup (relative to the cgroup root) under which run cgroups go; default: sandpit's own.
+    #[arg(
+        long = "cgroup-parent",
+        value_name = "CGROUP",
+        env = "SANDPIT_CGROUP_PARENT"
+    )]
+    pub cgroup_parent: Option<PathBuf>,
 }
 
 pub fn main(data: &Path, args: ServeArgs) -> ExitCode {
@@ -132,13 +139,17 @@ pub fn main(data: &Path, args: ServeArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(EXIT_FAILURE, format!("starting the runtime: {e}")),
     };
-    match runtime.block_on(run(cfg)) {
+    let engine_config = SandboxConfig {
+        cgroup_parent: args.cgroup_parent,
+        ..SandboxConfig::default()
+    };
+    match runtime.block_on(run(cfg, engine_config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(EXIT_FAILURE, message),
     }
 }
 
-async fn run(cfg: ServerConfig) -> Result<(), String> {
+async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), String> {
     let data = cfg.data.clone();
     let (master_token, created) = auth::master_token(&data)
         .map_err(|e| format!("master token in {}: {e}", data.display()))?;
@@ -153,8 +164,7 @@ async fn run(cfg: ServerConfig) -> Result<(), String> {
             .map_err(|e| e.to_string())?,
     );
     let envs = EnvStore::open(&data).map_err(|e| format!("environments: {e}"))?;
-    let engine =
-        Arc::new(Sandbox::new(SandboxConfig::default()).map_err(|e| format!("sandbox: {e}"))?);
+    let engine = Arc::new(super::start_engine(engine_config).map_err(|e| format!("sandbox: {e}"))?);
     // What a crash left behind: sandboxes first, then the rows that said they were running.
     let cleaner = engine.clone();
     let cleaned = tokio::task::spawn_blocking(move || cleaner.cleanup_stale())

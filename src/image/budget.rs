@@ -35,6 +35,12 @@ pub struct ImportLimits {
     pub min_free_bytes: u64,
     /// Free inodes an import leaves on the data filesystem (when it counts inodes).
     pub min_free_inodes: u64,
+    /// How many times its compressed size a layer may unpack to (past the first
+    /// `expansion_allowance` bytes): real layers compress a few times, a decompression bomb a
+    /// thousand times, and this stops one long before `max_layer_bytes`.
+    pub max_expansion: u64,
+    /// Bytes any layer may unpack to whatever its compressed size.
+    pub expansion_allowance: u64,
 }
 
 impl Default for ImportLimits {
@@ -49,6 +55,8 @@ impl Default for ImportLimits {
             max_document_bytes: 8 << 20,
             min_free_bytes: 256 << 20,
             min_free_inodes: 16 << 10,
+            max_expansion: 100,
+            expansion_allowance: 64 << 20,
         }
     }
 }
@@ -167,14 +175,23 @@ impl Budget {
         Ok(())
     }
 
-    /// Meters one layer's uncompressed stream: at most `max_layer_bytes`, charged to the image.
-    pub fn layer<R: Read>(&self, inner: R) -> Metered<'_, R> {
+    /// Meters one layer's uncompressed stream: at most `max_layer_bytes`, and at most
+    /// `max_expansion` times its `compressed` size (past the allowance); charged to the image.
+    pub fn layer<R: Read>(&self, inner: R, compressed: u64) -> Metered<'_, R> {
+        let expanded = compressed
+            .saturating_mul(self.limits.max_expansion)
+            .saturating_add(self.limits.expansion_allowance);
+        let (limit, max) = if expanded < self.limits.max_layer_bytes {
+            (Limit::Expansion, expanded)
+        } else {
+            (Limit::LayerBytes, self.limits.max_layer_bytes)
+        };
         Metered {
             inner,
             budget: self,
             count: 0,
-            limit: Limit::LayerBytes,
-            max: self.limits.max_layer_bytes,
+            limit,
+            max,
             to_image: true,
         }
     }
@@ -245,10 +262,10 @@ mod tests {
         let budget = Budget::new(limits, dir.path());
         let mut sink = Vec::new();
         budget
-            .layer(&[0u8; 100][..])
+            .layer(&[0u8; 100][..], 100)
             .read_to_end(&mut sink)
             .expect("a layer at the limit");
-        let e = budget.layer(&[0u8; 101][..]).read_to_end(&mut sink);
+        let e = budget.layer(&[0u8; 101][..], 101).read_to_end(&mut sink);
         let e = super::super::digest::classify("l", e.unwrap_err());
         assert!(
             matches!(&e, ImageError::OverLimit(o) if o.limit == Limit::LayerBytes),
@@ -256,10 +273,10 @@ mod tests {
         );
         let budget = Budget::new(limits, dir.path());
         budget
-            .layer(&[0u8; 80][..])
+            .layer(&[0u8; 80][..], 80)
             .read_to_end(&mut sink)
             .expect("80");
-        let e = budget.layer(&[0u8; 80][..]).read_to_end(&mut sink);
+        let e = budget.layer(&[0u8; 80][..], 80).read_to_end(&mut sink);
         let e = super::super::digest::classify("l", e.unwrap_err());
         assert!(
             matches!(&e, ImageError::OverLimit(o) if o.limit == Limit::ImageBytes),
@@ -295,5 +312,36 @@ mod tests {
         ));
         let budget = Budget::new(ImportLimits::default(), dir.path());
         assert!(budget.ensure_room(1 << 20).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod expansion_tests {
+    use super::*;
+
+    #[test]
+    fn a_layer_that_expands_a_thousand_times_is_refused_early() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limits = ImportLimits {
+            max_expansion: 10,
+            expansion_allowance: 100,
+            min_free_bytes: 0,
+            min_free_inodes: 0,
+            ..ImportLimits::default()
+        };
+        let budget = Budget::new(limits, dir.path());
+        let mut sink = Vec::new();
+        // 10 compressed bytes may unpack to 10 × 10 + 100.
+        budget
+            .layer(&[0u8; 200][..], 10)
+            .read_to_end(&mut sink)
+            .expect("within the expansion");
+        let e = budget.layer(&[0u8; 201][..], 10).read_to_end(&mut sink);
+        let e = super::super::digest::classify("l", e.unwrap_err());
+        assert!(
+            matches!(&e, ImageError::OverLimit(o) if o.limit == Limit::Expansion),
+            "{e}"
+        );
+        assert!(e.to_string().contains("max_expansion"), "{e}");
     }
 }

@@ -72,6 +72,8 @@ pub enum Limit {
     MinFreeBytes,
     /// Free inodes left on the data filesystem.
     MinFreeInodes,
+    /// How many times its compressed size a layer unpacks to.
+    Expansion,
 }
 
 impl Limit {
@@ -87,6 +89,7 @@ impl Limit {
             Limit::DocumentBytes => "max_document_bytes",
             Limit::MinFreeBytes => "min_free_bytes",
             Limit::MinFreeInodes => "min_free_inodes",
+            Limit::Expansion => "max_expansion",
         }
     }
 

@@ -316,7 +316,8 @@ impl ImageStore {
         let mut raw = HashReader::capped(file, Limit::BlobBytes, max_blob);
         let context = format!("layer {}", layer.blob);
         let diff = {
-            let mut plain = HashReader::new(budget.layer(layout::decompress(&mut raw)?));
+            let mut plain =
+                HashReader::new(budget.layer(layout::decompress(&mut raw)?, layer.size));
             unpack_layer(&mut plain, &dir, budget).map_err(|e| match e {
                 ImageError::OverLimit(o) => ImageError::OverLimit(OverLimit {
                     what: format!("{context} ({})", o.what),

@@ -29,9 +29,9 @@ use super::tar_stream::read_entries;
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
-/// overlayfs reads `trusted.*` when mounted by real root, `user.*` with `userxattr` (mounts
-/// made inside a user namespace); setting both keeps the layer usable either way.
-const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
+/// The engine mounts image layers as real root, where overlayfs reads `trusted.*` xattrs; every
+/// filesystem keeps those (tmpfs before Linux 6.6 has no `user.*` ones).
+const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 /// Who owns everything in the layer store: root, whatever the image says. An image's owners
 /// would be real users on the host (uid 1000, nobody), able to write to the layer.
@@ -300,10 +300,8 @@ fn check_symlink(comps: &[OsString], target: &[u8], name: &str) -> Result<()> {
 /// Turns `.wh.NAME` into an overlayfs whiteout and `.wh..wh..opq` into the opaque xattr.
 fn apply_whiteout(parent: &Path, file: &str, name: &str) -> Result<()> {
     if file == OPAQUE_MARKER {
-        for attr in OPAQUE_XATTRS {
-            set_xattr(parent, attr, b"y")
-                .map_err(|e| ImageError::io(format!("opaque dir {name}"), e))?;
-        }
+        set_xattr(parent, OPAQUE_XATTR, b"y")
+            .map_err(|e| ImageError::io(format!("opaque dir {name}"), e))?;
         return Ok(());
     }
     let hidden = &file[WHITEOUT_PREFIX.len()..];
