@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::callbacks;
 use crate::config::ServerConfig;
 use crate::env::Catalog;
 use crate::exec;
@@ -18,5 +19,7 @@ pub struct App {
     pub exec: Arc<exec::Service>,
     /// Files kept by reference.
     pub files: Arc<FileStore>,
+    /// Completion callbacks: the outbox and its worker.
+    pub callbacks: Arc<callbacks::Service>,
     pub master_token: String,
 }

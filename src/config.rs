@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::callbacks;
 use crate::files::FileConfig;
 
 #[derive(Debug, Clone)]
@@ -22,6 +23,8 @@ pub struct ServerConfig {
     pub node: String,
     /// Files kept by reference: expiry, per-key quotas, sweeping.
     pub files: FileConfig,
+    /// Completion callbacks: the allow-list, retries, timeouts.
+    pub callbacks: callbacks::Settings,
 }
 
 impl ServerConfig {

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::run::{report, summary};
 use super::{fail, EXIT_FAILURE, EXIT_SANDBOX_FAILURE, EXIT_USAGE};
 use crate::auth::Quota;
+use crate::callbacks::AllowList;
 use crate::env::{Catalog, Resolved};
 use crate::exec::admission::{effective_limits, group_settings};
 use crate::exec::parse::new_execution;
@@ -29,7 +30,9 @@ fn load(data: &Path, file: &Path) -> Result<Loaded, String> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let value: Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
-    let new = new_execution(value).map_err(|e| format!("{}: {e}", file.display()))?;
+    // No server, so no callback: an empty allow-list refuses any.
+    let new = new_execution(value, &AllowList::default())
+        .map_err(|e| format!("{}: {e}", file.display()))?;
     let in_group = new.group.is_some();
     let at = |i: usize, field: &str| {
         if in_group {

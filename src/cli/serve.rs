@@ -13,6 +13,7 @@ use sandbox::SandboxConfig;
 use super::{fail, EXIT_FAILURE, EXIT_USAGE};
 use crate::app::App;
 use crate::auth;
+use crate::callbacks::{self, AllowList};
 use crate::config::ServerConfig;
 use crate::env::{Catalog, EnvStore};
 use crate::exec::{self, workdir::WorkDirs};
@@ -53,6 +54,23 @@ pub struct ServeArgs {
     /// How often expired files and unused blobs are removed.
     #[arg(long = "file-sweep", default_value = "60s", value_parser = parse_duration)]
     pub file_sweep: Duration,
+    /// Allow completion callbacks to HOST (a name, `*.domain`, `*`, an address or a
+    /// network, e.g. 10.0.0.0/8 or [fd00::/8]) on PORT (a number or `*`; default 80).
+    /// Repeatable; without it no callback is accepted.
+    #[arg(long = "callback-allow", value_name = "HOST[:PORT]")]
+    pub callback_allow: Vec<String>,
+    /// Attempts per callback before it is given up.
+    #[arg(long = "callback-attempts", default_value_t = 15)]
+    pub callback_attempts: u32,
+    /// Wait before a callback's first retry; doubled after each failure.
+    #[arg(long = "callback-backoff", default_value = "2s", value_parser = parse_duration)]
+    pub callback_backoff: Duration,
+    /// Longest wait between two attempts.
+    #[arg(long = "callback-backoff-max", default_value = "1h", value_parser = parse_duration)]
+    pub callback_backoff_max: Duration,
+    /// Longest attempt, from resolving the host to the answer's status line.
+    #[arg(long = "callback-timeout", default_value = "10s", value_parser = parse_duration)]
+    pub callback_timeout: Duration,
     /// cgroup (relative to the cgroup root) under which run cgroups go; default: sandpit's own.
     #[arg(
         long = "cgroup-parent",
@@ -117,6 +135,24 @@ pub fn main(data: &Path, args: ServeArgs) -> ExitCode {
             )
         }
     };
+    let allow = match AllowList::parse(&args.callback_allow) {
+        Ok(a) => a,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    if args.callback_attempts == 0 {
+        return fail(EXIT_USAGE, "--callback-attempts must be at least 1");
+    }
+    if args.callback_timeout.is_zero() {
+        return fail(EXIT_USAGE, "--callback-timeout must be more than 0");
+    }
+    let callbacks = callbacks::Settings {
+        allow,
+        max_attempts: args.callback_attempts,
+        backoff_first: args.callback_backoff,
+        backoff_max: args.callback_backoff_max.max(args.callback_backoff),
+        timeout: args.callback_timeout,
+        ..callbacks::Settings::default()
+    };
     let cfg = ServerConfig {
         listen: args.listen,
         data,
@@ -131,6 +167,7 @@ pub fn main(data: &Path, args: ServeArgs) -> ExitCode {
             max_bytes: (args.file_max_bytes > 0).then_some(args.file_max_bytes),
             sweep_every: args.file_sweep,
         },
+        callbacks,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -200,6 +237,25 @@ async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), Stri
     if recovered > 0 {
         tracing::warn!("{recovered} execution(s) were running when the server stopped: ended as internal-error");
     }
+    // Callbacks hear every end from now on, then catch up with what the store holds (ends
+    // nobody heard, attempts a crash cut short), then deliver.
+    let callbacks = Arc::new(callbacks::Service::new(
+        store.clone(),
+        cfg.callbacks.clone(),
+        Arc::new(server::views::FinalObjects { exec: exec.clone() }),
+        cfg.node.clone(),
+    ));
+    callbacks.listen(exec.events());
+    let interrupted = callbacks
+        .recover()
+        .await
+        .map_err(|e| format!("recovering callbacks: {e}"))?;
+    if interrupted > 0 {
+        tracing::warn!(
+            "{interrupted} callback attempt(s) were cut short when the server stopped: due again"
+        );
+    }
+    callbacks.spawn_worker();
     // Work queued before a restart runs now.
     exec.spawn_dispatcher();
     files.spawn_sweeper();
@@ -209,6 +265,7 @@ async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), Stri
         envs,
         exec,
         files,
+        callbacks,
         master_token,
     });
     println!(

@@ -26,6 +26,7 @@ use serde::de::{self, DeserializeOwned, Deserializer};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::callbacks::{AllowList, Callback, CallbackRequest};
 use crate::error::{Error, Result};
 use crate::exec::request::{
     InputFile, NewExecution, NewFileRef, NewGroup, NewProgram, PipeEnd, PipeRequest,
@@ -232,6 +233,7 @@ struct ExecutionBody {
     ends_with: Option<Vec<usize>>,
     start: Option<bool>,
     wait: Option<bool>,
+    callback: Option<CallbackRequest>,
 }
 
 fn rel_path(text: &str, what: &str) -> Result<RelPath> {
@@ -299,12 +301,17 @@ fn program(p: ProgramBody, prefix: &str) -> Result<NewProgram> {
     })
 }
 
-/// Reads a new execution: one program (`command` …) or a group (`programs`, `pipes`).
-pub fn new_execution(body: Value) -> Result<NewExecution> {
+/// Reads a new execution: one program (`command` …) or a group (`programs`, `pipes`); a
+/// callback's host must be on `allow`.
+pub fn new_execution(body: Value, allow: &AllowList) -> Result<NewExecution> {
     let b: ExecutionBody = typed(body)?;
     let environment = b.environment.filter(|e| !e.is_empty());
     let wait = b.wait.unwrap_or(false);
     let start = b.start.unwrap_or(false) || wait;
+    let callback = match b.callback {
+        Some(c) => Some(Callback::accept(c, allow)?),
+        None => None,
+    };
     let Some(programs) = b.programs else {
         for (given, name) in [
             (b.pipes.is_some(), "pipes"),
@@ -337,6 +344,7 @@ pub fn new_execution(body: Value) -> Result<NewExecution> {
             group: None,
             start,
             wait,
+            callback,
         });
     };
     for (given, name) in [
@@ -404,6 +412,7 @@ pub fn new_execution(body: Value) -> Result<NewExecution> {
         }),
         start,
         wait,
+        callback,
     })
 }
 
@@ -413,7 +422,7 @@ mod tests {
     use serde_json::json;
 
     fn error(v: Value) -> String {
-        match new_execution(v) {
+        match new_execution(v, &AllowList::default()) {
             Err(e) => e.to_string(),
             Ok(_) => panic!("accepted"),
         }
@@ -488,7 +497,8 @@ mod tests {
 
     #[test]
     fn a_full_request_reads() {
-        let new = new_execution(json!({
+        let new = new_execution(
+            json!({
             "environment": "busybox",
             "command": ["sh", "-c", "cat a"],
             "files": {"a": "text", "bin/b": {"content": "aGk=", "encoding": "base64", "mode": "755"},
@@ -498,7 +508,9 @@ mod tests {
             "outputs": ["out.txt"],
             "keep": ["out.txt"],
             "wait": true,
-        }))
+        }),
+            &AllowList::default(),
+        )
         .unwrap();
         assert!(new.start && new.wait && new.group.is_none());
         let p = &new.programs[0];
@@ -513,7 +525,8 @@ mod tests {
 
     #[test]
     fn a_group_reads() {
-        let new = new_execution(json!({
+        let new = new_execution(
+            json!({
             "programs": [
                 {"environment": "c", "command": ["./i"]},
                 {"environment": "python3", "command": ["python3", "s.py"], "stdin": "x"},
@@ -525,7 +538,9 @@ mod tests {
             ],
             "wall_time_s": 5,
             "ends_with": [0],
-        }))
+        }),
+            &AllowList::default(),
+        )
         .unwrap();
         assert_eq!(new.environment, "c");
         let g = new.group.unwrap();

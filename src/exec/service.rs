@@ -10,6 +10,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::auth::Principal;
+use crate::callbacks::Subject;
 use crate::clock::Micros;
 use crate::env::Catalog;
 use crate::error::{blocking, Error, Result};
@@ -158,6 +159,17 @@ impl Service {
             })
         })
         .await?;
+        // The callback's row first: the execution cannot end before its callback exists.
+        let callback = new
+            .callback
+            .take()
+            .map(|c| c.row(Subject::Execution(id.clone()), Micros::now()));
+        if let Some(c) = &callback {
+            if let Err(e) = self.store.insert_callback(c).await {
+                let _ = dir.remove().await;
+                return Err(e.into());
+            }
+        }
         // Inputs by reference are resolved, and the execution that pins their blobs recorded,
         // under the file store's lock (see `crate::files`).
         let held = if new.programs.iter().any(|p| !p.file_refs.is_empty()) {
@@ -225,6 +237,12 @@ impl Service {
         let row = match created {
             Ok(row) => row,
             Err(e) => {
+                if callback.is_some() {
+                    let _ = self
+                        .store
+                        .delete_callbacks_of(&Subject::Execution(id))
+                        .await;
+                }
                 let _ = dir.remove().await;
                 return Err(e);
             }

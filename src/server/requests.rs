@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::errors::{ApiError, ApiResult};
+use crate::callbacks::AllowList;
 use crate::exec::parse::typed;
 pub use crate::exec::parse::Mode;
 use crate::exec::NewExecution;
@@ -17,9 +18,13 @@ pub fn from_body<T: serde::de::DeserializeOwned>(map: Map<String, Value>) -> Api
     Ok(typed(Value::Object(map))?)
 }
 
-/// `POST /executions`: one program or a group (see `crate::exec::parse`).
-pub fn new_execution(map: Map<String, Value>) -> ApiResult<NewExecution> {
-    Ok(crate::exec::parse::new_execution(Value::Object(map))?)
+/// `POST /executions`: one program or a group (see `crate::exec::parse`); a callback's host
+/// must be on `allow`.
+pub fn new_execution(map: Map<String, Value>, allow: &AllowList) -> ApiResult<NewExecution> {
+    Ok(crate::exec::parse::new_execution(
+        Value::Object(map),
+        allow,
+    )?)
 }
 
 /// A size in bytes: a positive number, or text like `256M`.

@@ -17,6 +17,7 @@ use super::migrations::{self, MIGRATIONS};
 use super::{
     ApiKeyRow, ApiKeys, ExecutionRow, Executions, FileRow, Files, Queue, Result, StoreError,
 };
+use crate::callbacks::Subject;
 use crate::clock::Micros;
 use crate::exec::state::{Change, EndReason, Ending, Status, Transition};
 
@@ -62,6 +63,10 @@ impl SqliteStore {
         let store = SqliteStore { pool };
         store.migrate().await?;
         Ok(store)
+    }
+
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     /// Closes every connection (the database file may then be opened again).
@@ -358,6 +363,8 @@ impl Executions for SqliteStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        let subject = Subject::Execution(id.to_string());
+        super::sqlite_callbacks::delete_callbacks_in(&mut tx, &subject).await?;
         tx.commit().await?;
         Ok(true)
     }
