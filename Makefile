@@ -72,6 +72,7 @@ bench: rootfs build
 	$(CARGO) bench --bench api
 	$(CARGO) bench --bench pipes
 	$(CARGO) bench --bench kept
+	$(CARGO) bench --bench judge
 
 # The main job: the HTTP execution API on the embedded store (SQLite in $(DATA)), with the
 # shipped environments imported there. The master token is created in $(DATA)/master_token on

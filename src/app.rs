@@ -8,6 +8,7 @@ use crate::config::ServerConfig;
 use crate::env::Catalog;
 use crate::exec;
 use crate::files::FileStore;
+use crate::judge;
 use crate::store::Store;
 
 pub struct App {
@@ -19,6 +20,8 @@ pub struct App {
     pub exec: Arc<exec::Service>,
     /// Files kept by reference.
     pub files: Arc<FileStore>,
+    /// Grading: projects and submissions.
+    pub judge: Arc<judge::Service>,
     /// Completion callbacks: the outbox and its worker.
     pub callbacks: Arc<callbacks::Service>,
     pub master_token: String,

@@ -14,6 +14,7 @@ pub mod exec;
 pub mod files;
 pub mod ids;
 pub mod image;
+pub mod judge;
 pub mod runspec;
 pub mod scheduler;
 pub mod server;

@@ -144,6 +144,25 @@ impl<'de> Deserialize<'de> for FileContent {
     }
 }
 
+/// Content only (no kept file): text, or `{content, encoding, mode}`.
+impl<'de> Deserialize<'de> for EncodedFileContent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(content) => Ok(EncodedFileContent(EncodedFile {
+                content,
+                encoding: None,
+                mode: None,
+            })),
+            v @ Value::Object(_) => serde_json::from_value(v)
+                .map(EncodedFileContent)
+                .map_err(de::Error::custom),
+            _ => Err(de::Error::custom(
+                "give the content as a string or as {\"content\", \"encoding\"}",
+            )),
+        }
+    }
+}
+
 impl EncodedFileContent {
     /// The bytes and the mode asked for.
     pub fn decode(self, what: &str) -> Result<(Vec<u8>, Option<u32>)> {

@@ -79,6 +79,11 @@ impl Service {
         self.sched.slots()
     }
 
+    /// The slots' scheduler (the judge shares its slots).
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.sched
+    }
+
     pub fn dir(&self, id: &str) -> WorkDir {
         self.dirs.of(id)
     }

@@ -64,17 +64,24 @@ mod tests {
                     assert!(open, "{shown}: documented as needing a token");
                     assert!(!responses.contains_key("401"), "{shown}: documents a 401");
                 }
-                Auth::Key | Auth::Master(_) => {
+                Auth::Key | Auth::Master(_) | Auth::ProjectManager(_) => {
                     assert!(!open, "{shown}: documented as open");
                     assert!(responses.contains_key("401"), "{shown}: no 401 documented");
                 }
             }
             let master_only = matches!(r.auth, Auth::Master(_));
+            let restricted = matches!(r.auth, Auth::Master(_) | Auth::ProjectManager(_));
             assert_eq!(
                 responses.contains_key("403"),
-                master_only,
-                "{shown}: 403 documented iff master only"
+                restricted,
+                "{shown}: 403 documented iff restricted"
             );
+            if matches!(r.auth, Auth::ProjectManager(_)) {
+                assert!(
+                    summary.contains("(master token or a key with manage_projects)"),
+                    "{shown}: summary says who may"
+                );
+            }
             assert_eq!(
                 summary.contains("(master token)"),
                 master_only,

@@ -21,8 +21,13 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 3,
+        name: "projects_and_submissions",
+        sql: include_str!("migrations/0003_projects_and_submissions.sql"),
+    },
+    Migration {
+        version: 4,
         name: "files",
-        sql: include_str!("migrations/0003_files.sql"),
+        sql: include_str!("migrations/0004_files.sql"),
     },
 ];
 

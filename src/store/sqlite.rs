@@ -25,7 +25,7 @@ const EXEC_COLUMNS: &str = "id, owner, environment, status, request, result, end
      message, created_at, started_at, ended_at, queued_at, node";
 
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -109,7 +109,7 @@ pub(super) async fn apply_migrations(tx: &mut Transaction<'_, Sqlite>) -> Result
     Ok(())
 }
 
-fn corrupt(what: String) -> StoreError {
+pub(super) fn corrupt(what: String) -> StoreError {
     StoreError::Corrupt(what)
 }
 
@@ -120,6 +120,7 @@ fn key_row(r: &SqliteRow) -> Result<ApiKeyRow> {
         max_memory: r.try_get("max_memory")?,
         max_time: r.try_get("max_time")?,
         max_executions: r.try_get("max_executions")?,
+        manage_projects: r.try_get::<i64, _>("manage_projects")? != 0,
         created_at: Micros(r.try_get("created_at")?),
     })
 }
@@ -174,7 +175,7 @@ fn file_row(r: &SqliteRow) -> Result<FileRow> {
     })
 }
 
-fn json(value: &impl serde::Serialize) -> Result<String> {
+pub(super) fn json(value: &impl serde::Serialize) -> Result<String> {
     serde_json::to_string(value).map_err(|e| corrupt(format!("serialising: {e}")))
 }
 
@@ -206,13 +207,15 @@ impl ApiKeys for SqliteStore {
     async fn insert_api_key(&self, key: &ApiKeyRow) -> Result<bool> {
         let done = sqlx::query(
             "INSERT INTO api_keys (name, token_hash, max_memory, max_time, max_executions, \
-             created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+             manage_projects, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (name) DO NOTHING",
         )
         .bind(&key.name)
         .bind(&key.token_hash)
         .bind(key.max_memory)
         .bind(key.max_time)
         .bind(key.max_executions)
+        .bind(i64::from(key.manage_projects))
         .bind(key.created_at.0)
         .execute(&self.pool)
         .await?;

@@ -6,3 +6,5 @@ pub mod environments;
 pub mod executions;
 pub mod files;
 pub mod live_log;
+pub mod projects;
+pub mod submissions;
