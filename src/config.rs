@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::callbacks;
+use crate::files::FileConfig;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -22,6 +23,8 @@ pub struct ServerConfig {
     pub dir_envs: Vec<(String, PathBuf)>,
     /// This node's name in the store (the single server: "local").
     pub node: String,
+    /// Files kept by reference: expiry, per-key quotas, sweeping.
+    pub files: FileConfig,
     /// Completion callbacks: the allow-list, retries, timeouts.
     pub callbacks: callbacks::Settings,
 }
@@ -30,6 +33,11 @@ impl ServerConfig {
     /// Where executions keep their files: `DATA/executions/<id>/`.
     pub fn executions_dir(&self) -> PathBuf {
         self.data.join("executions")
+    }
+
+    /// Where kept files live: `DATA/files/`.
+    pub fn files_dir(&self) -> PathBuf {
+        self.data.join("files")
     }
 
     /// Where projects keep their files: `DATA/projects/<id>/<revision>/`.

@@ -17,6 +17,7 @@ use crate::callbacks::{self, AllowList};
 use crate::config::ServerConfig;
 use crate::env::{Catalog, EnvStore};
 use crate::exec::{self, workdir::WorkDirs};
+use crate::files::{FileConfig, FileStore};
 use crate::judge;
 use crate::server;
 use crate::store::{SqliteStore, Store};
@@ -45,6 +46,18 @@ pub struct ServeArgs {
     /// Also serve a plain root file system directory as environment ENVID.
     #[arg(long = "rootfs-env", value_name = "ENVID=DIR")]
     pub rootfs_env: Vec<String>,
+    /// How long a kept file lives (executions' `keep`), e.g. 24h, 7d, 30m.
+    #[arg(long = "file-ttl", default_value = "24h", value_parser = parse_duration)]
+    pub file_ttl: Duration,
+    /// Most files an API key keeps at once (0: no limit).
+    #[arg(long = "file-max-count", default_value_t = 1000)]
+    pub file_max_count: u64,
+    /// Most bytes of files an API key keeps at once (0: no limit).
+    #[arg(long = "file-max-bytes", default_value = "1G", value_parser = parse_size)]
+    pub file_max_bytes: u64,
+    /// How often expired files and unused blobs are removed.
+    #[arg(long = "file-sweep", default_value = "60s", value_parser = parse_duration)]
+    pub file_sweep: Duration,
     /// Allow completion callbacks to HOST (a name, `*.domain`, `*`, an address or a
     /// network, e.g. 10.0.0.0/8 or [fd00::/8]) on PORT (a number or `*`; default 80).
     /// Repeatable; without it no callback is accepted.
@@ -107,6 +120,9 @@ pub fn main(data: &Path, args: ServeArgs) -> ExitCode {
     if slots == 0 {
         return fail(EXIT_USAGE, "--slots must be at least 1");
     }
+    if args.file_sweep.is_zero() {
+        return fail(EXIT_USAGE, "--file-sweep must be more than 0");
+    }
     if let Err(e) = std::fs::create_dir_all(data.join("executions")) {
         return fail(
             EXIT_FAILURE,
@@ -150,6 +166,12 @@ pub fn main(data: &Path, args: ServeArgs) -> ExitCode {
         max_upload: args.max_upload,
         dir_envs,
         node: "local".into(),
+        files: FileConfig {
+            ttl: args.file_ttl,
+            max_files: (args.file_max_count > 0).then_some(args.file_max_count),
+            max_bytes: (args.file_max_bytes > 0).then_some(args.file_max_bytes),
+            sweep_every: args.file_sweep,
+        },
         callbacks,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -211,12 +233,17 @@ async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), Stri
         )
         .map_err(|e| format!("sandbox: {e}"))?,
     );
+    let files = Arc::new(
+        FileStore::open(cfg.files_dir(), store.clone(), cfg.files)
+            .map_err(|e| format!("file store {}: {e}", cfg.files_dir().display()))?,
+    );
     let exec = Arc::new(exec::Service::new(exec::Parts {
         store: store.clone(),
         envs: envs.clone(),
         pool: pool.clone(),
         slots: cfg.slots,
         dirs: WorkDirs::new(cfg.executions_dir()),
+        files: files.clone(),
         node: cfg.node.clone(),
     }));
     let recovered = exec
@@ -268,12 +295,14 @@ async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), Stri
     callbacks.spawn_worker();
     // Work queued before a restart runs now.
     exec.spawn_dispatcher();
+    files.spawn_sweeper();
     judge.spawn_dispatcher();
     let app = Arc::new(App {
         cfg,
         store,
         envs,
         exec,
+        files,
         judge,
         callbacks,
         master_token,

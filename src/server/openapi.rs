@@ -115,6 +115,8 @@ mod tests {
             TOO_LARGE,
             UNSUPPORTED_MEDIA_TYPE,
             TOO_MANY,
+            OVER_BYTES_QUOTA,
+            OVER_COUNT_QUOTA,
             INTERNAL,
         ] {
             assert!(

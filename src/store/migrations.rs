@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "projects_and_submissions",
         sql: include_str!("migrations/0003_projects_and_submissions.sql"),
     },
+    Migration {
+        version: 4,
+        name: "files",
+        sql: include_str!("migrations/0004_files.sql"),
+    },
 ];
 
 /// Creates the bookkeeping table (portable SQL too).
