@@ -7,6 +7,7 @@ use crate::config::ServerConfig;
 use crate::env::Catalog;
 use crate::exec;
 use crate::store::Store;
+use crate::telemetry::Metrics;
 
 pub struct App {
     pub cfg: ServerConfig,
@@ -16,4 +17,6 @@ pub struct App {
     /// The execution domain: create, start, stop, run, end.
     pub exec: Arc<exec::Service>,
     pub master_token: String,
+    /// The metrics served at `/metrics`; hand an `Arc` of it to whatever counts something.
+    pub metrics: Arc<Metrics>,
 }

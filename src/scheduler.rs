@@ -43,6 +43,11 @@ impl Scheduler {
         self.slots
     }
 
+    /// Slots taken now: by runs, and for a moment by the dispatcher claiming the next.
+    pub fn busy(&self) -> usize {
+        self.slots.saturating_sub(self.permits.available_permits())
+    }
+
     fn live(&self) -> std::sync::MutexGuard<'_, Live> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -17,6 +17,7 @@ use crate::env::{Catalog, EnvStore};
 use crate::exec::{self, workdir::WorkDirs};
 use crate::server;
 use crate::store::{SqliteStore, Store};
+use crate::telemetry::{self, Metrics};
 use crate::units::parse_size;
 
 #[derive(Debug, Args)]
@@ -162,6 +163,9 @@ async fn run(cfg: ServerConfig) -> Result<(), String> {
     if recovered > 0 {
         tracing::warn!("{recovered} execution(s) were running when the server stopped: ended as internal-error");
     }
+    let metrics = Arc::new(Metrics::new());
+    // Listening before the dispatcher starts, so no end goes uncounted.
+    telemetry::ends::spawn(exec.events(), store.clone(), metrics.clone());
     // Work queued before a restart runs now.
     exec.spawn_dispatcher();
     let app = Arc::new(App {
@@ -170,6 +174,7 @@ async fn run(cfg: ServerConfig) -> Result<(), String> {
         envs,
         exec,
         master_token,
+        metrics,
     });
     println!(
         "sandpit: listening on http://{addr} ({} slots, data in {})",

@@ -5,14 +5,22 @@
 use sandbox::RelPath;
 use serde::{Deserialize, Serialize};
 
-/// Limits as asked for; `None` takes the default (within the key's maxima).
+use crate::units;
+
+/// Limits as asked for; `None` takes the default (within the key's maxima). Sizes and times
+/// are numbers or text as users type them (`"128M"`, `"2s"`), as API-key limits are.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestedLimits {
+    #[serde(default, deserialize_with = "units::de::size")]
     pub memory_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "units::de::seconds")]
     pub cpu_time_s: Option<f64>,
+    #[serde(default, deserialize_with = "units::de::seconds")]
     pub wall_time_s: Option<f64>,
+    #[serde(default, deserialize_with = "units::de::count")]
     pub pids: Option<u64>,
+    #[serde(default, deserialize_with = "units::de::size")]
     pub output_bytes: Option<u64>,
 }
 

@@ -43,6 +43,10 @@ pub struct ExecutionResult {
     pub seccomp_violations: Vec<Violation>,
     #[serde(default)]
     pub cgroup_version: u8,
+    /// Seconds the sandbox took to set up before the program started, when the core reports
+    /// it (metrics observe it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup_s: Option<f64>,
     /// Outputs that were not collected: name as asked → why.
     #[serde(default)]
     pub outputs: BTreeMap<String, String>,
@@ -79,6 +83,8 @@ impl ExecutionResult {
                 })
                 .collect(),
             cgroup_version: o.cgroup_version,
+            // The core does not report its setup time yet.
+            setup_s: None,
             outputs: refused,
         }
     }

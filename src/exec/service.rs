@@ -74,6 +74,11 @@ impl Service {
         self.sched.slots()
     }
 
+    /// Slots running an execution now.
+    pub fn slots_busy(&self) -> usize {
+        self.sched.busy()
+    }
+
     pub fn dir(&self, id: &str) -> WorkDir {
         self.dirs.of(id)
     }

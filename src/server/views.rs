@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use crate::app::App;
 use crate::env::{EnvEntry, Environment};
 use crate::exec::Status;
-use crate::store::{ApiKeyRow, ExecutionRow};
+use crate::store::{ApiKeyRow, AuditRow, ExecutionRow};
 
 /// The execution object; with `include_log`, the streams of an ended one.
 pub async fn execution(app: &App, row: &ExecutionRow, include_log: bool) -> Value {
@@ -74,6 +74,19 @@ pub fn api_key(k: &ApiKeyRow) -> Value {
         "max_time": k.max_time,
         "max_executions": k.max_executions,
         "created_date": k.created_at.to_rfc3339(),
+    })
+}
+
+pub fn audit_entry(a: &AuditRow) -> Value {
+    json!({
+        "request_id": a.request_id,
+        "date": a.at.to_rfc3339(),
+        "who": a.who,
+        "peer": a.peer,
+        "method": a.method,
+        "route": a.route,
+        "target": a.target,
+        "status": a.status,
     })
 }
 

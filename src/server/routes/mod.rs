@@ -1,6 +1,9 @@
 //! The handlers, one file per resource: parse the request, call the domain, render.
 
 pub mod api_keys;
+pub mod audit;
+pub mod console;
 pub mod environments;
 pub mod executions;
 pub mod live_log;
+pub mod metrics;
