@@ -231,12 +231,16 @@ fn parse_exposition(text: &str) -> Result<BTreeMap<String, Family>, String> {
     Ok(families)
 }
 
+/// A series' labels other than `le`, sorted.
+type SeriesKey = Vec<(String, String)>;
+
 /// Each series of a histogram: `le` rising to `+Inf`, counts cumulative, `+Inf` = `_count`.
 fn check_histogram(name: &str, fam: &Family) -> Result<(), String> {
-    let mut series: BTreeMap<Vec<(String, String)>, Vec<(f64, f64)>> = BTreeMap::new();
-    let mut counts: BTreeMap<Vec<(String, String)>, f64> = BTreeMap::new();
+    // Per series: (le, count) of each bucket, in order.
+    let mut series: BTreeMap<SeriesKey, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut counts: BTreeMap<SeriesKey, f64> = BTreeMap::new();
     for s in &fam.samples {
-        let mut key: Vec<(String, String)> = s
+        let mut key: SeriesKey = s
             .labels
             .iter()
             .filter(|(k, _)| k.as_str() != "le")
