@@ -5,6 +5,7 @@ use crate::capabilities;
 use crate::cgroup::{CgroupManager, CgroupVersion};
 use crate::config::SandboxConfig;
 use crate::error::Error;
+use crate::group::{Group, GroupOutcome};
 use crate::ids::IdRanges;
 use crate::io::Io;
 use crate::outcome::Outcome;
@@ -101,6 +102,13 @@ impl Sandbox {
     /// could not be set up.
     pub fn prepare(&self, env: &EnvSpec) -> Result<Prepared, Error> {
         Prepared::create(self, env)
+    }
+
+    /// Runs several programs at once, each in a fresh sandbox of its own, wired by pipes (see
+    /// [`Group`]); `ios[i]` is program *i*'s. `Err` only for a group that cannot run as given
+    /// (a bad graph names the pipe).
+    pub fn run_group(&self, group: &Group, ios: Vec<Io>) -> Result<GroupOutcome, Error> {
+        crate::group::run(self, group, ios)
     }
 
     /// Runs one program in a fresh sandbox. `Err` only for a spec that cannot run as given;

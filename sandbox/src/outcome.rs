@@ -148,6 +148,10 @@ pub(crate) enum KillCause {
     Output,
     Stop,
     SetupFailed,
+    /// The wall time limit of the program's group.
+    GroupWallTime,
+    /// Another program of the group ended, and the group ends with it.
+    GroupEnded,
 }
 
 /// One stream as the supervisor captured it.
@@ -212,6 +216,12 @@ pub(crate) fn verdict(e: Evidence, syscall_name: impl Fn(i32) -> String) -> Outc
         (EndReason::InternalError, None, Some(m))
     } else if killed == Some(KillCause::Stop) {
         (EndReason::Stopped, None, Some("stopped on request".into()))
+    } else if killed == Some(KillCause::GroupEnded) {
+        (
+            EndReason::Stopped,
+            None,
+            Some("stopped: the program its group ends with ended".into()),
+        )
     } else if stats.oom_kills > 0 {
         // Whoever the victim was: the counter moved, so memory ran out.
         (
@@ -239,6 +249,12 @@ pub(crate) fn verdict(e: Evidence, syscall_name: impl Fn(i32) -> String) -> Outc
             EndReason::Timeout,
             Some(TimeoutKind::Wall),
             Some("wall time limit reached".into()),
+        )
+    } else if killed == Some(KillCause::GroupWallTime) {
+        (
+            EndReason::Timeout,
+            Some(TimeoutKind::Wall),
+            Some("the group's wall time limit reached".into()),
         )
     } else if killed == Some(KillCause::Output) {
         (

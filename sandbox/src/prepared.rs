@@ -8,7 +8,7 @@
 //! with the program's stdio → supervise → verdict.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -27,8 +27,9 @@ use crate::rlimits;
 use crate::root_mount;
 use crate::rootfs::{self, inside_path, RootOptions};
 use crate::seccomp;
-use crate::spec::{EnvSpec, Spec};
+use crate::spec::{EnvSpec, FileSource, Spec};
 use crate::supervisor::{self, Stream, Supervisor};
+use crate::sys::mount_api::{self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 use crate::sys::{self, CloneArgs, CLONE_INTO_CGROUP, CLONE_PIDFD};
 
 /// How long a sandbox's setup (mounts) may take before it counts as failed.
@@ -186,21 +187,41 @@ impl Prepared {
     /// Runs `spec`'s program in this sandbox and ends the sandbox. The spec's environment must
     /// be the one the sandbox was prepared for. `Err` only for a spec that cannot run as given;
     /// a failure of the sandbox itself is an outcome with `end_reason: internal-error`.
-    pub fn run(mut self, spec: &Spec, io: Io) -> Result<Outcome, Error> {
+    pub fn run(self, spec: &Spec, io: Io) -> Result<Outcome, Error> {
+        self.run_wired(spec, io, Wiring::default())
+    }
+
+    /// `run`, with some of the program's descriptors given instead of the defaults (a group's
+    /// pipes) and more reasons to end it.
+    pub(crate) fn run_wired(
+        mut self,
+        spec: &Spec,
+        io: Io,
+        wiring: Wiring,
+    ) -> Result<Outcome, Error> {
         if spec.env_spec() != self.env {
             return Err(Error::InvalidSpec(
                 "the spec's environment is not the one this sandbox was prepared for".into(),
             ));
         }
-        for f in &spec.files {
-            files::destination(f, &self.workdir)?;
-        }
-        for c in &spec.collect {
-            files::collect_path(c).map_err(Error::InvalidSpec)?;
-        }
-        self.arena
-            .write_program(spec, &rlimits::for_limits(&spec.limits)?)?;
-        let stdin = stdin_fd(&spec.stdin)?;
+        check_program(spec)?;
+        let binds = Binds::open(spec, &self.workdir)?;
+        // The program's descriptors: 0, 1, 2 (given, or stdin from the spec and captured
+        // streams), then the given ones above 2.
+        let given = |fd: i32| wiring.fds.iter().any(|(target, _)| *target == fd);
+        let mut targets: Vec<i32> = vec![0, 1, 2];
+        targets.extend(wiring.fds.iter().map(|(t, _)| *t).filter(|t| *t > 2));
+        self.arena.write_program(
+            spec,
+            &rlimits::for_limits(&spec.limits)?,
+            &targets,
+            &binds.targets,
+        )?;
+        let stdin = if given(0) {
+            None
+        } else {
+            Some(stdin_fd(&spec.stdin)?)
+        };
         if let Err(e) = self.cgroup.set_limits(&spec.limits) {
             return Ok(Outcome::internal_error(e.to_string()));
         }
@@ -217,8 +238,14 @@ impl Prepared {
                 "copying files in failed: {e}"
             )));
         }
-        let pipes = sys::pipe().and_then(|out| Ok((out, sys::pipe()?)));
-        let ((out_r, out_w), (err_r, err_w)) = match pipes {
+        let captured = |fd: i32| -> std::io::Result<Option<(OwnedFd, OwnedFd)>> {
+            if given(fd) {
+                Ok(None)
+            } else {
+                sys::pipe().map(Some)
+            }
+        };
+        let (out, err) = match captured(1).and_then(|out| Ok((out, captured(2)?))) {
             Ok(p) => p,
             Err(e) => return Ok(Outcome::internal_error(format!("pipe: {e}"))),
         };
@@ -231,13 +258,30 @@ impl Prepared {
                 "the sandbox was already used".into(),
             ));
         };
-        channel.command(
-            Kind::Run,
-            &[stdin.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
-        );
+        let fd_for = |target: i32| -> RawFd {
+            if let Some((_, fd)) = wiring.fds.iter().find(|(t, _)| *t == target) {
+                return fd.as_raw_fd();
+            }
+            match target {
+                0 => stdin.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                1 => out.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
+                _ => err.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
+            }
+        };
+        let mut fds: Vec<RawFd> = targets.iter().map(|t| fd_for(*t)).collect();
+        fds.extend(binds.fds.iter().map(|f| f.as_raw_fd()));
+        channel.command(Kind::Run, &fds);
         // Only the program holds the write ends now: EOF then means it is done.
-        drop((stdin, out_w, err_w));
-        for fd in [&out_r, &err_r] {
+        let stream = |pipe: Option<(OwnedFd, OwnedFd)>, sink| match pipe {
+            Some((read, _write)) => Stream::new(read, sink),
+            None => Stream::none(),
+        };
+        let (stdout, stderr) = (stream(out, io.stdout_sink), stream(err, io.stderr_sink));
+        drop((stdin, binds));
+        let mut stops = wiring.stops;
+        stops.extend(io.stop.as_ref().map(|s| (s.fd(), KillCause::Stop)));
+        drop(wiring.fds);
+        for fd in [&stdout.fd, &stderr.fd].into_iter().flatten() {
             if let Err(e) = sys::set_nonblocking(fd) {
                 return Ok(Outcome::internal_error(format!("pipe: {e}")));
             }
@@ -246,9 +290,9 @@ impl Prepared {
             init_pid: self.init_pid,
             pidfd: &self.pidfd,
             channel: Some(channel),
-            stdout: Stream::new(out_r, io.stdout_sink),
-            stderr: Stream::new(err_r, io.stderr_sink),
-            stop: io.stop.as_ref().map(|s| s.fd()),
+            stdout,
+            stderr,
+            stops,
             cgroup: &self.cgroup,
             limits: supervisor::Limits {
                 cpu: spec.limits.cpu_time,
@@ -317,6 +361,64 @@ impl Drop for Prepared {
     fn drop(&mut self) {
         // init first: the cgroup (dropped after this) can only go once it is empty.
         self.kill_init();
+    }
+}
+
+/// Checks what can be checked of `spec`'s program before anything is set up for it: paths,
+/// limits, argv and environment. (Its environment is checked when it is prepared.)
+pub(crate) fn check_program(spec: &Spec) -> Result<(), Error> {
+    let workdir = inside_path(&spec.workdir, "work directory")?;
+    for f in &spec.files {
+        files::destination(f, &workdir)?;
+    }
+    for c in &spec.collect {
+        files::collect_path(c).map_err(Error::InvalidSpec)?;
+    }
+    rlimits::for_limits(&spec.limits)?;
+    crate::plan::check_program(spec)
+}
+
+/// What a group gives one of its programs: descriptors at fd numbers (pipe ends), and the
+/// eventfds that end it for the group's reasons.
+#[derive(Default)]
+pub(crate) struct Wiring {
+    pub fds: Vec<(i32, OwnedFd)>,
+    pub stops: Vec<(RawFd, KillCause)>,
+}
+
+/// The read-only binds of a run: detached copies of the host paths, and where they go.
+struct Binds {
+    fds: Vec<OwnedFd>,
+    targets: Vec<PathBuf>,
+}
+
+impl Binds {
+    fn open(spec: &Spec, workdir: &std::path::Path) -> Result<Binds, Error> {
+        let mut binds = Binds {
+            fds: Vec::new(),
+            targets: Vec::new(),
+        };
+        for f in &spec.files {
+            let FileSource::Bind(source) = &f.source else {
+                continue;
+            };
+            if binds.fds.len() + 3 >= crate::report::MAX_FDS {
+                return Err(Error::InvalidSpec(format!(
+                    "at most {} read-only binds per run",
+                    crate::report::MAX_FDS - 3
+                )));
+            }
+            let path = std::ffi::CString::new(source.as_os_str().as_encoded_bytes())
+                .map_err(|_| Error::InvalidSpec("a bind source contains a NUL byte".into()))?;
+            let fd = mount_api::clone_tree(
+                &path,
+                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            )
+            .map_err(|e| Error::InvalidSpec(format!("bind source {}: {e}", source.display())))?;
+            binds.fds.push(fd);
+            binds.targets.push(files::destination(f, workdir)?);
+        }
+        Ok(binds)
     }
 }
 

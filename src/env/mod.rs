@@ -184,8 +184,7 @@ impl EnvStore {
                 return Err(EnvError::AlreadyExists(id.clone()));
             }
         }
-        let held = self.images.lock()?;
-        let record = self.images.import_locked(&held, path)?;
+        let (held, record) = self.images.import(path)?;
         let envid = match meta.envid {
             Some(id) => id,
             None => record.digest.trim_start_matches("sha256:")[..12].to_string(),

@@ -44,8 +44,7 @@ pub fn resolve(data: &Path, source: &RootSource) -> Result<Resolved, String> {
         RootSource::Image(path) => {
             let err = |e: &dyn std::fmt::Display| format!("--image {}: {e}", path.display());
             let store = ImageStore::open(data, ImportLimits::default()).map_err(|e| err(&e))?;
-            let held = store.lock().map_err(|e| err(&e))?;
-            let record = store.import_locked(&held, path).map_err(|e| err(&e))?;
+            let (held, record) = store.import(path).map_err(|e| err(&e))?;
             // Leased before the store lock goes, so no collection can slip in between.
             let image = store.lease(&record.digest).map_err(|e| err(&e))?;
             drop(held);
