@@ -164,7 +164,8 @@ async fn run(cfg: ServerConfig) -> Result<(), String> {
         tracing::warn!("{recovered} execution(s) were running when the server stopped: ended as internal-error");
     }
     let metrics = Arc::new(Metrics::new());
-    // Listening before the dispatcher starts, so no end goes uncounted.
+    // Listening before the dispatcher starts, so no run's end goes uncounted (what a crash
+    // left running was ended above, and said so).
     telemetry::ends::spawn(exec.events(), store.clone(), metrics.clone());
     // Work queued before a restart runs now.
     exec.spawn_dispatcher();

@@ -11,7 +11,6 @@ use std::time::Instant;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW};
 use hyper::{Method, Request, StatusCode};
-
 use tracing::Instrument;
 
 use super::errors::{code, ApiError, ApiResult};
