@@ -406,9 +406,17 @@ fn metrics_count_ends_queue_slots_and_requests() {
                "limits": {"wall_time_s": "300ms"}, "wait": true}),
     );
     assert_eq!(v["end_reason"], "timeout", "{v}");
+    // An end is counted after its times are observed: once both show, all of them do.
     let m = scrape_until(&s, "two ends", |m| {
-        value(m, "sandpit_execution_run_seconds_count", &[]) == 2.0
+        value(m, "sandpit_executions_ended_total", &[("reason", "normal")])
+            + value(
+                m,
+                "sandpit_executions_ended_total",
+                &[("reason", "timeout")],
+            )
+            == 2.0
     });
+    assert_eq!(value(&m, "sandpit_execution_run_seconds_count", &[]), 2.0);
     assert_eq!(
         value(
             &m,

@@ -205,18 +205,14 @@ impl Metrics {
         m
     }
 
-    /// An execution ended (called once per end, by the end listener).
+    /// An execution ended (called once per end, by the end listener). The end is counted
+    /// last, so a scrape that sees it sees its times too.
     pub fn execution_ended(
         &self,
         reason: EndReason,
         result: Option<&ExecutionResult>,
         queue_wait_s: Option<f64>,
     ) {
-        self.executions_ended
-            .get_or_create(&EndLabels {
-                reason: reason.as_str(),
-            })
-            .inc();
         if let Some(r) = result {
             self.run_seconds.observe(r.wall_time_s);
             if let Some(setup) = r.setup_s {
@@ -226,6 +222,11 @@ impl Metrics {
         if let Some(wait) = queue_wait_s {
             self.queue_wait_seconds.observe(wait);
         }
+        self.executions_ended
+            .get_or_create(&EndLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
     }
 
     /// The end listener fell behind by `n` ends.
