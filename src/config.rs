@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::callbacks;
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -18,6 +20,8 @@ pub struct ServerConfig {
     pub dir_envs: Vec<(String, PathBuf)>,
     /// This node's name in the store (the single server: "local").
     pub node: String,
+    /// Completion callbacks: the allow-list, retries, timeouts.
+    pub callbacks: callbacks::Settings,
 }
 
 impl ServerConfig {

@@ -29,6 +29,18 @@ fn chromium() -> Option<PathBuf> {
         return Some(path);
     }
     eprintln!("console test: installing Debian's chromium (apt-get install chromium)…");
+    // The project's apt wrapper waits for apt's locks (another build, unattended-upgrades).
+    let apt_sh = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/apt.sh");
+    if apt_sh.exists() {
+        let _ = Command::new("bash")
+            .arg(&apt_sh)
+            .args(["install-missing", "chromium"])
+            .stdout(Stdio::null())
+            .status();
+        if path.exists() {
+            return Some(path);
+        }
+    }
     let install = || {
         Command::new("apt-get")
             .args([

@@ -417,6 +417,9 @@ fn metrics_count_ends_queue_slots_and_requests() {
             == 2.0
     });
     assert_eq!(value(&m, "sandpit_execution_run_seconds_count", &[]), 2.0);
+    // Both sandboxes were set up, and the core said how long that took.
+    assert_eq!(value(&m, "sandpit_execution_setup_seconds_count", &[]), 2.0);
+    assert!(value(&m, "sandpit_execution_setup_seconds_sum", &[]) > 0.0);
     assert_eq!(
         value(
             &m,

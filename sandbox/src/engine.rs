@@ -62,13 +62,16 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Prepares the engine: finds the cgroup hierarchy, compiles the seccomp policy. Needs
-    /// root.
+    /// Prepares the engine: checks the kernel ([`crate::host`]), finds the cgroup hierarchy
+    /// and places itself in it (on v2 in a leaf of its own, undone when the engine is dropped),
+    /// compiles the seccomp policy. Needs root. Refuses a cgroup without memory and pids
+    /// delegated with [`Error::NotDelegated`].
     pub fn new(config: SandboxConfig) -> Result<Self, Error> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Err(Error::Setup("sandpit must run as root".into()));
         }
+        crate::host::require()?;
         let ids = IdRanges::new(config.host_id_base, config.max_sandboxes)?;
         for dir in [STAGE, SCRATCH, POINTS] {
             make_runtime_dir(&config.runtime_dir.join(dir))?;

@@ -93,6 +93,9 @@ pub fn copy_in(
                 }
             }
         }
+        // No other sandbox's clone may copy the descriptors open for writing here (see
+        // fork_guard): a program exec'd from this file would fail with ETXTBSY.
+        let _writing = crate::fork_guard::writing();
         let result = match &file.source {
             FileSource::Bytes(bytes) => create(&target, file.mode.unwrap_or(0o644) & 0o777)
                 .and_then(|mut f| f.write_all(bytes)),

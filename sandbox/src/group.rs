@@ -18,7 +18,7 @@ use crate::engine::Sandbox;
 use crate::error::Error;
 use crate::io::Io;
 use crate::outcome::{KillCause, Outcome};
-use crate::prepared::{Prepared, Wiring};
+use crate::prepared::{Prepared, Ran, Wiring};
 use crate::spec::Spec;
 use crate::sys;
 
@@ -220,7 +220,7 @@ pub(crate) fn run(engine: &Sandbox, group: &Group, ios: Vec<Io>) -> Result<Group
         unsafe { libc::write(fd.as_raw_fd(), &one as *const u64 as *const _, 8) };
     };
 
-    let mut results: Vec<Option<Result<Outcome, Error>>> = (0..n).map(|_| None).collect();
+    let mut results: Vec<Option<Result<Ran, Error>>> = (0..n).map(|_| None).collect();
     let mut order = Vec::with_capacity(n);
     let mut group_timeout = false;
     let mut captures: Vec<Option<PipeCapture>> = vec![None; group.pipes.len()];
@@ -268,16 +268,28 @@ pub(crate) fn run(engine: &Sandbox, group: &Group, ios: Vec<Io>) -> Result<Group
         }
     });
     let mut programs = Vec::with_capacity(n);
+    let mut ends = Vec::with_capacity(n);
     for r in results {
-        programs.push(r.unwrap_or_else(|| {
-            Ok(Outcome::internal_error(
-                "the program's supervisor ended without an outcome".into(),
-            ))
-        })?);
+        let ran = r.unwrap_or_else(|| {
+            Ok(
+                Outcome::internal_error("the program's supervisor ended without an outcome".into())
+                    .into(),
+            )
+        })?;
+        ends.push(ran.ended_at);
+        programs.push(ran.outcome);
     }
+    // By the programs' own end times (init's clock), not by which supervisor finished first.
+    let first_ended = ends
+        .iter()
+        .enumerate()
+        .filter_map(|(i, at)| at.map(|at| (at, i)))
+        .min()
+        .map(|(_, i)| i)
+        .or_else(|| order.first().copied());
     Ok(GroupOutcome {
         programs,
-        first_ended: order.first().copied(),
+        first_ended,
         group_timeout,
         pipes: captures,
     })

@@ -39,7 +39,9 @@ mod config;
 mod engine;
 mod error;
 mod files;
+mod fork_guard;
 mod group;
+pub mod host;
 mod ids;
 mod io;
 mod namespaces;
@@ -56,6 +58,7 @@ mod signals;
 mod spec;
 mod supervisor;
 mod sys;
+mod timeline;
 
 pub use cgroup::CgroupVersion;
 pub use config::SandboxConfig;

@@ -79,6 +79,10 @@ pub struct Outcome {
     pub system_time_s: f64,
     /// From the program's start to the end of its last process.
     pub wall_time_s: f64,
+    /// What the sandbox cost before the program started: from the moment the run was asked
+    /// for (or a prepared sandbox was taken for it) to the program's start.
+    #[serde(default)]
+    pub setup_s: f64,
     /// Peak memory of the sandbox's cgroup.
     pub peak_memory_bytes: u64,
     /// Bytes the program wrote to stdout / stderr (all of them, also past the limit).
@@ -122,6 +126,7 @@ impl Outcome {
             user_time_s: 0.0,
             system_time_s: 0.0,
             wall_time_s: 0.0,
+            setup_s: 0.0,
             peak_memory_bytes: 0,
             stdout_bytes: 0,
             stderr_bytes: 0,
@@ -183,6 +188,8 @@ pub(crate) struct Evidence {
     pub stdout: Captured,
     pub stderr: Captured,
     pub files: BTreeMap<String, Result<Vec<u8>, String>>,
+    /// From the moment the run was asked for to the program's start.
+    pub setup_ns: Option<i64>,
 }
 
 /// Turns the evidence into an outcome. The precedence: the sandbox's own failure, a stop, the
@@ -275,6 +282,7 @@ pub(crate) fn verdict(e: Evidence, syscall_name: impl Fn(i32) -> String) -> Outc
         user_time_s: scale(stats.user_ns),
         system_time_s: scale(stats.system_ns),
         wall_time_s: wall_ns.max(0) as f64 / 1e9,
+        setup_s: e.setup_ns.unwrap_or(0).max(0) as f64 / 1e9,
         peak_memory_bytes: stats.peak_memory_bytes,
         stdout_bytes: e.stdout.total,
         stderr_bytes: e.stderr.total,
@@ -341,6 +349,7 @@ mod tests {
             stdout: Captured::default(),
             stderr: Captured::default(),
             files: BTreeMap::new(),
+            setup_ns: Some(900),
         }
     }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use sandbox::{EndReason, FileIn, FileSource, Io, Outcome, Sandbox, SandboxConfig, Spec, Stdin};
+use sandbox::{EndReason, FileIn, FileSource, Io, Outcome, SandboxConfig, Spec, Stdin};
 
 use super::{fail, EXIT_FAILURE, EXIT_SANDBOX_FAILURE, EXIT_USAGE};
 use crate::env::source::{self, RootSource};
@@ -73,6 +73,13 @@ pub struct RunArgs {
     /// Print the outcome as one JSON object (streams included) on stdout.
     #[arg(long)]
     pub json: bool,
+    /// cgroup (relative to the cgroup root) under which run cgroups go; default: sandpit's own.
+    #[arg(
+        long = "cgroup-parent",
+        value_name = "CGROUP",
+        env = "SANDPIT_CGROUP_PARENT"
+    )]
+    pub cgroup_parent: Option<PathBuf>,
     /// The program and its arguments.
     #[arg(last = true, value_name = "PROGRAM")]
     pub command: Vec<String>,
@@ -198,7 +205,10 @@ pub fn main(data: &Path, args: RunArgs) -> ExitCode {
             io.stderr_sink = Some(Box::new(std::io::stderr()));
         }
     }
-    let engine = match Sandbox::new(SandboxConfig::default()) {
+    let engine = match super::start_engine(SandboxConfig {
+        cgroup_parent: args.cgroup_parent.clone(),
+        ..SandboxConfig::default()
+    }) {
         Ok(engine) => engine,
         Err(e) => return fail(EXIT_SANDBOX_FAILURE, e),
     };

@@ -43,8 +43,8 @@ pub struct ExecutionResult {
     pub seccomp_violations: Vec<Violation>,
     #[serde(default)]
     pub cgroup_version: u8,
-    /// Seconds the sandbox took to set up before the program started, when the core reports
-    /// it (metrics observe it).
+    /// Seconds the sandbox took to set up before the program started (from the run's request
+    /// to the program's start), when the core could tell; metrics observe it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub setup_s: Option<f64>,
     /// Outputs that were not collected: name as asked → why.
@@ -83,8 +83,8 @@ impl ExecutionResult {
                 })
                 .collect(),
             cgroup_version: o.cgroup_version,
-            // The core does not report its setup time yet.
-            setup_s: None,
+            // 0 when the core could not tell (the sandbox was never set up).
+            setup_s: (o.setup_s > 0.0).then_some(o.setup_s),
             outputs: refused,
         }
     }

@@ -10,6 +10,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::auth::Principal;
+use crate::callbacks::Subject;
 use crate::clock::Micros;
 use crate::env::Catalog;
 use crate::error::{blocking, Error, Result};
@@ -155,6 +156,16 @@ impl Service {
             queued_at: None,
             node: None,
         };
+        // The callback's row first: the execution cannot end before its callback exists.
+        let callback = new
+            .callback
+            .map(|c| c.row(Subject::Execution(id.clone()), Micros::now()));
+        if let Some(c) = &callback {
+            if let Err(e) = self.store.insert_callback(c).await {
+                let _ = dir.remove().await;
+                return Err(e.into());
+            }
+        }
         let created = if start {
             let _guard = self.admission.lock().await;
             match admit(self.store.as_ref(), &who.owner(), &quota).await {
@@ -167,6 +178,12 @@ impl Service {
         let row = match created {
             Ok(row) => row,
             Err(e) => {
+                if callback.is_some() {
+                    let _ = self
+                        .store
+                        .delete_callbacks_of(&Subject::Execution(id))
+                        .await;
+                }
                 let _ = dir.remove().await;
                 return Err(e);
             }

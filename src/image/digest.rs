@@ -43,7 +43,8 @@ impl std::fmt::Display for Sha256 {
     }
 }
 
-fn to_hex(bytes: &[u8]) -> String {
+/// Lowercase hex.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

@@ -142,6 +142,7 @@ mod tests {
     async fn the_examples_are_what_the_server_accepts() {
         use super::super::body::{fields_to_json, parse_object, Field};
         use super::super::requests::{from_body, CreateApiKey, CreateExecution};
+        use crate::callbacks::AllowList;
         use hyper::header::{HeaderMap, CONTENT_TYPE};
 
         let doc: serde_json::Value = serde_json::from_str(DOCUMENT).expect("valid JSON");
@@ -153,7 +154,7 @@ mod tests {
         assert!(examples.len() >= 2);
         for (name, ex) in examples {
             from_body::<CreateExecution>(object(&ex["value"]))
-                .and_then(CreateExecution::into_new)
+                .and_then(|c| c.into_new(&AllowList::default()))
                 .unwrap_or_else(|e| panic!("example {name}: {}", e.message));
         }
         // The form example, encoded as the document says, through the server's form parser.
@@ -170,7 +171,7 @@ mod tests {
             .await
             .expect(&wire);
         let new = from_body::<CreateExecution>(map)
-            .and_then(CreateExecution::into_new)
+            .and_then(|c| c.into_new(&AllowList::default()))
             .unwrap_or_else(|e| panic!("form example {wire}: {}", e.message));
         assert_eq!(new.limits.memory_bytes, Some(64 << 20));
         // The multipart example, as text parts.
@@ -188,7 +189,7 @@ mod tests {
         }
         let map = object(&fields_to_json(parts).expect("fields"));
         from_body::<CreateExecution>(map)
-            .and_then(CreateExecution::into_new)
+            .and_then(|c| c.into_new(&AllowList::default()))
             .unwrap_or_else(|e| panic!("multipart example: {}", e.message));
         // API keys.
         let key = &doc["paths"]["/api/v1/api_keys"]["post"]["requestBody"]["content"];

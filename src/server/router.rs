@@ -17,7 +17,9 @@ use super::errors::{code, ApiError, ApiResult};
 use super::http::{error_response, Req, Resp};
 use super::observe::{self, Arrival, Routed};
 use super::openapi;
-use super::routes::{api_keys, audit, console, environments, executions, live_log, metrics};
+use super::routes::{
+    api_keys, audit, callbacks, console, environments, executions, live_log, metrics,
+};
 use crate::app::App;
 use crate::auth::{authenticate, Principal};
 use crate::clock::Micros;
@@ -117,6 +119,7 @@ pub static ROUTES: &[Route] = &[
     key(Method::POST, "/api/v1/executions/{id}/stop", h!(executions::stop)),
     key(Method::GET, "/api/v1/executions/{id}/output/{path}", h!(executions::output)),
     key(Method::GET, "/api/v1/executions/{id}/log", h!(live_log::follow)),
+    key(Method::GET, "/api/v1/executions/{id}/callbacks", h!(callbacks::of_execution)),
 ];
 
 fn percent_decode(s: &str) -> Option<String> {

@@ -16,8 +16,13 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 2,
+        name: "callbacks",
+        sql: include_str!("migrations/0002_callbacks.sql"),
+    },
+    Migration {
+        version: 3,
         name: "audit_log",
-        sql: include_str!("migrations/0002_audit_log.sql"),
+        sql: include_str!("migrations/0003_audit_log.sql"),
     },
 ];
 

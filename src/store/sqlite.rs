@@ -17,6 +17,7 @@ use super::migrations::{self, MIGRATIONS};
 use super::{
     ApiKeyRow, ApiKeys, AuditLog, AuditRow, ExecutionRow, Executions, Queue, Result, StoreError,
 };
+use crate::callbacks::Subject;
 use crate::clock::Micros;
 use crate::exec::state::{Change, EndReason, Ending, Status, Transition};
 
@@ -62,6 +63,10 @@ impl SqliteStore {
         let store = SqliteStore { pool };
         store.migrate().await?;
         Ok(store)
+    }
+
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     /// Closes every connection (the database file may then be opened again).
@@ -322,11 +327,18 @@ impl Executions for SqliteStore {
     }
 
     async fn delete_ended_execution(&self, id: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("DELETE FROM executions WHERE id = ? AND status = 'ended'")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() == 1)
+        let deleted = done.rows_affected() == 1;
+        if deleted {
+            let subject = Subject::Execution(id.to_string());
+            super::sqlite_callbacks::delete_callbacks_in(&mut tx, &subject).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
     }
 }
 

@@ -59,6 +59,7 @@ fn record(metrics: &Metrics, event: &Ended, row: Option<&ExecutionRow>) {
         signal = result.and_then(|r| r.signal_name.as_deref()),
         cpu_time_s = result.map(|r| r.cpu_time_s),
         wall_time_s = result.map(|r| r.wall_time_s),
+        setup_s = result.and_then(|r| r.setup_s),
         peak_memory_bytes = result.map(|r| r.peak_memory_bytes),
         queue_wait_s,
         total_s = row.and_then(|r| seconds_between(Some(r.created_at), r.ended_at)),

@@ -2,6 +2,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod callbacks;
 pub mod console;
 pub mod environments;
 pub mod executions;
