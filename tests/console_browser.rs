@@ -376,7 +376,7 @@ fn the_console_runs_a_program_and_shows_its_output() {
     assert!(b.text_of("live-output").contains("hello-from-the-console"));
     assert_eq!(b.text_of("stderr").trim(), "42");
     assert_eq!(b.text_of("exit"), "0");
-    for id in ["cpu", "wall"] {
+    for id in ["cpu", "wall", "setup"] {
         let t = b.text_of(id);
         assert!(t.ends_with(" s") && t.len() > 2, "{id}: {t}");
     }

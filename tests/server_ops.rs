@@ -399,6 +399,7 @@ fn metrics_count_ends_queue_slots_and_requests() {
         json!({"environment": "busybox", "command": ["true"], "wait": true}),
     );
     assert_eq!(v["end_reason"], "normal", "{v}");
+    assert!(v["setup_s"].as_f64().is_some_and(|t| t > 0.0), "{v}");
     let (v, _) = run_wait(
         &s,
         TOKEN,

@@ -40,6 +40,7 @@ pub async fn execution_of(exec: &exec::Service, row: &ExecutionRow, include_log:
         "timeout": get("timeout"),
         "cpu_time_s": get("cpu_time_s"),
         "wall_time_s": get("wall_time_s"),
+        "setup_s": get("setup_s"),
         "peak_memory_bytes": get("peak_memory_bytes"),
         "stdout_bytes": get("stdout_bytes"),
         "stderr_bytes": get("stderr_bytes"),

@@ -237,6 +237,7 @@ function showResult(e) {
       : e.signal_name ? e.signal_name : "–";
   $("cpu").textContent = seconds(e.cpu_time_s);
   $("wall").textContent = seconds(e.wall_time_s);
+  $("setup").textContent = seconds(e.setup_s);
   $("memory-used").textContent = bytes(e.peak_memory_bytes);
   $("message").textContent = e.message || "";
   $("stdout").textContent = e.stdout || "";
