@@ -112,6 +112,27 @@ pub mod de {
     }
 }
 
+/// Writes a byte size as `parse_size` reads it: the largest unit that divides it (`256M`).
+pub fn format_size(bytes: u64) -> String {
+    for (suffix, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
+        if bytes != 0 && bytes.is_multiple_of(1u64 << shift) {
+            return format!("{}{suffix}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
+/// Writes a duration as `parse_duration` reads it: `10s`, `500ms`, `250us`.
+pub fn format_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.as_nanos().is_multiple_of(1_000_000) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}us", d.as_micros())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,5 +202,24 @@ mod tests {
                 .unwrap_or_else(|| panic!("{bad} accepted"));
             assert!(e.contains("must be"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn formatted_values_parse_back() {
+        for bytes in [0, 1000, 4096, 256 << 20, 3 << 30, 5 << 40, (1 << 20) + 1] {
+            assert_eq!(parse_size(&format_size(bytes)).unwrap(), bytes);
+        }
+        assert_eq!(format_size(256 << 20), "256M");
+        assert_eq!(format_size(1536 << 10), "1536K");
+        for d in [
+            Duration::from_secs(10),
+            Duration::from_millis(1500),
+            Duration::from_micros(250),
+            Duration::ZERO,
+        ] {
+            assert_eq!(parse_duration(&format_duration(d)).unwrap(), d);
+        }
+        assert_eq!(format_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
     }
 }

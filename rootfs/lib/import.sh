@@ -16,6 +16,7 @@ for name in "$@"; do
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -f "$data/envs/$name.json" ]; then
     continue
   fi
+  echo "sandpit: importing $name into $data (unpacking its layers)"
   field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get(sys.argv[2], ""))' "$meta" "$1"; }
   envid=$(field envid)
   if [ -f "$data/envs/$envid.json" ]; then
@@ -24,5 +25,5 @@ for name in "$@"; do
   "$bin" --data "$data" env import "$layout" --envid "$envid" --name "$(field name)" \
     --authors "$(field authors)" --description "$(field description)" >/dev/null
   echo "$want" >"$stamp"
-  echo "imported $envid into $data"
+  echo "sandpit: imported $envid into $data"
 done

@@ -71,7 +71,9 @@ pub struct PipeCapture {
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupOutcome {
     pub programs: Vec<Outcome>,
-    /// The program that ended first.
+    /// The program that ended first, by when its sandbox's init reaped it. A program ended by
+    /// another's end (EOF on a pipe) can be reaped within microseconds of it, in either order:
+    /// the kernel closes an exiting process's files before it tells the parent.
     pub first_ended: Option<usize>,
     /// The group's own wall limit ended it.
     pub group_timeout: bool,

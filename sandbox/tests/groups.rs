@@ -42,7 +42,9 @@ fn an_interactor_and_a_solution_talk_through_pipes() {
         "for q in 1 5 41; do echo $q; read a; [ $a -eq $((q+1)) ] || \
                          { echo wrong >&2; exit 1; }; done; echo accepted >&2",
     );
-    let solution = sh("while read q; do echo $((q+1)); done");
+    // The pause after EOF: an exiting process's pipes close before its parent hears of the
+    // exit, so without it both ends can be reaped within microseconds, in either order.
+    let solution = sh("while read q; do echo $((q+1)); done; sleep 0.2");
     let g = pair(interactor, solution);
     let o = engine().run_group(&g, ios(2)).unwrap();
     let (i, s) = (&o.programs[0], &o.programs[1]);
@@ -67,7 +69,7 @@ fn an_interactor_and_a_solution_talk_through_pipes() {
 #[test]
 fn a_peer_sees_eof_when_a_program_ends() {
     let g = Group {
-        programs: vec![sh("echo hi"), sh("cat; echo eof-seen")],
+        programs: vec![sh("echo hi"), sh("cat; sleep 0.2; echo eof-seen")],
         pipes: vec![pipe((0, 1), (1, 0))],
         wall_time: Some(Duration::from_secs(20)),
         ends_with: vec![],

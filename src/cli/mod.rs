@@ -1,6 +1,6 @@
 //! The command line: `sandpit run`, `sandpit env …`, `sandpit serve`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use std::os::unix::process::CommandExt;
@@ -81,6 +81,15 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve::main(&cli.data, args),
         Command::Doctor(args) => doctor::main(args),
     }
+}
+
+/// Why a data directory that should hold environments cannot be used: it does not exist.
+pub fn missing_data_dir(data: &Path) -> String {
+    format!(
+        "the data directory {} does not exist (`make install` creates /var/lib/sandpit and \
+         imports the shipped environments; --data DIR or SANDPIT_DATA=DIR chooses another)",
+        data.display()
+    )
 }
 
 /// Prints a one-line error and returns the given exit status.
