@@ -48,6 +48,14 @@ impl Principal {
         }
     }
 
+    /// May create, replace and delete projects: the master token, and keys allowed to.
+    pub fn may_manage_projects(&self) -> bool {
+        match self {
+            Principal::Master => true,
+            Principal::Key(k) => k.manage_projects,
+        }
+    }
+
     pub fn quota(&self) -> Quota {
         match self {
             Principal::Master => Quota::default(),
@@ -106,6 +114,8 @@ pub struct NewApiKey {
     pub max_memory: Option<i64>,
     pub max_time: Option<f64>,
     pub max_executions: Option<i64>,
+    /// May create, replace and delete projects.
+    pub manage_projects: bool,
 }
 
 /// Creates an API key; returns it and its secret, which is never stored and never shown again.
@@ -122,6 +132,7 @@ pub async fn create_key(keys: &dyn ApiKeys, new: NewApiKey) -> Result<(ApiKeyRow
         max_memory: new.max_memory,
         max_time: new.max_time,
         max_executions: new.max_executions,
+        manage_projects: new.manage_projects,
         created_at: Micros::now(),
     };
     if !keys.insert_api_key(&row).await? {

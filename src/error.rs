@@ -19,6 +19,12 @@ pub enum Error {
     /// Too many executions at once for this API key; try again after `retry_after` seconds.
     #[error("{message}")]
     TooMany { message: String, retry_after: u64 },
+    /// A per-key quota on how many things are kept is used up (files kept by reference).
+    #[error("{0}")]
+    OverCountQuota(String),
+    /// A per-key quota on how many bytes are kept is used up.
+    #[error("{0}")]
+    OverBytesQuota(String),
     /// No token, or an unknown one.
     #[error("{0}")]
     Unauthorized(String),

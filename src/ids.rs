@@ -52,9 +52,39 @@ pub fn new_execution_id() -> String {
     format!("exec_{}", uuid::Uuid::new_v4().simple())
 }
 
+/// A kept file's id: the same rule as an execution id (made as `file_<32 hex>`).
+pub fn valid_file_id(id: &str) -> bool {
+    valid_execution_id(id)
+}
+
+/// A new file id.
+pub fn new_file_id() -> String {
+    format!("file_{}", uuid::Uuid::new_v4().simple())
+}
+
 /// A new callback id (`cb_<32 hex>`; never in a path the user names, only shown).
 pub fn new_callback_id() -> String {
     format!("cb_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A new submission id (the execution id rule: `sub_<32 hex>`).
+pub fn new_submission_id() -> String {
+    format!("sub_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A submission id: the execution id rule.
+pub fn valid_submission_id(id: &str) -> bool {
+    valid_execution_id(id)
+}
+
+/// A project id: the envid rule, `[a-z0-9][a-z0-9._-]{0,63}` (it names a directory).
+pub fn valid_project_id(id: &str) -> bool {
+    valid_envid(id)
+}
+
+/// A new project id: `proj_<32 hex>`.
+pub fn new_project_id() -> String {
+    format!("proj_{}", uuid::Uuid::new_v4().simple())
 }
 
 /// An API key's name: `[A-Za-z0-9._-]{1,64}`, and never `master` (the owner name of the
@@ -111,7 +141,12 @@ mod tests {
     #[test]
     fn execution_ids_and_key_names() {
         assert!(valid_execution_id(&new_execution_id()));
+        assert!(valid_submission_id(&new_submission_id()));
+        assert!(valid_project_id(&new_project_id()));
+        assert!(!valid_project_id("../p") && !valid_project_id(".staging"));
         assert!(valid_execution_id("exec_nope"));
+        assert!(valid_file_id(&new_file_id()));
+        assert!(!valid_file_id("../file_x"));
         for bad in ["", "a-b", "../x", "a/b", &"a".repeat(65)] {
             assert!(!valid_execution_id(bad), "{bad}");
         }

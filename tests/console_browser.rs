@@ -416,6 +416,78 @@ fn the_console_runs_a_program_and_shows_its_output() {
         json!(false)
     );
 
+    // A program group: the group's end reason, and each program's own in a table.
+    let r = s.post_json(
+        "/api/v1/executions",
+        TOKEN,
+        &json!({"environment": "busybox", "wait": true, "programs": [
+            {"command": ["echo", "group-zero"]},
+            {"command": ["sh", "-c", "echo group-one; exit 3"]},
+        ]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let group_id = r.json()["id"].as_str().unwrap().to_string();
+    b.click("#tabs button[data-tab=\"executions\"]");
+    b.wait_for(
+        &format!("document.querySelector('#executions tbody tr[data-id=\"{group_id}\"]')"),
+        "the group in the list",
+    );
+    let row = b.eval(&format!(
+        "document.querySelector('#executions tbody tr[data-id=\"{group_id}\"]').innerText"
+    ));
+    assert!(
+        row.as_str().is_some_and(|r| r.contains("group of 2")),
+        "{row}"
+    );
+    b.click(&format!("#executions tbody tr[data-id=\"{group_id}\"]"));
+    b.wait_for(
+        &format!(
+            "document.getElementById('exec-id').textContent === '{group_id}' && \
+             !document.getElementById('programs').hidden"
+        ),
+        "the opened group",
+    );
+    assert_eq!(b.text_of("end-reason"), "normal");
+    let rows = b.eval(
+        "[...document.querySelectorAll('#programs tbody tr')].map(r => [...r.cells].map(c => c.textContent))",
+    );
+    let rows = rows.as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0][2], "normal");
+    assert_eq!(rows[0][3], "0");
+    assert_eq!(rows[1][2], "normal");
+    assert_eq!(rows[1][3], "3");
+    for row in rows {
+        for col in [4, 5, 6] {
+            let t = row[col].as_str().unwrap();
+            assert!(t.ends_with(" s") && t.len() > 2, "{row:?}");
+        }
+    }
+    let stdout = b.text_of("stdout");
+    assert!(
+        stdout.contains("group-zero") && stdout.contains("group-one"),
+        "{stdout}"
+    );
+    // Opening a single program again hides the group's table.
+    b.click("#tabs button[data-tab=\"executions\"]");
+    b.wait_for(
+        &format!("document.querySelector('#executions tbody tr[data-id=\"{run_id}\"]')"),
+        "the run in the list",
+    );
+    b.click(&format!("#executions tbody tr[data-id=\"{run_id}\"]"));
+    b.wait_for(
+        &format!(
+            "document.getElementById('exec-id').textContent === '{run_id}' && \
+             !document.getElementById('result').hidden"
+        ),
+        "the single run again",
+    );
+    assert_eq!(
+        b.eval("document.getElementById('programs').hidden"),
+        json!(true)
+    );
+    assert_eq!(b.text_of("exit"), "0");
+
     // A wrong token is refused in words.
     b.click("#forget-token");
     b.set_value("token", "not-the-token");

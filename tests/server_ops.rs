@@ -532,6 +532,41 @@ fn metrics_count_ends_queue_slots_and_requests() {
             &[("method", "POST"), ("route", "/api/v1/executions")],
         ) >= 4.0
     );
+
+    // A group: one run time (its longest program's), one setup per program's sandbox.
+    let normal = |m: &BTreeMap<String, Family>| {
+        value(m, "sandpit_executions_ended_total", &[("reason", "normal")])
+    };
+    let before = scrape(&s);
+    let (v, _) = run_wait(
+        &s,
+        TOKEN,
+        json!({"environment": "busybox", "wait": true,
+               "programs": [{"command": ["true"]}, {"command": ["true"]}]}),
+    );
+    assert_eq!(v["end_reason"], "normal", "{v}");
+    let m = scrape_until(&s, "the group's end", |m| {
+        normal(m) == normal(&before) + 1.0
+    });
+    for (name, more) in [
+        ("sandpit_execution_run_seconds_count", 1.0),
+        ("sandpit_execution_setup_seconds_count", 2.0),
+    ] {
+        assert_eq!(
+            value(&m, name, &[]),
+            value(&before, name, &[]) + more,
+            "{name}"
+        );
+    }
+
+    // The warm pool (--prepared 2 by default) keeps busybox sandboxes ready after its runs.
+    scrape_until(&s, "busybox sandboxes prepared", |m| {
+        value(
+            m,
+            "sandpit_prepared_sandboxes",
+            &[("environment", "busybox")],
+        ) == 2.0
+    });
 }
 
 // ---- the audit log --------------------------------------------------------------------------
@@ -749,11 +784,26 @@ fn json_logs_have_a_line_per_request_and_per_end_and_no_secrets() {
         assert_eq!(v["end_reason"], "normal", "{v}");
         ran = Some((v["id"].as_str().expect("id").to_string(), request_id(&r)));
     }
+    // A group: one end line, its setup the slowest program's.
+    let mut group = None;
+    if core_works() {
+        let (v, _) = run_wait(
+            &s,
+            &secret,
+            json!({"environment": "busybox", "wait": true,
+                   "programs": [{"command": ["true"]}, {"command": ["sh", "-c", "exit 3"]}]}),
+        );
+        assert_eq!(v["end_reason"], "normal", "{v}");
+        group = Some(v);
+    }
 
     let lines = log_lines(&log_path, |lines| {
         let requests = lines.iter().filter(|l| l["message"] == "request").count();
-        let ended = lines.iter().any(|l| l["message"] == "execution ended");
-        requests >= 4 && (ended || ran.is_none())
+        let ended = lines
+            .iter()
+            .filter(|l| l["message"] == "execution ended")
+            .count();
+        requests >= 4 && (ended >= 2 || ran.is_none())
     });
     let text = std::fs::read_to_string(&log_path).expect("log");
     for secret_text in [TOKEN, secret.as_str(), wrong, "access_token"] {
@@ -802,6 +852,32 @@ fn json_logs_have_a_line_per_request_and_per_end_and_no_secrets() {
         assert!(lines
             .iter()
             .any(|l| l["request_id"] == rid.as_str() && l["route"] == "/api/v1/executions"));
+        assert!(end["setup_s"].as_f64().is_some_and(|t| t > 0.0), "{end}");
+        assert_eq!(end["group_programs"], Value::Null, "{end}");
+    }
+    if let Some(v) = group {
+        let end = lines
+            .iter()
+            .find(|l| l["message"] == "execution ended" && l["execution_id"] == v["id"])
+            .unwrap_or_else(|| panic!("no end line for the group:\n{text}"));
+        assert_eq!(end["group_programs"], 2, "{end}");
+        // No exit status of its own: each program's is in the execution object.
+        assert_eq!(end["exit_code"], Value::Null, "{end}");
+        let setups: Vec<f64> = (0..2)
+            .map(|i| v["programs"][i]["setup_s"].as_f64().expect("setup_s"))
+            .collect();
+        assert_eq!(
+            end["setup_s"].as_f64(),
+            Some(setups[0].max(setups[1])),
+            "{end} {v}"
+        );
+        let cpu: f64 = (0..2)
+            .map(|i| v["programs"][i]["cpu_time_s"].as_f64().expect("cpu"))
+            .sum();
+        assert!(
+            (end["cpu_time_s"].as_f64().expect("cpu") - cpu).abs() < 1e-9,
+            "{end}"
+        );
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use sandbox::SandboxConfig;
+use sandbox::{Pool, PoolConfig, SandboxConfig};
 
 use super::{fail, EXIT_FAILURE, EXIT_USAGE};
 use crate::app::App;
@@ -17,6 +17,8 @@ use crate::callbacks::{self, AllowList};
 use crate::config::ServerConfig;
 use crate::env::{Catalog, EnvStore};
 use crate::exec::{self, workdir::WorkDirs};
+use crate::files::{FileConfig, FileStore};
+use crate::judge;
 use crate::server;
 use crate::store::{SqliteStore, Store};
 use crate::telemetry::{self, Metrics};
@@ -30,6 +32,9 @@ pub struct ServeArgs {
     /// Runs at once (default: the number of cores); the rest wait as `queued`.
     #[arg(long)]
     pub slots: Option<usize>,
+    /// Sandboxes kept prepared ahead per environment in use (0: each run sets its own up).
+    #[arg(long, default_value_t = 2)]
+    pub prepared: usize,
     /// The store: `sqlite` (a file in the data directory).
     #[arg(long, default_value = "sqlite")]
     pub store: String,
@@ -42,6 +47,18 @@ pub struct ServeArgs {
     /// Also serve a plain root file system directory as environment ENVID.
     #[arg(long = "rootfs-env", value_name = "ENVID=DIR")]
     pub rootfs_env: Vec<String>,
+    /// How long a kept file lives (executions' `keep`), e.g. 24h, 7d, 30m.
+    #[arg(long = "file-ttl", default_value = "24h", value_parser = parse_duration)]
+    pub file_ttl: Duration,
+    /// Most files an API key keeps at once (0: no limit).
+    #[arg(long = "file-max-count", default_value_t = 1000)]
+    pub file_max_count: u64,
+    /// Most bytes of files an API key keeps at once (0: no limit).
+    #[arg(long = "file-max-bytes", default_value = "1G", value_parser = parse_size)]
+    pub file_max_bytes: u64,
+    /// How often expired files and unused blobs are removed.
+    #[arg(long = "file-sweep", default_value = "60s", value_parser = parse_duration)]
+    pub file_sweep: Duration,
     /// Allow completion callbacks to HOST (a name, `*.domain`, `*`, an address or a
     /// network, e.g. 10.0.0.0/8 or [fd00::/8]) on PORT (a number or `*`; default 80).
     /// Repeatable; without it no callback is accepted.
@@ -104,6 +121,9 @@ pub fn main(data: &Path, args: ServeArgs) -> ExitCode {
     if slots == 0 {
         return fail(EXIT_USAGE, "--slots must be at least 1");
     }
+    if args.file_sweep.is_zero() {
+        return fail(EXIT_USAGE, "--file-sweep must be more than 0");
+    }
     if let Err(e) = std::fs::create_dir_all(data.join("executions")) {
         return fail(
             EXIT_FAILURE,
@@ -142,10 +162,17 @@ pub fn main(data: &Path, args: ServeArgs) -> ExitCode {
         listen: args.listen,
         data,
         slots,
+        prepared: args.prepared,
         max_body: args.max_body,
         max_upload: args.max_upload,
         dir_envs,
         node: "local".into(),
+        files: FileConfig {
+            ttl: args.file_ttl,
+            max_files: (args.file_max_count > 0).then_some(args.file_max_count),
+            max_bytes: (args.file_max_bytes > 0).then_some(args.file_max_bytes),
+            sweep_every: args.file_sweep,
+        },
         callbacks,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -196,12 +223,28 @@ async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), Stri
         .map_err(|e| format!("listening on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let envs = Arc::new(Catalog::new(envs, cfg.dir_envs.clone()));
+    // One warm pool for executions and grading alike.
+    let pool = Arc::new(
+        Pool::new(
+            engine.clone(),
+            PoolConfig {
+                per_env: cfg.prepared,
+                ..PoolConfig::default()
+            },
+        )
+        .map_err(|e| format!("sandbox: {e}"))?,
+    );
+    let files = Arc::new(
+        FileStore::open(cfg.files_dir(), store.clone(), cfg.files)
+            .map_err(|e| format!("file store {}: {e}", cfg.files_dir().display()))?,
+    );
     let exec = Arc::new(exec::Service::new(exec::Parts {
         store: store.clone(),
         envs: envs.clone(),
-        engine,
+        pool: pool.clone(),
         slots: cfg.slots,
         dirs: WorkDirs::new(cfg.executions_dir()),
+        files: files.clone(),
         node: cfg.node.clone(),
     }));
     let recovered = exec
@@ -215,16 +258,37 @@ async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), Stri
     // Listening before the dispatcher starts, so no run's end goes uncounted (what a crash
     // left running was ended above, and said so).
     telemetry::ends::spawn(exec.events(), store.clone(), metrics.clone());
+    let judge = Arc::new(judge::Service::new(judge::service::Parts {
+        store: store.clone(),
+        envs: envs.clone(),
+        pool: pool.clone(),
+        sched: exec.scheduler().sharing_slots(),
+        submissions_dir: cfg.submissions_dir(),
+        projects_dir: cfg.projects_dir(),
+        node: cfg.node.clone(),
+        max_upload: cfg.max_upload,
+    }));
+    let (resumed, abandoned) = judge
+        .recover()
+        .await
+        .map_err(|e| format!("recovering submissions: {e}"))?;
+    if resumed + abandoned > 0 {
+        tracing::warn!("{resumed} submission(s) were being graded when the server stopped: they resume; {abandoned} stopped it too often and ended as internal error");
+    }
     // Callbacks hear every end from now on, then catch up with what the store holds (ends
     // nobody heard, attempts a crash cut short), then deliver.
     let callbacks = Arc::new(callbacks::Service::new(
         store.clone(),
         cfg.callbacks.clone(),
-        Arc::new(server::views::FinalObjects { exec: exec.clone() }),
+        Arc::new(server::views::FinalObjects {
+            exec: exec.clone(),
+            judge: judge.clone(),
+        }),
         cfg.node.clone(),
         metrics.clone(),
     ));
     callbacks.listen(exec.events());
+    callbacks.listen_submissions(judge.events());
     let interrupted = callbacks
         .recover()
         .await
@@ -237,11 +301,15 @@ async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), Stri
     callbacks.spawn_worker();
     // Work queued before a restart runs now.
     exec.spawn_dispatcher();
+    files.spawn_sweeper();
+    judge.spawn_dispatcher();
     let app = Arc::new(App {
         cfg,
         store,
         envs,
         exec,
+        files,
+        judge,
         callbacks,
         master_token,
         metrics,

@@ -1,11 +1,11 @@
 //! Who may run what: the limits an execution gets (asked for, else the defaults, within the
-//! API key's maxima) and the key's quota of executions at once.
+//! API key's maxima), a group's settings and graph, and the key's quota of executions at once.
 
 use std::time::Duration;
 
 use crate::auth::Quota;
 use crate::error::{Error, Result};
-use crate::exec::request::{Limits, RequestedLimits};
+use crate::exec::request::{GroupRequest, Limits, NewGroup, NewProgram, RequestedLimits};
 use crate::store::Queue;
 
 /// Longest time limit anyone may ask for.
@@ -79,6 +79,62 @@ pub fn effective_limits(asked: &RequestedLimits, quota: &Quota) -> Result<Limits
         pids: asked.pids.or(d.pids).unwrap_or(64),
         output_bytes: asked.output_bytes.or(d.output_bytes).unwrap_or(16 << 20),
     })
+}
+
+/// A group's settings, checked before anything runs: its wall limit (asked for, else the
+/// longest of its programs', within the key's `max_time`), and its graph, by the core's own
+/// rules (`sandbox::Group::validate`: the error names the pipe). A program's `stdin` and a pipe
+/// into its fd 0 are one too many. The request it returns has no programs yet.
+pub fn group_settings(
+    g: &NewGroup,
+    programs: &[NewProgram],
+    limits: &[Limits],
+    quota: &Quota,
+) -> Result<GroupRequest> {
+    let longest = limits.iter().map(|l| l.wall_time_s).fold(0.0, f64::max);
+    let wall = match g.wall_time_s {
+        None => longest,
+        Some(w) if w > MAX_SECONDS => {
+            return Err(Error::Invalid(format!(
+                "'wall_time_s' must be at most {MAX_SECONDS} seconds"
+            )))
+        }
+        Some(w) => match quota.max_time {
+            Some(max) if w > max => {
+                return Err(Error::OverKeyLimit(format!(
+                    "wall_time_s = {w} is over this API key's max_time of {max}"
+                )))
+            }
+            _ => w,
+        },
+    };
+    let request = GroupRequest {
+        programs: Vec::new(),
+        pipes: g.pipes.clone(),
+        wall_time_s: wall,
+        ends_with: g.ends_with.clone(),
+    };
+    // Only the number of programs matters to the graph's rules: stand-ins do.
+    let stand_ins = programs
+        .iter()
+        .map(|_| sandbox::Spec::new(sandbox::RootFs::Dir("/".into()), Vec::new()))
+        .collect();
+    if let Err(e) = crate::exec::runner::core_group(&request, stand_ins).validate() {
+        let m = match e {
+            sandbox::Error::InvalidSpec(m) => m,
+            other => other.to_string(),
+        };
+        return Err(Error::Invalid(format!("'pipes': {m}")));
+    }
+    for (k, pipe) in g.pipes.iter().enumerate() {
+        let i = pipe.to.program;
+        if pipe.to.fd == 0 && programs.get(i).is_some_and(|p| p.stdin.is_some()) {
+            return Err(Error::Invalid(format!(
+                "'programs[{i}].stdin': program {i} reads its fd 0 from pipe {k}; give one or the other"
+            )));
+        }
+    }
+    Ok(request)
 }
 
 /// `TooMany` when the owner already has `max_executions` queued or running. The caller holds

@@ -101,7 +101,7 @@ impl Lifecycle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::request::{ExecutionRequest, Limits};
+    use crate::exec::request::{ExecutionRequest, Limits, ProgramRequest};
     use crate::exec::state::EndReason;
     use crate::store::{Executions, SqliteStore};
 
@@ -111,7 +111,8 @@ mod tests {
             owner: "master".into(),
             environment: "busybox".into(),
             status: Status::Pending,
-            request: ExecutionRequest {
+            request: ExecutionRequest::Program(ProgramRequest {
+                environment: None,
                 command: vec!["true".into()],
                 limits: Limits {
                     memory_bytes: 1 << 20,
@@ -121,7 +122,9 @@ mod tests {
                     output_bytes: 1,
                 },
                 outputs: vec![],
-            },
+                keep: vec![],
+                file_refs: vec![],
+            }),
             end_reason: None,
             message: None,
             result: None,

@@ -2,10 +2,11 @@
 //! executions. It admits, lays out the work directory, queues, runs in a slot and waits, and
 //! leaves every status change to the [`Lifecycle`].
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sandbox::{RelPath, Sandbox, StopHandle};
+use sandbox::{EnvSpec, Pool, RelPath, StopHandle};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -14,13 +15,14 @@ use crate::callbacks::Subject;
 use crate::clock::Micros;
 use crate::env::Catalog;
 use crate::error::{blocking, Error, Result};
-use crate::exec::admission::{admit, effective_limits};
+use crate::exec::admission::{admit, effective_limits, group_settings};
 use crate::exec::events::Events;
 use crate::exec::lifecycle::Lifecycle;
-use crate::exec::request::{ExecutionRequest, NewExecution};
-use crate::exec::runner;
+use crate::exec::request::{ExecutionRequest, NewExecution, ProgramRequest};
+use crate::exec::runner::{self, RunEnd};
 use crate::exec::state::{require, Ending, Status};
-use crate::exec::workdir::{WorkDir, WorkDirs};
+use crate::exec::workdir::{ProgramDir, WorkDir, WorkDirs};
+use crate::files::FileStore;
 use crate::ids::{new_execution_id, valid_execution_id};
 use crate::scheduler::Scheduler;
 use crate::store::{ExecutionRow, Store};
@@ -34,22 +36,27 @@ pub struct Service {
     life: Lifecycle,
     store: Arc<dyn Store>,
     envs: Arc<Catalog>,
-    engine: Arc<Sandbox>,
+    pool: Arc<Pool>,
     sched: Scheduler,
     dirs: WorkDirs,
+    files: Arc<FileStore>,
     /// This node's name in the store.
     node: String,
     /// Serialises "count the key's executions, then queue one" so max_executions holds.
     admission: tokio::sync::Mutex<()>,
+    /// envid → what the pool shelves its sandboxes under, as its latest run found it.
+    pooled: Mutex<BTreeMap<String, EnvSpec>>,
 }
 
 /// What a service runs with.
 pub struct Parts {
     pub store: Arc<dyn Store>,
     pub envs: Arc<Catalog>,
-    pub engine: Arc<Sandbox>,
+    /// Runs go through the pool: a sandbox prepared ahead when one is ready.
+    pub pool: Arc<Pool>,
     pub slots: usize,
     pub dirs: WorkDirs,
+    pub files: Arc<FileStore>,
     pub node: String,
 }
 
@@ -59,11 +66,13 @@ impl Service {
             life: Lifecycle::new(p.store.clone(), Events::new()),
             store: p.store,
             envs: p.envs,
-            engine: p.engine,
+            pool: p.pool,
             sched: Scheduler::new(p.slots),
             dirs: p.dirs,
+            files: p.files,
             node: p.node,
             admission: tokio::sync::Mutex::new(()),
+            pooled: Mutex::default(),
         }
     }
 
@@ -78,6 +87,20 @@ impl Service {
     /// Slots running an execution now.
     pub fn slots_busy(&self) -> usize {
         self.sched.busy()
+    }
+
+    /// Sandboxes the warm pool holds ready now, per environment executions ran in.
+    pub fn prepared(&self) -> Vec<(String, usize)> {
+        let pooled = self.pooled.lock().unwrap_or_else(|p| p.into_inner());
+        pooled
+            .iter()
+            .map(|(envid, env)| (envid.clone(), self.pool.ready(env)))
+            .collect()
+    }
+
+    /// The slots' scheduler (the judge shares its slots).
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.sched
     }
 
     pub fn dir(&self, id: &str) -> WorkDir {
@@ -111,24 +134,47 @@ impl Service {
             .await?)
     }
 
-    pub async fn create(&self, who: &Principal, new: NewExecution) -> Result<ExecutionRow> {
-        if self.envs.get(&new.environment)?.is_none() {
-            return Err(Error::Invalid(format!(
-                "environment '{}' does not exist (see GET /api/v1/environments)",
-                new.environment
-            )));
-        }
+    pub async fn create(&self, who: &Principal, mut new: NewExecution) -> Result<ExecutionRow> {
+        let in_group = new.group.is_some();
         let quota = who.quota();
-        let limits = effective_limits(&new.limits, &quota)?;
+        let mut limits = Vec::with_capacity(new.programs.len());
+        for (i, p) in new.programs.iter().enumerate() {
+            let field = |name: &str| field_of(in_group, i, name);
+            let envid = p.environment.as_deref().unwrap_or(&new.environment);
+            if self.envs.get(envid)?.is_none() {
+                return Err(Error::Invalid(format!(
+                    "'{}': environment '{envid}' does not exist (see GET /api/v1/environments)",
+                    field("environment")
+                )));
+            }
+            limits
+                .push(effective_limits(&p.limits, &quota).map_err(|e| in_program(e, in_group, i))?);
+        }
+        let group = match &new.group {
+            Some(g) => Some(group_settings(g, &new.programs, &limits, &quota)?),
+            None => None,
+        };
+        if new.programs.iter().any(|p| !p.keep.is_empty()) {
+            self.files.check_room(who).await?;
+        }
         let start = new.start || new.wait;
         if start {
             admit(self.store.as_ref(), &who.owner(), &quota).await?;
         }
         let id = new_execution_id();
         let dir = self.dirs.of(&id);
-        let (files, stdin, writer) = (new.files, new.stdin, dir.clone());
+        let inputs: Vec<_> = new
+            .programs
+            .iter_mut()
+            .map(|p| (std::mem::take(&mut p.files), p.stdin.take()))
+            .collect();
+        let writer = dir.clone();
         blocking(move || {
-            writer.create(&files, stdin.as_deref()).map_err(|e| {
+            let programs: Vec<_> = inputs
+                .iter()
+                .map(|(files, stdin)| (files.as_slice(), stdin.as_deref()))
+                .collect();
+            writer.create(in_group, &programs).map_err(|e| {
                 // Our own directory: what fails here is a path that is both a file and a
                 // folder.
                 Error::Invalid(format!(
@@ -137,28 +183,10 @@ impl Service {
             })
         })
         .await?;
-        let row = ExecutionRow {
-            id: id.clone(),
-            owner: who.owner(),
-            environment: new.environment,
-            status: Status::Pending,
-            request: ExecutionRequest {
-                command: new.command,
-                limits,
-                outputs: new.outputs,
-            },
-            end_reason: None,
-            message: None,
-            result: None,
-            created_at: Micros::now(),
-            started_at: None,
-            ended_at: None,
-            queued_at: None,
-            node: None,
-        };
         // The callback's row first: the execution cannot end before its callback exists.
         let callback = new
             .callback
+            .take()
             .map(|c| c.row(Subject::Execution(id.clone()), Micros::now()));
         if let Some(c) = &callback {
             if let Err(e) = self.store.insert_callback(c).await {
@@ -166,15 +194,70 @@ impl Service {
                 return Err(e.into());
             }
         }
-        let created = if start {
-            let _guard = self.admission.lock().await;
-            match admit(self.store.as_ref(), &who.owner(), &quota).await {
-                Ok(()) => self.life.create(row, true).await.map_err(Error::from),
-                Err(e) => Err(e),
-            }
+        // Inputs by reference are resolved, and the execution that pins their blobs recorded,
+        // under the file store's lock (see `crate::files`).
+        let held = if new.programs.iter().any(|p| !p.file_refs.is_empty()) {
+            Some(self.files.hold().await)
         } else {
-            self.life.create(row, false).await.map_err(Error::from)
+            None
         };
+        let created = async {
+            let mut programs = Vec::with_capacity(new.programs.len());
+            for (i, (p, limits)) in new.programs.into_iter().zip(limits).enumerate() {
+                let file_refs = match &held {
+                    Some(held) => self
+                        .files
+                        .resolve(held, who, &p.file_refs)
+                        .await
+                        .map_err(|e| in_program(e, in_group, i))?,
+                    None => Vec::new(),
+                };
+                programs.push(ProgramRequest {
+                    environment: in_group
+                        .then(|| p.environment.unwrap_or_else(|| new.environment.clone())),
+                    command: p.command,
+                    limits,
+                    outputs: p.outputs,
+                    keep: p.keep,
+                    file_refs,
+                });
+            }
+            let request = match group {
+                Some(mut g) => {
+                    g.programs = programs;
+                    ExecutionRequest::Group(g)
+                }
+                None => ExecutionRequest::Program(
+                    programs
+                        .pop()
+                        .ok_or_else(|| Error::Invalid("an execution needs a program".into()))?,
+                ),
+            };
+            let row = ExecutionRow {
+                id: id.clone(),
+                owner: who.owner(),
+                environment: new.environment,
+                status: Status::Pending,
+                request,
+                end_reason: None,
+                message: None,
+                result: None,
+                created_at: Micros::now(),
+                started_at: None,
+                ended_at: None,
+                queued_at: None,
+                node: None,
+            };
+            if start {
+                let _guard = self.admission.lock().await;
+                admit(self.store.as_ref(), &who.owner(), &quota).await?;
+                Ok(self.life.create(row, true).await?)
+            } else {
+                Ok(self.life.create(row, false).await?)
+            }
+        }
+        .await;
+        drop(held);
         let row = match created {
             Ok(row) => row,
             Err(e) => {
@@ -197,16 +280,23 @@ impl Service {
         Ok(self.store.get_execution(&id).await?.unwrap_or(row))
     }
 
-    /// Where one more input file goes: the work directory of a pending execution (checked
-    /// before the caller reads the upload).
-    pub async fn input_dir(&self, who: &Principal, id: &str) -> Result<WorkDir> {
+    /// Where one more input file of program `program` goes (`None`: the execution is one
+    /// program): the work directory of a pending execution (checked before the caller reads
+    /// the upload).
+    pub async fn input_dir(
+        &self,
+        who: &Principal,
+        id: &str,
+        program: Option<usize>,
+    ) -> Result<ProgramDir> {
         let row = self.get(who, id).await?;
+        let i = program_index(&row, program)?;
         require(
             row.status,
             &[Status::Pending],
             "input can be uploaded only while the execution is pending",
         )?;
-        Ok(self.dirs.of(&row.id))
+        Ok(self.dirs.of(&row.id).program(row.request.is_group(), i))
     }
 
     pub async fn start(&self, who: &Principal, id: &str, wait: bool) -> Result<ExecutionRow> {
@@ -255,13 +345,21 @@ impl Service {
         Ok(row)
     }
 
-    /// An output as it was at the end. Only outputs named at creation; never one the core
-    /// refused (a symlink, FIFO or device in its place).
-    pub async fn output(&self, who: &Principal, id: &str, rel: &RelPath) -> Result<Vec<u8>> {
+    /// An output of program `program` (`None`: the execution is one program) as it was at
+    /// the end. Only outputs named at creation; never one the core refused (a symlink, FIFO
+    /// or device in its place).
+    pub async fn output(
+        &self,
+        who: &Principal,
+        id: &str,
+        program: Option<usize>,
+        rel: &RelPath,
+    ) -> Result<Vec<u8>> {
         let row = self.get(who, id).await?;
-        let name = row.request.output_named(rel).ok_or_else(|| {
+        let i = program_index(&row, program)?;
+        let name = row.request.programs()[i].output_named(rel).ok_or_else(|| {
             Error::NotFound(format!(
-                "'{rel}' is not one of this execution's outputs (name it in 'outputs' at creation)"
+                "'{rel}' is not one of this program's outputs (name it in 'outputs' at creation)"
             ))
         })?;
         require(
@@ -269,13 +367,15 @@ impl Service {
             &[Status::Ended],
             "outputs are available once the execution has ended",
         )?;
-        if let Some(why) = row.result.as_ref().and_then(|r| r.outputs.get(name)) {
+        let result = row.result.as_ref().and_then(|r| r.program(i));
+        if let Some(why) = result.and_then(|r| r.outputs.get(name)) {
             return Err(Error::OutputRefused(format!(
                 "output '{name}' was not collected: {why}"
             )));
         }
         self.dirs
             .of(&row.id)
+            .program(row.request.is_group(), i)
             .read_output(rel)
             .await?
             .ok_or_else(|| {
@@ -283,6 +383,40 @@ impl Service {
                     "output '{name}' was not collected (the run did not get that far)"
                 ))
             })
+    }
+
+    /// The captured traffic of pipe `n` of an ended group, to stream.
+    pub async fn pipe_capture(
+        &self,
+        who: &Principal,
+        id: &str,
+        n: usize,
+    ) -> Result<tokio::fs::File> {
+        let row = self.get(who, id).await?;
+        let pipes = row.request.group().map_or(&[][..], |g| &g.pipes[..]);
+        let Some(pipe) = pipes.get(n) else {
+            return Err(Error::NotFound(format!(
+                "this execution has no pipe {n} (it has {})",
+                pipes.len()
+            )));
+        };
+        if pipe.capture_bytes.is_none() {
+            return Err(Error::NotFound(format!(
+                "pipe {n} was not captured (give it \"capture\" at creation)"
+            )));
+        }
+        require(
+            row.status,
+            &[Status::Ended],
+            "a pipe's traffic is available once the execution has ended",
+        )?;
+        match tokio::fs::File::open(self.dirs.of(&row.id).pipe(n)).await {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::OutputRefused(
+                format!("pipe {n} was not captured (the run did not get that far)"),
+            )),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Ends the execution: at once when it has not started, through its stop handle when it
@@ -363,7 +497,8 @@ impl Service {
         self.sched.kick();
     }
 
-    /// Runs a claimed execution in its slot and records its end.
+    /// Runs a claimed execution in its slot, keeps the files it asked to keep, and records
+    /// its end.
     async fn run_claimed(self: Arc<Self>, row: ExecutionRow, permit: OwnedSemaphorePermit) {
         let id = row.id.clone();
         let ending = match StopHandle::new() {
@@ -371,11 +506,30 @@ impl Service {
             Ok(stop) if self.sched.register(&id, stop.clone()) => Ending::stopped_before_start(),
             Ok(stop) => {
                 let s = self.clone();
-                tokio::task::spawn_blocking(move || {
-                    runner::run(&s.engine, &s.envs, &s.dirs.of(&row.id), &row, stop)
+                let claimed = row.clone();
+                let end = tokio::task::spawn_blocking(move || {
+                    runner::run(
+                        &s.pool,
+                        &s.envs,
+                        &s.files,
+                        &s.dirs.of(&claimed.id),
+                        &claimed,
+                        stop,
+                    )
                 })
-                .await
-                .unwrap_or_else(|e| Ending::internal(format!("the run panicked: {e}")))
+                .await;
+                match end {
+                    Ok(mut end) => {
+                        if let Some(env) = end.pooled.take() {
+                            self.pooled
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(row.environment.clone(), env);
+                        }
+                        self.keep_files(&row, end).await
+                    }
+                    Err(e) => Ending::internal(format!("the run panicked: {e}")),
+                }
             }
             Err(e) => Ending::internal(format!("creating the stop handle: {e}")),
         };
@@ -384,5 +538,66 @@ impl Service {
         }
         self.sched.unregister(&id);
         drop(permit);
+    }
+
+    /// Keeps what the run left to keep, and says so in each program's result.
+    async fn keep_files(&self, row: &ExecutionRow, end: RunEnd) -> Ending {
+        let RunEnd {
+            mut ending, keep, ..
+        } = end;
+        // The master token keeps files without a quota.
+        let limited = row.owner != Principal::Master.owner();
+        for (i, items) in keep {
+            if items.is_empty() {
+                continue;
+            }
+            let paths: Vec<String> = items.iter().map(|k| k.path.clone()).collect();
+            let kept = self.files.keep(&row.owner, limited, &row.id, items).await;
+            if let Some(result) = ending.result.as_mut().and_then(|r| r.program_mut(i)) {
+                result.kept.extend(paths.into_iter().zip(kept));
+            }
+        }
+        ending
+    }
+}
+
+/// A field of program `i` as the caller named it: `limits` or `programs[1].limits`.
+fn field_of(in_group: bool, i: usize, name: &str) -> String {
+    if in_group {
+        format!("programs[{i}].{name}")
+    } else {
+        name.to_string()
+    }
+}
+
+/// An error about a program's fields, naming the program in a group.
+fn in_program(e: Error, in_group: bool, i: usize) -> Error {
+    if !in_group {
+        return e;
+    }
+    match e {
+        Error::Invalid(m) => Error::Invalid(format!("programs[{i}].{m}")),
+        Error::OverKeyLimit(m) => Error::OverKeyLimit(format!("programs[{i}].{m}")),
+        Error::NotFound(m) => Error::NotFound(format!("programs[{i}].{m}")),
+        e => e,
+    }
+}
+
+/// Which program a route names: `None` for the routes of one program, `Some(i)` for those of
+/// a group's program `i`.
+fn program_index(row: &ExecutionRow, program: Option<usize>) -> Result<usize> {
+    let n = row.request.programs().len();
+    match (row.request.is_group(), program) {
+        (false, None) => Ok(0),
+        (true, Some(i)) if i < n => Ok(i),
+        (true, Some(i)) => Err(Error::NotFound(format!(
+            "this execution has no program {i} (it has {n})"
+        ))),
+        (true, None) => Err(Error::NotFound(
+            "this execution is a group: name the program (…/programs/{n}/…)".into(),
+        )),
+        (false, Some(_)) => Err(Error::NotFound(
+            "this execution is one program: use the routes without /programs/{n}".into(),
+        )),
     }
 }

@@ -9,6 +9,9 @@
 //! output/   the files collected after the run by the core, which never follows a symlink,
 //!           FIFO or device; outputs are served from this copy only
 //! ```
+//!
+//! A group keeps the same per program in `programs/<i>/` ([`ProgramDir`]); its `log` holds
+//! every program's streams, and `pipes/<n>` the captured traffic of pipe `n`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -71,6 +74,78 @@ fn write_owned(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
 }
 
 impl WorkDir {
+    /// The files of program `i` (a single program's are the execution's own).
+    pub fn program(&self, group: bool, i: usize) -> ProgramDir {
+        ProgramDir {
+            dir: if group {
+                self.dir.join("programs").join(i.to_string())
+            } else {
+                self.dir.clone()
+            },
+        }
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("log")
+    }
+
+    /// The captured traffic of pipe `n`.
+    pub fn pipe(&self, n: usize) -> PathBuf {
+        self.dir.join("pipes").join(n.to_string())
+    }
+
+    /// Creates the directory with each program's files and stdin (blocking). On failure
+    /// nothing is left.
+    pub fn create(
+        &self,
+        group: bool,
+        programs: &[(&[InputFile], Option<&[u8]>)],
+    ) -> std::io::Result<()> {
+        let written = (|| {
+            for (i, (files, stdin)) in programs.iter().enumerate() {
+                self.program(group, i).create(files, *stdin)?;
+            }
+            Ok(())
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+        written
+    }
+
+    /// The runs' I/O, one per program: every stream into the live log as it is written.
+    pub fn live_ios(&self, programs: usize, stop: &StopHandle) -> std::io::Result<Vec<Io>> {
+        let log = Arc::new(Mutex::new(std::fs::File::create(self.log())?));
+        Ok((0..programs)
+            .map(|_| Io {
+                stdout_sink: Some(Box::new(LogSink { file: log.clone() })),
+                stderr_sink: Some(Box::new(LogSink { file: log.clone() })),
+                stop: Some(stop.clone()),
+            })
+            .collect())
+    }
+
+    /// Keeps the captured traffic of pipe `n`.
+    pub fn store_pipe(&self, n: usize, bytes: &[u8]) -> std::io::Result<()> {
+        write_owned(&self.pipe(n), bytes, 0o644)
+    }
+
+    /// Removes everything (an absent directory is fine).
+    pub async fn remove(&self) -> std::io::Result<()> {
+        match tokio::fs::remove_dir_all(&self.dir).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One program's files: `input/`, `stdin`, `stdout`, `stderr`, `output/`.
+#[derive(Debug, Clone)]
+pub struct ProgramDir {
+    dir: PathBuf,
+}
+
+impl ProgramDir {
     fn input_dir(&self) -> PathBuf {
         self.dir.join("input")
     }
@@ -79,30 +154,19 @@ impl WorkDir {
         self.dir.join("stdin")
     }
 
-    pub fn log(&self) -> PathBuf {
-        self.dir.join("log")
-    }
-
     fn output(&self, rel: &RelPath) -> PathBuf {
         self.dir.join("output").join(rel)
     }
 
-    /// Creates the directory with the request's files (blocking). On failure nothing is left.
-    pub fn create(&self, files: &[InputFile], stdin: Option<&[u8]>) -> std::io::Result<()> {
-        let written = (|| {
-            std::fs::create_dir_all(self.input_dir())?;
-            for f in files {
-                write_owned(&self.input_dir().join(&f.path), &f.bytes, f.mode)?;
-            }
-            if let Some(bytes) = stdin {
-                write_owned(&self.stdin(), bytes, 0o644)?;
-            }
-            Ok(())
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_dir_all(&self.dir);
+    fn create(&self, files: &[InputFile], stdin: Option<&[u8]>) -> std::io::Result<()> {
+        std::fs::create_dir_all(self.input_dir())?;
+        for f in files {
+            write_owned(&self.input_dir().join(&f.path), &f.bytes, f.mode)?;
         }
-        written
+        if let Some(bytes) = stdin {
+            write_owned(&self.stdin(), bytes, 0o644)?;
+        }
+        Ok(())
     }
 
     /// One more input file (blocking).
@@ -147,21 +211,11 @@ impl WorkDir {
         path.is_file().then_some(path)
     }
 
-    /// The run's I/O: both streams into the live log as they are written.
-    pub fn live_io(&self, stop: StopHandle) -> std::io::Result<Io> {
-        let log = Arc::new(Mutex::new(std::fs::File::create(self.log())?));
-        Ok(Io {
-            stdout_sink: Some(Box::new(LogSink { file: log.clone() })),
-            stderr_sink: Some(Box::new(LogSink { file: log })),
-            stop: Some(stop),
-        })
-    }
-
     /// Keeps the captured streams; returns what failed.
     pub fn store_streams(&self, outcome: &Outcome) -> Vec<String> {
         let mut errors = Vec::new();
         for (name, bytes) in [("stdout", &outcome.stdout), ("stderr", &outcome.stderr)] {
-            if let Err(e) = std::fs::write(self.dir.join(name), bytes) {
+            if let Err(e) = write_owned(&self.dir.join(name), bytes, 0o644) {
                 errors.push(format!("{name}: {e}"));
             }
         }
@@ -176,23 +230,14 @@ impl WorkDir {
     ) -> BTreeMap<String, String> {
         let mut refused = BTreeMap::new();
         for name in wanted {
-            let rel = match RelPath::parse(name) {
-                Ok(p) => p,
-                Err(e) => {
-                    refused.insert(name.clone(), e.to_string());
-                    continue;
-                }
-            };
-            let found = collected
-                .iter()
-                .find(|(k, _)| RelPath::parse(k).ok().as_ref() == Some(&rel))
-                .map(|(_, v)| v);
-            let why = match found {
-                Some(Ok(bytes)) => write_owned(&self.output(&rel), bytes, 0o644)
-                    .err()
-                    .map(|e| format!("storing it: {e}")),
-                Some(Err(why)) => Some(why.clone()),
-                None => Some("the program did not leave this file".into()),
+            let why = match RelPath::parse(name) {
+                Err(e) => Some(e.to_string()),
+                Ok(rel) => match collected_file(collected, &rel) {
+                    Ok(bytes) => write_owned(&self.output(&rel), bytes, 0o644)
+                        .err()
+                        .map(|e| format!("storing it: {e}")),
+                    Err(why) => Some(why),
+                },
             };
             if let Some(why) = why {
                 refused.insert(name.clone(), why);
@@ -217,13 +262,21 @@ impl WorkDir {
             Err(e) => Err(e),
         }
     }
+}
 
-    /// Removes everything (an absent directory is fine).
-    pub async fn remove(&self) -> std::io::Result<()> {
-        match tokio::fs::remove_dir_all(&self.dir).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+/// What the core read back for `rel`: the bytes, or why not.
+pub fn collected_file<'a>(
+    collected: &'a BTreeMap<String, Result<Vec<u8>, String>>,
+    rel: &RelPath,
+) -> Result<&'a [u8], String> {
+    match collected
+        .iter()
+        .find(|(k, _)| RelPath::parse(k).ok().as_ref() == Some(rel))
+        .map(|(_, v)| v)
+    {
+        Some(Ok(bytes)) => Ok(bytes),
+        Some(Err(why)) => Err(why.clone()),
+        None => Err("the program did not leave this file".into()),
     }
 }
 

@@ -37,10 +37,14 @@ pub mod code {
     pub const IN_USE: u32 = 1403;
     /// The body is over the size limit.
     pub const TOO_LARGE: u32 = 1500;
+    /// A per-key quota on kept bytes is used up (files kept by reference).
+    pub const OVER_BYTES_QUOTA: u32 = 1501;
     /// The content type is not one this route accepts.
     pub const UNSUPPORTED_MEDIA_TYPE: u32 = 1600;
     /// Too many executions at once for this API key.
     pub const TOO_MANY: u32 = 1700;
+    /// A per-key quota on kept files is used up.
+    pub const OVER_COUNT_QUOTA: u32 = 1701;
     /// The server failed.
     pub const INTERNAL: u32 = 2000;
 }
@@ -136,6 +140,16 @@ impl From<Error> for ApiError {
                 ApiError::new(StatusCode::BAD_REQUEST, code::OVER_KEY_LIMIT, message)
             }
             Error::TooMany { retry_after, .. } => ApiError::too_many(message, retry_after),
+            Error::OverCountQuota(_) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                code::OVER_COUNT_QUOTA,
+                message,
+            ),
+            Error::OverBytesQuota(_) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                code::OVER_BYTES_QUOTA,
+                message,
+            ),
             Error::Unauthorized(_) => ApiError::unauthorized(message),
             Error::Forbidden(_) => ApiError::forbidden(message),
             Error::NotFound(_) => ApiError::not_found(message),

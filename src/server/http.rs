@@ -3,9 +3,11 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{
+    HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+};
 use hyper::{Method, Response, StatusCode};
 use serde_json::{Map, Value};
 
@@ -113,6 +115,30 @@ pub fn bytes_response(content_type: &'static str, bytes: impl Into<Bytes>) -> Re
     let mut resp = Response::new(full(bytes));
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// A file streamed from disk in 64 KiB chunks (never read whole into memory), with its length.
+pub fn file_response(file: tokio::fs::File, len: u64, content_type: &'static str) -> Resp {
+    use tokio::io::AsyncReadExt;
+    let stream = futures_util::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = vec![0u8; 64 << 10];
+        match file.read(&mut buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((
+                    Ok::<_, Infallible>(Frame::data(Bytes::from(buf))),
+                    Some(file),
+                ))
+            }
+        }
+    });
+    let mut resp = Response::new(StreamBody::new(stream).boxed());
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
     resp
 }
 

@@ -64,17 +64,24 @@ mod tests {
                     assert!(open, "{shown}: documented as needing a token");
                     assert!(!responses.contains_key("401"), "{shown}: documents a 401");
                 }
-                Auth::Key | Auth::Master(_) => {
+                Auth::Key | Auth::Master(_) | Auth::ProjectManager(_) => {
                     assert!(!open, "{shown}: documented as open");
                     assert!(responses.contains_key("401"), "{shown}: no 401 documented");
                 }
             }
             let master_only = matches!(r.auth, Auth::Master(_));
+            let restricted = matches!(r.auth, Auth::Master(_) | Auth::ProjectManager(_));
             assert_eq!(
                 responses.contains_key("403"),
-                master_only,
-                "{shown}: 403 documented iff master only"
+                restricted,
+                "{shown}: 403 documented iff restricted"
             );
+            if matches!(r.auth, Auth::ProjectManager(_)) {
+                assert!(
+                    summary.contains("(master token or a key with manage_projects)"),
+                    "{shown}: summary says who may"
+                );
+            }
             assert_eq!(
                 summary.contains("(master token)"),
                 master_only,
@@ -108,6 +115,8 @@ mod tests {
             TOO_LARGE,
             UNSUPPORTED_MEDIA_TYPE,
             TOO_MANY,
+            OVER_BYTES_QUOTA,
+            OVER_COUNT_QUOTA,
             INTERNAL,
         ] {
             assert!(
@@ -141,7 +150,7 @@ mod tests {
     #[tokio::test]
     async fn the_examples_are_what_the_server_accepts() {
         use super::super::body::{fields_to_json, parse_object, Field};
-        use super::super::requests::{from_body, CreateApiKey, CreateExecution};
+        use super::super::requests::{from_body, new_execution, CreateApiKey};
         use crate::callbacks::AllowList;
         use hyper::header::{HeaderMap, CONTENT_TYPE};
 
@@ -153,8 +162,7 @@ mod tests {
             .expect("JSON examples");
         assert!(examples.len() >= 2);
         for (name, ex) in examples {
-            from_body::<CreateExecution>(object(&ex["value"]))
-                .and_then(|c| c.into_new(&AllowList::default()))
+            new_execution(object(&ex["value"]), &AllowList::default())
                 .unwrap_or_else(|e| panic!("example {name}: {}", e.message));
         }
         // The form example, encoded as the document says, through the server's form parser.
@@ -170,10 +178,9 @@ mod tests {
         let map = parse_object(&headers, wire.clone().into())
             .await
             .expect(&wire);
-        let new = from_body::<CreateExecution>(map)
-            .and_then(|c| c.into_new(&AllowList::default()))
+        let new = new_execution(map, &AllowList::default())
             .unwrap_or_else(|e| panic!("form example {wire}: {}", e.message));
-        assert_eq!(new.limits.memory_bytes, Some(64 << 20));
+        assert_eq!(new.programs[0].limits.memory_bytes, Some(64 << 20));
         // The multipart example, as text parts.
         let mut parts = Vec::new();
         for (k, v) in object(&content["multipart/form-data"]["example"]) {
@@ -188,9 +195,29 @@ mod tests {
             }
         }
         let map = object(&fields_to_json(parts).expect("fields"));
-        from_body::<CreateExecution>(map)
-            .and_then(|c| c.into_new(&AllowList::default()))
+        new_execution(map, &AllowList::default())
             .unwrap_or_else(|e| panic!("multipart example: {}", e.message));
+        // Projects and submissions.
+        let path = |p: &str, m: &str| &doc["paths"][p][m]["requestBody"]["content"];
+        for (p, m) in [
+            ("/api/v1/projects", "post"),
+            ("/api/v1/projects/{id}", "put"),
+        ] {
+            super::super::requests::project_from_body(object(
+                &path(p, m)["application/json"]["example"],
+            ))
+            .unwrap_or_else(|e| panic!("{m} {p} example: {}", e.message));
+        }
+        let submission = |v: &serde_json::Value| {
+            from_body::<super::super::requests::CreateSubmission>(object(v))
+                .and_then(|c| c.into_new(&AllowList::default()))
+                .unwrap_or_else(|e| panic!("submission example: {}", e.message))
+        };
+        submission(&path("/api/v1/submissions", "post")["application/json"]["example"]);
+        let batch = &path("/api/v1/submissions/batch", "post")["application/json"]["example"];
+        for one in batch["submissions"].as_array().expect("submissions") {
+            submission(one);
+        }
         // API keys.
         let key = &doc["paths"]["/api/v1/api_keys"]["post"]["requestBody"]["content"];
         from_body::<CreateApiKey>(object(&key["application/json"]["example"]))

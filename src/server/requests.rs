@@ -1,10 +1,10 @@
 //! The request bodies, typed: each route's body (normalised to one JSON object by `body.rs`,
 //! whichever encoding it came in) is read into one of these structs, unknown fields refused,
-//! and every error names the field it is about.
+//! and every error names the field it is about. A new execution's body is the execution
+//! domain's own shape (`crate::exec::parse`), shared with `sandpit run --spec`.
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
 use sandbox::RelPath;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
@@ -12,170 +12,29 @@ use serde_json::{Map, Value};
 
 use super::errors::{ApiError, ApiResult};
 use crate::callbacks::{AllowList, Callback, CallbackRequest};
-use crate::exec::{InputFile, NewExecution, RequestedLimits};
+use crate::exec::parse::typed;
+use crate::exec::parse::EncodedFileContent as FileContent;
+pub use crate::exec::parse::Mode;
+use crate::exec::{InputFile, NewExecution};
+use crate::judge::service::{InlineProject, InlineTest, NewSubmission};
 use crate::units;
 
 /// Reads a typed body; a wrong field is a 400 that names it (`'limits.pids': …`).
 pub fn from_body<T: serde::de::DeserializeOwned>(map: Map<String, Value>) -> ApiResult<T> {
-    serde_path_to_error::deserialize(Value::Object(map)).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." {
-            ApiError::bad_request(e.inner().to_string())
-        } else {
-            ApiError::bad_request(format!("'{path}': {}", e.inner()))
-        }
-    })
-}
-
-/// Permission bits: `"755"` (octal text) or a number, at most 0o777.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mode(pub u32);
-
-impl Mode {
-    pub fn parse(text: &str) -> Option<Mode> {
-        u32::from_str_radix(text.trim_start_matches("0o"), 8)
-            .ok()
-            .filter(|m| *m <= 0o777)
-            .map(Mode)
-    }
-}
-
-impl<'de> Deserialize<'de> for Mode {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let bad = || de::Error::custom("must be permission bits, e.g. \"755\" or 493");
-        match Value::deserialize(d)? {
-            Value::String(s) => Mode::parse(&s).ok_or_else(bad),
-            Value::Number(n) => n
-                .as_u64()
-                .and_then(|m| u32::try_from(m).ok())
-                .filter(|m| *m <= 0o777)
-                .map(Mode)
-                .ok_or_else(bad),
-            _ => Err(bad()),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-enum Encoding {
-    #[serde(rename = "text", alias = "utf-8", alias = "utf8")]
-    Text,
-    #[serde(rename = "base64")]
-    Base64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EncodedFile {
-    content: String,
-    encoding: Option<Encoding>,
-    mode: Option<Mode>,
-}
-
-/// A file's content in a request: text, or `{content, encoding: base64|text, mode}`.
-#[derive(Debug)]
-pub struct FileContent(EncodedFile);
-
-impl<'de> Deserialize<'de> for FileContent {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match Value::deserialize(d)? {
-            Value::String(content) => Ok(FileContent(EncodedFile {
-                content,
-                encoding: None,
-                mode: None,
-            })),
-            v @ Value::Object(_) => serde_json::from_value(v)
-                .map(FileContent)
-                .map_err(de::Error::custom),
-            _ => Err(de::Error::custom(
-                "give the content as a string or as {\"content\", \"encoding\"}",
-            )),
-        }
-    }
-}
-
-impl FileContent {
-    /// The bytes and the mode asked for.
-    fn decode(self, what: &str) -> ApiResult<(Vec<u8>, Option<u32>)> {
-        let f = self.0;
-        let bytes = match f.encoding {
-            None | Some(Encoding::Text) => f.content.into_bytes(),
-            Some(Encoding::Base64) => base64::engine::general_purpose::STANDARD
-                .decode(&f.content)
-                .map_err(|e| ApiError::bad_request(format!("{what}: bad base64: {e}")))?,
-        };
-        Ok((bytes, f.mode.map(|m| m.0)))
-    }
-}
-
-/// `POST /executions`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateExecution {
-    environment: Option<String>,
-    command: Option<Vec<String>>,
-    files: Option<BTreeMap<String, FileContent>>,
-    stdin: Option<FileContent>,
-    limits: Option<RequestedLimits>,
-    outputs: Option<Vec<String>>,
-    start: Option<bool>,
-    wait: Option<bool>,
-    callback: Option<CallbackRequest>,
+    Ok(typed(Value::Object(map))?)
 }
 
 fn rel_path(text: &str, what: &str) -> ApiResult<RelPath> {
     RelPath::parse(text).map_err(|e| ApiError::bad_path(format!("{what}: {e}")))
 }
 
-impl CreateExecution {
-    /// The new execution it asks for: required fields present, paths inside the work dir,
-    /// the callback's host on the server's allow-list.
-    pub fn into_new(self, allow: &AllowList) -> ApiResult<NewExecution> {
-        let environment = self
-            .environment
-            .filter(|e| !e.is_empty())
-            .ok_or_else(|| ApiError::bad_request("'environment' (an envid) is required"))?;
-        let command = self
-            .command
-            .ok_or_else(|| ApiError::bad_request("'command' (an argv array) is required"))?;
-        if !matches!(command.first(), Some(program) if !program.is_empty()) {
-            return Err(ApiError::bad_request("'command' must name a program"));
-        }
-        let outputs = self.outputs.unwrap_or_default();
-        for path in &outputs {
-            rel_path(path, "outputs")?;
-        }
-        let mut files = Vec::new();
-        for (path, content) in self.files.unwrap_or_default() {
-            let rel = rel_path(&path, "files")?;
-            let (bytes, mode) = content.decode(&format!("files['{path}']"))?;
-            files.push(InputFile {
-                path: rel,
-                bytes,
-                mode: mode.unwrap_or(0o644),
-            });
-        }
-        let stdin = match self.stdin {
-            Some(c) => Some(c.decode("stdin")?.0),
-            None => None,
-        };
-        let wait = self.wait.unwrap_or(false);
-        let callback = match self.callback {
-            Some(c) => Some(Callback::accept(c, allow)?),
-            None => None,
-        };
-        Ok(NewExecution {
-            environment,
-            command,
-            limits: self.limits.unwrap_or_default(),
-            outputs,
-            files,
-            stdin,
-            start: self.start.unwrap_or(false) || wait,
-            wait,
-            callback,
-        })
-    }
+/// `POST /executions`: one program or a group (see `crate::exec::parse`); a callback's host
+/// must be on `allow`.
+pub fn new_execution(map: Map<String, Value>, allow: &AllowList) -> ApiResult<NewExecution> {
+    Ok(crate::exec::parse::new_execution(
+        Value::Object(map),
+        allow,
+    )?)
 }
 
 /// A size in bytes: a positive number, or text like `256M` (read by `units::de`).
@@ -223,6 +82,23 @@ impl<'de> Deserialize<'de> for Count {
     }
 }
 
+/// A yes or no: a boolean, or text (`true`/`false`, `1`/`0`, `yes`/`no`).
+#[derive(Debug, Clone, Copy)]
+pub struct Flag(pub bool);
+
+impl<'de> Deserialize<'de> for Flag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Bool(b) => Ok(Flag(b)),
+            Value::String(s) if matches!(s.as_str(), "true" | "1" | "yes") => Ok(Flag(true)),
+            Value::String(s) if matches!(s.as_str(), "false" | "0" | "no") => Ok(Flag(false)),
+            Value::Number(n) if n.as_u64() == Some(1) => Ok(Flag(true)),
+            Value::Number(n) if n.as_u64() == Some(0) => Ok(Flag(false)),
+            _ => Err(de::Error::custom("must be true or false")),
+        }
+    }
+}
+
 /// `POST /api_keys`: fields in the body, or in the query string as PIFOP sends them.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -232,6 +108,7 @@ pub struct CreateApiKey {
     max_memory: Option<ByteSize>,
     max_time: Option<Seconds>,
     max_executions: Option<Count>,
+    manage_projects: Option<Flag>,
 }
 
 impl CreateApiKey {
@@ -241,6 +118,7 @@ impl CreateApiKey {
         "max_memory",
         "max_time",
         "max_executions",
+        "manage_projects",
     ];
 
     pub fn into_new(self) -> ApiResult<crate::auth::NewApiKey> {
@@ -252,8 +130,144 @@ impl CreateApiKey {
             max_memory: self.max_memory.map(|b| b.0),
             max_time: self.max_time.map(|s| s.0),
             max_executions: self.max_executions.map(|c| c.0),
+            manage_projects: self.manage_projects.is_some_and(|f| f.0),
         })
     }
+}
+
+/// A files map (`{path: content}`) as input files; `what` names the field in errors.
+fn input_files(
+    files: Option<BTreeMap<String, FileContent>>,
+    what: &str,
+) -> ApiResult<Vec<InputFile>> {
+    let mut out = Vec::new();
+    for (path, content) in files.unwrap_or_default() {
+        let rel = rel_path(&path, what)?;
+        let (bytes, mode) = content.decode(&format!("{what}['{path}']"))?;
+        out.push(InputFile {
+            path: rel,
+            bytes,
+            mode: mode.unwrap_or(0o644),
+        });
+    }
+    Ok(out)
+}
+
+/// Takes the field `key` out of a JSON object, typed; a wrong one is a 400 naming `what`.
+fn take<T: serde::de::DeserializeOwned>(
+    map: &mut Map<String, Value>,
+    key: &str,
+    what: &str,
+) -> ApiResult<Option<T>> {
+    match map.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(|e| ApiError::bad_request(format!("'{what}': {e}"))),
+    }
+}
+
+/// `POST /projects` and `PUT /projects/{id}` as JSON: `project.json`'s fields (`name`,
+/// `environment`, `config`, `source`, `artifacts`, `limits`, `tests`, `checker`) plus the
+/// contents: `files` (the workspace), each test's `stdin`, `expected` and `files`, and the
+/// checker's `files`. Returns the id asked for and the project.
+pub fn project_from_body(
+    mut map: Map<String, Value>,
+) -> ApiResult<(Option<String>, InlineProject)> {
+    let id: Option<String> = take(&mut map, "id", "id")?;
+    let files = input_files(take(&mut map, "files", "files")?, "files")?;
+    let mut tests = Vec::new();
+    if let Some(Value::Array(list)) = map.get_mut("tests") {
+        for (i, item) in list.iter_mut().enumerate() {
+            let Value::Object(t) = item else {
+                return Err(ApiError::bad_request(format!(
+                    "'tests[{i}]' must be an object"
+                )));
+            };
+            let name = match t.get("name") {
+                Some(Value::String(n)) => n.clone(),
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "'tests[{i}].name' (a string) is required"
+                    )))
+                }
+            };
+            let at = |field: &str| format!("tests[{i}].{field}");
+            let stdin: Option<FileContent> = take(t, "stdin", &at("stdin"))?;
+            let expected: Option<FileContent> = take(t, "expected", &at("expected"))?;
+            tests.push(InlineTest {
+                stdin: stdin
+                    .map(|c| c.decode(&at("stdin")))
+                    .transpose()?
+                    .map(|d| d.0),
+                expected: expected
+                    .map(|c| c.decode(&at("expected")))
+                    .transpose()?
+                    .map(|d| d.0),
+                files: input_files(take(t, "files", &at("files"))?, &at("files"))?,
+                name,
+            });
+        }
+    }
+    let checker_files = match map.get_mut("checker") {
+        Some(Value::Object(c)) => input_files(take(c, "files", "checker.files")?, "checker.files")?,
+        _ => Vec::new(),
+    };
+    Ok((
+        id,
+        InlineProject {
+            manifest: map,
+            files,
+            tests,
+            checker_files,
+        },
+    ))
+}
+
+/// `POST /submissions`: the project, an optional scenario, the files (a map, file parts of
+/// a multipart form, or `archive`: a tar), `wait`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSubmission {
+    project_id: Option<String>,
+    scenario: Option<String>,
+    files: Option<BTreeMap<String, FileContent>>,
+    archive: Option<FileContent>,
+    wait: Option<bool>,
+    callback: Option<CallbackRequest>,
+}
+
+impl CreateSubmission {
+    /// A submission as the judge takes it; 400 for a missing project id, bad files, or a
+    /// callback whose host is off the server's allow-list.
+    pub fn into_new(self, allow: &AllowList) -> ApiResult<NewSubmission> {
+        let project_id = self
+            .project_id
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| ApiError::bad_request("'project_id' is required"))?;
+        Ok(NewSubmission {
+            project_id,
+            scenario: self.scenario,
+            files: input_files(self.files, "files")?,
+            archive: self
+                .archive
+                .map(|a| a.decode("archive"))
+                .transpose()?
+                .map(|d| d.0),
+            wait: self.wait.unwrap_or(false),
+            callback: self
+                .callback
+                .map(|c| Callback::accept(c, allow))
+                .transpose()?,
+        })
+    }
+}
+
+/// `POST /submissions/batch`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSubmissions {
+    pub submissions: Vec<Value>,
 }
 
 #[cfg(test)]
@@ -268,80 +282,29 @@ mod tests {
         }
     }
 
-    fn create_error(v: Value) -> String {
-        match from_body::<CreateExecution>(body(v)).and_then(|c| c.into_new(&AllowList::default()))
-        {
-            Err(e) => e.message,
-            Ok(_) => panic!("accepted"),
-        }
-    }
-
-    #[test]
-    fn errors_name_the_field() {
-        assert!(create_error(json!({"command": ["x"]})).contains("environment"));
-        assert!(create_error(json!({"environment": "e", "command": "x"})).contains("command"));
-        assert!(create_error(json!({"environment": "e", "command": [""]})).contains("command"));
-        assert!(
-            create_error(json!({"environment": "e", "command": ["x"], "surprise": 1}))
-                .contains("surprise")
-        );
-        assert!(create_error(
-            json!({"environment": "e", "command": ["x"], "limits": {"pids": "lots"}})
-        )
-        .contains("limits.pids"));
-        assert!(create_error(
-            json!({"environment": "e", "command": ["x"], "files": {"a": {"content": "!", "encoding": "base64"}}})
-        )
-        .contains("base64"));
-        assert!(create_error(
-            json!({"environment": "e", "command": ["x"], "files": {"a": {"content": "x", "mode": "999"}}})
-        )
-        .contains("permission bits"));
-        assert!(create_error(
-            json!({"environment": "e", "command": ["x"], "files": {"../a": "1"}})
-        )
-        .contains("leaves"));
-    }
-
-    #[test]
-    fn a_full_request_reads() {
-        let new = from_body::<CreateExecution>(body(json!({
-            "environment": "busybox",
-            "command": ["sh", "-c", "cat a"],
-            "files": {"a": "text", "bin/b": {"content": "aGk=", "encoding": "base64", "mode": "755"}},
-            "stdin": {"content": "in"},
-            "limits": {"memory_bytes": 1000, "cpu_time_s": 1.5},
-            "outputs": ["out.txt"],
-            "wait": true,
-        })))
-        .and_then(|c| c.into_new(&AllowList::default()))
-        .unwrap();
-        assert!(new.start && new.wait);
-        assert_eq!(new.files[1].bytes, b"hi");
-        assert_eq!(new.files[1].mode, 0o755);
-        assert_eq!(new.stdin.as_deref(), Some(&b"in"[..]));
-        assert_eq!(new.limits.cpu_time_s, Some(1.5));
-    }
-
     #[test]
     fn execution_limits_take_numbers_or_text() {
-        let new = from_body::<CreateExecution>(body(json!({
-            "environment": "busybox",
-            "command": ["true"],
-            "limits": {"memory_bytes": "128M", "cpu_time_s": "2s", "wall_time_s": "500ms",
-                       "pids": "16", "output_bytes": "1K"},
-        })))
-        .and_then(|c| c.into_new(&AllowList::default()))
-        .unwrap();
-        let l = new.limits;
-        assert_eq!(l.memory_bytes, Some(128 << 20));
-        assert_eq!(l.cpu_time_s, Some(2.0));
-        assert_eq!(l.wall_time_s, Some(0.5));
-        assert_eq!(l.pids, Some(16));
-        assert_eq!(l.output_bytes, Some(1024));
-        let e = create_error(
-            json!({"environment": "e", "command": ["x"], "limits": {"memory_bytes": "lots"}}),
-        );
+        let limits = json!({"memory_bytes": "128M", "cpu_time_s": "2s", "wall_time_s": "500ms",
+                            "pids": "16", "output_bytes": "1K"});
+        let single = json!({"environment": "busybox", "command": ["true"], "limits": limits});
+        let group = json!({"environment": "busybox",
+                           "programs": [{"command": ["true"], "limits": limits}]});
+        for v in [single, group] {
+            let new = new_execution(body(v), &AllowList::default()).unwrap();
+            let l = new.programs[0].limits;
+            assert_eq!(l.memory_bytes, Some(128 << 20));
+            assert_eq!(l.cpu_time_s, Some(2.0));
+            assert_eq!(l.wall_time_s, Some(0.5));
+            assert_eq!(l.pids, Some(16));
+            assert_eq!(l.output_bytes, Some(1024));
+        }
+        let e = match new_execution(
+            body(json!({"environment": "e", "command": ["x"], "limits": {"memory_bytes": "lots"}})),
+            &AllowList::default(),
+        ) {
+            Err(e) => e.message,
+            Ok(_) => panic!("accepted"),
+        };
         assert!(
             e.contains("limits.memory_bytes") && e.contains("128M"),
             "{e}"

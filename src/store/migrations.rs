@@ -21,8 +21,18 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 3,
+        name: "projects_and_submissions",
+        sql: include_str!("migrations/0003_projects_and_submissions.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "files",
+        sql: include_str!("migrations/0004_files.sql"),
+    },
+    Migration {
+        version: 5,
         name: "audit_log",
-        sql: include_str!("migrations/0003_audit_log.sql"),
+        sql: include_str!("migrations/0005_audit_log.sql"),
     },
 ];
 

@@ -1,6 +1,6 @@
 //! The durable store, one trait per aggregate: [`ApiKeys`], [`Executions`], [`Queue`],
-//! [`Callbacks`], [`AuditLog`] (later projects, submissions, workspaces, hosts, files: one
-//! trait each, beside these).
+//! [`Callbacks`], [`AuditLog`], [`Projects`], [`Submissions`], [`Files`] (later workspaces,
+//! hosts: one trait each, beside these).
 //! [`Store`] is all of them; the embedded back end is SQLite in the data directory
 //! ([`SqliteStore`]); a PostgreSQL one (a fleet's shared store, `FOR UPDATE SKIP LOCKED`
 //! claims) implements the same traits over the same migrations (`migrations/*.sql`).
@@ -16,11 +16,17 @@ use crate::clock::Micros;
 use crate::exec::request::ExecutionRequest;
 use crate::exec::result::ExecutionResult;
 use crate::exec::state::{EndReason, Status, Transition};
+use crate::judge;
+use crate::judge::config::Stage;
+use crate::judge::project::ProjectDef;
+use crate::judge::report::Final;
+use crate::judge::verdict::{StageRecord, TestResult};
 
 mod legacy;
 pub mod migrations;
 mod sqlite;
 mod sqlite_callbacks;
+mod sqlite_judge;
 
 pub use sqlite::SqliteStore;
 
@@ -48,6 +54,8 @@ pub struct ApiKeyRow {
     pub max_memory: Option<i64>,
     pub max_time: Option<f64>,
     pub max_executions: Option<i64>,
+    /// May create, replace and delete projects.
+    pub manage_projects: bool,
     pub created_at: Micros,
 }
 
@@ -90,6 +98,22 @@ pub struct AuditRow {
     pub target: Option<String>,
     /// The HTTP status of the answer.
     pub status: u16,
+}
+
+/// A file kept by reference (`crate::files`): its bytes are the blob named `sha256`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileRow {
+    pub id: String,
+    /// As on executions: `master` or `key:<name>`.
+    pub owner: String,
+    pub sha256: String,
+    pub size: i64,
+    /// The path it was kept from (shown, and the download's file name).
+    pub name: String,
+    /// The execution that kept it.
+    pub execution_id: Option<String>,
+    pub created_at: Micros,
+    pub expires_at: Micros,
 }
 
 /// A completion callback in the outbox. Its body (once sealed) is read only by the claim that
@@ -160,6 +184,8 @@ pub trait ApiKeys: Send + Sync {
 
 #[async_trait]
 pub trait Executions: Send + Sync {
+    /// Inserts the execution, and with it the blobs it reads by reference
+    /// ([`ExecutionRequest::blobs`]), atomically.
     async fn insert_execution(&self, exec: &ExecutionRow) -> Result<()>;
     async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRow>>;
     /// Newest first; `owner: None` lists everyone's. Returns the page and the total.
@@ -172,8 +198,8 @@ pub trait Executions: Send + Sync {
     /// Applies a status change if the execution is in one of `t.from()` (atomically); false
     /// when it is not (or does not exist).
     async fn transition(&self, id: &str, t: &Transition) -> Result<bool>;
-    /// Deletes an execution that has ended, and its callbacks; false when there is no such
-    /// ended execution.
+    /// Deletes an execution that has ended, its blob references and its callbacks; false
+    /// when there is no such ended execution.
     async fn delete_ended_execution(&self, id: &str) -> Result<bool>;
 }
 
@@ -195,6 +221,126 @@ pub trait AuditLog: Send + Sync {
     async fn insert_audit(&self, entry: &AuditRow) -> Result<()>;
     /// Newest first. Returns the page and the total.
     async fn list_audit(&self, limit: i64, offset: i64) -> Result<(Vec<AuditRow>, i64)>;
+}
+
+/// Files kept by reference. "Live" means not expired at `now`; an expired row is as good as
+/// gone (every read skips it) until [`Files::delete_expired_files`] removes it.
+#[async_trait]
+pub trait Files: Send + Sync {
+    async fn insert_file(&self, file: &FileRow) -> Result<()>;
+    /// A live file.
+    async fn get_file(&self, id: &str, now: Micros) -> Result<Option<FileRow>>;
+    /// Live files, newest first; `owner: None` lists everyone's. The page and the total.
+    async fn list_files(
+        &self,
+        owner: Option<&str>,
+        now: Micros,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<FileRow>, i64)>;
+    /// The live files of `owner`: how many, and their bytes.
+    async fn file_usage(&self, owner: &str, now: Micros) -> Result<(i64, i64)>;
+    /// The deleted file, or `None` when there was none.
+    async fn delete_file(&self, id: &str) -> Result<Option<FileRow>>;
+    /// Deletes every file of `owner` (its key was deleted); returns them.
+    async fn delete_files_of(&self, owner: &str) -> Result<Vec<FileRow>>;
+    /// Deletes the files expired at `now`; returns them.
+    async fn delete_expired_files(&self, now: Micros) -> Result<Vec<FileRow>>;
+    /// Whether a blob is still needed: a live file has it, or an execution that has not
+    /// ended reads it.
+    async fn blob_in_use(&self, sha256: &str, now: Micros) -> Result<bool>;
+}
+
+/// A project as stored; its files are on disk under `DATA/projects/<id>/<revision>/`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectRow {
+    pub id: String,
+    /// Who made it: `master` or `key:<name>`.
+    pub owner: String,
+    /// 1 when created, one more on each replacement.
+    pub revision: i64,
+    pub def: ProjectDef,
+    pub created_at: Micros,
+    pub updated_at: Micros,
+}
+
+/// A submission; its files are on disk under `DATA/submissions/<id>/`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubmissionRow {
+    pub id: String,
+    pub owner: String,
+    pub project_id: String,
+    /// The project as it was when the submission was made.
+    pub project_revision: i64,
+    pub scenario: String,
+    pub status: judge::Status,
+    /// The stage running now.
+    pub stage: Option<Stage>,
+    /// Restarts of the server that interrupted it.
+    pub attempts: i64,
+    pub grade: Option<Final>,
+    pub created_at: Micros,
+    pub queued_at: Option<Micros>,
+    pub started_at: Option<Micros>,
+    pub ended_at: Option<Micros>,
+    pub node: Option<String>,
+}
+
+/// Which submissions a list shows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SubmissionFilter<'a> {
+    pub owner: Option<&'a str>,
+    pub project: Option<&'a str>,
+    pub status: Option<judge::Status>,
+}
+
+#[async_trait]
+pub trait Projects: Send + Sync {
+    /// False when a project of that id exists.
+    async fn insert_project(&self, p: &ProjectRow) -> Result<bool>;
+    async fn get_project(&self, id: &str) -> Result<Option<ProjectRow>>;
+    /// By id; the page and the total.
+    async fn list_projects(&self, limit: i64, offset: i64) -> Result<(Vec<ProjectRow>, i64)>;
+    /// Replaces a project when its stored revision is `p.revision - 1`; false otherwise.
+    async fn replace_project(&self, p: &ProjectRow) -> Result<bool>;
+    /// The deleted project, or `None` when there was none.
+    async fn delete_project(&self, id: &str) -> Result<Option<ProjectRow>>;
+}
+
+#[async_trait]
+pub trait Submissions: Send + Sync {
+    async fn insert_submission(&self, s: &SubmissionRow) -> Result<()>;
+    async fn get_submission(&self, id: &str) -> Result<Option<SubmissionRow>>;
+    /// Newest first; the page and the total.
+    async fn list_submissions(
+        &self,
+        filter: &SubmissionFilter<'_>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<SubmissionRow>, i64)>;
+    /// Applies a status change if the submission is in one of `t.from()`; false otherwise.
+    async fn submission_transition(&self, id: &str, t: &judge::state::Transition) -> Result<bool>;
+    /// The oldest waiting submission takes the claim `t`; `None` when none waits.
+    async fn claim_next_submission(
+        &self,
+        t: &judge::state::Transition,
+    ) -> Result<Option<SubmissionRow>>;
+    /// The submissions `node` was grading (preparation or execution).
+    async fn running_submissions(&self, node: &str) -> Result<Vec<SubmissionRow>>;
+    async fn set_submission_stage(&self, id: &str, stage: Option<Stage>) -> Result<()>;
+    /// Keeps a finished stage (a stage run again replaces its record).
+    async fn record_stage(&self, id: &str, record: &StageRecord) -> Result<()>;
+    /// Keeps a finished test.
+    async fn record_test(&self, id: &str, result: &TestResult) -> Result<()>;
+    /// The stages and tests finished so far, in order.
+    async fn submission_progress(&self, id: &str) -> Result<(Vec<StageRecord>, Vec<TestResult>)>;
+    /// Deletes a submission that is not being graded (waiting or ended), with its records;
+    /// false when there is no such submission.
+    async fn delete_idle_submission(&self, id: &str) -> Result<bool>;
+    /// Submissions of `owner` waiting or being graded.
+    async fn count_active_submissions(&self, owner: &str) -> Result<i64>;
+    /// The revisions of a project that submissions not yet ended use.
+    async fn active_revisions(&self, project_id: &str) -> Result<Vec<i64>>;
 }
 
 /// The callbacks outbox (see `crate::callbacks`).
@@ -237,6 +383,12 @@ pub trait Callbacks: Send + Sync {
 }
 
 /// Every aggregate of one back end.
-pub trait Store: ApiKeys + Executions + Queue + Callbacks + AuditLog {}
+pub trait Store:
+    ApiKeys + Executions + Queue + Callbacks + AuditLog + Projects + Submissions + Files
+{
+}
 
-impl<T: ApiKeys + Executions + Queue + Callbacks + AuditLog> Store for T {}
+impl<T: ApiKeys + Executions + Queue + Callbacks + AuditLog + Projects + Submissions + Files> Store
+    for T
+{
+}

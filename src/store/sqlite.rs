@@ -15,7 +15,8 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use super::migrations::{self, MIGRATIONS};
 use super::{
-    ApiKeyRow, ApiKeys, AuditLog, AuditRow, ExecutionRow, Executions, Queue, Result, StoreError,
+    ApiKeyRow, ApiKeys, AuditLog, AuditRow, ExecutionRow, Executions, FileRow, Files, Queue,
+    Result, StoreError,
 };
 use crate::callbacks::Subject;
 use crate::clock::Micros;
@@ -25,7 +26,7 @@ const EXEC_COLUMNS: &str = "id, owner, environment, status, request, result, end
      message, created_at, started_at, ended_at, queued_at, node";
 
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -109,7 +110,7 @@ pub(super) async fn apply_migrations(tx: &mut Transaction<'_, Sqlite>) -> Result
     Ok(())
 }
 
-fn corrupt(what: String) -> StoreError {
+pub(super) fn corrupt(what: String) -> StoreError {
     StoreError::Corrupt(what)
 }
 
@@ -120,6 +121,7 @@ fn key_row(r: &SqliteRow) -> Result<ApiKeyRow> {
         max_memory: r.try_get("max_memory")?,
         max_time: r.try_get("max_time")?,
         max_executions: r.try_get("max_executions")?,
+        manage_projects: r.try_get::<i64, _>("manage_projects")? != 0,
         created_at: Micros(r.try_get("created_at")?),
     })
 }
@@ -159,7 +161,22 @@ fn exec_row(r: &SqliteRow) -> Result<ExecutionRow> {
     })
 }
 
-fn json(value: &impl serde::Serialize) -> Result<String> {
+const FILE_COLUMNS: &str = "id, owner, sha256, size, name, execution_id, created_at, expires_at";
+
+fn file_row(r: &SqliteRow) -> Result<FileRow> {
+    Ok(FileRow {
+        id: r.try_get("id")?,
+        owner: r.try_get("owner")?,
+        sha256: r.try_get("sha256")?,
+        size: r.try_get("size")?,
+        name: r.try_get("name")?,
+        execution_id: r.try_get("execution_id")?,
+        created_at: Micros(r.try_get("created_at")?),
+        expires_at: Micros(r.try_get("expires_at")?),
+    })
+}
+
+pub(super) fn json(value: &impl serde::Serialize) -> Result<String> {
     serde_json::to_string(value).map_err(|e| corrupt(format!("serialising: {e}")))
 }
 
@@ -191,13 +208,15 @@ impl ApiKeys for SqliteStore {
     async fn insert_api_key(&self, key: &ApiKeyRow) -> Result<bool> {
         let done = sqlx::query(
             "INSERT INTO api_keys (name, token_hash, max_memory, max_time, max_executions, \
-             created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+             manage_projects, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (name) DO NOTHING",
         )
         .bind(&key.name)
         .bind(&key.token_hash)
         .bind(key.max_memory)
         .bind(key.max_time)
         .bind(key.max_executions)
+        .bind(i64::from(key.manage_projects))
         .bind(key.created_at.0)
         .execute(&self.pool)
         .await?;
@@ -231,6 +250,7 @@ impl ApiKeys for SqliteStore {
 #[async_trait]
 impl Executions for SqliteStore {
     async fn insert_execution(&self, e: &ExecutionRow) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(&format!(
             "INSERT INTO executions ({EXEC_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
@@ -247,8 +267,16 @@ impl Executions for SqliteStore {
         .bind(e.ended_at.map(|t| t.0))
         .bind(e.queued_at.map(|t| t.0))
         .bind(&e.node)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        for sha256 in e.request.blobs() {
+            sqlx::query("INSERT INTO execution_blobs (execution_id, sha256) VALUES (?, ?)")
+                .bind(&e.id)
+                .bind(sha256)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -332,13 +360,17 @@ impl Executions for SqliteStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        let deleted = done.rows_affected() == 1;
-        if deleted {
-            let subject = Subject::Execution(id.to_string());
-            super::sqlite_callbacks::delete_callbacks_in(&mut tx, &subject).await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
         }
+        sqlx::query("DELETE FROM execution_blobs WHERE execution_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let subject = Subject::Execution(id.to_string());
+        super::sqlite_callbacks::delete_callbacks_in(&mut tx, &subject).await?;
         tx.commit().await?;
-        Ok(deleted)
+        Ok(true)
     }
 }
 
@@ -450,5 +482,121 @@ impl AuditLog for SqliteStore {
             .fetch_one(&self.pool)
             .await?;
         Ok((rows.iter().map(audit_row).collect::<Result<_>>()?, total))
+    }
+}
+
+#[async_trait]
+impl Files for SqliteStore {
+    async fn insert_file(&self, f: &FileRow) -> Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO files ({FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&f.id)
+        .bind(&f.owner)
+        .bind(&f.sha256)
+        .bind(f.size)
+        .bind(&f.name)
+        .bind(&f.execution_id)
+        .bind(f.created_at.0)
+        .bind(f.expires_at.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_file(&self, id: &str, now: Micros) -> Result<Option<FileRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {FILE_COLUMNS} FROM files WHERE id = ? AND expires_at > ?"
+        ))
+        .bind(id)
+        .bind(now.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(file_row).transpose()
+    }
+
+    async fn list_files(
+        &self,
+        owner: Option<&str>,
+        now: Micros,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<FileRow>, i64)> {
+        let rows = sqlx::query(&format!(
+            "SELECT {FILE_COLUMNS} FROM files WHERE (? IS NULL OR owner = ?) AND expires_at > ? \
+             ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+        ))
+        .bind(owner)
+        .bind(owner)
+        .bind(now.0)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM files WHERE (? IS NULL OR owner = ?) AND expires_at > ?",
+        )
+        .bind(owner)
+        .bind(owner)
+        .bind(now.0)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((rows.iter().map(file_row).collect::<Result<_>>()?, total))
+    }
+
+    async fn file_usage(&self, owner: &str, now: Micros) -> Result<(i64, i64)> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM files \
+             WHERE owner = ? AND expires_at > ?",
+        )
+        .bind(owner)
+        .bind(now.0)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get("n")?, row.try_get("bytes")?))
+    }
+
+    async fn delete_file(&self, id: &str) -> Result<Option<FileRow>> {
+        let row = sqlx::query(&format!(
+            "DELETE FROM files WHERE id = ? RETURNING {FILE_COLUMNS}"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(file_row).transpose()
+    }
+
+    async fn delete_files_of(&self, owner: &str) -> Result<Vec<FileRow>> {
+        let rows = sqlx::query(&format!(
+            "DELETE FROM files WHERE owner = ? RETURNING {FILE_COLUMNS}"
+        ))
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(file_row).collect()
+    }
+
+    async fn delete_expired_files(&self, now: Micros) -> Result<Vec<FileRow>> {
+        let rows = sqlx::query(&format!(
+            "DELETE FROM files WHERE expires_at <= ? RETURNING {FILE_COLUMNS}"
+        ))
+        .bind(now.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(file_row).collect()
+    }
+
+    async fn blob_in_use(&self, sha256: &str, now: Micros) -> Result<bool> {
+        let used: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM files WHERE sha256 = ? AND expires_at > ?) + \
+             (SELECT COUNT(*) FROM execution_blobs b JOIN executions e \
+              ON e.id = b.execution_id WHERE b.sha256 = ? AND e.status <> 'ended')",
+        )
+        .bind(sha256)
+        .bind(now.0)
+        .bind(sha256)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(used > 0)
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::exec::{Ended, Events};
+use crate::exec::{Ended, Events, ExecutionResult, ProgramResult};
 use crate::store::{ExecutionRow, Store};
 use crate::telemetry::Metrics;
 
@@ -51,16 +51,26 @@ fn record(metrics: &Metrics, event: &Ended, row: Option<&ExecutionRow>) {
     let result = ending.result.as_ref();
     let queue_wait_s = row.and_then(|r| seconds_between(r.queued_at, r.started_at));
     metrics.execution_ended(ending.reason, result, queue_wait_s);
+    // One line per execution: a single program's own figures; a group's CPU summed, its wall,
+    // setup and peak memory the largest program's, and no exit status (each program's is in
+    // the execution object).
+    let programs: Vec<&ProgramResult> = result.map(|r| r.programs().collect()).unwrap_or_default();
+    let single = match result {
+        Some(ExecutionResult::Program(p)) => Some(p),
+        _ => None,
+    };
+    let ran = !programs.is_empty();
     tracing::info!(
         target: "sandpit::exec",
         execution_id = %event.id,
         end_reason = %ending.reason,
-        exit_code = result.and_then(|r| r.exit_code),
-        signal = result.and_then(|r| r.signal_name.as_deref()),
-        cpu_time_s = result.map(|r| r.cpu_time_s),
-        wall_time_s = result.map(|r| r.wall_time_s),
-        setup_s = result.and_then(|r| r.setup_s),
-        peak_memory_bytes = result.map(|r| r.peak_memory_bytes),
+        group_programs = result.and_then(|r| r.group()).map(|g| g.programs.len()),
+        exit_code = single.and_then(|r| r.exit_code),
+        signal = single.and_then(|r| r.signal_name.as_deref()),
+        cpu_time_s = ran.then(|| programs.iter().map(|p| p.cpu_time_s).sum::<f64>()),
+        wall_time_s = programs.iter().map(|p| p.wall_time_s).reduce(f64::max),
+        setup_s = programs.iter().filter_map(|p| p.setup_s).reduce(f64::max),
+        peak_memory_bytes = programs.iter().map(|p| p.peak_memory_bytes).max(),
         queue_wait_s,
         total_s = row.and_then(|r| seconds_between(Some(r.created_at), r.ended_at)),
         owner = row.map(|r| r.owner.as_str()),

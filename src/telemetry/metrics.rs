@@ -138,13 +138,13 @@ impl Metrics {
         );
         root.register_with_unit(
             "execution_run",
-            "Wall time of the program of each ended execution that ran",
+            "Wall time of each ended execution that ran: its program's, or a group's longest program's",
             Unit::Seconds,
             m.run_seconds.clone(),
         );
         root.register_with_unit(
             "execution_setup",
-            "Time to set up the sandbox of each execution that ran (when the core reports it)",
+            "Time to set up each sandbox that ran a program (one per program of a group), when the core reports it",
             Unit::Seconds,
             m.setup_seconds.clone(),
         );
@@ -214,8 +214,12 @@ impl Metrics {
         queue_wait_s: Option<f64>,
     ) {
         if let Some(r) = result {
-            self.run_seconds.observe(r.wall_time_s);
-            if let Some(setup) = r.setup_s {
+            // One run time per execution (a group's: its longest program's), one setup per
+            // sandbox (each program of a group has its own).
+            if let Some(wall) = r.programs().map(|p| p.wall_time_s).reduce(f64::max) {
+                self.run_seconds.observe(wall);
+            }
+            for setup in r.programs().filter_map(|p| p.setup_s) {
                 self.setup_seconds.observe(setup);
             }
         }

@@ -91,6 +91,11 @@ impl Server {
         }
     }
 
+    /// The server's process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `kill -9` of this server (the child we started), and reaps it.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -143,9 +143,11 @@ function resetOutput(id) {
   $("live-output").textContent = "";
   $("exec-id").textContent = id || "";
   $("result").hidden = true;
-  for (const f of ["end-reason", "exit", "cpu", "wall", "memory-used", "message", "stdout", "stderr"]) {
+  for (const f of ["end-reason", "exit", "cpu", "wall", "setup", "memory-used", "message", "stdout", "stderr"]) {
     $(f).textContent = "";
   }
+  $("programs").hidden = true;
+  $("programs").tBodies[0].replaceChildren();
 }
 
 async function run(ev) {
@@ -227,21 +229,68 @@ function bytes(n) {
   return n + " B";
 }
 
+function exitOf(e) {
+  return e.exit_code !== null && e.exit_code !== undefined ? String(e.exit_code)
+    : e.signal_name ? e.signal_name : "–";
+}
+
+/** A program group: one row per program (its own end reason and measurements). */
+function showPrograms(programs) {
+  const body = $("programs").tBodies[0];
+  body.replaceChildren();
+  for (const p of programs) {
+    const tr = document.createElement("tr");
+    tr.dataset.index = p.index;
+    const cells = [
+      p.index,
+      (p.command || []).join(" "),
+      p.end_reason || "",
+      exitOf(p),
+      seconds(p.cpu_time_s),
+      seconds(p.wall_time_s),
+      seconds(p.setup_s),
+      bytes(p.peak_memory_bytes),
+    ];
+    for (const text of cells) {
+      const td = document.createElement("td");
+      td.textContent = String(text);
+      tr.append(td);
+    }
+    if (p.end_reason) tr.cells[2].className = p.end_reason === "normal" ? "reason-normal" : "reason-bad";
+    body.append(tr);
+  }
+  $("programs").hidden = false;
+}
+
+/** Each program's stream of a group, under its index. */
+function groupStream(programs, stream) {
+  return programs
+    .filter((p) => p[stream])
+    .map((p) => `[program ${p.index}]\n${p[stream]}`)
+    .join("\n");
+}
+
 function showResult(e) {
   $("run-status").textContent = e.status;
   const reason = $("end-reason");
   reason.textContent = e.end_reason || "";
   reason.className = e.end_reason === "normal" ? "reason-normal" : "reason-bad";
-  $("exit").textContent =
-    e.exit_code !== null && e.exit_code !== undefined ? String(e.exit_code)
-      : e.signal_name ? e.signal_name : "–";
-  $("cpu").textContent = seconds(e.cpu_time_s);
-  $("wall").textContent = seconds(e.wall_time_s);
-  $("setup").textContent = seconds(e.setup_s);
-  $("memory-used").textContent = bytes(e.peak_memory_bytes);
   $("message").textContent = e.message || "";
-  $("stdout").textContent = e.stdout || "";
-  $("stderr").textContent = e.stderr || "";
+  if (Array.isArray(e.programs)) {
+    // A group: its measurements are each program's (its `wall_time_s` is its limit).
+    for (const f of ["exit", "cpu", "wall", "setup", "memory-used"]) $(f).textContent = "–";
+    showPrograms(e.programs);
+    $("stdout").textContent = groupStream(e.programs, "stdout");
+    $("stderr").textContent = groupStream(e.programs, "stderr");
+  } else {
+    $("exit").textContent = exitOf(e);
+    $("cpu").textContent = seconds(e.cpu_time_s);
+    $("wall").textContent = seconds(e.wall_time_s);
+    $("setup").textContent = seconds(e.setup_s);
+    $("memory-used").textContent = bytes(e.peak_memory_bytes);
+    $("stdout").textContent = e.stdout || "";
+    $("stderr").textContent = e.stderr || "";
+  }
   $("result").hidden = false;
 }
 
@@ -269,8 +318,9 @@ async function loadExecutions() {
       e.environment,
       e.status,
       e.end_reason || "",
-      e.exit_code ?? e.signal_name ?? "",
-      e.wall_time_s !== null && e.wall_time_s !== undefined ? seconds(e.wall_time_s) : "",
+      // A group has no exit status or wall time of its own (its wall_time_s is its limit).
+      Array.isArray(e.programs) ? `group of ${e.programs.length}` : e.exit_code ?? e.signal_name ?? "",
+      !Array.isArray(e.programs) && typeof e.wall_time_s === "number" ? seconds(e.wall_time_s) : "",
       e.init_date ? new Date(e.init_date).toLocaleString() : "",
     ];
     cells.forEach((text, i) => {
@@ -289,7 +339,7 @@ async function openExecution(id) {
   selectTab("run");
   resetOutput(id);
   if (e.status === "ended") {
-    $("live-output").textContent = e.stdout || "";
+    $("live-output").textContent = Array.isArray(e.programs) ? groupStream(e.programs, "stdout") : e.stdout || "";
     showResult(e);
   } else {
     $("stop").disabled = false;
@@ -301,11 +351,12 @@ async function openExecution(id) {
 
 // ---- projects (grading) ----------------------------------------------------------------
 
-/** Shows the Projects tab when this server has projects (the route answers). */
+/** Shows the Projects tab when this server has projects (grading is always served). */
 async function probeProjects() {
   try {
-    await api("GET", "/projects");
-    $("projects-tab").hidden = false;
+    const data = await api("GET", "/projects?limit=1");
+    const items = Array.isArray(data) ? data : data.items || [];
+    $("projects-tab").hidden = items.length === 0;
   } catch (_) {
     $("projects-tab").hidden = true;
   }

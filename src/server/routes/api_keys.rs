@@ -1,6 +1,6 @@
 //! API keys (PIFOP): created, listed and deleted by the master token (the route table says
 //! so). A key carries limits: `max_memory` (bytes), `max_time` (seconds, CPU and wall),
-//! `max_executions` (at once).
+//! `max_executions` (at once). Deleting a key deletes the files it kept.
 
 use std::sync::Arc;
 
@@ -47,5 +47,8 @@ pub async fn list(app: Arc<App>, _: Req, _: Principal) -> ApiResult<Resp> {
 
 pub async fn delete(app: Arc<App>, req: Req, _: Principal) -> ApiResult<Resp> {
     let row = auth::delete_key(app.store.as_ref(), req.param(0)).await?;
-    Ok(json_response(StatusCode::OK, &views::api_key(&row)))
+    let out = views::api_key(&row);
+    // A later key of the same name must not find them.
+    app.files.remove_owner(&Principal::Key(row).owner()).await?;
+    Ok(json_response(StatusCode::OK, &out))
 }

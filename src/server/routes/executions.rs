@@ -1,6 +1,7 @@
 //! Executions (the PIFOP lifecycle): create (optionally start and wait), upload input while
-//! `pending`, start, stop, get (with `include_log`), list, download an output, delete. The
-//! execution domain (`crate::exec`) does the work.
+//! `pending`, start, stop, get (with `include_log`), list, download an output, delete; for a
+//! group, the same per program (`…/programs/{n}/…`) and the captured traffic of its pipes.
+//! The execution domain (`crate::exec`) does the work.
 
 use std::sync::Arc;
 
@@ -12,15 +13,15 @@ use crate::app::App;
 use crate::auth::Principal;
 use crate::error::blocking;
 use crate::server::errors::{ApiError, ApiResult};
-use crate::server::http::{bytes_response, json_response, Req, Resp};
+use crate::server::http::{bytes_response, file_response, json_response, Req, Resp};
 use crate::server::observe;
-use crate::server::requests::{from_body, CreateExecution, Mode};
+use crate::server::requests::{new_execution, Mode};
 use crate::server::views;
 
-/// The `{path}` of the route; a path that leaves the work dir is a 400, once the execution
-/// is known to exist for the caller (404 first).
+/// The `{path}` of the route (its last parameter); a path that leaves the work dir is a 400,
+/// once the execution is known to exist for the caller (404 first).
 async fn path_param(app: &App, req: &Req, who: &Principal) -> ApiResult<RelPath> {
-    match RelPath::parse(req.param(1)) {
+    match RelPath::parse(req.params.last().map_or("", String::as_str)) {
         Ok(rel) => Ok(rel),
         Err(e) => {
             app.exec.get(who, req.param(0)).await?;
@@ -31,7 +32,7 @@ async fn path_param(app: &App, req: &Req, who: &Principal) -> ApiResult<RelPath>
 
 pub async fn create(app: Arc<App>, mut req: Req, who: Principal) -> ApiResult<Resp> {
     let body = req.read_object(app.cfg.max_body).await?;
-    let new = from_body::<CreateExecution>(body)?.into_new(&app.cfg.callbacks.allow)?;
+    let new = new_execution(body, &app.cfg.callbacks.allow)?;
     let row = app.exec.create(&who, new).await?;
     let mut resp = json_response(
         StatusCode::CREATED,
@@ -64,10 +65,21 @@ pub async fn list(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp> {
     ))
 }
 
+/// `{n}` of `…/programs/{n}/…`: `None` on the routes of one program.
+fn program_param(req: &Req) -> ApiResult<Option<usize>> {
+    if req.params.len() < 3 {
+        return Ok(None);
+    }
+    req.param(1)
+        .parse()
+        .map(Some)
+        .map_err(|_| ApiError::not_found(format!("no program '{}'", req.param(1))))
+}
+
 pub async fn upload_input(app: Arc<App>, mut req: Req, who: Principal) -> ApiResult<Resp> {
     let id = req.param(0).to_string();
     let rel = path_param(&app, &req, &who).await?;
-    let dir = app.exec.input_dir(&who, &id).await?;
+    let dir = app.exec.input_dir(&who, &id, program_param(&req)?).await?;
     let mode = match req.query("mode") {
         None => 0o644,
         Some(m) => {
@@ -114,6 +126,23 @@ pub async fn delete(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp> 
 
 pub async fn output(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp> {
     let rel = path_param(&app, &req, &who).await?;
-    let bytes = app.exec.output(&who, req.param(0), &rel).await?;
+    let bytes = app
+        .exec
+        .output(&who, req.param(0), program_param(&req)?, &rel)
+        .await?;
     Ok(bytes_response("application/octet-stream", bytes))
+}
+
+/// `GET /executions/{id}/pipes/{n}`: what passed through a captured pipe (up to its cap).
+pub async fn pipe(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp> {
+    let n: usize = match req.param(1).parse() {
+        Ok(n) => n,
+        Err(_) => {
+            app.exec.get(&who, req.param(0)).await?;
+            return Err(ApiError::not_found(format!("no pipe '{}'", req.param(1))));
+        }
+    };
+    let file = app.exec.pipe_capture(&who, req.param(0), n).await?;
+    let len = file.metadata().await?.len();
+    Ok(file_response(file, len, "application/octet-stream"))
 }

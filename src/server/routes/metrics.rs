@@ -1,6 +1,6 @@
 //! `GET /metrics`: the metrics in Prometheus' text format (OpenMetrics), without a token as
 //! Prometheus scrapes (they name routes, environments and counts, never a secret). The
-//! gauges that are facts of the store and the scheduler are read now.
+//! gauges that are facts of the store, the scheduler and the warm pool are read now.
 
 use std::sync::Arc;
 
@@ -14,6 +14,9 @@ use crate::telemetry::metrics;
 
 pub async fn scrape(app: Arc<App>, _: Req) -> ApiResult<Resp> {
     let depth = app.store.queue_depth().await?;
+    for (envid, ready) in app.exec.prepared() {
+        app.metrics.set_prepared(&envid, ready as i64);
+    }
     let text = app
         .metrics
         .encode(depth, app.exec.slots(), app.exec.slots_busy());

@@ -6,5 +6,8 @@ pub mod callbacks;
 pub mod console;
 pub mod environments;
 pub mod executions;
+pub mod files;
 pub mod live_log;
 pub mod metrics;
+pub mod projects;
+pub mod submissions;
