@@ -10,6 +10,7 @@ use crate::exec;
 use crate::files::FileStore;
 use crate::judge;
 use crate::store::Store;
+use crate::telemetry::Metrics;
 
 pub struct App {
     pub cfg: ServerConfig,
@@ -25,4 +26,6 @@ pub struct App {
     /// Completion callbacks: the outbox and its worker.
     pub callbacks: Arc<callbacks::Service>,
     pub master_token: String,
+    /// The metrics served at `/metrics`; hand an `Arc` of it to whatever counts something.
+    pub metrics: Arc<Metrics>,
 }

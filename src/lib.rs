@@ -19,4 +19,5 @@ pub mod runspec;
 pub mod scheduler;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod units;

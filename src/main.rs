@@ -17,6 +17,6 @@ fn main() -> ExitCode {
             };
         }
     };
-    sandpit::cli::init_tracing();
+    sandpit::cli::init_tracing(&cli);
     sandpit::cli::dispatch(cli)
 }

@@ -43,6 +43,11 @@ impl Scheduler {
         self.slots
     }
 
+    /// Slots taken now: by runs, and for a moment by the dispatcher claiming the next.
+    pub fn busy(&self) -> usize {
+        self.slots.saturating_sub(self.permits.available_permits())
+    }
+
     /// Another scheduler over the same slots, with its own queue to claim from, wake-ups and
     /// stop handles: two kinds of work (executions, submissions) share the machine's slots.
     pub fn sharing_slots(&self) -> Scheduler {

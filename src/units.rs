@@ -54,6 +54,67 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Readers for serde fields that take a size, a duration or a count either as a number or as
+/// text (`"128M"`, `"2s"`, `"64"`), through the parsers above: every face (execution limits,
+/// API-key limits, JSON or form bodies) reads them the same way.
+pub mod de {
+    use serde::de::{self, Deserializer};
+    use serde::Deserialize;
+
+    /// A JSON number or text, before it is read as a unit.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Whole(u64),
+        Real(f64),
+        Text(String),
+    }
+
+    const SIZE: &str = "must be a number of bytes or a size such as \"128M\"";
+    const SECONDS: &str = "must be a number of seconds or a duration such as \"2s\" or \"500ms\"";
+    const COUNT: &str = "must be a whole number";
+
+    /// Bytes: `1048576` or `"1M"`.
+    pub fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match Option::<Given>::deserialize(d).map_err(|_| de::Error::custom(SIZE))? {
+            None => Ok(None),
+            Some(Given::Whole(n)) => Ok(Some(n)),
+            Some(Given::Text(t)) => super::parse_size(&t)
+                .map(Some)
+                .map_err(|e| de::Error::custom(format!("{e}: {SIZE}"))),
+            Some(Given::Real(_)) => Err(de::Error::custom(SIZE)),
+        }
+    }
+
+    /// Seconds: `1.5` or `"1500ms"`.
+    pub fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        match Option::<Given>::deserialize(d).map_err(|_| de::Error::custom(SECONDS))? {
+            None => Ok(None),
+            // Whole numbers of seconds are far below 2^53: exact as f64.
+            Some(Given::Whole(n)) => Ok(Some(n as f64)),
+            Some(Given::Real(x)) if x.is_finite() && x >= 0.0 => Ok(Some(x)),
+            Some(Given::Real(_)) => Err(de::Error::custom(SECONDS)),
+            Some(Given::Text(t)) => super::parse_duration(&t)
+                .map(|d| Some(d.as_secs_f64()))
+                .map_err(|e| de::Error::custom(format!("{e}: {SECONDS}"))),
+        }
+    }
+
+    /// A count: `64` or `"64"`.
+    pub fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match Option::<Given>::deserialize(d).map_err(|_| de::Error::custom(COUNT))? {
+            None => Ok(None),
+            Some(Given::Whole(n)) => Ok(Some(n)),
+            Some(Given::Text(t)) => t
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| de::Error::custom(COUNT)),
+            Some(Given::Real(_)) => Err(de::Error::custom(COUNT)),
+        }
+    }
+}
+
 /// Writes a byte size as `parse_size` reads it: the largest unit that divides it (`256M`).
 pub fn format_size(bytes: u64) -> String {
     for (suffix, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
@@ -102,6 +163,48 @@ mod tests {
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("nan").is_err());
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Fields {
+        #[serde(default, deserialize_with = "de::size")]
+        size: Option<u64>,
+        #[serde(default, deserialize_with = "de::seconds")]
+        secs: Option<f64>,
+        #[serde(default, deserialize_with = "de::count")]
+        count: Option<u64>,
+    }
+
+    fn fields(json: &str) -> Result<Fields, String> {
+        serde_json::from_str(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn numbers_or_text() {
+        let f = fields(r#"{"size": "128M", "secs": "2s", "count": "64"}"#).unwrap();
+        assert_eq!(
+            (f.size, f.secs, f.count),
+            (Some(128 << 20), Some(2.0), Some(64))
+        );
+        let f = fields(r#"{"size": 1000, "secs": 1.5, "count": 3}"#).unwrap();
+        assert_eq!((f.size, f.secs, f.count), (Some(1000), Some(1.5), Some(3)));
+        let f = fields(r#"{"secs": 2, "size": null}"#).unwrap();
+        assert_eq!((f.size, f.secs, f.count), (None, Some(2.0), None));
+        assert!(fields("{}").unwrap().size.is_none());
+        for bad in [
+            r#"{"size": "lots"}"#,
+            r#"{"size": -1}"#,
+            r#"{"size": 1.5}"#,
+            r#"{"secs": "soon"}"#,
+            r#"{"secs": -2}"#,
+            r#"{"count": "many"}"#,
+            r#"{"count": [1]}"#,
+        ] {
+            let e = fields(bad)
+                .err()
+                .unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(e.contains("must be"), "{bad}: {e}");
+        }
     }
 
     #[test]

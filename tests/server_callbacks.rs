@@ -434,6 +434,17 @@ fn delivery_survives_a_receiver_restart() {
     assert_eq!(last["error"], Value::Null);
     assert_eq!(cb["last_error"], Value::Null);
     assert_eq!(cb["next_attempt_date"], Value::Null);
+    // /metrics counts them, before each attempt is recorded: one delivery, the rest failed.
+    let metrics = s.get("/metrics").text();
+    let line = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+            .to_string()
+    };
+    assert_eq!(line("sandpit_callback_deliveries_total"), "1");
+    assert_eq!(line("sandpit_callback_failures_total"), (n - 1).to_string());
 }
 
 #[test]

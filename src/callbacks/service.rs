@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::exec::Events;
 use crate::judge;
 use crate::store::{AfterAttempt, AttemptRow, CallbackRow, ClaimedCallback, Store};
+use crate::telemetry::Metrics;
 
 /// A claim outlives its attempt by this much before another claim may take the callback
 /// over (a worker that died mid-attempt).
@@ -32,6 +33,8 @@ pub struct Service {
     node: String,
     /// Something became due (a callback armed, an attempt recorded).
     kick: Notify,
+    /// Counts deliveries and failed attempts.
+    metrics: Arc<Metrics>,
 }
 
 fn after(t: Micros, d: Duration) -> Micros {
@@ -44,6 +47,7 @@ impl Service {
         settings: Settings,
         finals: Arc<dyn Finals>,
         node: String,
+        metrics: Arc<Metrics>,
     ) -> Service {
         Service {
             store,
@@ -51,6 +55,7 @@ impl Service {
             finals,
             node,
             kick: Notify::new(),
+            metrics,
         }
     }
 
@@ -271,9 +276,9 @@ impl Service {
                 )
             }
         };
-        // Metrics (issue 14): count deliveries and failures here, by `next`.
         match (&next, &error) {
             (AfterAttempt::Delivered, _) => {
+                self.metrics.callback_delivered();
                 tracing::info!(
                     "callback {} for {}: delivered (attempt {n})",
                     c.row.id,
@@ -281,6 +286,7 @@ impl Service {
                 )
             }
             (_, Some(e)) => {
+                self.metrics.callback_failed();
                 tracing::warn!(
                     "callback {} for {}: attempt {n}: {e}",
                     c.row.id,

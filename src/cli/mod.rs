@@ -8,6 +8,8 @@ use std::os::unix::process::CommandExt;
 use clap::{Parser, Subcommand};
 use sandbox::{Sandbox, SandboxConfig};
 
+use crate::telemetry::logging::{self, LogFormat};
+
 pub mod doctor;
 pub mod env;
 pub mod judge;
@@ -37,6 +39,15 @@ pub struct Cli {
         default_value = "/var/lib/sandpit"
     )]
     pub data: PathBuf,
+    /// Log lines on stderr as text or as JSON lines (`SANDPIT_LOG` sets the level).
+    #[arg(
+        long = "log-format",
+        global = true,
+        env = "SANDPIT_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -58,14 +69,14 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
 }
 
-/// Logs go to stderr; `SANDPIT_LOG` (e.g. `debug`) sets the level.
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SANDPIT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+/// Logs go to stderr; `SANDPIT_LOG` (e.g. `debug`) sets the level. The server writes a line
+/// per request and per execution end (info); the other commands only warnings.
+pub fn init_tracing(cli: &Cli) {
+    let default_filter = match cli.command {
+        Command::Serve(_) => "warn,sandpit=info",
+        _ => "warn",
+    };
+    logging::init(cli.log_format, default_filter);
 }
 
 pub fn dispatch(cli: Cli) -> ExitCode {

@@ -21,6 +21,7 @@ use crate::files::{FileConfig, FileStore};
 use crate::judge;
 use crate::server;
 use crate::store::{SqliteStore, Store};
+use crate::telemetry::{self, Metrics};
 use crate::units::{parse_duration, parse_size};
 
 #[derive(Debug, Args)]
@@ -253,6 +254,10 @@ async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), Stri
     if recovered > 0 {
         tracing::warn!("{recovered} execution(s) were running when the server stopped: ended as internal-error");
     }
+    let metrics = Arc::new(Metrics::new());
+    // Listening before the dispatcher starts, so no run's end goes uncounted (what a crash
+    // left running was ended above, and said so).
+    telemetry::ends::spawn(exec.events(), store.clone(), metrics.clone());
     let judge = Arc::new(judge::Service::new(judge::service::Parts {
         store: store.clone(),
         envs: envs.clone(),
@@ -280,6 +285,7 @@ async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), Stri
             judge: judge.clone(),
         }),
         cfg.node.clone(),
+        metrics.clone(),
     ));
     callbacks.listen(exec.events());
     callbacks.listen_submissions(judge.events());
@@ -306,6 +312,7 @@ async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), Stri
         judge,
         callbacks,
         master_token,
+        metrics,
     });
     println!(
         "sandpit: listening on http://{addr} ({} slots, data in {})",

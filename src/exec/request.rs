@@ -11,19 +11,42 @@ use std::collections::BTreeSet;
 use sandbox::RelPath;
 use serde::{Deserialize, Serialize};
 
-/// Limits as asked for; `None` takes the default (within the key's maxima).
+use crate::units;
+
+/// Limits as asked for; `None` takes the default (within the key's maxima). Sizes and times
+/// are numbers or text as users type them (`"128M"`, `"2s"`), as API-key limits are.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestedLimits {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "units::de::size",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub memory_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "units::de::seconds",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cpu_time_s: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "units::de::seconds",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub wall_time_s: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "units::de::count",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pids: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "units::de::size",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub output_bytes: Option<u64>,
 }
 

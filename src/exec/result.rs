@@ -64,6 +64,10 @@ pub struct ProgramResult {
     pub seccomp_violations: Vec<Violation>,
     #[serde(default)]
     pub cgroup_version: u8,
+    /// Seconds the sandbox took to set up before the program started (from the run's request
+    /// to the program's start), when the core could tell; metrics observe it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup_s: Option<f64>,
     /// Outputs that were not collected: name as asked → why.
     #[serde(default)]
     pub outputs: BTreeMap<String, String>,
@@ -103,6 +107,8 @@ impl ProgramResult {
                 })
                 .collect(),
             cgroup_version: o.cgroup_version,
+            // 0 when the core could not tell (the sandbox was never set up).
+            setup_s: (o.setup_s > 0.0).then_some(o.setup_s),
             outputs: refused,
             kept: BTreeMap::new(),
         }
@@ -161,6 +167,18 @@ impl ExecutionResult {
             ExecutionResult::Group(g) => g.programs.get_mut(i).and_then(|p| p.result.as_mut()),
             ExecutionResult::Program(p) => (i == 0).then_some(p),
         }
+    }
+
+    /// The results of the programs that ran, in order (a single program: its own).
+    pub fn programs(&self) -> impl Iterator<Item = &ProgramResult> {
+        let (group, single) = match self {
+            ExecutionResult::Group(g) => (Some(g), None),
+            ExecutionResult::Program(p) => (None, Some(p)),
+        };
+        group
+            .into_iter()
+            .flat_map(|g| g.programs.iter().filter_map(|p| p.result.as_ref()))
+            .chain(single)
     }
 
     pub fn group(&self) -> Option<&GroupResult> {

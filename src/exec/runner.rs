@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sandbox::{FileIn, FileSource, Outcome, Pool, RelPath, Spec, Stdin, StopHandle};
+use sandbox::{EnvSpec, FileIn, FileSource, Outcome, Pool, RelPath, Spec, Stdin, StopHandle};
 
 use crate::env::{Catalog, Resolved};
 use crate::exec::request::{GroupRequest, Limits, ProgramRequest};
@@ -106,6 +106,8 @@ pub struct RunEnd {
     pub ending: Ending,
     /// (program index, files to keep).
     pub keep: Vec<(usize, Vec<KeepItem>)>,
+    /// What the warm pool shelves a single program's sandboxes under (groups run fresh).
+    pub pooled: Option<EnvSpec>,
 }
 
 impl RunEnd {
@@ -113,6 +115,7 @@ impl RunEnd {
         RunEnd {
             ending: Ending::internal(message),
             keep: Vec::new(),
+            pooled: None,
         }
     }
 }
@@ -186,6 +189,7 @@ pub fn run(
     let (Some(p), Some(r), Some(io)) = (programs.first(), ready_programs.first(), ios.pop()) else {
         return RunEnd::failed("an execution without a program".into());
     };
+    let pooled = r.spec.env_spec();
     let outcome = match pool.run(&r.spec, io) {
         Ok(o) => o,
         Err(e) => return RunEnd::failed(format!("the sandbox could not run: {e}")),
@@ -199,6 +203,7 @@ pub fn run(
             result: Some(ExecutionResult::Program(result)),
         },
         keep: vec![(0, keep_items(&p.keep, &outcome.files))],
+        pooled: Some(pooled),
     }
 }
 
@@ -303,6 +308,7 @@ fn group_end(
             })),
         },
         keep,
+        pooled: None,
     }
 }
 

@@ -2,10 +2,11 @@
 //! executions. It admits, lays out the work directory, queues, runs in a slot and waits, and
 //! leaves every status change to the [`Lifecycle`].
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sandbox::{Pool, RelPath, StopHandle};
+use sandbox::{EnvSpec, Pool, RelPath, StopHandle};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -43,6 +44,8 @@ pub struct Service {
     node: String,
     /// Serialises "count the key's executions, then queue one" so max_executions holds.
     admission: tokio::sync::Mutex<()>,
+    /// envid → what the pool shelves its sandboxes under, as its latest run found it.
+    pooled: Mutex<BTreeMap<String, EnvSpec>>,
 }
 
 /// What a service runs with.
@@ -69,6 +72,7 @@ impl Service {
             files: p.files,
             node: p.node,
             admission: tokio::sync::Mutex::new(()),
+            pooled: Mutex::default(),
         }
     }
 
@@ -78,6 +82,20 @@ impl Service {
 
     pub fn slots(&self) -> usize {
         self.sched.slots()
+    }
+
+    /// Slots running an execution now.
+    pub fn slots_busy(&self) -> usize {
+        self.sched.busy()
+    }
+
+    /// Sandboxes the warm pool holds ready now, per environment executions ran in.
+    pub fn prepared(&self) -> Vec<(String, usize)> {
+        let pooled = self.pooled.lock().unwrap_or_else(|p| p.into_inner());
+        pooled
+            .iter()
+            .map(|(envid, env)| (envid.clone(), self.pool.ready(env)))
+            .collect()
     }
 
     /// The slots' scheduler (the judge shares its slots).
@@ -501,7 +519,15 @@ impl Service {
                 })
                 .await;
                 match end {
-                    Ok(end) => self.keep_files(&row, end).await,
+                    Ok(mut end) => {
+                        if let Some(env) = end.pooled.take() {
+                            self.pooled
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(row.environment.clone(), env);
+                        }
+                        self.keep_files(&row, end).await
+                    }
                     Err(e) => Ending::internal(format!("the run panicked: {e}")),
                 }
             }
@@ -516,7 +542,9 @@ impl Service {
 
     /// Keeps what the run left to keep, and says so in each program's result.
     async fn keep_files(&self, row: &ExecutionRow, end: RunEnd) -> Ending {
-        let RunEnd { mut ending, keep } = end;
+        let RunEnd {
+            mut ending, keep, ..
+        } = end;
         // The master token keeps files without a quota.
         let limited = row.owner != Principal::Master.owner();
         for (i, items) in keep {

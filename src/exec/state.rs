@@ -197,7 +197,7 @@ pub enum Change {
     /// `started_at` = the transition's time, on `node`.
     Claimed { node: String },
     /// `ended_at` = the transition's time, and how it ended.
-    Ended(Ending),
+    Ended(Box<Ending>),
 }
 
 /// One status change, ready for the store to apply atomically (only when the execution is in
@@ -234,7 +234,7 @@ impl Transition {
         Transition {
             step,
             at,
-            change: Change::Ended(ending),
+            change: Change::Ended(Box::new(ending)),
         }
     }
 

@@ -77,14 +77,32 @@ pub fn media_type(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
+/// Does the body look like a JSON object (its first byte that is not white space is `{`)?
+/// No form field of ours starts with `{`, so a form can't be mistaken for JSON.
+fn looks_like_json(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
 /// Parses a body into a JSON object, whatever of the three encodings it came in.
-/// An empty body is an empty object.
+/// An empty body is an empty object. A JSON object sent without `Content-Type`, or with the
+/// type `curl -d` (form) or a browser's `fetch` of a string (`text/plain`) puts on it, is read
+/// as JSON: that is what its sender meant.
 pub async fn parse_object(headers: &HeaderMap, body: Bytes) -> ApiResult<Map<String, Value>> {
     if body.is_empty() {
         return Ok(Map::new());
     }
-    let value = match media_type(headers).as_str() {
+    let media = media_type(headers);
+    let value = match media.as_str() {
         "application/json" | "" => parse_json(&body)?,
+        "application/x-www-form-urlencoded" | "text/plain" if looks_like_json(&body) => {
+            parse_json(&body).map_err(|e| {
+                ApiError::malformed(format!(
+                    "{} (the body was sent as {media}; send JSON with \
+                     'Content-Type: application/json')",
+                    e.message
+                ))
+            })?
+        }
         "application/x-www-form-urlencoded" => {
             let pairs = form_urlencoded::parse(&body)
                 .map(|(k, v)| (k.into_owned(), Field::Text(v.into_owned())))
@@ -94,8 +112,9 @@ pub async fn parse_object(headers: &HeaderMap, body: Bytes) -> ApiResult<Map<Str
         "multipart/form-data" => fields_to_json(multipart_fields(headers, body).await?)?,
         other => {
             return Err(ApiError::unsupported(format!(
-                "content type '{other}' is not accepted here: send application/json, \
-                 application/x-www-form-urlencoded or multipart/form-data"
+                "content type '{other}' is not accepted here: send JSON with \
+                 'Content-Type: application/json' (or a form: \
+                 application/x-www-form-urlencoded, multipart/form-data)"
             )))
         }
     };
@@ -299,6 +318,59 @@ mod tests {
         assert_eq!(v["limits"]["cpu_time_s"], 1.5);
         assert_eq!(v["files"]["a.txt"], "42");
         assert_eq!(v["start"], true);
+    }
+
+    fn headers(content_type: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if !content_type.is_empty() {
+            h.insert(CONTENT_TYPE, content_type.parse().unwrap());
+        }
+        h
+    }
+
+    #[tokio::test]
+    async fn json_is_read_as_json_whatever_the_type_says() {
+        let body = Bytes::from_static(b" {\"environment\": \"busybox\", \"start\": true}");
+        for ct in [
+            "",
+            "application/json",
+            "application/x-www-form-urlencoded",
+            "text/plain;charset=UTF-8",
+        ] {
+            let map = parse_object(&headers(ct), body.clone()).await.unwrap();
+            assert_eq!(map["environment"], "busybox", "{ct}");
+            assert_eq!(map["start"], true, "{ct}");
+        }
+        // A real form stays a form.
+        let form = Bytes::from_static(b"environment=busybox&start=true");
+        let map = parse_object(&headers("application/x-www-form-urlencoded"), form)
+            .await
+            .unwrap();
+        assert_eq!(map["environment"], "busybox");
+        // Broken JSON sent as a form says what to send.
+        let e = parse_object(
+            &headers("application/x-www-form-urlencoded"),
+            Bytes::from_static(b"{\"environment\": "),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.message.contains("Content-Type: application/json"),
+            "{}",
+            e.message
+        );
+        // Text that is not JSON, and other types: 415 saying what to send.
+        for (ct, body) in [("text/plain", &b"hello"[..]), ("application/xml", b"<a/>")] {
+            let e = parse_object(&headers(ct), Bytes::from_static(body))
+                .await
+                .unwrap_err();
+            assert_eq!(e.status, hyper::StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct}");
+            assert!(
+                e.message.contains("Content-Type: application/json"),
+                "{}",
+                e.message
+            );
+        }
     }
 
     #[test]

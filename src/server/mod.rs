@@ -15,6 +15,7 @@ use crate::app::App;
 pub mod body;
 pub mod errors;
 pub mod http;
+pub mod observe;
 pub mod openapi;
 pub mod requests;
 pub mod router;
@@ -24,7 +25,7 @@ pub mod views;
 /// Serves until the process ends.
 pub async fn serve(app: Arc<App>, listener: TcpListener) -> std::io::Result<()> {
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
                 // Out of file descriptors and the like: wait a moment, keep serving.
@@ -38,7 +39,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener) -> std::io::Result<()> 
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let app = app.clone();
-                async move { Ok::<_, Infallible>(router::dispatch(app, req).await) }
+                async move { Ok::<_, Infallible>(router::dispatch(app, req, Some(peer)).await) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)

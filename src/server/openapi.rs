@@ -125,4 +125,132 @@ mod tests {
             );
         }
     }
+
+    /// A form example as it goes on the wire, per the document's `encoding`: lists repeat
+    /// their field (`style: form, explode`), objects nest as `name[key]` (`deepObject`).
+    fn form_fields(example: &serde_json::Value) -> Vec<(String, String)> {
+        use serde_json::Value;
+        let text = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let mut out = Vec::new();
+        for (k, v) in example.as_object().expect("an object") {
+            match v {
+                Value::Array(items) => out.extend(items.iter().map(|i| (k.clone(), text(i)))),
+                Value::Object(map) => {
+                    out.extend(map.iter().map(|(sub, i)| (format!("{k}[{sub}]"), text(i))))
+                }
+                other => out.push((k.clone(), text(other))),
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn the_examples_are_what_the_server_accepts() {
+        use super::super::body::{fields_to_json, parse_object, Field};
+        use super::super::requests::{from_body, new_execution, CreateApiKey};
+        use crate::callbacks::AllowList;
+        use hyper::header::{HeaderMap, CONTENT_TYPE};
+
+        let doc: serde_json::Value = serde_json::from_str(DOCUMENT).expect("valid JSON");
+        let object = |v: &serde_json::Value| v.as_object().expect("an object").clone();
+        let content = &doc["paths"]["/api/v1/executions"]["post"]["requestBody"]["content"];
+        let examples = content["application/json"]["examples"]
+            .as_object()
+            .expect("JSON examples");
+        assert!(examples.len() >= 2);
+        for (name, ex) in examples {
+            new_execution(object(&ex["value"]), &AllowList::default())
+                .unwrap_or_else(|e| panic!("example {name}: {}", e.message));
+        }
+        // The form example, encoded as the document says, through the server's form parser.
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
+        let fields = form_fields(&content["application/x-www-form-urlencoded"]["example"]);
+        let wire = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        let map = parse_object(&headers, wire.clone().into())
+            .await
+            .expect(&wire);
+        let new = new_execution(map, &AllowList::default())
+            .unwrap_or_else(|e| panic!("form example {wire}: {}", e.message));
+        assert_eq!(new.programs[0].limits.memory_bytes, Some(64 << 20));
+        // The multipart example, as text parts.
+        let mut parts = Vec::new();
+        for (k, v) in object(&content["multipart/form-data"]["example"]) {
+            match v {
+                serde_json::Value::Array(items) => parts.extend(
+                    items
+                        .iter()
+                        .map(|i| (k.clone(), Field::Text(i.as_str().unwrap().into()))),
+                ),
+                serde_json::Value::String(s) => parts.push((k, Field::Text(s))),
+                other => parts.push((k, Field::Text(other.to_string()))),
+            }
+        }
+        let map = object(&fields_to_json(parts).expect("fields"));
+        new_execution(map, &AllowList::default())
+            .unwrap_or_else(|e| panic!("multipart example: {}", e.message));
+        // Projects and submissions.
+        let path = |p: &str, m: &str| &doc["paths"][p][m]["requestBody"]["content"];
+        for (p, m) in [
+            ("/api/v1/projects", "post"),
+            ("/api/v1/projects/{id}", "put"),
+        ] {
+            super::super::requests::project_from_body(object(
+                &path(p, m)["application/json"]["example"],
+            ))
+            .unwrap_or_else(|e| panic!("{m} {p} example: {}", e.message));
+        }
+        let submission = |v: &serde_json::Value| {
+            from_body::<super::super::requests::CreateSubmission>(object(v))
+                .and_then(|c| c.into_new(&AllowList::default()))
+                .unwrap_or_else(|e| panic!("submission example: {}", e.message))
+        };
+        submission(&path("/api/v1/submissions", "post")["application/json"]["example"]);
+        let batch = &path("/api/v1/submissions/batch", "post")["application/json"]["example"];
+        for one in batch["submissions"].as_array().expect("submissions") {
+            submission(one);
+        }
+        // API keys.
+        let key = &doc["paths"]["/api/v1/api_keys"]["post"]["requestBody"]["content"];
+        from_body::<CreateApiKey>(object(&key["application/json"]["example"]))
+            .and_then(CreateApiKey::into_new)
+            .unwrap_or_else(|e| panic!("API key example: {}", e.message));
+        // The limits example.
+        serde_json::from_value::<crate::exec::RequestedLimits>(
+            doc["components"]["schemas"]["RequestedLimits"]["example"].clone(),
+        )
+        .expect("limits example");
+    }
+
+    #[test]
+    fn every_body_taken_has_an_example() {
+        let doc: serde_json::Value = serde_json::from_str(DOCUMENT).expect("valid JSON");
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("path item") {
+                let Some(content) = op["requestBody"]["content"].as_object() else {
+                    continue;
+                };
+                for (media, m) in content {
+                    let raw = ["application/x-tar", "application/octet-stream", "*/*"];
+                    if raw.contains(&media.as_str())
+                        || media == "multipart/form-data" && path.ends_with("/environments")
+                    {
+                        continue; // bytes: no example to give
+                    }
+                    assert!(
+                        m.get("example").is_some() || m.get("examples").is_some(),
+                        "{method} {path} {media}: no example"
+                    );
+                }
+            }
+        }
+    }
 }

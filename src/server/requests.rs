@@ -17,6 +17,7 @@ use crate::exec::parse::EncodedFileContent as FileContent;
 pub use crate::exec::parse::Mode;
 use crate::exec::{InputFile, NewExecution};
 use crate::judge::service::{InlineProject, InlineTest, NewSubmission};
+use crate::units;
 
 /// Reads a typed body; a wrong field is a 400 that names it (`'limits.pids': …`).
 pub fn from_body<T: serde::de::DeserializeOwned>(map: Map<String, Value>) -> ApiResult<T> {
@@ -36,18 +37,13 @@ pub fn new_execution(map: Map<String, Value>, allow: &AllowList) -> ApiResult<Ne
     )?)
 }
 
-/// A size in bytes: a positive number, or text like `256M`.
+/// A size in bytes: a positive number, or text like `256M` (read by `units::de`).
 #[derive(Debug, Clone, Copy)]
 pub struct ByteSize(pub i64);
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let bytes = match Value::deserialize(d)? {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => crate::units::parse_size(&s).ok(),
-            _ => None,
-        };
-        bytes
+        units::de::size(d)?
             .filter(|b| *b > 0)
             .and_then(|b| i64::try_from(b).ok())
             .map(ByteSize)
@@ -57,20 +53,14 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
-/// Seconds: a positive number, or text like `2s`.
+/// Seconds: a positive number, or text like `2s` (read by `units::de`).
 #[derive(Debug, Clone, Copy)]
 pub struct Seconds(pub f64);
 
 impl<'de> Deserialize<'de> for Seconds {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let secs = match Value::deserialize(d)? {
-            Value::Number(n) => n.as_f64(),
-            Value::String(s) => crate::units::parse_duration(&s)
-                .ok()
-                .map(|d| d.as_secs_f64()),
-            _ => None,
-        };
-        secs.filter(|s| *s > 0.0 && s.is_finite())
+        units::de::seconds(d)?
+            .filter(|s| *s > 0.0 && s.is_finite())
             .map(Seconds)
             .ok_or_else(|| {
                 de::Error::custom("must be a positive number of seconds (or e.g. \"2s\")")
@@ -78,18 +68,14 @@ impl<'de> Deserialize<'de> for Seconds {
     }
 }
 
-/// A whole number of at least 1, as a number or text.
+/// A whole number of at least 1, as a number or text (read by `units::de`).
 #[derive(Debug, Clone, Copy)]
 pub struct Count(pub i64);
 
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = match Value::deserialize(d)? {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        };
-        n.filter(|n| *n >= 1)
+        units::de::count(d)?
+            .filter(|n| *n >= 1)
             .and_then(|n| i64::try_from(n).ok())
             .map(Count)
             .ok_or_else(|| de::Error::custom("must be a whole number of at least 1"))
@@ -294,6 +280,35 @@ mod tests {
             Value::Object(m) => m,
             _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn execution_limits_take_numbers_or_text() {
+        let limits = json!({"memory_bytes": "128M", "cpu_time_s": "2s", "wall_time_s": "500ms",
+                            "pids": "16", "output_bytes": "1K"});
+        let single = json!({"environment": "busybox", "command": ["true"], "limits": limits});
+        let group = json!({"environment": "busybox",
+                           "programs": [{"command": ["true"], "limits": limits}]});
+        for v in [single, group] {
+            let new = new_execution(body(v), &AllowList::default()).unwrap();
+            let l = new.programs[0].limits;
+            assert_eq!(l.memory_bytes, Some(128 << 20));
+            assert_eq!(l.cpu_time_s, Some(2.0));
+            assert_eq!(l.wall_time_s, Some(0.5));
+            assert_eq!(l.pids, Some(16));
+            assert_eq!(l.output_bytes, Some(1024));
+        }
+        let e = match new_execution(
+            body(json!({"environment": "e", "command": ["x"], "limits": {"memory_bytes": "lots"}})),
+            &AllowList::default(),
+        ) {
+            Err(e) => e.message,
+            Ok(_) => panic!("accepted"),
+        };
+        assert!(
+            e.contains("limits.memory_bytes") && e.contains("128M"),
+            "{e}"
+        );
     }
 
     #[test]

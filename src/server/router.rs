@@ -3,21 +3,27 @@
 //! can't drift from what is served. Authentication happens here, once, before any handler.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW};
 use hyper::{Method, Request, StatusCode};
+use tracing::Instrument;
 
 use super::errors::{code, ApiError, ApiResult};
 use super::http::{error_response, Req, Resp};
+use super::observe::{self, Arrival, Routed};
 use super::openapi;
 use super::routes::{
-    api_keys, callbacks, environments, executions, files, live_log, projects, submissions,
+    api_keys, audit, callbacks, console, environments, executions, files, live_log, metrics,
+    projects, submissions,
 };
 use crate::app::App;
 use crate::auth::{authenticate, Principal};
+use crate::clock::Micros;
 
 type Reply = Pin<Box<dyn Future<Output = ApiResult<Resp>> + Send>>;
 
@@ -108,7 +114,11 @@ macro_rules! h {
 /// Every route served. The OpenAPI document lists exactly these.
 #[rustfmt::skip]
 pub static ROUTES: &[Route] = &[
+    open(Method::GET, "/", |a, r| Box::pin(console::index(a, r))),
+    open(Method::GET, "/console/{file}", |a, r| Box::pin(console::asset(a, r))),
+    open(Method::GET, "/metrics", |a, r| Box::pin(metrics::scrape(a, r))),
     open(Method::GET, "/api/v1/openapi.json", |_, _| Box::pin(async { Ok(openapi::serve()) })),
+    master(Method::GET, "/api/v1/audit", "read the audit log", h!(audit::list)),
     master(Method::GET, "/api/v1/api_keys", "list API keys", h!(api_keys::list)),
     master(Method::POST, "/api/v1/api_keys", "create API keys", h!(api_keys::create)),
     master(Method::DELETE, "/api/v1/api_keys/{name}", "delete API keys", h!(api_keys::delete)),
@@ -193,14 +203,15 @@ fn match_route(pattern: &str, path: &str) -> Option<Vec<String>> {
     (segs.len() == pat.len()).then_some(params)
 }
 
-/// Checks the token the route needs, then calls its handler.
-async fn call(app: Arc<App>, route: &Route, req: Req) -> ApiResult<Resp> {
+/// Checks the token the route needs, then calls its handler. Notes who asked in `routed`.
+async fn call(app: Arc<App>, route: &Route, req: Req, routed: &mut Routed) -> ApiResult<Resp> {
     let f = match route.handler {
         Handler::Open(f) => return f(app, req).await,
         Handler::Authed(f) => f,
     };
     let token = req.token();
     let who = authenticate(app.store.as_ref(), &app.master_token, token.as_deref()).await?;
+    routed.who = Some(who.owner());
     match route.auth {
         Auth::Master(what) if !who.is_master() => {
             return Err(ApiError::forbidden(format!(
@@ -217,7 +228,31 @@ async fn call(app: Arc<App>, route: &Route, req: Req) -> ApiResult<Resp> {
     f(app, req, who).await
 }
 
-pub async fn dispatch(app: Arc<App>, req: Request<Incoming>) -> Resp {
+/// Answers one request; `peer` is the client's address. Every request gets an id (the
+/// answer's `X-Request-Id`), a log line and its metrics; a state-changing one an audit row
+/// (`observe.rs`).
+pub async fn dispatch(app: Arc<App>, req: Request<Incoming>, peer: Option<SocketAddr>) -> Resp {
+    let arrival = Arrival {
+        id: observe::new_request_id(),
+        at: Micros::now(),
+        started: Instant::now(),
+        method: req.method().clone(),
+        path: req.uri().path().to_string(),
+        peer,
+    };
+    // What handlers log carries the request id.
+    let span = tracing::info_span!("request", request_id = %arrival.id);
+    async move {
+        let mut routed = Routed::default();
+        let mut resp = route(app.clone(), req, &mut routed).await;
+        observe::finish(&app, arrival, routed, &mut resp).await;
+        resp
+    }
+    .instrument(span)
+    .await
+}
+
+async fn route(app: Arc<App>, req: Request<Incoming>, routed: &mut Routed) -> Resp {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let query: Vec<(String, String)> = parts
@@ -234,6 +269,8 @@ pub async fn dispatch(app: Arc<App>, req: Request<Incoming>) -> Resp {
             allowed.push(route.method.as_str());
             continue;
         }
+        routed.route = Some(route.pattern);
+        routed.target = params.first().cloned();
         let req = Req {
             method: parts.method.clone(),
             headers: parts.headers.clone(),
@@ -241,7 +278,7 @@ pub async fn dispatch(app: Arc<App>, req: Request<Incoming>) -> Resp {
             params,
             body: Some(body),
         };
-        return match call(app, route, req).await {
+        return match call(app, route, req, routed).await {
             Ok(resp) => resp,
             Err(e) => error_response(&e),
         };

@@ -18,7 +18,7 @@ use crate::exec::result::Kept;
 use crate::exec::{self, ProgramRequest, ProgramResult, Status};
 use crate::judge;
 use crate::store::{
-    ApiKeyRow, AttemptRow, CallbackRow, ExecutionRow, FileRow, ProjectRow, SubmissionRow,
+    ApiKeyRow, AttemptRow, AuditRow, CallbackRow, ExecutionRow, FileRow, ProjectRow, SubmissionRow,
 };
 
 /// What a pipe's capture shows inline (all of it is at `…/pipes/{n}`).
@@ -36,6 +36,7 @@ fn measurements(v: &mut Value, result: Option<&ProgramResult>) {
         "timeout",
         "cpu_time_s",
         "wall_time_s",
+        "setup_s",
         "peak_memory_bytes",
         "stdout_bytes",
         "stderr_bytes",
@@ -288,6 +289,19 @@ pub fn api_key(k: &ApiKeyRow) -> Value {
         "max_executions": k.max_executions,
         "manage_projects": k.manage_projects,
         "created_date": k.created_at.to_rfc3339(),
+    })
+}
+
+pub fn audit_entry(a: &AuditRow) -> Value {
+    json!({
+        "request_id": a.request_id,
+        "date": a.at.to_rfc3339(),
+        "who": a.who,
+        "peer": a.peer,
+        "method": a.method,
+        "route": a.route,
+        "target": a.target,
+        "status": a.status,
     })
 }
 

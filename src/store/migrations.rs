@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "files",
         sql: include_str!("migrations/0004_files.sql"),
     },
+    Migration {
+        version: 5,
+        name: "audit_log",
+        sql: include_str!("migrations/0005_audit_log.sql"),
+    },
 ];
 
 /// Creates the bookkeeping table (portable SQL too).

@@ -1,6 +1,6 @@
 //! The durable store, one trait per aggregate: [`ApiKeys`], [`Executions`], [`Queue`],
-//! [`Callbacks`], [`Projects`], [`Submissions`], [`Files`] (later workspaces, hosts: one trait each,
-//! beside these).
+//! [`Callbacks`], [`AuditLog`], [`Projects`], [`Submissions`], [`Files`] (later workspaces,
+//! hosts: one trait each, beside these).
 //! [`Store`] is all of them; the embedded back end is SQLite in the data directory
 //! ([`SqliteStore`]); a PostgreSQL one (a fleet's shared store, `FOR UPDATE SKIP LOCKED`
 //! claims) implements the same traits over the same migrations (`migrations/*.sql`).
@@ -78,6 +78,26 @@ pub struct ExecutionRow {
     pub queued_at: Option<Micros>,
     /// The node that claimed it (for a fleet; the single server uses its own name).
     pub node: Option<String>,
+}
+
+/// One state-changing API request, as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRow {
+    /// The request's id (the response's `X-Request-Id`, the log's `request_id`).
+    pub request_id: String,
+    /// When the request came.
+    pub at: Micros,
+    /// `master`, `key:<name>`, or `anonymous` (no valid token).
+    pub who: String,
+    /// The client's address, as the server saw it.
+    pub peer: Option<String>,
+    pub method: String,
+    /// The route's pattern (`/api/v1/executions/{id}`), never the raw path.
+    pub route: String,
+    /// The id acted on: the one in the path, or the one created.
+    pub target: Option<String>,
+    /// The HTTP status of the answer.
+    pub status: u16,
 }
 
 /// A file kept by reference (`crate::files`): its bytes are the blob named `sha256`.
@@ -192,6 +212,15 @@ pub trait Queue: Send + Sync {
     /// After a crash: every execution `node` was running takes `t` (an abandon). Returns
     /// their ids.
     async fn abandon_running(&self, node: &str, t: &Transition) -> Result<Vec<String>>;
+    /// Executions waiting for a slot (every node's).
+    async fn queue_depth(&self) -> Result<i64>;
+}
+
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    async fn insert_audit(&self, entry: &AuditRow) -> Result<()>;
+    /// Newest first. Returns the page and the total.
+    async fn list_audit(&self, limit: i64, offset: i64) -> Result<(Vec<AuditRow>, i64)>;
 }
 
 /// Files kept by reference. "Live" means not expired at `now`; an expired row is as good as
@@ -354,6 +383,12 @@ pub trait Callbacks: Send + Sync {
 }
 
 /// Every aggregate of one back end.
-pub trait Store: ApiKeys + Executions + Queue + Callbacks + Projects + Submissions + Files {}
+pub trait Store:
+    ApiKeys + Executions + Queue + Callbacks + AuditLog + Projects + Submissions + Files
+{
+}
 
-impl<T: ApiKeys + Executions + Queue + Callbacks + Projects + Submissions + Files> Store for T {}
+impl<T: ApiKeys + Executions + Queue + Callbacks + AuditLog + Projects + Submissions + Files> Store
+    for T
+{
+}

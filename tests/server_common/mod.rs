@@ -29,6 +29,18 @@ pub struct Server {
 impl Server {
     /// Starts a server on a data dir; `extra` are more `serve` options.
     pub fn start(data: &Path, extra: &[&str]) -> Server {
+        Self::spawn(data, extra, Stdio::inherit(), true)
+    }
+
+    /// Starts a server whose log (stderr) goes to `stderr`; `extra` are more options (global
+    /// ones such as `--log-format` too: they may follow the subcommand).
+    pub fn start_with_stderr(data: &Path, extra: &[&str], stderr: Stdio) -> Server {
+        Self::spawn(data, extra, stderr, false)
+    }
+
+    /// `quiet`: only warnings on the test's stderr (not a line per request), unless the
+    /// caller's `SANDPIT_LOG` says otherwise.
+    fn spawn(data: &Path, extra: &[&str], stderr: Stdio, quiet: bool) -> Server {
         let root = rootfs();
         assert!(
             root.join("bin").is_dir(),
@@ -46,7 +58,13 @@ impl Server {
             .args(extra)
             .env("SANDPIT_MASTER_TOKEN", TOKEN)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
+        if !quiet {
+            // The server's own default: its log is what the caller tests.
+            cmd.env_remove("SANDPIT_LOG");
+        } else if std::env::var_os("SANDPIT_LOG").is_none() {
+            cmd.env("SANDPIT_LOG", "warn");
+        }
         let mut child = cmd.spawn().expect("start sandpit serve");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();

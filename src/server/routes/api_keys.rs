@@ -11,6 +11,7 @@ use crate::app::App;
 use crate::auth::{self, Principal};
 use crate::server::errors::ApiResult;
 use crate::server::http::{json_response, Req, Resp};
+use crate::server::observe;
 use crate::server::requests::{from_body, CreateApiKey};
 use crate::server::views;
 
@@ -28,7 +29,9 @@ pub async fn create(app: Arc<App>, mut req: Req, _: Principal) -> ApiResult<Resp
     let (row, token) = auth::create_key(app.store.as_ref(), new).await?;
     let mut out = views::api_key(&row);
     out["key"] = Value::String(token);
-    Ok(json_response(StatusCode::CREATED, &out))
+    let mut resp = json_response(StatusCode::CREATED, &out);
+    observe::set_target(&mut resp, row.name);
+    Ok(resp)
 }
 
 pub async fn list(app: Arc<App>, _: Req, _: Principal) -> ApiResult<Resp> {

@@ -14,6 +14,7 @@ use crate::error::{blocking, Error};
 use crate::server::body::{self, Field};
 use crate::server::errors::{ApiError, ApiResult};
 use crate::server::http::{json_response, Req, Resp};
+use crate::server::observe;
 use crate::server::views;
 
 pub async fn list(app: Arc<App>, _: Req, _: Principal) -> ApiResult<Resp> {
@@ -73,10 +74,10 @@ pub async fn import(app: Arc<App>, mut req: Req, _: Principal) -> ApiResult<Resp
     let path = upload.clone();
     let imported = blocking(move || Ok(envs.import(&path, meta)?)).await;
     let _ = tokio::fs::remove_file(&upload).await;
-    Ok(json_response(
-        StatusCode::CREATED,
-        &views::environment(&imported?),
-    ))
+    let env = imported?;
+    let mut resp = json_response(StatusCode::CREATED, &views::environment(&env));
+    observe::set_target(&mut resp, env.envid);
+    Ok(resp)
 }
 
 /// The form's fields into `meta`, its `image` part into `upload`.

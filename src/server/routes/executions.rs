@@ -14,6 +14,7 @@ use crate::auth::Principal;
 use crate::error::blocking;
 use crate::server::errors::{ApiError, ApiResult};
 use crate::server::http::{bytes_response, file_response, json_response, Req, Resp};
+use crate::server::observe;
 use crate::server::requests::{new_execution, Mode};
 use crate::server::views;
 
@@ -33,10 +34,12 @@ pub async fn create(app: Arc<App>, mut req: Req, who: Principal) -> ApiResult<Re
     let body = req.read_object(app.cfg.max_body).await?;
     let new = new_execution(body, &app.cfg.callbacks.allow)?;
     let row = app.exec.create(&who, new).await?;
-    Ok(json_response(
+    let mut resp = json_response(
         StatusCode::CREATED,
         &views::execution(&app, &row, true).await,
-    ))
+    );
+    observe::set_target(&mut resp, row.id);
+    Ok(resp)
 }
 
 pub async fn get(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp> {
