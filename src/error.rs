@@ -13,9 +13,12 @@ pub enum Error {
     /// A path leaves the work directory.
     #[error("{0}")]
     BadPath(String),
-    /// A requested limit is over what the API key allows.
+    /// A requested limit is over the server's maximum or the API key's.
     #[error("{0}")]
-    OverKeyLimit(String),
+    OverLimit(String),
+    /// Over a storage quota: files per execution, bytes stored.
+    #[error("{0}")]
+    OverQuota(String),
     /// Too many executions at once for this API key; try again after `retry_after` seconds.
     #[error("{message}")]
     TooMany { message: String, retry_after: u64 },
@@ -37,7 +40,8 @@ pub enum Error {
     OutputRefused(String),
     #[error("{0}")]
     InUse(String),
-    /// The engine failed (never the caller's fault).
+    /// The engine failed (never the caller's fault). The text is for the server's log: the
+    /// API shows a fixed message instead (it may name host paths).
     #[error("{0}")]
     Internal(String),
     #[error("the store failed: {0}")]

@@ -1,11 +1,13 @@
 //! The execution domain, without HTTP: what an execution is ([`request`], [`result`],
 //! [`state`]), who may run what ([`admission`]), its files on disk ([`workdir`]), one run
-//! ([`runner`]), the only code that changes its status ([`lifecycle`]), who hears of its end
-//! ([`events`]), and the service the faces call ([`Service`]).
+//! ([`runner`]), its output as written ([`log`]), the only code that changes its status
+//! ([`lifecycle`]), who hears of its end and its output ([`events`]), and the service the
+//! faces call ([`Service`]).
 
 pub mod admission;
 pub mod events;
 pub mod lifecycle;
+pub mod log;
 pub mod request;
 pub mod result;
 pub mod runner;
@@ -16,5 +18,5 @@ pub mod workdir;
 pub use events::{Ended, Events};
 pub use request::{ExecutionRequest, InputFile, Limits, NewExecution, RequestedLimits};
 pub use result::ExecutionResult;
-pub use service::{Parts, Service};
+pub use service::{Parts, Service, UploadTarget};
 pub use state::{EndReason, Ending, Status};

@@ -70,6 +70,33 @@ pub struct NewExecution {
     pub wait: bool,
 }
 
+impl NewExecution {
+    /// What can be known wrong before anything runs: a command the kernel cannot take (a NUL
+    /// byte), too many outputs.
+    pub fn check(&self) -> crate::error::Result<()> {
+        use crate::error::Error;
+        if let Some(i) = self.command.iter().position(|a| a.contains('\0')) {
+            return Err(Error::Invalid(format!(
+                "command[{i}] contains a NUL byte, which no program can receive"
+            )));
+        }
+        let max = crate::exec::admission::MAX_OUTPUTS;
+        if self.outputs.len() > max {
+            return Err(Error::Invalid(format!(
+                "'outputs' may name at most {max} files, not {}",
+                self.outputs.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The bytes its input files and stdin take on disk.
+    pub fn input_bytes(&self) -> u64 {
+        let files: u64 = self.files.iter().map(|f| f.bytes.len() as u64).sum();
+        files + self.stdin.as_ref().map_or(0, |s| s.len() as u64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,8 +8,9 @@ use std::time::Duration;
 use sandbox::{RelPath, Sandbox, Stdin, StopHandle};
 
 use crate::env::Catalog;
+use crate::exec::events::OutputProgress;
 use crate::exec::request::Limits;
-use crate::exec::result::ExecutionResult;
+use crate::exec::result::ending_of;
 use crate::exec::state::Ending;
 use crate::exec::workdir::WorkDir;
 use crate::runspec::{LimitOverrides, SpecBuilder};
@@ -31,22 +32,25 @@ fn overrides(l: &Limits) -> LimitOverrides {
     }
 }
 
+/// Runs it; its output is announced on `progress` as it is written.
 pub fn run(
     engine: &Sandbox,
     envs: &Catalog,
     dir: &WorkDir,
     row: &ExecutionRow,
     stop: StopHandle,
+    progress: OutputProgress,
 ) -> Ending {
     let request = &row.request;
+    let id = &row.id;
     // The lease keeps the environment from being deleted while it runs.
     let resolved = match envs.resolve(&row.environment) {
         Ok(r) => r,
-        Err(e) => return Ending::internal(format!("environment '{}': {e}", row.environment)),
+        Err(e) => return Ending::failed(id, format!("environment '{}': {e}", row.environment)),
     };
     let files = match dir.input_files() {
         Ok(f) => f,
-        Err(e) => return Ending::internal(format!("reading the input files: {e}")),
+        Err(e) => return Ending::failed(id, format!("reading the input files: {e}")),
     };
     let stdin = dir.stdin_file().map_or(Stdin::Null, Stdin::File);
     let collect: Vec<PathBuf> = request
@@ -62,30 +66,30 @@ pub fn run(
         .files(files)
         .stdin(stdin)
         .collect(collect)
+        // Each output is read into memory: at most the output limit each.
+        .collect_max_bytes(request.limits.output_bytes)
         .build();
-    let io = match dir.live_io(stop) {
+    let io = match dir.live_io(stop, progress) {
         Ok(io) => io,
-        Err(e) => return Ending::internal(format!("creating the log: {e}")),
+        Err(e) => return Ending::failed(id, format!("creating the log: {e}")),
     };
     let outcome = match engine.run(&spec, io) {
         Ok(o) => o,
-        Err(e) => return Ending::internal(format!("the sandbox could not run: {e}")),
+        Err(e) => return Ending::failed(id, format!("the sandbox could not run: {e}")),
     };
     drop(resolved);
 
     let write_errors = dir.store_streams(&outcome);
     let refused = dir.store_outputs(&request.outputs, &outcome.files);
-    let message = if write_errors.is_empty() {
-        outcome.message.clone()
-    } else {
-        Some(format!(
-            "storing the streams failed: {}",
+    let program = request.command.first().map_or("", String::as_str);
+    let mut ending = ending_of(id, program, &outcome, refused);
+    if !write_errors.is_empty() {
+        tracing::error!(
+            "execution {id}: storing the streams: {}",
             write_errors.join("; ")
-        ))
-    };
-    Ending {
-        reason: outcome.end_reason.into(),
-        message,
-        result: Some(ExecutionResult::from_outcome(&outcome, refused)),
+        );
+        ending.message =
+            Some("the server could not keep the program's output; its log says why".into());
     }
+    ending
 }

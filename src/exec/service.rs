@@ -2,6 +2,7 @@
 //! executions. It admits, lays out the work directory, queues, runs in a slot and waits, and
 //! leaves every status change to the [`Lifecycle`].
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,9 @@ use crate::auth::Principal;
 use crate::clock::Micros;
 use crate::env::Catalog;
 use crate::error::{blocking, Error, Result};
-use crate::exec::admission::{admit, effective_limits};
+use crate::exec::admission::{
+    admit, check_files, check_pending, check_storage, effective_limits, storage_left, Policy,
+};
 use crate::exec::events::Events;
 use crate::exec::lifecycle::Lifecycle;
 use crate::exec::request::{ExecutionRequest, NewExecution};
@@ -38,7 +41,8 @@ pub struct Service {
     dirs: WorkDirs,
     /// This node's name in the store.
     node: String,
-    /// Serialises "count the key's executions, then queue one" so max_executions holds.
+    policy: Policy,
+    /// Serialises "count what the key holds, then add to it" so its quotas hold.
     admission: tokio::sync::Mutex<()>,
 }
 
@@ -50,6 +54,14 @@ pub struct Parts {
     pub slots: usize,
     pub dirs: WorkDirs,
     pub node: String,
+    pub policy: Policy,
+}
+
+/// Where an upload may go, known before its body is read.
+pub struct UploadTarget {
+    pub id: String,
+    /// What the key's storage quota leaves for it.
+    pub max_bytes: u64,
 }
 
 impl Service {
@@ -62,6 +74,7 @@ impl Service {
             sched: Scheduler::new(p.slots),
             dirs: p.dirs,
             node: p.node,
+            policy: p.policy,
             admission: tokio::sync::Mutex::new(()),
         }
     }
@@ -74,8 +87,16 @@ impl Service {
         self.sched.slots()
     }
 
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     pub fn dir(&self, id: &str) -> WorkDir {
         self.dirs.of(id)
+    }
+
+    pub fn dirs(&self) -> &WorkDirs {
+        &self.dirs
     }
 
     /// An execution the principal may see; `NotFound` otherwise (others' executions don't
@@ -105,7 +126,22 @@ impl Service {
             .await?)
     }
 
+    /// The quotas of what a key holds, with `adding` more bytes and one more execution
+    /// (pending unless `start`). The master token has none.
+    async fn check_holdings(&self, who: &Principal, adding: u64, start: bool) -> Result<()> {
+        if who.is_master() {
+            return Ok(());
+        }
+        let usage = self.store.usage(&who.owner()).await?;
+        let key = who.quota();
+        if !start {
+            check_pending(&usage, &key, &self.policy.quotas)?;
+        }
+        check_storage(&usage, adding, &key, &self.policy.quotas)
+    }
+
     pub async fn create(&self, who: &Principal, new: NewExecution) -> Result<ExecutionRow> {
+        new.check()?;
         if self.envs.get(&new.environment)?.is_none() {
             return Err(Error::Invalid(format!(
                 "environment '{}' does not exist (see GET /api/v1/environments)",
@@ -113,24 +149,18 @@ impl Service {
             )));
         }
         let quota = who.quota();
-        let limits = effective_limits(&new.limits, &quota)?;
+        let limits = effective_limits(&new.limits, &quota, &self.policy.caps)?;
+        check_files(new.files.len() as u64, &quota, &self.policy.quotas)?;
         let start = new.start || new.wait;
+        let input_bytes = new.input_bytes();
+        self.check_holdings(who, input_bytes, start).await?;
         if start {
             admit(self.store.as_ref(), &who.owner(), &quota).await?;
         }
         let id = new_execution_id();
         let dir = self.dirs.of(&id);
         let (files, stdin, writer) = (new.files, new.stdin, dir.clone());
-        blocking(move || {
-            writer.create(&files, stdin.as_deref()).map_err(|e| {
-                // Our own directory: what fails here is a path that is both a file and a
-                // folder.
-                Error::Invalid(format!(
-                    "files: {e} (a path is used both as a file and as a directory?)"
-                ))
-            })
-        })
-        .await?;
+        blocking(move || writer.create(&files, stdin.as_deref())).await?;
         let row = ExecutionRow {
             id: id.clone(),
             owner: who.owner(),
@@ -149,18 +179,26 @@ impl Service {
             ended_at: None,
             queued_at: None,
             node: None,
+            stored_bytes: input_bytes,
         };
-        let created = if start {
+        let created = {
+            // Checked again under the lock: concurrent creates of one key can't all pass.
             let _guard = self.admission.lock().await;
-            match admit(self.store.as_ref(), &who.owner(), &quota).await {
-                Ok(()) => self.life.create(row, true).await.map_err(Error::from),
+            match self.check_holdings(who, input_bytes, start).await {
+                Ok(()) if start => match admit(self.store.as_ref(), &who.owner(), &quota).await {
+                    Ok(()) => self.life.create(row, true).await.map_err(Error::from),
+                    Err(e) => Err(e),
+                },
+                Ok(()) => self.life.create(row, false).await.map_err(Error::from),
                 Err(e) => Err(e),
             }
-        } else {
-            self.life.create(row, false).await.map_err(Error::from)
         };
         let row = match created {
-            Ok(row) => row,
+            Ok(Some(row)) => row,
+            Ok(None) => {
+                let _ = dir.remove().await;
+                return Err(Error::Unauthorized("the API key was deleted".into()));
+            }
             Err(e) => {
                 let _ = dir.remove().await;
                 return Err(e);
@@ -175,16 +213,83 @@ impl Service {
         Ok(self.store.get_execution(&id).await?.unwrap_or(row))
     }
 
-    /// Where one more input file goes: the work directory of a pending execution (checked
-    /// before the caller reads the upload).
-    pub async fn input_dir(&self, who: &Principal, id: &str) -> Result<WorkDir> {
+    /// Where one more input file may go, checked before the caller reads the upload: a
+    /// pending execution of the principal, and how many bytes the key's storage quota leaves.
+    /// The state is checked again where the upload commits ([`Service::commit_input`]).
+    pub async fn input_target(&self, who: &Principal, id: &str) -> Result<UploadTarget> {
         let row = self.get(who, id).await?;
         require(
             row.status,
             &[Status::Pending],
             "input can be uploaded only while the execution is pending",
         )?;
-        Ok(self.dirs.of(&row.id))
+        let max_bytes = if who.is_master() {
+            u64::MAX
+        } else {
+            let usage = self.store.usage(&who.owner()).await?;
+            check_storage(&usage, 0, &who.quota(), &self.policy.quotas)?;
+            storage_left(&usage, &who.quota(), &self.policy.quotas)
+        };
+        Ok(UploadTarget {
+            id: row.id,
+            max_bytes,
+        })
+    }
+
+    /// Moves a received upload (`received`, `size` bytes, in the scratch space) into the
+    /// execution as input `rel` if it is pending now, and only then: the lifecycle's gate
+    /// keeps it pending until the file is in place, and a deleted execution is never brought
+    /// back. The received file is gone afterwards, whatever happened.
+    pub async fn commit_input(
+        &self,
+        who: &Principal,
+        id: &str,
+        rel: RelPath,
+        received: PathBuf,
+        size: u64,
+        mode: u32,
+    ) -> Result<()> {
+        let committed = match self.get(who, id).await {
+            Ok(row) => {
+                // The admission lock first, then the lifecycle's gate (as `start` takes them).
+                let _guard = self.admission.lock().await;
+                self.life
+                    .while_pending(&row.id, |row| {
+                        self.commit_pending(who, row, rel, received.clone(), size, mode)
+                    })
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let _ = tokio::fs::remove_file(&received).await;
+        committed
+    }
+
+    /// The commit itself, under the admission lock and inside the lifecycle's gate.
+    async fn commit_pending(
+        &self,
+        who: &Principal,
+        row: ExecutionRow,
+        rel: RelPath,
+        received: PathBuf,
+        size: u64,
+        mode: u32,
+    ) -> Result<()> {
+        let (quota, quotas) = (who.quota(), self.policy.quotas);
+        if !who.is_master() {
+            let usage = self.store.usage(&who.owner()).await?;
+            check_storage(&usage, size, &quota, &quotas)?;
+        }
+        let dir = self.dirs.of(&row.id);
+        let stored = blocking(move || {
+            let count = dir.input_count()? + u64::from(!dir.has_input(&rel)?);
+            check_files(count, &quota, &quotas)?;
+            dir.commit_input(&rel, &received, mode)?;
+            Ok(dir.size_on_disk()?)
+        })
+        .await?;
+        self.store.set_stored_bytes(&row.id, stored).await?;
+        Ok(())
     }
 
     pub async fn start(&self, who: &Principal, id: &str, wait: bool) -> Result<ExecutionRow> {
@@ -233,9 +338,36 @@ impl Service {
         Ok(row)
     }
 
-    /// An output as it was at the end. Only outputs named at creation; never one the core
-    /// refused (a symlink, FIFO or device in its place).
-    pub async fn output(&self, who: &Principal, id: &str, rel: &RelPath) -> Result<Vec<u8>> {
+    /// Stops and erases every execution of `owner` (a deleted key's: its id is never used
+    /// again, so nothing of it stays reachable). Returns how many.
+    pub async fn erase_owned(&self, owner: &str) -> Result<usize> {
+        let ids = self.store.execution_ids_of(owner).await?;
+        self.erase_all(ids).await
+    }
+
+    async fn erase_all(&self, ids: Vec<String>) -> Result<usize> {
+        let erased = futures_util::future::join_all(
+            ids.iter().map(|id| self.delete(&Principal::Master, id)),
+        )
+        .await;
+        for r in erased {
+            match r {
+                // Gone already: someone else erased it.
+                Ok(_) | Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ids.len())
+    }
+
+    /// An output as it was at the end, opened for streaming, and its length. Only outputs
+    /// named at creation; never one the core refused (a symlink, FIFO or device in its place).
+    pub async fn output(
+        &self,
+        who: &Principal,
+        id: &str,
+        rel: &RelPath,
+    ) -> Result<(tokio::fs::File, u64)> {
         let row = self.get(who, id).await?;
         let name = row.request.output_named(rel).ok_or_else(|| {
             Error::NotFound(format!(
@@ -254,7 +386,7 @@ impl Service {
         }
         self.dirs
             .of(&row.id)
-            .read_output(rel)
+            .open_output(rel)
             .await?
             .ok_or_else(|| {
                 Error::OutputRefused(format!(
@@ -315,10 +447,16 @@ impl Service {
         }
     }
 
-    /// At start: what a crash left running ends as internal-error, and the files of
-    /// executions that were never accepted (a crash between writing them and the insert) go.
+    /// At start: what a crash left running ends as internal-error, the executions of keys
+    /// whose deletion a crash interrupted are erased, and the files of executions that were
+    /// never accepted (a crash between writing them and the insert) go.
     pub async fn recover(&self) -> Result<usize> {
         let ids = self.life.abandon_running(&self.node).await?;
+        let orphans = self.store.orphaned_execution_ids().await?;
+        if !orphans.is_empty() {
+            tracing::warn!("erasing {} execution(s) of deleted API keys", orphans.len());
+            self.erase_all(orphans).await?;
+        }
         for id in self.dirs.ids().await {
             if self.store.get_execution(&id).await?.is_none() {
                 let _ = self.dirs.of(&id).remove().await;
@@ -349,18 +487,41 @@ impl Service {
             Ok(stop) if self.sched.register(&id, stop.clone()) => Ending::stopped_before_start(),
             Ok(stop) => {
                 let s = self.clone();
-                tokio::task::spawn_blocking(move || {
-                    runner::run(&s.engine, &s.envs, &s.dirs.of(&row.id), &row, stop)
+                let progress = self.events().output(&id);
+                let ending = tokio::task::spawn_blocking(move || {
+                    runner::run(
+                        &s.engine,
+                        &s.envs,
+                        &s.dirs.of(&row.id),
+                        &row,
+                        stop,
+                        progress,
+                    )
                 })
                 .await
-                .unwrap_or_else(|e| Ending::internal(format!("the run panicked: {e}")))
+                .unwrap_or_else(|e| Ending::failed(&id, format!("the run panicked: {e}")));
+                self.record_size(&id).await;
+                ending
             }
-            Err(e) => Ending::internal(format!("creating the stop handle: {e}")),
+            Err(e) => Ending::failed(&id, format!("creating the stop handle: {e}")),
         };
         if let Err(e) = self.life.finish(&id, ending).await {
             tracing::error!("recording the end of {id}: {e}");
         }
         self.sched.unregister(&id);
         drop(permit);
+    }
+
+    /// What the execution keeps on disk now counts against its owner's storage quota.
+    async fn record_size(&self, id: &str) {
+        let dir = self.dirs.of(id);
+        match blocking(move || Ok(dir.size_on_disk()?)).await {
+            Ok(bytes) => {
+                if let Err(e) = self.store.set_stored_bytes(id, bytes).await {
+                    tracing::error!("recording the size of {id}: {e}");
+                }
+            }
+            Err(e) => tracing::error!("measuring the size of {id}: {e}"),
+        }
     }
 }

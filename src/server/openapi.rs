@@ -94,7 +94,10 @@ mod tests {
         for c in [
             MALFORMED_BODY,
             INVALID_INPUT,
-            OVER_KEY_LIMIT,
+            OVER_LIMIT,
+            OVER_QUOTA,
+            TOO_SLOW,
+            UNAVAILABLE,
             BAD_PATH,
             UNAUTHORIZED,
             FORBIDDEN,

@@ -169,9 +169,9 @@ impl CreateExecution {
     }
 }
 
-/// A size in bytes: a positive number, or text like `256M`.
+/// A size in bytes: a positive number, or text like `256M` (at most 2^63-1).
 #[derive(Debug, Clone, Copy)]
-pub struct ByteSize(pub i64);
+pub struct ByteSize(pub u64);
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -181,8 +181,7 @@ impl<'de> Deserialize<'de> for ByteSize {
             _ => None,
         };
         bytes
-            .filter(|b| *b > 0)
-            .and_then(|b| i64::try_from(b).ok())
+            .filter(|b| *b > 0 && i64::try_from(*b).is_ok())
             .map(ByteSize)
             .ok_or_else(|| {
                 de::Error::custom("must be a positive number of bytes (or e.g. \"256M\")")
@@ -211,9 +210,9 @@ impl<'de> Deserialize<'de> for Seconds {
     }
 }
 
-/// A whole number of at least 1, as a number or text.
+/// A whole number of at least 1, as a number or text (at most 2^63-1).
 #[derive(Debug, Clone, Copy)]
-pub struct Count(pub i64);
+pub struct Count(pub u64);
 
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -222,8 +221,7 @@ impl<'de> Deserialize<'de> for Count {
             Value::String(s) => s.trim().parse().ok(),
             _ => None,
         };
-        n.filter(|n| *n >= 1)
-            .and_then(|n| i64::try_from(n).ok())
+        n.filter(|n| *n >= 1 && i64::try_from(*n).is_ok())
             .map(Count)
             .ok_or_else(|| de::Error::custom("must be a whole number of at least 1"))
     }
@@ -238,6 +236,11 @@ pub struct CreateApiKey {
     max_memory: Option<ByteSize>,
     max_time: Option<Seconds>,
     max_executions: Option<Count>,
+    max_pids: Option<Count>,
+    max_output_bytes: Option<ByteSize>,
+    max_pending: Option<Count>,
+    max_files: Option<Count>,
+    max_storage_bytes: Option<ByteSize>,
 }
 
 impl CreateApiKey {
@@ -247,6 +250,11 @@ impl CreateApiKey {
         "max_memory",
         "max_time",
         "max_executions",
+        "max_pids",
+        "max_output_bytes",
+        "max_pending",
+        "max_files",
+        "max_storage_bytes",
     ];
 
     pub fn into_new(self) -> ApiResult<crate::auth::NewApiKey> {
@@ -255,9 +263,16 @@ impl CreateApiKey {
                 .name
                 .or(self.key_name)
                 .ok_or_else(|| ApiError::bad_request("'name' is required"))?,
-            max_memory: self.max_memory.map(|b| b.0),
-            max_time: self.max_time.map(|s| s.0),
-            max_executions: self.max_executions.map(|c| c.0),
+            quota: crate::auth::Quota {
+                max_memory: self.max_memory.map(|b| b.0),
+                max_time: self.max_time.map(|s| s.0),
+                max_executions: self.max_executions.map(|c| c.0),
+                max_pids: self.max_pids.map(|c| c.0),
+                max_output_bytes: self.max_output_bytes.map(|b| b.0),
+                max_pending: self.max_pending.map(|c| c.0),
+                max_files: self.max_files.map(|c| c.0),
+                max_storage_bytes: self.max_storage_bytes.map(|b| b.0),
+            },
         })
     }
 }
@@ -336,7 +351,12 @@ mod tests {
         .and_then(CreateApiKey::into_new)
         .unwrap();
         assert_eq!(
-            (k.name.as_str(), k.max_memory, k.max_time, k.max_executions),
+            (
+                k.name.as_str(),
+                k.quota.max_memory,
+                k.quota.max_time,
+                k.quota.max_executions
+            ),
             ("k", Some(64 << 20), Some(2.0), Some(3))
         );
         for bad in [

@@ -11,7 +11,7 @@ use hyper::header::{HeaderValue, ALLOW};
 use hyper::{Method, Request, StatusCode};
 
 use super::errors::{code, ApiError, ApiResult};
-use super::http::{error_response, Req, Resp};
+use super::http::{error_response, Req, RequestBounds, Resp};
 use super::openapi;
 use super::routes::{api_keys, environments, executions, live_log};
 use crate::app::App;
@@ -173,29 +173,54 @@ async fn call(app: Arc<App>, route: &Route, req: Req) -> ApiResult<Resp> {
     f(app, req, who).await
 }
 
-pub async fn dispatch(app: Arc<App>, req: Request<Incoming>) -> Resp {
+/// Most parameters a query string may have (the routes take at most a handful).
+const MAX_QUERY_PAIRS: usize = 64;
+
+fn parse_query(query: Option<&str>) -> ApiResult<Vec<(String, String)>> {
+    let Some(q) = query else {
+        return Ok(Vec::new());
+    };
+    if q.bytes().filter(|&b| b == b'&').count() >= MAX_QUERY_PAIRS {
+        return Err(ApiError::bad_request(format!(
+            "the query string has more than {MAX_QUERY_PAIRS} parameters"
+        )));
+    }
+    Ok(form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+}
+
+pub async fn dispatch(app: Arc<App>, bounds: &Arc<RequestBounds>, req: Request<Incoming>) -> Resp {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
-    let query: Vec<(String, String)> = parts
-        .uri
-        .query()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
+    let query = match parse_query(parts.uri.query()) {
+        Ok(q) => q,
+        Err(e) => return error_response(&e),
+    };
+    // HEAD is GET without the body (hyper sends none).
+    let method = if parts.method == Method::HEAD {
+        Method::GET
+    } else {
+        parts.method.clone()
+    };
     let mut allowed = Vec::new();
     for route in ROUTES {
         let Some(params) = match_route(route.pattern, &path) else {
             continue;
         };
-        if parts.method != route.method {
+        if method != route.method {
             allowed.push(route.method.as_str());
+            if route.method == Method::GET {
+                allowed.push("HEAD");
+            }
             continue;
         }
         let req = Req {
-            method: parts.method.clone(),
-            headers: parts.headers.clone(),
+            method,
+            headers: parts.headers,
             query,
             params,
             body: Some(body),
+            bounds: bounds.clone(),
+            held: bounds.budget.hold(),
         };
         return match call(app, route, req).await {
             Ok(resp) => resp,

@@ -7,7 +7,12 @@ use crate::env::{EnvEntry, Environment};
 use crate::exec::Status;
 use crate::store::{ApiKeyRow, ExecutionRow};
 
-/// The execution object; with `include_log`, the streams of an ended one.
+/// How much of each stream the execution object shows (the log route has the rest).
+pub const INLINE_STREAM_BYTES: usize = 64 * 1024;
+
+/// The execution object; with `include_log`, the streams of an ended one (their first
+/// [`INLINE_STREAM_BYTES`]; `stdout_truncated`/`stderr_truncated` say when that is not all
+/// the program wrote).
 pub async fn execution(app: &App, row: &ExecutionRow, include_log: bool) -> Value {
     let result = row
         .result
@@ -30,8 +35,8 @@ pub async fn execution(app: &App, row: &ExecutionRow, include_log: bool) -> Valu
         "peak_memory_bytes": get("peak_memory_bytes"),
         "stdout_bytes": get("stdout_bytes"),
         "stderr_bytes": get("stderr_bytes"),
-        "stdout_truncated": get("stdout_truncated"),
-        "stderr_truncated": get("stderr_truncated"),
+        "stdout_truncated": Value::Null,
+        "stderr_truncated": Value::Null,
         "oom_kills": get("oom_kills"),
         "pids_limit_hit": get("pids_limit_hit"),
         "seccomp_violations": get("seccomp_violations"),
@@ -53,26 +58,41 @@ pub async fn execution(app: &App, row: &ExecutionRow, include_log: bool) -> Valu
         })
         .collect();
     v["outputs"] = Value::Array(outputs);
+    if let Some(r) = &row.result {
+        let inline = INLINE_STREAM_BYTES as u64;
+        v["stdout_truncated"] = Value::Bool(r.stdout_truncated || r.stdout_bytes > inline);
+        v["stderr_truncated"] = Value::Bool(r.stderr_truncated || r.stderr_bytes > inline);
+    }
     if include_log && row.status == Status::Ended {
         let dir = app.exec.dir(&row.id);
-        v["stdout"] = dir
-            .read_stream("stdout")
-            .await
-            .map_or(Value::Null, Value::String);
-        v["stderr"] = dir
-            .read_stream("stderr")
-            .await
-            .map_or(Value::Null, Value::String);
+        for name in ["stdout", "stderr"] {
+            v[name] = match dir.stream_head(name, INLINE_STREAM_BYTES).await {
+                Some((text, cut)) => {
+                    if cut {
+                        v[format!("{name}_truncated")] = Value::Bool(true);
+                    }
+                    Value::String(text)
+                }
+                None => Value::Null,
+            };
+        }
     }
     v
 }
 
 pub fn api_key(k: &ApiKeyRow) -> Value {
+    let q = &k.quota;
     json!({
+        "id": k.id,
         "name": k.name,
-        "max_memory": k.max_memory,
-        "max_time": k.max_time,
-        "max_executions": k.max_executions,
+        "max_memory": q.max_memory,
+        "max_time": q.max_time,
+        "max_executions": q.max_executions,
+        "max_pids": q.max_pids,
+        "max_output_bytes": q.max_output_bytes,
+        "max_pending": q.max_pending,
+        "max_files": q.max_files,
+        "max_storage_bytes": q.max_storage_bytes,
         "created_date": k.created_at.to_rfc3339(),
     })
 }

@@ -8,11 +8,18 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "api_keys_and_executions",
-    sql: include_str!("migrations/0001_api_keys_and_executions.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "api_keys_and_executions",
+        sql: include_str!("migrations/0001_api_keys_and_executions.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "key_ids_quotas_storage",
+        sql: include_str!("migrations/0002_key_ids_quotas_storage.sql"),
+    },
+];
 
 /// Creates the bookkeeping table (portable SQL too).
 pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -10,6 +10,7 @@
 
 use async_trait::async_trait;
 
+use crate::auth::Quota;
 use crate::clock::Micros;
 use crate::exec::request::ExecutionRequest;
 use crate::exec::result::ExecutionResult;
@@ -40,19 +41,31 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// An API key as stored: the token itself is never stored, only its SHA-256.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiKeyRow {
+    /// Never reused (`key_<32 hex>`): executions belong to it, not to the name.
+    pub id: String,
     pub name: String,
     pub token_hash: String,
-    pub max_memory: Option<i64>,
-    pub max_time: Option<f64>,
-    pub max_executions: Option<i64>,
+    /// The key's own maxima and quotas (`None`: the server's).
+    pub quota: Quota,
     pub created_at: Micros,
+}
+
+/// What an owner holds: the store's answer to "may it have one more?".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Executions waiting for a start.
+    pub pending: u64,
+    /// Executions queued or running.
+    pub active: u64,
+    /// Bytes its executions keep on disk.
+    pub stored_bytes: u64,
 }
 
 /// One execution; the big things (files, streams) live on disk under `DATA/executions/<id>/`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExecutionRow {
     pub id: String,
-    /// `master` or `key:<name>`.
+    /// `master` or `key:<key id>` (see [`crate::auth::Principal::owner`]).
     pub owner: String,
     pub environment: String,
     pub status: Status,
@@ -67,6 +80,8 @@ pub struct ExecutionRow {
     pub queued_at: Option<Micros>,
     /// The node that claimed it (for a fleet; the single server uses its own name).
     pub node: Option<String>,
+    /// Bytes it keeps on disk (inputs; after the run also streams, log and outputs).
+    pub stored_bytes: u64,
 }
 
 #[async_trait]
@@ -82,7 +97,8 @@ pub trait ApiKeys: Send + Sync {
 
 #[async_trait]
 pub trait Executions: Send + Sync {
-    async fn insert_execution(&self, exec: &ExecutionRow) -> Result<()>;
+    /// False (and nothing inserted) when the owner is a key that no longer exists.
+    async fn insert_execution(&self, exec: &ExecutionRow) -> Result<bool>;
     async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRow>>;
     /// Newest first; `owner: None` lists everyone's. Returns the page and the total.
     async fn list_executions(
@@ -96,12 +112,20 @@ pub trait Executions: Send + Sync {
     async fn transition(&self, id: &str, t: &Transition) -> Result<bool>;
     /// Deletes an execution that has ended; false when there is no such ended execution.
     async fn delete_ended_execution(&self, id: &str) -> Result<bool>;
+    /// Records what the execution keeps on disk now.
+    async fn set_stored_bytes(&self, id: &str, bytes: u64) -> Result<()>;
+    /// Every execution of `owner`, oldest first.
+    async fn execution_ids_of(&self, owner: &str) -> Result<Vec<String>>;
+    /// Executions owned by a key that no longer exists (its deletion was interrupted).
+    async fn orphaned_execution_ids(&self) -> Result<Vec<String>>;
 }
 
 #[async_trait]
 pub trait Queue: Send + Sync {
     /// Executions of `owner` that hold or wait for a slot (queued or running).
     async fn count_active(&self, owner: &str) -> Result<i64>;
+    /// What `owner` holds: pending and active executions, bytes stored.
+    async fn usage(&self, owner: &str) -> Result<Usage>;
     /// The oldest queued execution takes the claim `t`; `None` when nothing is queued.
     async fn claim_next(&self, t: &Transition) -> Result<Option<ExecutionRow>>;
     /// After a crash: every execution `node` was running takes `t` (an abandon). Returns

@@ -14,12 +14,13 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::migrations::{self, MIGRATIONS};
-use super::{ApiKeyRow, ApiKeys, ExecutionRow, Executions, Queue, Result, StoreError};
+use super::{ApiKeyRow, ApiKeys, ExecutionRow, Executions, Queue, Result, StoreError, Usage};
+use crate::auth::{Quota, MASTER_OWNER};
 use crate::clock::Micros;
 use crate::exec::state::{Change, EndReason, Ending, Status, Transition};
 
 const EXEC_COLUMNS: &str = "id, owner, environment, status, request, result, end_reason, \
-     message, created_at, started_at, ended_at, queued_at, node";
+     message, created_at, started_at, ended_at, queued_at, node, stored_bytes";
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -71,16 +72,15 @@ impl SqliteStore {
         let mut tx = self.pool.begin().await?;
         if super::legacy::is_legacy(&mut tx).await? {
             super::legacy::upgrade(&mut tx).await?;
-        } else {
-            apply_migrations(&mut tx).await?;
         }
+        apply_migrations(&mut tx, i64::MAX).await?;
         tx.commit().await?;
         Ok(())
     }
 }
 
-/// Applies the migrations this database has not had yet.
-pub(super) async fn apply_migrations(tx: &mut Transaction<'_, Sqlite>) -> Result<()> {
+/// Applies the migrations this database has not had yet, up to version `up_to`.
+pub(super) async fn apply_migrations(tx: &mut Transaction<'_, Sqlite>, up_to: i64) -> Result<()> {
     sqlx::query(migrations::CREATE_TABLE)
         .execute(&mut **tx)
         .await?;
@@ -89,7 +89,7 @@ pub(super) async fn apply_migrations(tx: &mut Transaction<'_, Sqlite>) -> Result
         .await?;
     for m in MIGRATIONS
         .iter()
-        .filter(|m| m.version > version.unwrap_or(0))
+        .filter(|m| m.version > version.unwrap_or(0) && m.version <= up_to)
     {
         sqlx::raw_sql(m.sql).execute(&mut **tx).await?;
         sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
@@ -106,13 +106,34 @@ fn corrupt(what: String) -> StoreError {
     StoreError::Corrupt(what)
 }
 
+/// A stored count or size: `BIGINT`, never negative.
+fn count(r: &SqliteRow, col: &str) -> Result<Option<u64>> {
+    r.try_get::<Option<i64>, _>(col)?
+        .map(|v| u64::try_from(v).map_err(|_| corrupt(format!("{col} = {v}"))))
+        .transpose()
+}
+
+/// A count or size to store: refused (never wrapped) above what `BIGINT` holds.
+fn bigint(v: Option<u64>) -> Result<Option<i64>> {
+    v.map(|v| i64::try_from(v).map_err(|_| StoreError::Misuse("a value above 2^63-1")))
+        .transpose()
+}
+
 fn key_row(r: &SqliteRow) -> Result<ApiKeyRow> {
     Ok(ApiKeyRow {
+        id: r.try_get("id")?,
         name: r.try_get("name")?,
         token_hash: r.try_get("token_hash")?,
-        max_memory: r.try_get("max_memory")?,
-        max_time: r.try_get("max_time")?,
-        max_executions: r.try_get("max_executions")?,
+        quota: Quota {
+            max_memory: count(r, "max_memory")?,
+            max_time: r.try_get("max_time")?,
+            max_executions: count(r, "max_executions")?,
+            max_pids: count(r, "max_pids")?,
+            max_output_bytes: count(r, "max_output_bytes")?,
+            max_pending: count(r, "max_pending")?,
+            max_files: count(r, "max_files")?,
+            max_storage_bytes: count(r, "max_storage_bytes")?,
+        },
         created_at: Micros(r.try_get("created_at")?),
     })
 }
@@ -148,6 +169,7 @@ fn exec_row(r: &SqliteRow) -> Result<ExecutionRow> {
         ended_at: micros("ended_at")?,
         queued_at: micros("queued_at")?,
         node: r.try_get("node")?,
+        stored_bytes: count(r, "stored_bytes")?.unwrap_or(0),
         id,
     })
 }
@@ -182,15 +204,23 @@ fn ending_columns(e: &Ending) -> Result<EndingColumns> {
 #[async_trait]
 impl ApiKeys for SqliteStore {
     async fn insert_api_key(&self, key: &ApiKeyRow) -> Result<bool> {
+        let q = &key.quota;
         let done = sqlx::query(
-            "INSERT INTO api_keys (name, token_hash, max_memory, max_time, max_executions, \
-             created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO api_keys (id, name, token_hash, max_memory, max_time, max_executions, \
+             max_pids, max_output_bytes, max_pending, max_files, max_storage_bytes, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
         )
+        .bind(&key.id)
         .bind(&key.name)
         .bind(&key.token_hash)
-        .bind(key.max_memory)
-        .bind(key.max_time)
-        .bind(key.max_executions)
+        .bind(bigint(q.max_memory)?)
+        .bind(q.max_time)
+        .bind(bigint(q.max_executions)?)
+        .bind(bigint(q.max_pids)?)
+        .bind(bigint(q.max_output_bytes)?)
+        .bind(bigint(q.max_pending)?)
+        .bind(bigint(q.max_files)?)
+        .bind(bigint(q.max_storage_bytes)?)
         .bind(key.created_at.0)
         .execute(&self.pool)
         .await?;
@@ -223,9 +253,13 @@ impl ApiKeys for SqliteStore {
 
 #[async_trait]
 impl Executions for SqliteStore {
-    async fn insert_execution(&self, e: &ExecutionRow) -> Result<()> {
-        sqlx::query(&format!(
-            "INSERT INTO executions ({EXEC_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    async fn insert_execution(&self, e: &ExecutionRow) -> Result<bool> {
+        // Only while the owning key exists: a create racing the key's deletion leaves nothing.
+        let done = sqlx::query(&format!(
+            "INSERT INTO executions ({EXEC_COLUMNS}) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             WHERE ? = '{MASTER_OWNER}' OR EXISTS \
+                 (SELECT 1 FROM api_keys WHERE 'key:' || api_keys.id = ?)"
         ))
         .bind(&e.id)
         .bind(&e.owner)
@@ -240,9 +274,12 @@ impl Executions for SqliteStore {
         .bind(e.ended_at.map(|t| t.0))
         .bind(e.queued_at.map(|t| t.0))
         .bind(&e.node)
+        .bind(bigint(Some(e.stored_bytes))?)
+        .bind(&e.owner)
+        .bind(&e.owner)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRow>> {
@@ -326,6 +363,34 @@ impl Executions for SqliteStore {
             .await?;
         Ok(done.rows_affected() == 1)
     }
+
+    async fn set_stored_bytes(&self, id: &str, bytes: u64) -> Result<()> {
+        sqlx::query("UPDATE executions SET stored_bytes = ? WHERE id = ?")
+            .bind(bigint(Some(bytes))?)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn execution_ids_of(&self, owner: &str) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM executions WHERE owner = ? ORDER BY created_at, id")
+                .bind(owner)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn orphaned_execution_ids(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(&format!(
+            "SELECT id FROM executions WHERE owner <> '{MASTER_OWNER}' AND NOT EXISTS \
+             (SELECT 1 FROM api_keys WHERE 'key:' || api_keys.id = executions.owner) \
+             ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?)
+    }
 }
 
 #[async_trait]
@@ -337,6 +402,25 @@ impl Queue for SqliteStore {
         .bind(owner)
         .fetch_one(&self.pool)
         .await?)
+    }
+
+    async fn usage(&self, owner: &str) -> Result<Usage> {
+        let r = sqlx::query(
+            "SELECT \
+               COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0) AS pending, \
+               COALESCE(SUM(CASE WHEN status IN ('queued', 'running') THEN 1 ELSE 0 END), 0) \
+                 AS active, \
+               COALESCE(SUM(stored_bytes), 0) AS stored_bytes \
+             FROM executions WHERE owner = ?",
+        )
+        .bind(owner)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Usage {
+            pending: count(&r, "pending")?.unwrap_or(0),
+            active: count(&r, "active")?.unwrap_or(0),
+            stored_bytes: count(&r, "stored_bytes")?.unwrap_or(0),
+        })
     }
 
     async fn claim_next(&self, t: &Transition) -> Result<Option<ExecutionRow>> {

@@ -1,6 +1,8 @@
 //! API keys (PIFOP): created, listed and deleted by the master token (the route table says
 //! so). A key carries limits: `max_memory` (bytes), `max_time` (seconds, CPU and wall),
-//! `max_executions` (at once).
+//! `max_executions` (at once), `max_pids`, `max_output_bytes`, and quotas: `max_pending`,
+//! `max_files` (per execution), `max_storage_bytes`. Deleting a key stops and erases its
+//! executions: its id is never used again, so nothing of it stays reachable.
 
 use std::sync::Arc;
 
@@ -43,6 +45,10 @@ pub async fn list(app: Arc<App>, _: Req, _: Principal) -> ApiResult<Resp> {
 }
 
 pub async fn delete(app: Arc<App>, req: Req, _: Principal) -> ApiResult<Resp> {
+    // The key stops authenticating first, so it can make nothing new meanwhile.
     let row = auth::delete_key(app.store.as_ref(), req.param(0)).await?;
-    Ok(json_response(StatusCode::OK, &views::api_key(&row)))
+    let erased = app.exec.erase_owned(&auth::key_owner(&row.id)).await?;
+    let mut out = views::api_key(&row);
+    out["executions_erased"] = Value::from(erased);
+    Ok(json_response(StatusCode::OK, &out))
 }

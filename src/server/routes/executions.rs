@@ -10,9 +10,10 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::auth::Principal;
-use crate::error::blocking;
-use crate::server::errors::{ApiError, ApiResult};
-use crate::server::http::{bytes_response, json_response, Req, Resp};
+use crate::exec::workdir::DEFAULT_INPUT_MODE;
+use crate::server::body::{self, Received};
+use crate::server::errors::{code, ApiError, ApiResult};
+use crate::server::http::{file_response, json_response, Req, Resp};
 use crate::server::requests::{from_body, CreateExecution, Mode};
 use crate::server::views;
 
@@ -61,12 +62,12 @@ pub async fn list(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp> {
     ))
 }
 
+/// `PUT …/input/{path}`: the body is received into scratch space as it arrives (never whole
+/// in memory), then committed, if the execution is still pending at that moment.
 pub async fn upload_input(app: Arc<App>, mut req: Req, who: Principal) -> ApiResult<Resp> {
-    let id = req.param(0).to_string();
     let rel = path_param(&app, &req, &who).await?;
-    let dir = app.exec.input_dir(&who, &id).await?;
     let mode = match req.query("mode") {
-        None => 0o644,
+        None => DEFAULT_INPUT_MODE,
         Some(m) => {
             Mode::parse(m)
                 .ok_or_else(|| {
@@ -75,12 +76,46 @@ pub async fn upload_input(app: Arc<App>, mut req: Req, who: Principal) -> ApiRes
                 .0
         }
     };
-    let bytes = req.read_body(app.cfg.max_body).await?;
-    let (size, shown) = (bytes.len(), rel.to_string());
-    blocking(move || Ok(dir.write_input(&rel, &bytes, mode)?)).await?;
+    let target = app.exec.input_target(&who, req.param(0)).await?;
+    let max_body = app.cfg.max_body;
+    let limit = max_body.min(target.max_bytes);
+    let (mut file, path) = app.exec.dirs().scratch_file().await?;
+    let received = Received { path };
+    let incoming = req
+        .body
+        .take()
+        .ok_or_else(|| ApiError::malformed("no body"))?;
+    let size = body::save_to_file(
+        &req.headers,
+        incoming,
+        limit,
+        req.bounds.parse.stall,
+        &mut file,
+        || {
+            if limit < max_body {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    code::OVER_QUOTA,
+                    format!(
+                        "the file does not fit in what this API key may keep on the server \
+                         ({limit} bytes left of its max_storage_bytes): delete executions it \
+                         no longer needs"
+                    ),
+                )
+            } else {
+                ApiError::too_large(max_body)
+            }
+        },
+    )
+    .await?;
+    drop(file);
+    let shown = rel.to_string();
+    app.exec
+        .commit_input(&who, &target.id, rel, received.path.clone(), size, mode)
+        .await?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "id": id, "path": shown, "size": size }),
+        &json!({ "id": target.id, "path": shown, "size": size }),
     ))
 }
 
@@ -111,6 +146,6 @@ pub async fn delete(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp> 
 
 pub async fn output(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp> {
     let rel = path_param(&app, &req, &who).await?;
-    let bytes = app.exec.output(&who, req.param(0), &rel).await?;
-    Ok(bytes_response("application/octet-stream", bytes))
+    let (file, len) = app.exec.output(&who, req.param(0), &rel).await?;
+    Ok(file_response("application/octet-stream", file, len))
 }

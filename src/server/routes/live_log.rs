@@ -1,125 +1,284 @@
-//! `GET /executions/{id}/log`: the output as it is written (Railgun's proclog), as a chunked
-//! `text/plain` stream, or as server-sent events when the client asks for
-//! `text/event-stream`. The stream ends when the execution ends (SSE: with an `end` event
-//! carrying the end reason), which it hears from the execution events. It follows the log
-//! file that the run's sinks write, so it works for any follower, from any point, without
-//! holding the run up.
+//! `GET /executions/{id}/log`: the output as it is written (Railgun's proclog), from the
+//! execution's log (`exec/log.rs`), until the execution ends; also after the end, whole.
+//!
+//! Two forms:
+//! - server-sent events (`Accept: text/event-stream` or `?format=sse`): each chunk is one
+//!   event named after its stream (`stdout`, `stderr`) whose data is JSON,
+//!   `{"text": "…"}` (UTF-8) or `{"base64": "…"}` (other bytes), so program bytes can never
+//!   form an event; its `id` is where the next chunk starts (send it back as
+//!   `Last-Event-ID` to resume). A comment goes out at once (the headers with it) and every
+//!   15 s (a keep-alive); the stream ends with an `end` event:
+//!   `{"status": "ended", "end_reason", "exit_code", "message"}` (or `{"deleted": true}`).
+//! - plain text (`text/plain`, the default, for `curl`): the bytes as written, both streams
+//!   merged, ending when the execution ends.
+//!
+//! `?stream=stdout|stderr` keeps one stream: after the end, the whole of it as kept (up to
+//! `limits.output_bytes`), where the execution object shows only its first 64 KiB.
+//! Followers are woken by the engine's events (output appended, execution ended); they never
+//! poll, and each reads only when its client takes more.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
 use bytes::Bytes;
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
 use hyper::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::sync::broadcast::error::TryRecvError;
-use tokio::sync::mpsc;
+use serde_json::{json, Value};
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::watch;
 
 use crate::app::App;
 use crate::auth::Principal;
-use crate::exec::{EndReason, Status};
-use crate::server::errors::ApiResult;
-use crate::server::http::{Req, Resp};
+use crate::exec::log::{Chunk, LogReader, Stream};
+use crate::exec::{Ended, Status};
+use crate::server::errors::{ApiError, ApiResult};
+use crate::server::http::{stream_body, Req, Resp};
+use crate::store::ExecutionRow;
 
-/// How often the log file is read for more.
-const POLL: Duration = Duration::from_millis(50);
+/// How often an idle event stream says it is alive.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-fn sse_data(chunk: &[u8]) -> Bytes {
-    let text = String::from_utf8_lossy(chunk);
-    let mut out = String::new();
-    for line in text.split('\n') {
-        out.push_str("data: ");
-        out.push_str(line);
-        out.push('\n');
-    }
-    out.push('\n');
-    Bytes::from(out)
+/// The `end` event's data.
+fn end_of_row(row: &ExecutionRow) -> Value {
+    json!({
+        "status": "ended",
+        "end_reason": row.end_reason,
+        "exit_code": row.result.as_ref().and_then(|r| r.exit_code),
+        "message": row.message,
+    })
 }
 
-/// The end, once known: `Some(reason)` (`None` inside when the execution is gone).
-type End = Option<Option<EndReason>>;
+fn end_of_event(e: &Ended) -> Value {
+    json!({
+        "status": "ended",
+        "end_reason": e.ending.reason,
+        "exit_code": e.ending.result.as_ref().and_then(|r| r.exit_code),
+        "message": e.ending.message,
+    })
+}
+
+/// One chunk as an event: named after its stream, JSON data on one line.
+fn sse_chunk(c: &Chunk) -> Bytes {
+    let data = match std::str::from_utf8(&c.bytes) {
+        Ok(text) => json!({ "text": text }),
+        Err(_) => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(&c.bytes) }),
+    };
+    Bytes::from(format!(
+        "id: {}\nevent: {}\ndata: {data}\n\n",
+        c.next,
+        c.stream.as_str()
+    ))
+}
+
+/// A follower of one execution's log: the state of the response body.
+struct Follower {
+    app: Arc<App>,
+    id: String,
+    log: PathBuf,
+    reader: Option<LogReader>,
+    /// Where reading starts (0, or a `Last-Event-ID`).
+    from: u64,
+    /// The log is whole up to here.
+    complete: u64,
+    /// The run's announcements of output; `None` once the run is over.
+    progress: Option<watch::Receiver<u64>>,
+    ended: broadcast::Receiver<Ended>,
+    /// The `end` event, once the end is known.
+    end: Option<Value>,
+    sse: bool,
+    only: Option<Stream>,
+    keep_alive: tokio::time::Interval,
+    greeted: bool,
+    done: bool,
+}
+
+impl Follower {
+    /// The whole log is final: the run is over.
+    async fn whole_log(&mut self) {
+        self.complete = tokio::fs::metadata(&self.log).await.map_or(0, |m| m.len());
+    }
+
+    /// The end, known from the store (after a missed event).
+    async fn end_from_store(&mut self) {
+        match self.app.store.get_execution(&self.id).await {
+            Ok(Some(row)) if row.status == Status::Ended => {
+                self.end = Some(end_of_row(&row));
+                self.whole_log().await;
+            }
+            Ok(Some(_)) | Err(_) => {}
+            Ok(None) => self.end = Some(json!({ "deleted": true })),
+        }
+    }
+
+    /// The next whole record of the log, if there is one to read now.
+    async fn next_chunk(&mut self) -> Option<Chunk> {
+        if self.reader.is_none() {
+            if self.complete <= self.from {
+                return None;
+            }
+            self.reader = LogReader::open(&self.log, self.from).await.ok().flatten();
+        }
+        let reader = self.reader.as_mut()?;
+        match reader.next(self.complete).await {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                // Not a record boundary (a bad Last-Event-ID) or a log gone: no more output.
+                tracing::debug!("log of {}: {e}", self.id);
+                self.complete = 0;
+                self.reader = None;
+                self.from = u64::MAX;
+                None
+            }
+        }
+    }
+
+    /// The next piece of the response; `None` ends it.
+    async fn next(&mut self) -> Option<Bytes> {
+        if !self.greeted {
+            self.greeted = true;
+            self.keep_alive.reset();
+            if self.sse {
+                // Sent at once, so the headers go out before any output.
+                return Some(Bytes::from(format!(
+                    ": following {}\nretry: 1000\n\n",
+                    self.id
+                )));
+            }
+        }
+        loop {
+            if self.done {
+                return None;
+            }
+            if let Some(chunk) = self.next_chunk().await {
+                if self.only.is_some_and(|s| s != chunk.stream) {
+                    continue;
+                }
+                self.keep_alive.reset();
+                return Some(if self.sse {
+                    sse_chunk(&chunk)
+                } else {
+                    Bytes::from(chunk.bytes)
+                });
+            }
+            if let Some(end) = self.end.take() {
+                self.done = true;
+                if self.sse {
+                    return Some(Bytes::from(format!("event: end\ndata: {end}\n\n")));
+                }
+                return None;
+            }
+            let progress = self.progress.as_mut();
+            let has_progress = progress.is_some();
+            tokio::select! {
+                changed = async {
+                    match progress {
+                        Some(rx) => rx.changed().await.map(|()| *rx.borrow_and_update()),
+                        None => std::future::pending().await,
+                    }
+                }, if has_progress => match changed {
+                    Ok(len) => self.complete = self.complete.max(len),
+                    // The run is over; its end event follows.
+                    Err(_) => {
+                        if let Some(rx) = self.progress.take() {
+                            self.app.exec.events().unfollow(&self.id, rx);
+                        }
+                    }
+                },
+                event = self.ended.recv() => match event {
+                    Ok(e) if e.id == self.id => {
+                        self.end = Some(end_of_event(&e));
+                        self.whole_log().await;
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_) | RecvError::Closed) => self.end_from_store().await,
+                },
+                _ = self.keep_alive.tick(), if self.sse => {
+                    return Some(Bytes::from_static(b": keep-alive\n\n"));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        if let Some(rx) = self.progress.take() {
+            self.app.exec.events().unfollow(&self.id, rx);
+        }
+    }
+}
 
 pub async fn follow(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp> {
-    // Subscribed before the state is read, so the end can't slip in between.
-    let mut ended = app.exec.events().subscribe();
-    // Checks existence and ownership now, so a wrong id gets a 404, not an empty stream.
-    let row = app.exec.get(&who, req.param(0)).await?;
     let sse = req
         .headers
         .get(ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"))
         || req.query("format") == Some("sse");
-    let (tx, rx) = mpsc::channel::<Bytes>(16);
-    let id = row.id.clone();
-    let path = app.exec.dir(&id).log();
-    let mut end: End = (row.status == Status::Ended).then_some(row.end_reason);
-    tokio::spawn(async move {
-        let mut pos = 0u64;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            // Take in the end first: once it is known, one more read gets the whole tail
-            // (the log is complete before the end is announced).
-            loop {
-                match ended.try_recv() {
-                    Ok(e) if e.id == id => end = Some(Some(e.ending.reason)),
-                    Ok(_) => {}
-                    Err(TryRecvError::Empty) => break,
-                    // Fell behind or no more events: the store says how it stands.
-                    Err(TryRecvError::Lagged(_) | TryRecvError::Closed) => {
-                        match app.store.get_execution(&id).await {
-                            Ok(Some(r)) if r.status == Status::Ended => end = Some(r.end_reason),
-                            Ok(Some(_)) | Err(_) => {}
-                            Ok(None) => end = Some(None),
-                        }
-                        break;
-                    }
-                }
-            }
-            if let Ok(mut f) = tokio::fs::File::open(&path).await {
-                if f.seek(std::io::SeekFrom::Start(pos)).await.is_ok() {
-                    loop {
-                        let n = match f.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        pos += n as u64;
-                        let chunk = if sse {
-                            sse_data(&buf[..n])
-                        } else {
-                            Bytes::copy_from_slice(&buf[..n])
-                        };
-                        if tx.send(chunk).await.is_err() {
-                            return; // the client went away
-                        }
-                    }
-                }
-            }
-            if let Some(reason) = end {
-                if sse {
-                    let reason = reason.map_or("deleted", EndReason::as_str);
-                    let _ = tx
-                        .send(Bytes::from(format!(
-                            "event: end\ndata: {{\"end_reason\":\"{reason}\"}}\n\n"
-                        )))
-                        .await;
-                }
-                return;
-            }
-            if tx.is_closed() {
-                return;
-            }
-            tokio::time::sleep(POLL).await;
+    match req.query("format") {
+        None | Some("sse" | "text") => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "query parameter 'format' must be sse or text, not '{other}'"
+            )))
         }
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
-    });
-    let mut resp = Response::new(StreamBody::new(stream).boxed());
+    }
+    let only = match req.query("stream") {
+        None => None,
+        Some(s) => Some(Stream::parse(s).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "query parameter 'stream' must be stdout or stderr, not '{s}'"
+            ))
+        })?),
+    };
+    let from = match req.headers.get("last-event-id") {
+        Some(v) if sse => v
+            .to_str()
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                ApiError::bad_request("Last-Event-ID must be an event id of this log")
+            })?,
+        _ => 0,
+    };
+    // Checks existence and ownership now, so a wrong id gets a 404, not an empty stream.
+    let row = app.exec.get(&who, req.param(0)).await?;
+    // Subscribed before the state is read again, so no output and no end slips in between.
+    let ended = app.exec.events().subscribe();
+    let progress = app.exec.events().follow_output(&row.id);
+    let row = match app.exec.get(&who, &row.id).await {
+        Ok(row) => row,
+        Err(e) => {
+            app.exec.events().unfollow(&row.id, progress);
+            return Err(e.into());
+        }
+    };
+    let complete = *progress.borrow();
+    let mut f = Follower {
+        log: app.exec.dir(&row.id).log(),
+        app: app.clone(),
+        id: row.id.clone(),
+        reader: None,
+        from,
+        complete,
+        progress: Some(progress),
+        ended,
+        end: None,
+        sse,
+        only,
+        keep_alive: tokio::time::interval(KEEP_ALIVE),
+        greeted: false,
+        done: false,
+    };
+    if row.status == Status::Ended {
+        f.end = Some(end_of_row(&row));
+        f.whole_log().await;
+    }
+    let chunks =
+        futures_util::stream::unfold(f, |mut f| async move { f.next().await.map(|b| (b, f)) });
+    let mut resp = Response::new(stream_body(chunks));
     *resp.status_mut() = StatusCode::OK;
     let kind = if sse {
         "text/event-stream"

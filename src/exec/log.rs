@@ -1,0 +1,224 @@
+//! An execution's live log, `DATA/executions/<id>/log`: what the program wrote on stdout and
+//! stderr, in the order it was written, as records that say which stream each chunk came
+//! from. The run's sinks append records ([`LogWriter`]) and announce each on the execution's
+//! events ([`OutputProgress`]); followers read whole records up to the announced length
+//! ([`LogReader`]), so a chunk is never split by a half-written record and program bytes are
+//! never taken for framing.
+//!
+//! A record: one byte for the stream (1 stdout, 2 stderr), the length as 4 bytes little
+//! endian (at most [`MAX_CHUNK`]), then the bytes.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::exec::events::OutputProgress;
+
+/// The largest chunk one record holds; longer writes are split.
+pub const MAX_CHUNK: usize = 64 * 1024;
+const HEADER: usize = 5;
+
+/// Which stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Stream> {
+        match text {
+            "stdout" => Some(Stream::Stdout),
+            "stderr" => Some(Stream::Stderr),
+            _ => None,
+        }
+    }
+
+    fn tag(self) -> u8 {
+        match self {
+            Stream::Stdout => 1,
+            Stream::Stderr => 2,
+        }
+    }
+
+    fn from_tag(tag: u8) -> Option<Stream> {
+        match tag {
+            1 => Some(Stream::Stdout),
+            2 => Some(Stream::Stderr),
+            _ => None,
+        }
+    }
+}
+
+/// The log file shared by both streams' sinks; every record is written whole under the lock,
+/// then its end announced.
+struct Shared {
+    file: std::fs::File,
+    len: u64,
+    progress: OutputProgress,
+}
+
+/// A sink for one stream of a run (the core writes each chunk it reads from the program).
+pub struct LogWriter {
+    stream: Stream,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl LogWriter {
+    /// The two sinks (stdout, stderr) over a new log file.
+    pub fn pair(file: std::fs::File, progress: OutputProgress) -> (LogWriter, LogWriter) {
+        let shared = Arc::new(Mutex::new(Shared {
+            file,
+            len: 0,
+            progress,
+        }));
+        (
+            LogWriter {
+                stream: Stream::Stdout,
+                shared: shared.clone(),
+            },
+            LogWriter {
+                stream: Stream::Stderr,
+                shared,
+            },
+        )
+    }
+}
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        for chunk in buf.chunks(MAX_CHUNK) {
+            let mut record = Vec::with_capacity(HEADER + chunk.len());
+            record.push(self.stream.tag());
+            // A chunk is at most MAX_CHUNK bytes: its length fits in 4 bytes.
+            record.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+            record.extend_from_slice(chunk);
+            s.file.write_all(&record)?;
+            s.len += record.len() as u64;
+        }
+        let len = s.len;
+        s.progress.appended(len);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One chunk of output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub stream: Stream,
+    pub bytes: Vec<u8>,
+    /// Where the next record starts (an SSE event id: a follower resumes there).
+    pub next: u64,
+}
+
+/// Reads records from a log file, whole ones only, up to a length the caller knows is
+/// complete.
+pub struct LogReader {
+    file: tokio::fs::File,
+    pos: u64,
+}
+
+impl LogReader {
+    /// Opens the log at `pos` (0, or where an earlier follower stopped); `None` when there is
+    /// no log (the run has not started).
+    pub async fn open(path: &std::path::Path, pos: u64) -> std::io::Result<Option<LogReader>> {
+        let mut file = match tokio::fs::File::open(path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        file.seek(std::io::SeekFrom::Start(pos)).await?;
+        Ok(Some(LogReader { file, pos }))
+    }
+
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// The next record that ends at or before `complete`; `None` when there is none yet.
+    /// A damaged record (never written by [`LogWriter`]) is an error.
+    pub async fn next(&mut self, complete: u64) -> std::io::Result<Option<Chunk>> {
+        if self.pos + HEADER as u64 > complete {
+            return Ok(None);
+        }
+        let mut header = [0u8; HEADER];
+        self.file.read_exact(&mut header).await?;
+        let damaged = || std::io::Error::new(std::io::ErrorKind::InvalidData, "a damaged log");
+        let stream = Stream::from_tag(header[0]).ok_or_else(damaged)?;
+        let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        if len > MAX_CHUNK {
+            return Err(damaged());
+        }
+        let end = self.pos + (HEADER + len) as u64;
+        if end > complete {
+            // Not whole yet: read it again once it is.
+            self.file.seek(std::io::SeekFrom::Start(self.pos)).await?;
+            return Ok(None);
+        }
+        let mut bytes = vec![0u8; len];
+        self.file.read_exact(&mut bytes).await?;
+        self.pos = end;
+        Ok(Some(Chunk {
+            stream,
+            bytes,
+            next: end,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::events::Events;
+
+    #[tokio::test]
+    async fn records_round_trip_and_half_written_ones_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let events = Events::new();
+        let mut progress = events.follow_output("e");
+        let (mut out, mut err) =
+            LogWriter::pair(std::fs::File::create(&path).unwrap(), events.output("e"));
+        out.write_all(b"hello\r\nevent: end\n\n").unwrap();
+        err.write_all(&vec![7u8; MAX_CHUNK + 1]).unwrap();
+        let complete = *progress.borrow_and_update();
+        assert_eq!(
+            complete,
+            std::fs::metadata(&path).unwrap().len(),
+            "every write is announced"
+        );
+        let mut r = LogReader::open(&path, 0).await.unwrap().unwrap();
+        let first = r.next(complete).await.unwrap().unwrap();
+        assert_eq!(first.stream, Stream::Stdout);
+        assert_eq!(first.bytes, b"hello\r\nevent: end\n\n");
+        let second = r.next(complete).await.unwrap().unwrap();
+        assert_eq!(
+            (second.stream, second.bytes.len()),
+            (Stream::Stderr, MAX_CHUNK)
+        );
+        // The last record is not announced as complete yet: it waits.
+        assert_eq!(r.next(second.next + 3).await.unwrap(), None);
+        let third = r.next(complete).await.unwrap().unwrap();
+        assert_eq!(third.bytes, [7]);
+        assert_eq!(r.next(complete).await.unwrap(), None);
+        // Resuming where a chunk ended gives what came after it.
+        let mut again = LogReader::open(&path, first.next).await.unwrap().unwrap();
+        assert_eq!(again.next(complete).await.unwrap().unwrap(), second);
+        // A position inside a record reads as damaged or as a record, never past `complete`.
+        let mut odd = LogReader::open(&path, 1).await.unwrap().unwrap();
+        assert!(odd.next(complete).await.is_err());
+    }
+}
