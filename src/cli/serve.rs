@@ -136,11 +136,13 @@ fn policy(args: &ServeArgs) -> Result<Policy, String> {
     })
 }
 
-/// The data directory and what is in it: root's only (0700 directories, 0600 files). New
-/// files are made so by the umask set at start; this also closes up what an older sandpit
-/// left open.
+/// The data directory and what is in it: root's only (0700 directories, 0600 files). The
+/// server creates its files so (explicit modes, not the umask: the sandboxes inherit the
+/// umask, and their programs must see the usual one); this closes up what an older sandpit
+/// left open, and creates the database file root's only before SQLite opens it (its WAL
+/// and shared-memory files take the database's mode).
 fn close_up(data: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let private = |path: &Path, mode: u32| match std::fs::set_permissions(
         path,
         std::fs::Permissions::from_mode(mode),
@@ -155,6 +157,11 @@ fn close_up(data: &Path) -> std::io::Result<()> {
     ] {
         private(&dir, 0o700)?;
     }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(data.join("sandpit.db"))?;
     for name in [
         "sandpit.db",
         "sandpit.db-wal",
@@ -209,9 +216,6 @@ pub fn main(data: &Path, args: ServeArgs) -> ExitCode {
     if args.max_connections == 0 {
         return fail(EXIT_USAGE, "--max-connections must be at least 1");
     }
-    // Everything the server creates is root's only: the database, the token, execution files.
-    // SAFETY: umask only sets this process's file creation mask; it cannot fail.
-    unsafe { libc::umask(0o077) };
     if let Err(e) = std::fs::create_dir_all(data.join("executions")) {
         return fail(
             EXIT_FAILURE,
