@@ -126,7 +126,7 @@ pub struct NewApiKey {
 pub async fn create_key(keys: &dyn ApiKeys, new: NewApiKey) -> Result<(ApiKeyRow, String)> {
     if !valid_key_name(&new.name) {
         return Err(Error::Invalid(
-            "'name' must be 1-64 letters, digits, '-', '_' or '.' (and not 'master')".into(),
+            "'name' must be 1-64 letters, digits, '-', '_' or '.'".into(),
         ));
     }
     let token = new_token("apikey_");

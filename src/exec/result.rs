@@ -118,6 +118,34 @@ fn exec_failure(message: &str, program: &str) -> Option<(i32, String)> {
     Some((code, format!("the program '{program}' {why}")))
 }
 
+/// A program with no name: not found, as a shell says (it is never run).
+pub fn nameless_program() -> Ending {
+    Ending {
+        reason: EndReason::Normal,
+        message: Some("the program '' was not found in the environment (an empty name)".into()),
+        result: Some(ExecutionResult {
+            exit_code: Some(127),
+            signal: None,
+            signal_name: None,
+            timeout: None,
+            cpu_time_s: 0.0,
+            user_time_s: 0.0,
+            system_time_s: 0.0,
+            wall_time_s: 0.0,
+            peak_memory_bytes: 0,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            stdout_truncated: false,
+            stderr_truncated: false,
+            oom_kills: 0,
+            pids_limit_hit: false,
+            seccomp_violations: Vec::new(),
+            cgroup_version: 0,
+            outputs: BTreeMap::new(),
+        }),
+    }
+}
+
 /// How a run ended, as the engine tells it: the core's verdict, except that a program that
 /// could not be started ends `normal` with exit status 127/126 and says why, and a failure
 /// of the sandbox itself says only that (its details go to the server's log).

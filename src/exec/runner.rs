@@ -10,7 +10,7 @@ use sandbox::{RelPath, Sandbox, Stdin, StopHandle};
 use crate::env::Catalog;
 use crate::exec::events::OutputProgress;
 use crate::exec::request::Limits;
-use crate::exec::result::ending_of;
+use crate::exec::result::{ending_of, nameless_program};
 use crate::exec::state::Ending;
 use crate::exec::workdir::WorkDir;
 use crate::runspec::{LimitOverrides, SpecBuilder};
@@ -43,6 +43,9 @@ pub fn run(
 ) -> Ending {
     let request = &row.request;
     let id = &row.id;
+    if request.command.first().is_some_and(String::is_empty) {
+        return nameless_program();
+    }
     // The lease keeps the environment from being deleted while it runs.
     let resolved = match envs.resolve(&row.environment) {
         Ok(r) => r,

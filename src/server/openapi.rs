@@ -1,19 +1,49 @@
-//! The OpenAPI document of the whole API, served at `GET /api/v1/openapi.json`. A test keeps it
+//! The OpenAPI document of the whole API, served at `GET /api/v1/openapi.json`, with what
+//! this server was configured with filled in (the maximum of every limit, files per
+//! execution, the environments there are), so that it is exact for this server. Tests keep it
 //! true: every route in [`super::router::ROUTES`] is in it with the security it has, and it
-//! has nothing else.
+//! has nothing else; schemathesis checks it against a live server (`tests/server_schema.rs`).
 
-use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::Response;
+use std::sync::Arc;
 
-use super::http::{full, Resp};
+use hyper::StatusCode;
+use serde_json::Value;
+
+use super::errors::ApiResult;
+use super::http::{json_response, Resp};
+use crate::app::App;
+use crate::error::blocking;
+use crate::exec::admission::Policy;
 
 pub const DOCUMENT: &str = include_str!("openapi.json");
 
-pub fn serve() -> Resp {
-    let mut resp = Response::new(full(DOCUMENT));
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
+/// The document for a server with `policy` and these environments.
+pub fn document(policy: &Policy, envids: &[String]) -> Value {
+    let mut doc: Value = serde_json::from_str(DOCUMENT).unwrap_or(Value::Null);
+    let schemas = &mut doc["components"]["schemas"];
+    let caps = &policy.caps;
+    let limits = &mut schemas["Limits"]["properties"];
+    limits["memory_bytes"]["maximum"] = caps.memory_bytes.into();
+    limits["cpu_time_s"]["maximum"] = caps.cpu_time_s.into();
+    limits["wall_time_s"]["maximum"] = caps.wall_time_s.into();
+    limits["pids"]["maximum"] = caps.pids.into();
+    limits["output_bytes"]["maximum"] = caps.output_bytes.into();
+    let new = &mut schemas["NewExecution"]["properties"];
+    new["files"]["maxProperties"] = policy.quotas.max_files.into();
+    if !envids.is_empty() {
+        new["environment"]["enum"] = envids.iter().map(|e| Value::from(e.as_str())).collect();
+    }
+    doc
+}
+
+pub async fn serve(app: Arc<App>) -> ApiResult<Resp> {
+    let envs = app.envs.clone();
+    let listed = blocking(move || Ok(envs.list()?)).await?;
+    let envids: Vec<String> = listed.iter().map(|e| e.envid().to_string()).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &document(&app.cfg.policy, &envids),
+    ))
 }
 
 #[cfg(test)]
@@ -22,6 +52,18 @@ mod tests {
 
     use super::super::router::{Auth, ROUTES};
     use super::DOCUMENT;
+
+    #[test]
+    fn the_served_document_has_the_servers_maxima() {
+        let policy = crate::exec::admission::Policy::default();
+        let doc = super::document(&policy, &["busybox".to_string()]);
+        let limits = &doc["components"]["schemas"]["Limits"]["properties"];
+        assert_eq!(limits["pids"]["maximum"], policy.caps.pids);
+        assert_eq!(limits["output_bytes"]["maximum"], policy.caps.output_bytes);
+        let new = &doc["components"]["schemas"]["NewExecution"]["properties"];
+        assert_eq!(new["environment"]["enum"], serde_json::json!(["busybox"]));
+        assert_eq!(new["files"]["maxProperties"], policy.quotas.max_files);
+    }
 
     #[test]
     fn document_lists_exactly_the_routes_served() {

@@ -13,8 +13,29 @@ use serde_json::{Map, Value};
 use super::errors::{ApiError, ApiResult};
 use crate::exec::{InputFile, NewExecution, RequestedLimits};
 
+/// The first member that is `null`, by its path: no field takes `null` (leave it out).
+fn null_member(map: &Map<String, Value>, at: &str) -> Option<String> {
+    map.iter().find_map(|(k, v)| {
+        let path = if at.is_empty() {
+            k.clone()
+        } else {
+            format!("{at}.{k}")
+        };
+        match v {
+            Value::Null => Some(path),
+            Value::Object(inner) => null_member(inner, &path),
+            _ => None,
+        }
+    })
+}
+
 /// Reads a typed body; a wrong field is a 400 that names it (`'limits.pids': …`).
 pub fn from_body<T: serde::de::DeserializeOwned>(map: Map<String, Value>) -> ApiResult<T> {
+    if let Some(path) = null_member(&map, "") {
+        return Err(ApiError::bad_request(format!(
+            "'{path}' may not be null (leave it out for the default)"
+        )));
+    }
     serde_path_to_error::deserialize(Value::Object(map)).map_err(|e| {
         let path = e.path().to_string();
         if path == "." {
@@ -25,16 +46,23 @@ pub fn from_body<T: serde::de::DeserializeOwned>(map: Map<String, Value>) -> Api
     })
 }
 
-/// Permission bits: `"755"` (octal text) or a number, at most 0o777.
+/// Permission bits: octal text (`"755"`, `"0644"`: `^0?[0-7]{1,3}$`) or a number up to 511.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mode(pub u32);
 
 impl Mode {
     pub fn parse(text: &str) -> Option<Mode> {
-        u32::from_str_radix(text.trim_start_matches("0o"), 8)
-            .ok()
-            .filter(|m| *m <= 0o777)
-            .map(Mode)
+        let digits = text
+            .strip_prefix('0')
+            .filter(|d| !d.is_empty())
+            .unwrap_or(text);
+        if digits.is_empty()
+            || digits.len() > 3
+            || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+        {
+            return None;
+        }
+        u32::from_str_radix(digits, 8).ok().map(Mode)
     }
 }
 
@@ -169,15 +197,42 @@ impl CreateExecution {
     }
 }
 
-/// A size in bytes: a positive number, or text like `256M` (at most 2^63-1).
+/// Text of 1-`max` digits, the first not 0 (`^[1-9][0-9]{0,max-1}`), and what follows.
+fn leading_number(text: &str, max: usize) -> Option<(u64, &str)> {
+    let end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let digits = &text[..end];
+    if digits.is_empty() || digits.len() > max || digits.starts_with('0') {
+        return None;
+    }
+    Some((digits.parse().ok()?, &text[end..]))
+}
+
+/// A size in bytes: a positive number (at most 2^63-1), or text like `256M`
+/// (`^[1-9][0-9]{0,8}[KMG]?$`, powers of 1024).
 #[derive(Debug, Clone, Copy)]
 pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    fn parse(text: &str) -> Option<u64> {
+        let (n, unit) = leading_number(text, 9)?;
+        let shift = match unit {
+            "" => 0,
+            "K" => 10,
+            "M" => 20,
+            "G" => 30,
+            _ => return None,
+        };
+        Some(n << shift)
+    }
+}
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let bytes = match Value::deserialize(d)? {
             Value::Number(n) => n.as_u64(),
-            Value::String(s) => crate::units::parse_size(&s).ok(),
+            Value::String(s) => ByteSize::parse(&s),
             _ => None,
         };
         bytes
@@ -189,17 +244,38 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
-/// Seconds: a positive number, or text like `2s`.
+/// Seconds: a positive number, or text like `2s`, `1.5`, `500ms`, `1m`
+/// (`^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m)?$`, not zero).
 #[derive(Debug, Clone, Copy)]
 pub struct Seconds(pub f64);
+
+impl Seconds {
+    fn parse(text: &str) -> Option<f64> {
+        let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+            (n, 1e-3)
+        } else if let Some(n) = text.strip_suffix('s') {
+            (n, 1.0)
+        } else if let Some(n) = text.strip_suffix('m') {
+            (n, 60.0)
+        } else {
+            (text, 1.0)
+        };
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        let digits = |t: &str, max: usize| {
+            !t.is_empty() && t.len() <= max && t.bytes().all(|b| b.is_ascii_digit())
+        };
+        if !digits(whole, 6) || (number.contains('.') && !digits(fraction, 3)) {
+            return None;
+        }
+        number.parse::<f64>().ok().map(|v| v * scale)
+    }
+}
 
 impl<'de> Deserialize<'de> for Seconds {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let secs = match Value::deserialize(d)? {
             Value::Number(n) => n.as_f64(),
-            Value::String(s) => crate::units::parse_duration(&s)
-                .ok()
-                .map(|d| d.as_secs_f64()),
+            Value::String(s) => Seconds::parse(&s),
             _ => None,
         };
         secs.filter(|s| *s > 0.0 && s.is_finite())
@@ -210,7 +286,8 @@ impl<'de> Deserialize<'de> for Seconds {
     }
 }
 
-/// A whole number of at least 1, as a number or text (at most 2^63-1).
+/// A whole number of at least 1 (at most 2^63-1), as a number or as text
+/// (`^[1-9][0-9]{0,17}$`).
 #[derive(Debug, Clone, Copy)]
 pub struct Count(pub u64);
 
@@ -218,7 +295,9 @@ impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let n = match Value::deserialize(d)? {
             Value::Number(n) => n.as_u64(),
-            Value::String(s) => s.trim().parse().ok(),
+            Value::String(s) => leading_number(&s, 18)
+                .filter(|(_, rest)| rest.is_empty())
+                .map(|(n, _)| n),
             _ => None,
         };
         n.filter(|n| *n >= 1 && i64::try_from(*n).is_ok())
@@ -361,9 +440,38 @@ mod tests {
         );
         for bad in [
             json!({"name": "x", "max_memory": -1}),
+            json!({"name": "x", "max_memory": "0"}),
+            json!({"name": "x", "max_memory": "64MiB"}),
+            json!({"name": "x", "max_memory": "9999999999G"}),
             json!({"name": "x", "max_executions": 0}),
+            json!({"name": "x", "max_executions": " 3"}),
+            json!({"name": "x", "max_time": "0s"}),
+            json!({"name": "x", "max_time": "1.2345s"}),
+            json!({"name": "x", "max_time": null}),
         ] {
-            assert!(from_body::<CreateApiKey>(body(bad)).is_err());
+            assert!(
+                from_body::<CreateApiKey>(body(bad.clone())).is_err(),
+                "{bad}"
+            );
+        }
+        for (text, secs) in [
+            ("2s", 2.0),
+            ("1.5", 1.5),
+            ("500ms", 0.5),
+            ("1m", 60.0),
+            ("0.001s", 0.001),
+        ] {
+            assert_eq!(Seconds::parse(text), Some(secs), "{text}");
+        }
+        for (text, mode) in [
+            ("755", Some(0o755)),
+            ("0644", Some(0o644)),
+            ("0", Some(0)),
+            ("7777", None),
+            ("0o7", None),
+            ("8", None),
+        ] {
+            assert_eq!(Mode::parse(text).map(|m| m.0), mode, "{text}");
         }
     }
 }

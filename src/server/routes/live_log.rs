@@ -233,15 +233,17 @@ pub async fn follow(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp> 
             ))
         })?),
     };
+    // Where to resume (either form: an event id is a position in the log).
     let from = match req.headers.get("last-event-id") {
-        Some(v) if sse => v
+        Some(v) => v
             .to_str()
             .ok()
-            .and_then(|t| t.trim().parse::<u64>().ok())
+            .filter(|t| (1..=19).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|t| t.parse::<u64>().ok())
             .ok_or_else(|| {
                 ApiError::bad_request("Last-Event-ID must be an event id of this log")
             })?,
-        _ => 0,
+        None => 0,
     };
     // Checks existence and ownership now, so a wrong id gets a 404, not an empty stream.
     let row = app.exec.get(&who, req.param(0)).await?;
