@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::callbacks;
 use crate::config::ServerConfig;
 use crate::env::Catalog;
 use crate::exec;
@@ -15,5 +16,7 @@ pub struct App {
     pub envs: Arc<Catalog>,
     /// The execution domain: create, start, stop, run, end.
     pub exec: Arc<exec::Service>,
+    /// Completion callbacks: the outbox and its worker.
+    pub callbacks: Arc<callbacks::Service>,
     pub master_token: String,
 }

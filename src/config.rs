@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::callbacks;
 use crate::exec::admission::Policy;
 
 #[derive(Debug, Clone)]
@@ -27,6 +28,8 @@ pub struct ServerConfig {
     /// Memory the request bodies read whole (JSON, form, multipart) may take together; a
     /// request that finds none left waits a moment, then gets 503.
     pub body_memory: u64,
+    /// Completion callbacks: the allow-list, retries, timeouts.
+    pub callbacks: callbacks::Settings,
 }
 
 /// How many connections, and how long each may dawdle.

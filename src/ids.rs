@@ -52,6 +52,11 @@ pub fn new_execution_id() -> String {
     format!("exec_{}", uuid::Uuid::new_v4().simple())
 }
 
+/// A new callback id (`cb_<32 hex>`; never in a path the user names, only shown).
+pub fn new_callback_id() -> String {
+    format!("cb_{}", uuid::Uuid::new_v4().simple())
+}
+
 /// An API key's name: `[A-Za-z0-9._-]{1,64}`. (Executions belong to a key's id, so no name,
 /// `master` included, can stand for anyone else.)
 pub fn valid_key_name(name: &str) -> bool {

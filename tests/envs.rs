@@ -421,3 +421,125 @@ fn bundle_runs_with_its_process_and_limits() {
     assert_normal(&o);
     assert_eq!(o["stdout"], "bar\n1234\n/tmp\n", "{o}");
 }
+
+#[test]
+fn the_layer_store_is_root_owned_and_writable_by_root_only() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    // An image whose files are world-writable or owned by real host users (nobody, uid 1000).
+    let img = tempfile::tempdir().expect("tempdir");
+    let planted = layer(&[
+        Entry::Owned("ww.txt", b"world-writable\n".to_vec(), 0o666, 0, 0),
+        Entry::Owned("nobody.txt", b"nobody's\n".to_vec(), 0o644, 65534, 65534),
+        Entry::Owned("user.txt", b"user's\n".to_vec(), 0o664, 1000, 1000),
+        Entry::Owned("suid", b"#!/bin/sh\n".to_vec(), 0o6777, 1000, 1000),
+    ]);
+    write_layout(
+        img.path(),
+        &[layer_of_dir(&busybox_rootfs()), planted],
+        &Craft::default(),
+    );
+    // World-traversable, so that only the store's own modes stand between `nobody` and it.
+    let data = tempfile::tempdir().expect("tempdir");
+    fs::set_permissions(data.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let store = EnvStore::open(data.path()).expect("open");
+    store
+        .import(
+            img.path(),
+            sandpit::env::NewEnvironment {
+                envid: Some("owned".into()),
+                ..Default::default()
+            },
+        )
+        .expect("import");
+
+    let layers = data.path().join("layers");
+    let mut files = 0;
+    let mut walk = vec![layers.clone()];
+    while let Some(dir) = walk.pop() {
+        for e in fs::read_dir(&dir).expect("read_dir").flatten() {
+            let m = fs::symlink_metadata(e.path()).expect("lstat");
+            assert_eq!((m.uid(), m.gid()), (0, 0), "{}", e.path().display());
+            if !m.file_type().is_symlink() {
+                assert_eq!(
+                    m.mode() & 0o6022,
+                    0,
+                    "{:o} {}",
+                    m.mode(),
+                    e.path().display()
+                );
+            }
+            if m.is_dir() {
+                walk.push(e.path());
+            } else if m.is_file() {
+                files += 1;
+            }
+        }
+    }
+    assert!(files >= 5, "{files} files in the store");
+
+    // As host user nobody: appending to any file and creating a file in any directory of the
+    // data directory fails; reading works (so it is the modes that stop the writes).
+    let script = r#"cd "$1" || exit 9
+find . -type f | while read -r f; do printf planted 2>/dev/null >> "$f" && echo "APPENDED $f"; done
+find . -type d | while read -r d; do ( : > "$d/planted" ) 2>/dev/null && echo "CREATED $d"; done
+cat layers/sha256/*/ww.txt layers/sha256/*/user.txt
+"#;
+    let out = std::process::Command::new("/bin/sh")
+        .args(["-c", script, "sh"])
+        .arg(data.path())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run as nobody");
+    let stdout = text(&out.stdout);
+    assert!(
+        !stdout.contains("APPENDED") && !stdout.contains("CREATED"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.ends_with("world-writable\nuser's\n"),
+        "nobody could not read the store: {stdout}{}",
+        text(&out.stderr)
+    );
+
+    // The next sandbox of the environment reads the files as the image has them.
+    let o = run_json(
+        data.path(),
+        &["--env", "owned"],
+        &["/bin/cat", "/ww.txt", "/nobody.txt", "/user.txt"],
+    );
+    assert_normal(&o);
+    assert_eq!(o["stdout"], "world-writable\nnobody's\nuser's\n", "{o}");
+}
+
+#[test]
+fn an_image_in_a_data_directory_on_tmpfs_imports_and_runs() {
+    // tmpfs before Linux 6.6 keeps no `user.*` xattrs; the layers' opaque directories use
+    // `trusted.*`, which it does. The tmpfs lives in a private mount namespace of its own.
+    let img = tempfile::tempdir().expect("tempdir");
+    busybox_image(img.path());
+    let mnt = tempfile::tempdir().expect("tempdir");
+    let script = format!(
+        "mount -t tmpfs -o size=512m sandpit-test {mnt} && \
+         {bin} --data {mnt}/data env import {img} --envid bb && \
+         {bin} --data {mnt}/data run --env bb --json -- /bin/sh -c 'echo O:$(ls /opq); cat /etc/motd'",
+        mnt = mnt.path().display(),
+        bin = env!("CARGO_BIN_EXE_sandpit"),
+        img = img.path().display(),
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = stdout.lines().last().unwrap_or_default();
+    let o: serde_json::Value = serde_json::from_str(json).expect("json");
+    assert_normal(&o);
+    assert_eq!(o["stdout"], "O:fresh\nv2\n", "{o}");
+}

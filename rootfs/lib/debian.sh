@@ -12,13 +12,16 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -f "$out/index.json" 
   exit 0
 fi
 start=$(date +%s)
+name=$(basename "$recipe")
+echo "sandpit: building the $name image from Debian's packages ($packages): about 1-2 min on 2 cores"
 work=$(mktemp -d "${TMPDIR:-/tmp}/sandpit-rootfs.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 sources=/etc/apt/sources.list.d/debian.sources
 [ -f "$sources" ] || sources=/etc/apt/sources.list
 # essential: only Essential:yes packages and what we ask for (no apt); no docs, man pages or
 # locales; apt's lists and caches dropped.
-mmdebstrap --quiet --mode=root --variant=essential --include="$packages" \
+# Not --quiet: its steps (download, extract, install) are the progress of this minute.
+mmdebstrap --mode=root --variant=essential --include="$packages" \
   --dpkgopt='path-exclude=/usr/share/man/*' \
   --dpkgopt='path-exclude=/usr/share/doc/*' \
   --dpkgopt='path-include=/usr/share/doc/*/copyright' \
@@ -30,6 +33,7 @@ mmdebstrap --quiet --mode=root --variant=essential --include="$packages" \
   --customize-hook='grep -q "^sandbox:" "$1"/etc/passwd || echo "sandbox:x:1000:1000:sandbox:/work:/bin/sh" >>"$1"/etc/passwd' \
   --customize-hook='grep -q "^sandbox:" "$1"/etc/group || echo "sandbox:x:1000:" >>"$1"/etc/group' \
   bookworm "$work/root" "$sources"
+echo "sandpit: packing $name into an OCI image layout (one gzip'd layer of $(du -sh "$work/root" | cut -f1))"
 python3 "$lib/oci-pack.py" "$work/root" "$out" --cmd "$cmd"
 echo "$want" >"$stamp"
-echo "built $out in $(( $(date +%s) - start )) s"
+echo "sandpit: built $out in $(( $(date +%s) - start )) s"

@@ -140,11 +140,12 @@ fn null_stdio() {
     }
 }
 
-/// What the program's process starts from: its plan and the descriptors init received.
+/// What the program's process starts from: its plan and the descriptors init received for
+/// it (they become `program.fd_targets`).
 struct ProgramStart<'a> {
     env: &'a EnvPlan,
     program: &'a ProgramPlan,
-    stdio: [RawFd; 3],
+    fds: &'a [RawFd],
 }
 
 /// The sandbox's init. Never returns.
@@ -192,14 +193,20 @@ pub unsafe fn init_main(plan: &EnvPlan) -> ! {
         Some((m, n)) if m.kind == Kind::Run => n,
         _ => exit(0), // the engine dropped the sandbox unused
     };
-    if n < 3 {
+    // SAFETY: the engine wrote the plan into the shared arena before sending Run.
+    let program = unsafe { &*plan.program };
+    let mapped = program.n_fds;
+    if mapped < 3 || mapped > n {
+        exit(1);
+    }
+    if let Err(e) = attach_binds(program, &fds[mapped..n]) {
+        report::send(sock, Kind::ProgramFailed, Stage::Bind as i32, e as i64);
         exit(1);
     }
     let start = ProgramStart {
         env: plan,
-        // SAFETY: the engine wrote the plan into the shared arena before sending Run.
-        program: unsafe { &*plan.program },
-        stdio: [fds[0], fds[1], fds[2]],
+        program,
+        fds: &fds[..mapped],
     };
     report::send(sock, Kind::Started, 0, monotonic_ns());
     // Like posix_spawn: the program shares init's memory (CLONE_VM) on its own stack and init
@@ -227,7 +234,7 @@ pub unsafe fn init_main(plan: &EnvPlan) -> ! {
         exit(1);
     }
     // Only the program (and what it starts) may hold the pipes: EOF then means it is done.
-    for fd in &fds[..n] {
+    for fd in &fds[..mapped] {
         // SAFETY: fds received with Run, ours to close.
         unsafe { libc::close(*fd) };
     }
@@ -237,6 +244,25 @@ pub unsafe fn init_main(plan: &EnvPlan) -> ! {
     // /proc/<init>/root; it closes its end when done.
     while report::command(sock, &mut fds).is_some() {}
     exit(0);
+}
+
+/// Attaches the read-only binds that came with `Run` at the paths the plan gives, in order.
+fn attach_binds(program: &ProgramPlan, fds: &[RawFd]) -> Result<(), i32> {
+    let mut target = program.binds;
+    for fd in fds {
+        // SAFETY: `binds` is a NULL-terminated array in the arena, one entry per descriptor.
+        let path = unsafe { *target };
+        if path.is_null() {
+            return Err(libc::EINVAL);
+        }
+        // SAFETY: a NUL-terminated path in the arena.
+        crate::sys::mount_api::attach(*fd, unsafe { std::ffi::CStr::from_ptr(path) })?;
+        // SAFETY: our copy of the detached mount's descriptor, attached now.
+        unsafe { libc::close(*fd) };
+        // SAFETY: still inside the array (the NULL terminator was not reached).
+        target = unsafe { target.add(1) };
+    }
+    Ok(())
 }
 
 /// Waits for the program, then kills and reaps everything else (daemons included). Returns
@@ -299,6 +325,28 @@ fn write_file(path: &std::ffi::CStr, data: &[u8]) -> Result<(), i32> {
     Ok(())
 }
 
+/// Makes `fds[i]` the program's fd `targets[i]`. First every source is moved above every
+/// number in play, so that placing one never overwrites another that is still to be placed.
+fn place_fds(fds: &[RawFd], targets: &[i32]) -> Result<(), i32> {
+    let above = fds.iter().chain(targets).copied().max().unwrap_or(2) + 1;
+    let mut moved = [-1; crate::report::MAX_FDS];
+    for (i, fd) in fds.iter().enumerate() {
+        // SAFETY: fcntl with integer arguments on a received fd.
+        let high = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, above) };
+        if high < 0 {
+            return Err(errno());
+        }
+        moved[i] = high;
+    }
+    for (high, target) in moved.iter().zip(targets) {
+        // SAFETY: dup2 of our fd onto the target number (clears close-on-exec there).
+        if unsafe { libc::dup2(*high, *target) } < 0 {
+            return Err(errno());
+        }
+    }
+    Ok(())
+}
+
 /// Installs one seccomp filter; returns the listener fd when `listener` is asked for.
 fn install_filter(filter: &libc::sock_fprog, listener: bool) -> Result<i32, i32> {
     let flags = if listener {
@@ -325,11 +373,18 @@ fn install_filter(filter: &libc::sock_fprog, listener: bool) -> Result<i32, i32>
 /// The program's process: drop everything, then exec.
 fn program_main(start: &ProgramStart) -> ! {
     let (env, plan) = (start.env, start.program);
-    for (target, fd) in start.stdio.iter().enumerate() {
-        // SAFETY: dup2 of a received fd onto 0, 1 or 2.
-        if unsafe { libc::dup2(*fd, target as i32) } < 0 {
-            program_fail(start, Stage::Stdio, errno());
-        }
+    // SAFETY: integer-only syscall. Nothing of the engine's may leak into the program: every
+    // fd above 2 closes on exec, but for those placed just below.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if let Err(e) = place_fds(start.fds, &plan.fd_targets[..start.fds.len()]) {
+        program_fail(start, Stage::Stdio, e);
     }
     // The OOM killer's first choice is the program and what it starts, never init (see
     // `protect_init`). Raising one's own score needs no privilege, but /proc/self belongs to
@@ -344,17 +399,8 @@ fn program_main(start: &ProgramStart) -> ! {
     if let Err(e) = raised {
         program_fail(start, Stage::OomScore, e);
     }
-    // SAFETY: integer-only syscalls. Nothing of the engine's may leak into the program: every
-    // fd above 2 closes on exec.
-    unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        );
-        libc::setsid();
-    }
+    // SAFETY: no arguments.
+    unsafe { libc::setsid() };
     if let Err((_, e)) = rlimits::apply(&plan.rlimits[..plan.n_rlimits.min(plan.rlimits.len())]) {
         program_fail(start, Stage::Rlimits, e);
     }

@@ -5,6 +5,7 @@ use crate::capabilities;
 use crate::cgroup::{CgroupManager, CgroupVersion};
 use crate::config::SandboxConfig;
 use crate::error::Error;
+use crate::group::{Group, GroupOutcome};
 use crate::ids::IdRanges;
 use crate::io::Io;
 use crate::outcome::Outcome;
@@ -61,13 +62,16 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Prepares the engine: finds the cgroup hierarchy, compiles the seccomp policy. Needs
-    /// root.
+    /// Prepares the engine: checks the kernel ([`crate::host`]), finds the cgroup hierarchy
+    /// and places itself in it (on v2 in a leaf of its own, undone when the engine is dropped),
+    /// compiles the seccomp policy. Needs root. Refuses a cgroup without memory and pids
+    /// delegated with [`Error::NotDelegated`].
     pub fn new(config: SandboxConfig) -> Result<Self, Error> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Err(Error::Setup("sandpit must run as root".into()));
         }
+        crate::host::require()?;
         let ids = IdRanges::new(config.host_id_base, config.max_sandboxes)?;
         for dir in [STAGE, SCRATCH, POINTS] {
             make_runtime_dir(&config.runtime_dir.join(dir))?;
@@ -101,6 +105,13 @@ impl Sandbox {
     /// could not be set up.
     pub fn prepare(&self, env: &EnvSpec) -> Result<Prepared, Error> {
         Prepared::create(self, env)
+    }
+
+    /// Runs several programs at once, each in a fresh sandbox of its own, wired by pipes (see
+    /// [`Group`]); `ios[i]` is program *i*'s. `Err` only for a group that cannot run as given
+    /// (a bad graph names the pipe).
+    pub fn run_group(&self, group: &Group, ios: Vec<Io>) -> Result<GroupOutcome, Error> {
+        crate::group::run(self, group, ios)
     }
 
     /// Runs one program in a fresh sandbox. `Err` only for a spec that cannot run as given;

@@ -15,6 +15,10 @@ pub enum Error {
     /// cgroups could not be found or used.
     #[error("cgroups: {0}")]
     Cgroup(String),
+    /// The engine's cgroup (or the configured parent) lacks the controllers runs need; the
+    /// message says what to enable.
+    #[error("{0}")]
+    NotDelegated(String),
     /// The seccomp policy did not compile.
     #[error("seccomp policy: {0}")]
     Seccomp(String),

@@ -61,7 +61,8 @@ fn as_sandbox_user<T>(
     result
 }
 
-/// Copies the spec's files into the sandbox of init `pid`, owned by the sandbox's uid.
+/// Copies the spec's files into the sandbox of init `pid`, owned by the sandbox's uid (for a
+/// bind, makes its mount point).
 pub fn copy_in(
     pid: i32,
     files: &[FileIn],
@@ -92,10 +93,16 @@ pub fn copy_in(
                 }
             }
         }
+        // No other sandbox's clone may copy the descriptors open for writing here (see
+        // fork_guard): a program exec'd from this file would fail with ETXTBSY.
+        let _writing = crate::fork_guard::writing();
         let result = match &file.source {
             FileSource::Bytes(bytes) => create(&target, file.mode.unwrap_or(0o644) & 0o777)
                 .and_then(|mut f| f.write_all(bytes)),
             FileSource::Host(src) => copy_tree(src, &target, file.mode, &mkdir, &create),
+            // A mount point; init attaches the bind over it.
+            FileSource::Bind(src) if src.is_dir() => mkdir(&target),
+            FileSource::Bind(_) => create(&target, 0o644).map(drop),
         };
         result.map_err(|e| format!("copying into {}: {e}", inside.display()))?;
     }

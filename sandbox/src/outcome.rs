@@ -79,6 +79,10 @@ pub struct Outcome {
     pub system_time_s: f64,
     /// From the program's start to the end of its last process.
     pub wall_time_s: f64,
+    /// What the sandbox cost before the program started: from the moment the run was asked
+    /// for (or a prepared sandbox was taken for it) to the program's start.
+    #[serde(default)]
+    pub setup_s: f64,
     /// Peak memory of the sandbox's cgroup.
     pub peak_memory_bytes: u64,
     /// Bytes the program wrote to stdout / stderr (all of them, also past the limit).
@@ -122,6 +126,7 @@ impl Outcome {
             user_time_s: 0.0,
             system_time_s: 0.0,
             wall_time_s: 0.0,
+            setup_s: 0.0,
             peak_memory_bytes: 0,
             stdout_bytes: 0,
             stderr_bytes: 0,
@@ -148,6 +153,10 @@ pub(crate) enum KillCause {
     Output,
     Stop,
     SetupFailed,
+    /// The wall time limit of the program's group.
+    GroupWallTime,
+    /// Another program of the group ended, and the group ends with it.
+    GroupEnded,
 }
 
 /// One stream as the supervisor captured it.
@@ -179,6 +188,8 @@ pub(crate) struct Evidence {
     pub stdout: Captured,
     pub stderr: Captured,
     pub files: BTreeMap<String, Result<Vec<u8>, String>>,
+    /// From the moment the run was asked for to the program's start.
+    pub setup_ns: Option<i64>,
 }
 
 /// Turns the evidence into an outcome. The precedence: the sandbox's own failure, a stop, the
@@ -212,6 +223,12 @@ pub(crate) fn verdict(e: Evidence, syscall_name: impl Fn(i32) -> String) -> Outc
         (EndReason::InternalError, None, Some(m))
     } else if killed == Some(KillCause::Stop) {
         (EndReason::Stopped, None, Some("stopped on request".into()))
+    } else if killed == Some(KillCause::GroupEnded) {
+        (
+            EndReason::Stopped,
+            None,
+            Some("stopped: the program its group ends with ended".into()),
+        )
     } else if stats.oom_kills > 0 {
         // Whoever the victim was: the counter moved, so memory ran out.
         (
@@ -240,6 +257,12 @@ pub(crate) fn verdict(e: Evidence, syscall_name: impl Fn(i32) -> String) -> Outc
             Some(TimeoutKind::Wall),
             Some("wall time limit reached".into()),
         )
+    } else if killed == Some(KillCause::GroupWallTime) {
+        (
+            EndReason::Timeout,
+            Some(TimeoutKind::Wall),
+            Some("the group's wall time limit reached".into()),
+        )
     } else if killed == Some(KillCause::Output) {
         (
             EndReason::OutputLimit,
@@ -259,6 +282,7 @@ pub(crate) fn verdict(e: Evidence, syscall_name: impl Fn(i32) -> String) -> Outc
         user_time_s: scale(stats.user_ns),
         system_time_s: scale(stats.system_ns),
         wall_time_s: wall_ns.max(0) as f64 / 1e9,
+        setup_s: e.setup_ns.unwrap_or(0).max(0) as f64 / 1e9,
         peak_memory_bytes: stats.peak_memory_bytes,
         stdout_bytes: e.stdout.total,
         stderr_bytes: e.stderr.total,
@@ -325,6 +349,7 @@ mod tests {
             stdout: Captured::default(),
             stderr: Captured::default(),
             files: BTreeMap::new(),
+            setup_ns: Some(900),
         }
     }
 

@@ -15,6 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
+use crate::report::MAX_FDS;
 use crate::rlimits::Rlimit;
 use crate::rootfs::{inside_path, RootPlan};
 use crate::seccomp::Filters;
@@ -87,6 +88,12 @@ pub struct ProgramPlan {
     pub gid: libc::gid_t,
     pub rlimits: [Rlimit; MAX_RLIMITS],
     pub n_rlimits: usize,
+    /// Where the read-only binds that come with `Run` go, in order; NULL-terminated.
+    pub binds: *const *const c_char,
+    /// The first `n_fds` descriptors that come with `Run` become these fds of the program
+    /// (0, 1 and 2 first; then pipes of a group); the rest are the binds.
+    pub fd_targets: [i32; MAX_FDS],
+    pub n_fds: usize,
 }
 
 /// Bytes of argv, environment and paths one program may have (Linux's own ARG_MAX is 2 MiB
@@ -132,8 +139,22 @@ impl Arena {
         self.base as *const ProgramPlan
     }
 
-    /// Lays out the program of `spec` in the arena, replacing what was there.
-    pub fn write_program(&self, spec: &Spec, rlimits: &[Rlimit]) -> Result<(), Error> {
+    /// Lays out the program of `spec` in the arena, replacing what was there. `binds` are the
+    /// inside paths of its read-only binds, in the order their descriptors travel.
+    pub fn write_program(
+        &self,
+        spec: &Spec,
+        rlimits: &[Rlimit],
+        fd_targets: &[i32],
+        binds: &[PathBuf],
+    ) -> Result<(), Error> {
+        if fd_targets.len() + binds.len() > MAX_FDS {
+            return Err(Error::InvalidSpec(format!(
+                "at most {MAX_FDS} descriptors and read-only binds per program"
+            )));
+        }
+        let mut targets = [-1; MAX_FDS];
+        targets[..fd_targets.len()].copy_from_slice(fd_targets);
         let program = ProgramParts::new(spec)?;
         if rlimits.len() > MAX_RLIMITS {
             return Err(Error::InvalidSpec("too many rlimits".into()));
@@ -146,6 +167,14 @@ impl Arena {
         let envp = w.strings(&program.env)?;
         let exec_paths = w.strings(&program.exec_paths)?;
         let cwd = w.bytes(program.cwd.as_bytes_with_nul())? as *const c_char;
+        let bind_targets = binds
+            .iter()
+            .map(|b| {
+                CString::new(b.as_os_str().as_bytes())
+                    .map_err(|_| Error::InvalidSpec("a file path contains a NUL byte".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let binds = w.strings(&bind_targets)?;
         let mut fixed = [Rlimit {
             resource: 0,
             value: 0,
@@ -160,6 +189,9 @@ impl Arena {
             gid: spec.gid,
             rlimits: fixed,
             n_rlimits: rlimits.len(),
+            binds,
+            fd_targets: targets,
+            n_fds: fd_targets.len(),
         };
         // SAFETY: the arena starts page-aligned and is larger than a ProgramPlan; nothing else
         // writes it while the engine does (init reads it only after the Run message).
@@ -267,6 +299,11 @@ impl ProgramParts {
     }
 }
 
+/// Checks the program's argv, environment and cwd without laying them out.
+pub fn check_program(spec: &Spec) -> Result<(), Error> {
+    ProgramParts::new(spec).map(drop)
+}
+
 /// The candidates for execve: argv[0] itself when it has a slash, else each PATH entry.
 pub fn exec_candidates(spec: &Spec) -> Result<Vec<CString>, Error> {
     let program = &spec.argv[0];
@@ -345,7 +382,9 @@ mod tests {
             resource: libc::RLIMIT_CORE,
             value: 0,
         }];
-        arena.write_program(&s, &limits).unwrap();
+        arena
+            .write_program(&s, &limits, &[0, 1, 2], &["/work/in".into()])
+            .unwrap();
         // SAFETY: written just above.
         let plan = unsafe { &*arena.plan() };
         assert_eq!(read(plan.argv), ["python3", "-c", "print(1)"]);
@@ -356,23 +395,33 @@ mod tests {
         assert_eq!(cwd.to_str().unwrap(), "/work/sub");
         assert_eq!((plan.uid, plan.n_rlimits), (1000, 1));
         assert_eq!(plan.rlimits[0], limits[0]);
+        assert_eq!(read(plan.binds), ["/work/in"]);
+        assert_eq!((plan.n_fds, &plan.fd_targets[..3]), (3, &[0, 1, 2][..]));
     }
 
     #[test]
     fn bad_programs_are_refused_before_anything_runs() {
         let arena = Arena::new().unwrap();
-        assert!(arena.write_program(&spec(&[]), &[]).is_err());
-        assert!(arena.write_program(&spec(&["a\0b"]), &[]).is_err());
+        assert!(arena
+            .write_program(&spec(&[]), &[], &[0, 1, 2], &[])
+            .is_err());
+        assert!(arena
+            .write_program(&spec(&["a\0b"]), &[], &[0, 1, 2], &[])
+            .is_err());
         let mut s = spec(&["true"]);
         s.env = vec!["NOEQUALS".into()];
-        assert!(arena.write_program(&s, &[]).is_err());
+        assert!(arena.write_program(&s, &[], &[0, 1, 2], &[]).is_err());
         s.env = vec![];
         s.cwd = Some("../escape".into());
-        assert!(arena.write_program(&s, &[]).is_err());
+        assert!(arena.write_program(&s, &[], &[0, 1, 2], &[]).is_err());
         let huge = "x".repeat(ARENA_BYTES);
-        assert!(arena.write_program(&spec(&["true", &huge]), &[]).is_err());
+        assert!(arena
+            .write_program(&spec(&["true", &huge]), &[], &[0, 1, 2], &[])
+            .is_err());
         // The arena is still usable after a refusal.
-        arena.write_program(&spec(&["/bin/true"]), &[]).unwrap();
+        arena
+            .write_program(&spec(&["/bin/true"]), &[], &[0, 1, 2], &[])
+            .unwrap();
         // SAFETY: written just above.
         assert_eq!(read(unsafe { (*arena.plan()).exec_paths }), ["/bin/true"]);
     }

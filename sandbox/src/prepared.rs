@@ -8,7 +8,7 @@
 //! with the program's stdio → supervise → verdict.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -27,9 +27,11 @@ use crate::rlimits;
 use crate::root_mount;
 use crate::rootfs::{self, inside_path, RootOptions};
 use crate::seccomp;
-use crate::spec::{EnvSpec, Spec};
+use crate::spec::{EnvSpec, FileSource, Spec};
 use crate::supervisor::{self, Stream, Supervisor};
+use crate::sys::mount_api::{self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 use crate::sys::{self, CloneArgs, CLONE_INTO_CGROUP, CLONE_PIDFD};
+use crate::timeline::Timeline;
 
 /// How long a sandbox's setup (mounts) may take before it counts as failed.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -52,6 +54,7 @@ pub struct Prepared {
     cgroup_version: CgroupVersion,
     /// Whether init still has to be killed and reaped.
     init_alive: bool,
+    timeline: Timeline,
 }
 
 fn failed(what: impl std::fmt::Display) -> Error {
@@ -60,6 +63,7 @@ fn failed(what: impl std::fmt::Display) -> Error {
 
 impl Prepared {
     pub(crate) fn create(engine: &Sandbox, env: &EnvSpec) -> Result<Prepared, Error> {
+        let mut timeline = Timeline::start();
         let workdir = inside_path(&env.workdir, "work directory")?;
         if env.uid >= namespaces::ID_RANGE || env.gid >= namespaces::ID_RANGE {
             return Err(Error::InvalidSpec("uid and gid must be below 65536".into()));
@@ -71,6 +75,7 @@ impl Prepared {
             &rootfs::mount_points(&workdir),
             &runtime.join(POINTS),
         )?;
+        timeline.mark("root mount");
         let root = rootfs::plan(
             env,
             &RootOptions {
@@ -95,8 +100,11 @@ impl Prepared {
             engine_image: engine.image,
         };
         let ids = engine.ids.acquire()?;
+        timeline.mark("plan");
         let cgroup = engine.cgroups.create().map_err(failed)?;
+        timeline.mark("cgroup");
         let spawned = spawn(&plan, &cgroup, &ids, v1);
+        timeline.mark("clone3 + id maps");
         // init holds its own copies now.
         drop((child_end, root_fd));
         let (init_pid, pidfd) = spawned.map_err(failed)?;
@@ -112,8 +120,10 @@ impl Prepared {
             cpus: engine.cpus,
             cgroup_version: engine.cgroups.version(),
             init_alive: true,
+            timeline,
         };
         prepared.handshake(&steps)?;
+        prepared.timeline.mark("init's mounts");
         Ok(prepared)
     }
 
@@ -186,24 +196,43 @@ impl Prepared {
     /// Runs `spec`'s program in this sandbox and ends the sandbox. The spec's environment must
     /// be the one the sandbox was prepared for. `Err` only for a spec that cannot run as given;
     /// a failure of the sandbox itself is an outcome with `end_reason: internal-error`.
-    pub fn run(mut self, spec: &Spec, io: Io) -> Result<Outcome, Error> {
+    pub fn run(self, spec: &Spec, io: Io) -> Result<Outcome, Error> {
+        self.run_wired(spec, io, Wiring::default())
+            .map(|ran| ran.outcome)
+    }
+
+    /// `run`, with some of the program's descriptors given instead of the defaults (a group's
+    /// pipes) and more reasons to end it.
+    pub(crate) fn run_wired(mut self, spec: &Spec, io: Io, wiring: Wiring) -> Result<Ran, Error> {
         if spec.env_spec() != self.env {
             return Err(Error::InvalidSpec(
                 "the spec's environment is not the one this sandbox was prepared for".into(),
             ));
         }
-        for f in &spec.files {
-            files::destination(f, &self.workdir)?;
-        }
-        for c in &spec.collect {
-            files::collect_path(c).map_err(Error::InvalidSpec)?;
-        }
-        self.arena
-            .write_program(spec, &rlimits::for_limits(&spec.limits)?)?;
-        let stdin = stdin_fd(&spec.stdin)?;
+        check_program(spec)?;
+        self.timeline.mark("checked");
+        let binds = Binds::open(spec, &self.workdir)?;
+        // The program's descriptors: 0, 1, 2 (given, or stdin from the spec and captured
+        // streams), then the given ones above 2.
+        let given = |fd: i32| wiring.fds.iter().any(|(target, _)| *target == fd);
+        let mut targets: Vec<i32> = vec![0, 1, 2];
+        targets.extend(wiring.fds.iter().map(|(t, _)| *t).filter(|t| *t > 2));
+        self.arena.write_program(
+            spec,
+            &rlimits::for_limits(&spec.limits)?,
+            &targets,
+            &binds.targets,
+        )?;
+        self.timeline.mark("binds + program plan");
+        let stdin = if given(0) {
+            None
+        } else {
+            Some(stdin_fd(&spec.stdin)?)
+        };
         if let Err(e) = self.cgroup.set_limits(&spec.limits) {
-            return Ok(Outcome::internal_error(e.to_string()));
+            return Ok(Outcome::internal_error(e.to_string()).into());
         }
+        self.timeline.mark("limits");
         let base = self.ids.base();
         let (host_uid, host_gid) = (base + spec.uid, base + spec.gid);
         if let Err(e) = files::copy_in(
@@ -213,42 +242,63 @@ impl Prepared {
             host_uid,
             host_gid,
         ) {
-            return Ok(Outcome::internal_error(format!(
-                "copying files in failed: {e}"
-            )));
+            return Ok(Outcome::internal_error(format!("copying files in failed: {e}")).into());
         }
-        let pipes = sys::pipe().and_then(|out| Ok((out, sys::pipe()?)));
-        let ((out_r, out_w), (err_r, err_w)) = match pipes {
+        self.timeline.mark("files");
+        let captured = |fd: i32| -> std::io::Result<Option<(OwnedFd, OwnedFd)>> {
+            if given(fd) {
+                Ok(None)
+            } else {
+                sys::pipe().map(Some)
+            }
+        };
+        let (out, err) = match captured(1).and_then(|out| Ok((out, captured(2)?))) {
             Ok(p) => p,
-            Err(e) => return Ok(Outcome::internal_error(format!("pipe: {e}"))),
+            Err(e) => return Ok(Outcome::internal_error(format!("pipe: {e}")).into()),
         };
         if io.stop.as_ref().is_some_and(|s| s.requested()) {
             // Stopped before it started: nothing of the program ran.
-            return Ok(self.end_unstarted(KillCause::Stop));
+            return Ok(self.end_unstarted(KillCause::Stop).into());
         }
         let Some(channel) = self.channel.take() else {
-            return Ok(Outcome::internal_error(
-                "the sandbox was already used".into(),
-            ));
+            return Ok(Outcome::internal_error("the sandbox was already used".into()).into());
         };
-        channel.command(
-            Kind::Run,
-            &[stdin.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
-        );
+        let fd_for = |target: i32| -> RawFd {
+            if let Some((_, fd)) = wiring.fds.iter().find(|(t, _)| *t == target) {
+                return fd.as_raw_fd();
+            }
+            match target {
+                0 => stdin.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                1 => out.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
+                _ => err.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
+            }
+        };
+        let mut fds: Vec<RawFd> = targets.iter().map(|t| fd_for(*t)).collect();
+        fds.extend(binds.fds.iter().map(|f| f.as_raw_fd()));
+        channel.command(Kind::Run, &fds);
+        self.timeline.mark("run sent");
         // Only the program holds the write ends now: EOF then means it is done.
-        drop((stdin, out_w, err_w));
-        for fd in [&out_r, &err_r] {
+        let stream = |pipe: Option<(OwnedFd, OwnedFd)>, sink| match pipe {
+            Some((read, _write)) => Stream::new(read, sink),
+            None => Stream::none(),
+        };
+        let (stdout, stderr) = (stream(out, io.stdout_sink), stream(err, io.stderr_sink));
+        drop((stdin, binds));
+        let mut stops = wiring.stops;
+        stops.extend(io.stop.as_ref().map(|s| (s.fd(), KillCause::Stop)));
+        drop(wiring.fds);
+        for fd in [&stdout.fd, &stderr.fd].into_iter().flatten() {
             if let Err(e) = sys::set_nonblocking(fd) {
-                return Ok(Outcome::internal_error(format!("pipe: {e}")));
+                return Ok(Outcome::internal_error(format!("pipe: {e}")).into());
             }
         }
         let supervisor = Supervisor {
             init_pid: self.init_pid,
             pidfd: &self.pidfd,
             channel: Some(channel),
-            stdout: Stream::new(out_r, io.stdout_sink),
-            stderr: Stream::new(err_r, io.stderr_sink),
-            stop: io.stop.as_ref().map(|s| s.fd()),
+            stdout,
+            stderr,
+            stops,
             cgroup: &self.cgroup,
             limits: supervisor::Limits {
                 cpu: spec.limits.cpu_time,
@@ -261,7 +311,15 @@ impl Prepared {
         let (paths, max) = (&spec.collect, spec.collect_max_bytes);
         let (watch, out, err) = supervisor.watch(&mut || files::collect(pid, &workdir, paths, max));
         self.init_alive = false;
-        Ok(verdict(
+        if let Some(started) = watch.started_at {
+            self.timeline.mark_at("program started", started);
+        }
+        if let Some((_, ended)) = watch.exited {
+            self.timeline.mark_at("program ended", ended);
+        }
+        self.timeline.mark("init reaped");
+        let setup_ns = watch.started_at.map(|s| s - self.timeline.origin);
+        let outcome = verdict(
             Evidence {
                 setup_error: watch.setup_error,
                 killed: watch.killed,
@@ -276,9 +334,15 @@ impl Prepared {
                 stdout: out.captured(),
                 stderr: err.captured(),
                 files: watch.files,
+                setup_ns,
             },
             seccomp::syscall_name,
-        ))
+        );
+        self.timeline.mark("verdict");
+        Ok(Ran {
+            outcome,
+            ended_at: watch.exited.map(|(_, at)| at),
+        })
     }
 
     /// Ends the sandbox before its program started, for `cause`.
@@ -299,6 +363,7 @@ impl Prepared {
                 stdout: Captured::default(),
                 stderr: Captured::default(),
                 files: BTreeMap::new(),
+                setup_ns: None,
             },
             seccomp::syscall_name,
         )
@@ -317,6 +382,84 @@ impl Drop for Prepared {
     fn drop(&mut self) {
         // init first: the cgroup (dropped after this) can only go once it is empty.
         self.kill_init();
+        tracing::debug!(
+            init = self.init_pid,
+            "sandbox timeline: {}",
+            self.timeline.describe()
+        );
+    }
+}
+
+/// Checks what can be checked of `spec`'s program before anything is set up for it: paths,
+/// limits, argv and environment. (Its environment is checked when it is prepared.)
+pub(crate) fn check_program(spec: &Spec) -> Result<(), Error> {
+    let workdir = inside_path(&spec.workdir, "work directory")?;
+    for f in &spec.files {
+        files::destination(f, &workdir)?;
+    }
+    for c in &spec.collect {
+        files::collect_path(c).map_err(Error::InvalidSpec)?;
+    }
+    rlimits::for_limits(&spec.limits)?;
+    crate::plan::check_program(spec)
+}
+
+/// A run's outcome, and when (CLOCK_MONOTONIC ns) its program ended, if it did.
+pub(crate) struct Ran {
+    pub outcome: Outcome,
+    pub ended_at: Option<i64>,
+}
+
+impl From<Outcome> for Ran {
+    fn from(outcome: Outcome) -> Ran {
+        Ran {
+            outcome,
+            ended_at: None,
+        }
+    }
+}
+
+/// What a group gives one of its programs: descriptors at fd numbers (pipe ends), and the
+/// eventfds that end it for the group's reasons.
+#[derive(Default)]
+pub(crate) struct Wiring {
+    pub fds: Vec<(i32, OwnedFd)>,
+    pub stops: Vec<(RawFd, KillCause)>,
+}
+
+/// The read-only binds of a run: detached copies of the host paths, and where they go.
+struct Binds {
+    fds: Vec<OwnedFd>,
+    targets: Vec<PathBuf>,
+}
+
+impl Binds {
+    fn open(spec: &Spec, workdir: &std::path::Path) -> Result<Binds, Error> {
+        let mut binds = Binds {
+            fds: Vec::new(),
+            targets: Vec::new(),
+        };
+        for f in &spec.files {
+            let FileSource::Bind(source) = &f.source else {
+                continue;
+            };
+            if binds.fds.len() + 3 >= crate::report::MAX_FDS {
+                return Err(Error::InvalidSpec(format!(
+                    "at most {} read-only binds per run",
+                    crate::report::MAX_FDS - 3
+                )));
+            }
+            let path = std::ffi::CString::new(source.as_os_str().as_encoded_bytes())
+                .map_err(|_| Error::InvalidSpec("a bind source contains a NUL byte".into()))?;
+            let fd = mount_api::clone_tree(
+                &path,
+                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            )
+            .map_err(|e| Error::InvalidSpec(format!("bind source {}: {e}", source.display())))?;
+            binds.fds.push(fd);
+            binds.targets.push(files::destination(f, workdir)?);
+        }
+        Ok(binds)
     }
 }
 
@@ -341,10 +484,11 @@ fn spawn(
         args.cgroup = dir.as_raw_fd() as u64;
     }
     let acting = ActingAs::new(ids.base())?;
+    let no_writers = crate::fork_guard::cloning();
     // SAFETY: the child only runs `init_main`, which uses raw syscalls on `plan` (prepared
     // above) and ends in _exit.
     let result = unsafe { sys::clone3(&mut args) };
-    drop(acting);
+    drop((no_writers, acting));
     if let Ok(0) = result {
         // SAFETY: we are the child of clone3.
         unsafe { child::init_main(plan) }

@@ -96,6 +96,7 @@ pub enum Stage {
     Fork = 9,
     Cgroup = 10,
     OomScore = 11,
+    Bind = 12,
 }
 
 impl Stage {
@@ -112,6 +113,7 @@ impl Stage {
             9 => Stage::Fork,
             10 => Stage::Cgroup,
             11 => Stage::OomScore,
+            12 => Stage::Bind,
             _ => return None,
         })
     }
@@ -129,15 +131,17 @@ impl Stage {
             Stage::Fork => "starting the program's process",
             Stage::Cgroup => "entering the run's cgroup",
             Stage::OomScore => "making the program the OOM killer's choice",
+            Stage::Bind => "attaching a read-only file",
         }
     }
 }
 
-/// Most descriptors one message carries.
-pub const MAX_FDS: usize = 4;
+/// Most descriptors one message carries: the program's three streams and its binds.
+pub const MAX_FDS: usize = 64;
 
-/// Room for MAX_FDS descriptors' control message, aligned for cmsghdr.
-type Control = [u64; 8];
+/// Room for MAX_FDS descriptors' control message (16-byte header + 4 bytes each), aligned for
+/// cmsghdr.
+type Control = [u64; 2 + MAX_FDS / 2];
 
 /// Sends one message with `fds` attached. Async-signal-safe. Errors are left to the other
 /// end's EOF: a peer that is gone is noticed there.
@@ -146,7 +150,7 @@ fn send_raw(sock: RawFd, msg: Wire, fds: &[RawFd]) -> bool {
         iov_base: &msg as *const Wire as *mut libc::c_void,
         iov_len: std::mem::size_of::<Wire>(),
     };
-    let mut control: Control = [0; 8];
+    let mut control: Control = [0; 2 + MAX_FDS / 2];
     // SAFETY: a zeroed msghdr is a valid value; the pointers set below outlive sendmsg.
     let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
     hdr.msg_iov = &mut iov;
@@ -174,7 +178,8 @@ fn send_raw(sock: RawFd, msg: Wire, fds: &[RawFd]) -> bool {
     unsafe { libc::sendmsg(sock, &hdr, libc::MSG_NOSIGNAL) >= 0 }
 }
 
-/// What one receive gave.
+/// What one receive gave. Large on purpose: the child side may not allocate (no Box).
+#[allow(clippy::large_enum_variant)]
 enum Raw {
     Message(Wire, [RawFd; MAX_FDS], usize),
     /// Nothing there now (non-blocking socket).
@@ -189,7 +194,7 @@ fn recv_raw(sock: RawFd, flags: i32) -> Raw {
         iov_base: &mut msg as *mut Wire as *mut libc::c_void,
         iov_len: std::mem::size_of::<Wire>(),
     };
-    let mut control: Control = [0; 8];
+    let mut control: Control = [0; 2 + MAX_FDS / 2];
     // SAFETY: a zeroed msghdr is a valid value; the pointers set below outlive recvmsg.
     let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
     hdr.msg_iov = &mut iov;

@@ -100,6 +100,10 @@ pub enum FileSource {
     Host(PathBuf),
     /// Bytes given in memory.
     Bytes(Vec<u8>),
+    /// A host file or directory made visible read-only at the path, without a copy (a bind
+    /// mount: large inputs, files kept by reference, a build's outputs shared by its tests).
+    /// Owner and modes are the host's; `mode` does not apply.
+    Bind(PathBuf),
 }
 
 /// What the program reads on its standard input.

@@ -32,6 +32,17 @@ impl Stream {
         }
     }
 
+    /// A stream that is not captured (the program's fd goes elsewhere).
+    pub fn none() -> Self {
+        Stream {
+            fd: None,
+            data: Vec::new(),
+            total: 0,
+            truncated: false,
+            sink: None,
+        }
+    }
+
     pub fn new(fd: OwnedFd, sink: Option<Box<dyn Write + Send>>) -> Self {
         Stream {
             fd: Some(fd),
@@ -133,7 +144,8 @@ pub struct Supervisor<'a> {
     pub channel: Option<Channel>,
     pub stdout: Stream,
     pub stderr: Stream,
-    pub stop: Option<RawFd>,
+    /// Eventfds that end the run, each for its cause (a stop, a group's end or wall limit).
+    pub stops: Vec<(RawFd, KillCause)>,
     pub cgroup: &'a RunCgroup,
     pub limits: Limits,
 }
@@ -293,7 +305,14 @@ impl Supervisor<'_> {
             let i_out = self.stdout.fd.as_ref().map(|f| push(f.as_raw_fd()));
             let i_err = self.stderr.fd.as_ref().map(|f| push(f.as_raw_fd()));
             let i_listener = listener.as_ref().map(|f| push(f.as_raw_fd()));
-            let i_stop = self.stop.filter(|_| watch.killed.is_none()).map(&mut push);
+            let i_stops: Vec<(usize, KillCause)> = if watch.killed.is_none() {
+                self.stops
+                    .iter()
+                    .map(|(fd, cause)| (push(*fd), *cause))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let wait = self.enforce_time_limits(&mut watch);
             sys::poll(&mut fds, wait);
             let ready = |i: Option<usize>| i.is_some_and(|i| fds[i].revents != 0);
@@ -333,8 +352,8 @@ impl Supervisor<'_> {
                     listener = None;
                 }
             }
-            if ready(i_stop) {
-                self.kill(&mut watch, KillCause::Stop);
+            if let Some((_, cause)) = i_stops.iter().find(|(i, _)| fds[*i].revents != 0) {
+                self.kill(&mut watch, *cause);
             }
             if ready(i_pid) {
                 init_alive = false;

@@ -286,6 +286,53 @@ pub mod mount_api {
     const FSCONFIG_SET_STRING: u32 = 1;
     const FSCONFIG_CMD_CREATE: u32 = 6;
     pub const MOVE_MOUNT_F_EMPTY_PATH: u32 = 4;
+    const OPEN_TREE_CLONE: u32 = 1;
+    const OPEN_TREE_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
+    const MOUNT_SETATTR: libc::c_long = 442;
+
+    /// `struct mount_attr` of mount_setattr(2).
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+
+    /// A detached copy of the mount at `path` (a bind mount not attached anywhere), with
+    /// `attrs` (MOUNT_ATTR_*) set on it.
+    pub fn clone_tree(path: &CStr, attrs: u64) -> io::Result<OwnedFd> {
+        // SAFETY: a NUL-terminated path and integer flags.
+        let fd = fd_or_error(unsafe {
+            libc::syscall(
+                libc::SYS_open_tree,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC,
+            )
+        })?;
+        let attr = MountAttr {
+            attr_set: attrs,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        // SAFETY: mount_setattr on our fd with a live struct of the size passed.
+        let r = unsafe {
+            libc::syscall(
+                MOUNT_SETATTR,
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(fd)
+    }
 
     fn fd_or_error(ret: libc::c_long) -> io::Result<OwnedFd> {
         if ret < 0 {

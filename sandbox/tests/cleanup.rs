@@ -28,6 +28,21 @@ fn nothing_is_left_after_runs_of_every_kind() {
         let o = run(&s);
         assert_ne!(o.end_reason, sandbox::EndReason::InternalError, "{o:?}");
     }
+    // A group whose interactor ends it while the solution still runs.
+    let group = sandbox::Group {
+        programs: vec![sh("read a"), sh("echo 1; sleep 30")],
+        pipes: vec![sandbox::Pipe {
+            from: sandbox::PipeEnd { program: 1, fd: 1 },
+            to: sandbox::PipeEnd { program: 0, fd: 0 },
+            capture_bytes: Some(4),
+        }],
+        wall_time: Some(Duration::from_secs(10)),
+        ends_with: vec![0],
+    };
+    let o = engine()
+        .run_group(&group, vec![Default::default(), Default::default()])
+        .unwrap();
+    assert_eq!(o.programs[1].end_reason, sandbox::EndReason::Stopped);
     assert!(own_cgroups().is_empty(), "left: {:?}", own_cgroups());
     assert_eq!(processes_of_uid_range(), 0);
     let mounts_after = std::fs::read_to_string("/proc/self/mountinfo").unwrap();

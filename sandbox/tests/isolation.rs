@@ -371,3 +371,53 @@ fn proc_is_fresh_and_masked() {
     assert!(!masked.is_empty(), "{out}");
     assert!(masked.iter().all(|l| l.ends_with(" 0")), "{out}");
 }
+
+#[test]
+fn host_files_are_bound_read_only_without_a_copy() {
+    use std::os::unix::fs::PermissionsExt;
+    // Below a directory only root may enter, as a file store or a build's outputs may be.
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let file = private.path().join("input.txt");
+    std::fs::write(&file, "kept by reference\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let dir = private.path().join("build");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("a.out"), "#!/bin/sh\necho built\n").unwrap();
+    std::fs::set_permissions(dir.join("a.out"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut s = sh("cat /work/in/input.txt; /tmp/build/a.out; \
+         echo x >> /work/in/input.txt 2>/dev/null || echo ro-file; \
+         touch /tmp/build/new 2>/dev/null || echo ro-dir; \
+         rm -f /work/in/input.txt 2>/dev/null || echo kept; ls /work/in");
+    s.files.push(FileIn {
+        path: PathBuf::from("in/input.txt"),
+        source: FileSource::Bind(file.clone()),
+        mode: None,
+    });
+    s.files.push(FileIn {
+        path: PathBuf::from("/tmp/build"),
+        source: FileSource::Bind(dir.clone()),
+        mode: None,
+    });
+    let o = run(&s);
+    assert_eq!(o.end_reason, EndReason::Normal, "{o:?}");
+    assert_eq!(
+        stdout(&o),
+        "kept by reference\nbuilt\nro-file\nro-dir\nkept\ninput.txt\n"
+    );
+    // Nothing changed on the host, nothing was left there.
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "kept by reference\n"
+    );
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    // A bind source that does not exist is the caller's error.
+    let mut s = sh("true");
+    s.files.push(FileIn {
+        path: PathBuf::from("x"),
+        source: FileSource::Bind(private.path().join("missing")),
+        mode: None,
+    });
+    assert!(engine().run(&s, Default::default()).is_err());
+}

@@ -31,6 +31,7 @@ fn a_prepared_sandbox_runs_its_program_like_a_fresh_run() {
             f.user_time_s = o.user_time_s;
             f.system_time_s = o.system_time_s;
             f.wall_time_s = o.wall_time_s;
+            f.setup_s = o.setup_s;
             f.peak_memory_bytes = o.peak_memory_bytes;
         })
     );

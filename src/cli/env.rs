@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::{fail, EXIT_FAILURE, EXIT_USAGE};
+use super::{fail, missing_data_dir, EXIT_FAILURE, EXIT_USAGE};
 use crate::env::{EnvError, EnvStore, NewEnvironment};
 
 #[derive(Debug, Args)]
@@ -55,6 +55,10 @@ fn json(value: &impl serde::Serialize) -> Result<String, ExitCode> {
 }
 
 pub fn main(data: &Path, args: EnvArgs) -> ExitCode {
+    // Only an import may create the data directory; the rest look into an existing one.
+    if !matches!(args.command, EnvCommand::Import { .. }) && !data.is_dir() {
+        return fail(EXIT_USAGE, missing_data_dir(data));
+    }
     let store = match EnvStore::open(data) {
         Ok(s) => s,
         Err(e) => return fail(EXIT_FAILURE, format!("{}: {e}", data.display())),
@@ -96,6 +100,9 @@ pub fn main(data: &Path, args: EnvArgs) -> ExitCode {
                 Err(code) => code,
             },
             Ok(envs) => {
+                if envs.is_empty() {
+                    eprintln!("sandpit: no environments in {}", data.display());
+                }
                 for env in envs {
                     println!("{}\t{}", env.envid, env.name);
                 }
@@ -111,12 +118,12 @@ pub fn main(data: &Path, args: EnvArgs) -> ExitCode {
                 }
                 Err(code) => code,
             },
-            Ok(None) => fail(EXIT_USAGE, EnvError::NotFound(envid)),
-            Err(e) => fail(status_of(&e), e),
+            Ok(None) => fail(EXIT_USAGE, EnvError::NotFound(envid).in_data_dir(data)),
+            Err(e) => fail(status_of(&e), e.in_data_dir(data)),
         },
         EnvCommand::Rm { envid } => match store.remove(&envid) {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(status_of(&e), e),
+            Err(e) => fail(status_of(&e), e.in_data_dir(data)),
         },
     }
 }

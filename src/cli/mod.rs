@@ -1,10 +1,14 @@
 //! The command line: `sandpit run`, `sandpit env …`, `sandpit serve`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::os::unix::process::CommandExt;
 
+use clap::{Parser, Subcommand};
+use sandbox::{Sandbox, SandboxConfig};
+
+pub mod doctor;
 pub mod env;
 pub mod run;
 pub mod serve;
@@ -45,6 +49,8 @@ pub enum Command {
     Env(env::EnvArgs),
     /// Serve the HTTP execution API.
     Serve(serve::ServeArgs),
+    /// Check this host for what runs need (kernel, cgroups, namespaces) and say how to fix it.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Logs go to stderr; `SANDPIT_LOG` (e.g. `debug`) sets the level.
@@ -62,11 +68,58 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Run(args) => run::main(&cli.data, args),
         Command::Env(args) => env::main(&cli.data, args),
         Command::Serve(args) => serve::main(&cli.data, args),
+        Command::Doctor(args) => doctor::main(args),
     }
+}
+
+/// Why a data directory that should hold environments cannot be used: it does not exist.
+pub fn missing_data_dir(data: &Path) -> String {
+    format!(
+        "the data directory {} does not exist (`make install` creates /var/lib/sandpit and \
+         imports the shipped environments; --data DIR or SANDPIT_DATA=DIR chooses another)",
+        data.display()
+    )
 }
 
 /// Prints a one-line error and returns the given exit status.
 pub fn fail(status: u8, message: impl std::fmt::Display) -> ExitCode {
     eprintln!("sandpit: {message}");
     ExitCode::from(status)
+}
+
+/// Set in the environment of a sandpit re-executed in a transient systemd scope.
+const IN_SCOPE_ENV: &str = "SANDPIT_SYSTEMD_SCOPE";
+
+/// Starts the engine. Started where no controllers are delegated to it (a login shell, a
+/// script in a unit without `Delegate=yes`) on a host that runs systemd, sandpit re-executes
+/// itself, same pid and terminal, in a transient scope with `Delegate=yes` through
+/// `systemd-run --scope` (systemd's own client of the StartTransientUnit call that runc's and
+/// crun's systemd drivers make over D-Bus), and starts there. Returns only on failure to do so.
+pub fn start_engine(config: SandboxConfig) -> Result<Sandbox, sandbox::Error> {
+    let refusal = match Sandbox::new(config.clone()) {
+        Err(sandbox::Error::NotDelegated(m)) => m,
+        other => return other,
+    };
+    let systemd = std::path::Path::new("/run/systemd/system").is_dir();
+    if config.cgroup_parent.is_some() || !systemd || std::env::var_os(IN_SCOPE_ENV).is_some() {
+        return Err(sandbox::Error::NotDelegated(refusal));
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return Err(sandbox::Error::NotDelegated(refusal));
+    };
+    let err = std::process::Command::new("systemd-run")
+        .args([
+            "--scope",
+            "--quiet",
+            "--collect",
+            "--property=Delegate=yes",
+            "--",
+        ])
+        .arg(exe)
+        .args(std::env::args_os().skip(1))
+        .env(IN_SCOPE_ENV, "1")
+        .exec();
+    Err(sandbox::Error::NotDelegated(format!(
+        "{refusal} (starting a delegated systemd scope failed: {err})"
+    )))
 }

@@ -1,20 +1,24 @@
 //! `sandpit run`: one program, one fresh sandbox, one outcome.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use sandbox::{EndReason, FileIn, FileSource, Io, Outcome, Sandbox, SandboxConfig, Spec, Stdin};
+use sandbox::{EndReason, FileIn, FileSource, Io, Limits, Outcome, SandboxConfig, Spec, Stdin};
 
 use super::{fail, EXIT_FAILURE, EXIT_SANDBOX_FAILURE, EXIT_USAGE};
 use crate::env::source::{self, RootSource};
 use crate::env::EnvLease;
 use crate::runspec::{LimitOverrides, SpecBuilder};
-use crate::units::{parse_duration, parse_size};
+use crate::units::{format_duration, format_size, parse_duration, parse_size};
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "A limit not given is the environment's or bundle's own when it sets one, else the default shown."
+)]
 pub struct RunArgs {
     /// Root filesystem: a directory holding a whole root filesystem.
     #[arg(long, value_name = "DIR")]
@@ -28,31 +32,51 @@ pub struct RunArgs {
     /// Root filesystem and process: an OCI runtime bundle (config.json + rootfs/).
     #[arg(long, value_name = "DIR")]
     pub bundle: Option<PathBuf>,
-    /// Memory limit of the whole sandbox (swap included), e.g. 256M.
-    #[arg(long, value_parser = parse_size)]
+    // The limits' help shows the core's defaults (see `limit_help`); no clap default_value,
+    // so that an environment's or bundle's own limits apply when a flag is not given.
+    #[arg(long, value_parser = parse_size, help = limit_help(
+        "Memory limit of the whole sandbox (swap included), e.g. 512M",
+        |l| l.memory_bytes.map(format_size),
+    ))]
     pub memory: Option<u64>,
-    /// CPU time limit of the whole process tree, e.g. 2s or 500ms.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, help = limit_help(
+        "CPU time limit of the whole process tree, e.g. 2s or 500ms",
+        |l| l.cpu_time.map(format_duration),
+    ))]
     pub time: Option<std::time::Duration>,
-    /// Wall-clock time limit, e.g. 5s.
-    #[arg(long = "wall-time", value_parser = parse_duration)]
+    #[arg(long = "wall-time", value_parser = parse_duration, help = limit_help(
+        "Wall-clock time limit, e.g. 5s",
+        |l| l.wall_time.map(format_duration),
+    ))]
     pub wall_time: Option<std::time::Duration>,
-    /// Most processes and threads alive at once.
-    #[arg(long)]
+    #[arg(long, help = limit_help(
+        "Most processes and threads alive at once",
+        |l| l.pids.map(|n| n.to_string()),
+    ))]
     pub pids: Option<u64>,
-    /// Most bytes kept of stdout and of stderr; more ends the run (output-limit).
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = parse_size, help = limit_help(
+        "Most bytes kept of stdout and of stderr; more ends the run (output-limit)",
+        |l| l.output_bytes.map(format_size),
+    ))]
     pub output: Option<u64>,
-    /// Largest file the program may write.
-    #[arg(long = "file-size", value_parser = parse_size)]
+    #[arg(long = "file-size", value_parser = parse_size, help = limit_help(
+        "Largest file the program may write",
+        |l| l.file_size_bytes.map(format_size),
+    ))]
     pub file_size: Option<u64>,
-    /// Size of the writable work directory and of /tmp (each a tmpfs).
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = parse_size, help = limit_help(
+        "Size of the writable work directory and of /tmp (each a tmpfs)",
+        |l| l.disk_bytes.map(format_size),
+    ))]
     pub disk: Option<u64>,
-    /// Most open files per process.
-    #[arg(long = "open-files")]
+    #[arg(long = "open-files", help = limit_help(
+        "Most open files per process",
+        |l| l.open_files.map(|n| n.to_string()),
+    ))]
     pub open_files: Option<u64>,
-    /// A file to read as standard input (default: /dev/null).
+    /// A file to read as standard input. Without it, what is piped or redirected into sandpit
+    /// is passed on (`echo hi | sandpit run …`); from a terminal the program gets no input
+    /// (/dev/null). `--stdin /dev/null` gives none in any case.
     #[arg(long, value_name = "FILE")]
     pub stdin: Option<PathBuf>,
     /// Write the program's stdout to this file instead of the terminal.
@@ -73,6 +97,13 @@ pub struct RunArgs {
     /// Print the outcome as one JSON object (streams included) on stdout.
     #[arg(long)]
     pub json: bool,
+    /// cgroup (relative to the cgroup root) under which run cgroups go; default: sandpit's own.
+    #[arg(
+        long = "cgroup-parent",
+        value_name = "CGROUP",
+        env = "SANDPIT_CGROUP_PARENT"
+    )]
+    pub cgroup_parent: Option<PathBuf>,
     /// The program and its arguments.
     #[arg(last = true, value_name = "PROGRAM")]
     pub command: Vec<String>,
@@ -105,6 +136,9 @@ impl RunArgs {
     /// the source's notes (what a bundle asks for that is not honoured).
     fn spec(&self, data: &Path) -> Result<(Spec, Option<EnvLease>, Vec<String>), String> {
         let source = self.root_source()?;
+        if let (RootSource::Env(envid), false) = (&source, data.is_dir()) {
+            return Err(format!("--env {envid}: {}", super::missing_data_dir(data)));
+        }
         let resolved = source::resolve(data, &source)?;
         let mut b = SpecBuilder::new(resolved.rootfs)
             .defaults(&resolved.defaults)
@@ -122,9 +156,12 @@ impl RunArgs {
         if b.argv().is_empty() {
             return Err("no program given (sandpit run [OPTIONS] -- PROGRAM [ARGS...])".into());
         }
-        if let Some(path) = &self.stdin {
-            File::open(path).map_err(|e| format!("--stdin {}: {e}", path.display()))?;
-            b = b.stdin(Stdin::File(path.clone()));
+        match &self.stdin {
+            Some(path) => {
+                File::open(path).map_err(|e| format!("--stdin {}: {e}", path.display()))?;
+                b = b.stdin(Stdin::File(path.clone()));
+            }
+            None => b = b.stdin(own_stdin()?),
         }
         let mut files = Vec::new();
         for pair in &self.copy_in {
@@ -158,6 +195,30 @@ impl RunArgs {
             b = b.setenv(kv);
         }
         Ok((b.build(), resolved.lease, resolved.notes))
+    }
+}
+
+/// `--help` text of a limit flag, with the core's default value.
+fn limit_help(what: &str, default: impl Fn(&Limits) -> Option<String>) -> String {
+    let value = default(&Limits::default()).unwrap_or_else(|| "none".into());
+    format!("{what} [default: {value}]")
+}
+
+/// The program's stdin when `--stdin` is not given: sandpit's own stdin when something is
+/// piped or redirected into it; nothing (/dev/null) from a terminal or when it is closed.
+fn own_stdin() -> Result<Stdin, String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Ok(Stdin::Null);
+    }
+    match nix::sys::stat::fstat(stdin.as_fd()) {
+        Err(_) => Ok(Stdin::Null),
+        // Reopened by path in this process: a pipe or a file opens as the same object, which
+        // a socket does not.
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFSOCK => {
+            Err("sandpit's stdin is a socket, which cannot be passed on: give --stdin FILE (or --stdin /dev/null)".into())
+        }
+        Ok(_) => Ok(Stdin::File(PathBuf::from("/proc/self/fd/0"))),
     }
 }
 
@@ -198,7 +259,10 @@ pub fn main(data: &Path, args: RunArgs) -> ExitCode {
             io.stderr_sink = Some(Box::new(std::io::stderr()));
         }
     }
-    let engine = match Sandbox::new(SandboxConfig::default()) {
+    let engine = match super::start_engine(SandboxConfig {
+        cgroup_parent: args.cgroup_parent.clone(),
+        ..SandboxConfig::default()
+    }) {
         Ok(engine) => engine,
         Err(e) => return fail(EXIT_SANDBOX_FAILURE, e),
     };

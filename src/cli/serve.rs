@@ -5,13 +5,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
-use sandbox::{Sandbox, SandboxConfig};
+use sandbox::SandboxConfig;
 
 use super::{fail, EXIT_FAILURE, EXIT_USAGE};
 use crate::app::App;
 use crate::auth;
+use crate::callbacks::{self, AllowList};
 use crate::config::{ConnectionLimits, ServerConfig};
 use crate::env::{Catalog, EnvStore};
 use crate::exec::admission::{LimitCaps, Policy, Quotas};
@@ -77,6 +79,30 @@ pub struct ServeArgs {
     /// Bytes a key's executions may keep on disk (keys may allow fewer).
     #[arg(long = "max-storage", default_value = "1G", value_parser = parse_size)]
     pub max_storage: u64,
+    /// Allow completion callbacks to HOST (a name, `*.domain`, `*`, an address or a
+    /// network, e.g. 10.0.0.0/8 or [fd00::/8]) on PORT (a number or `*`; default 80).
+    /// Repeatable; without it no callback is accepted.
+    #[arg(long = "callback-allow", value_name = "HOST[:PORT]")]
+    pub callback_allow: Vec<String>,
+    /// Attempts per callback before it is given up.
+    #[arg(long = "callback-attempts", default_value_t = 15)]
+    pub callback_attempts: u32,
+    /// Wait before a callback's first retry; doubled after each failure.
+    #[arg(long = "callback-backoff", default_value = "2s", value_parser = parse_duration)]
+    pub callback_backoff: Duration,
+    /// Longest wait between two attempts.
+    #[arg(long = "callback-backoff-max", default_value = "1h", value_parser = parse_duration)]
+    pub callback_backoff_max: Duration,
+    /// Longest attempt, from resolving the host to the answer's status line.
+    #[arg(long = "callback-timeout", default_value = "10s", value_parser = parse_duration)]
+    pub callback_timeout: Duration,
+    /// cgroup (relative to the cgroup root) under which run cgroups go; default: sandpit's own.
+    #[arg(
+        long = "cgroup-parent",
+        value_name = "CGROUP",
+        env = "SANDPIT_CGROUP_PARENT"
+    )]
+    pub cgroup_parent: Option<PathBuf>,
 }
 
 /// The host's pid_max: no pids limit above it means anything.
@@ -256,6 +282,24 @@ pub fn main(data: &Path, args: ServeArgs) -> ExitCode {
             args.max_connections
         );
     }
+    let allow = match AllowList::parse(&args.callback_allow) {
+        Ok(a) => a,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    if args.callback_attempts == 0 {
+        return fail(EXIT_USAGE, "--callback-attempts must be at least 1");
+    }
+    if args.callback_timeout.is_zero() {
+        return fail(EXIT_USAGE, "--callback-timeout must be more than 0");
+    }
+    let callbacks = callbacks::Settings {
+        allow,
+        max_attempts: args.callback_attempts,
+        backoff_first: args.callback_backoff,
+        backoff_max: args.callback_backoff_max.max(args.callback_backoff),
+        timeout: args.callback_timeout,
+        ..callbacks::Settings::default()
+    };
     let cfg = ServerConfig {
         listen: args.listen,
         data,
@@ -271,6 +315,7 @@ pub fn main(data: &Path, args: ServeArgs) -> ExitCode {
             idle_timeout: args.idle_timeout,
         },
         body_memory: args.body_memory,
+        callbacks,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -279,13 +324,17 @@ pub fn main(data: &Path, args: ServeArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(EXIT_FAILURE, format!("starting the runtime: {e}")),
     };
-    match runtime.block_on(run(cfg)) {
+    let engine_config = SandboxConfig {
+        cgroup_parent: args.cgroup_parent,
+        ..SandboxConfig::default()
+    };
+    match runtime.block_on(run(cfg, engine_config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(EXIT_FAILURE, message),
     }
 }
 
-async fn run(cfg: ServerConfig) -> Result<(), String> {
+async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), String> {
     let data = cfg.data.clone();
     let (master_token, created) = auth::master_token(&data)
         .map_err(|e| format!("master token in {}: {e}", data.display()))?;
@@ -300,8 +349,7 @@ async fn run(cfg: ServerConfig) -> Result<(), String> {
             .map_err(|e| e.to_string())?,
     );
     let envs = EnvStore::open(&data).map_err(|e| format!("environments: {e}"))?;
-    let engine =
-        Arc::new(Sandbox::new(SandboxConfig::default()).map_err(|e| format!("sandbox: {e}"))?);
+    let engine = Arc::new(super::start_engine(engine_config).map_err(|e| format!("sandbox: {e}"))?);
     // What a crash left behind: sandboxes first, then the rows that said they were running.
     let cleaner = engine.clone();
     let cleaned = tokio::task::spawn_blocking(move || cleaner.cleanup_stale())
@@ -333,6 +381,25 @@ async fn run(cfg: ServerConfig) -> Result<(), String> {
     if recovered > 0 {
         tracing::warn!("{recovered} execution(s) were running when the server stopped: ended as internal-error");
     }
+    // Callbacks hear every end from now on, then catch up with what the store holds (ends
+    // nobody heard, attempts a crash cut short), then deliver.
+    let callbacks = Arc::new(callbacks::Service::new(
+        store.clone(),
+        cfg.callbacks.clone(),
+        Arc::new(server::views::FinalObjects { exec: exec.clone() }),
+        cfg.node.clone(),
+    ));
+    callbacks.listen(exec.events());
+    let interrupted = callbacks
+        .recover()
+        .await
+        .map_err(|e| format!("recovering callbacks: {e}"))?;
+    if interrupted > 0 {
+        tracing::warn!(
+            "{interrupted} callback attempt(s) were cut short when the server stopped: due again"
+        );
+    }
+    callbacks.spawn_worker();
     // Work queued before a restart runs now.
     exec.spawn_dispatcher();
     let app = Arc::new(App {
@@ -340,6 +407,7 @@ async fn run(cfg: ServerConfig) -> Result<(), String> {
         store,
         envs,
         exec,
+        callbacks,
         master_token,
     });
     println!(

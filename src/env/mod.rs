@@ -55,6 +55,21 @@ pub enum EnvError {
     Fixed(String),
 }
 
+impl EnvError {
+    /// The error as the user of data directory `data` reads it: a missing environment names
+    /// the directory that was searched.
+    pub fn in_data_dir(&self, data: &Path) -> String {
+        match self {
+            EnvError::NotFound(_) => format!(
+                "{self} in the data directory {} (`sandpit env list` shows what is there; \
+                 --data DIR or SANDPIT_DATA=DIR chooses another)",
+                data.display()
+            ),
+            _ => self.to_string(),
+        }
+    }
+}
+
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> EnvError {
     let context = context.into();
     move |source| EnvError::Io { context, source }
@@ -184,8 +199,7 @@ impl EnvStore {
                 return Err(EnvError::AlreadyExists(id.clone()));
             }
         }
-        let held = self.images.lock()?;
-        let record = self.images.import_locked(&held, path)?;
+        let (held, record) = self.images.import(path)?;
         let envid = match meta.envid {
             Some(id) => id,
             None => record.digest.trim_start_matches("sha256:")[..12].to_string(),

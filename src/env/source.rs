@@ -40,12 +40,11 @@ pub fn resolve(data: &Path, source: &RootSource) -> Result<Resolved, String> {
         }
         RootSource::Env(envid) => Catalog::open(data)
             .and_then(|c| c.resolve(envid))
-            .map_err(|e| format!("--env {envid}: {e}")),
+            .map_err(|e| format!("--env {envid}: {}", e.in_data_dir(data))),
         RootSource::Image(path) => {
             let err = |e: &dyn std::fmt::Display| format!("--image {}: {e}", path.display());
             let store = ImageStore::open(data, ImportLimits::default()).map_err(|e| err(&e))?;
-            let held = store.lock().map_err(|e| err(&e))?;
-            let record = store.import_locked(&held, path).map_err(|e| err(&e))?;
+            let (held, record) = store.import(path).map_err(|e| err(&e))?;
             // Leased before the store lock goes, so no collection can slip in between.
             let image = store.lease(&record.digest).map_err(|e| err(&e))?;
             drop(held);

@@ -68,6 +68,8 @@ pub struct NewExecution {
     pub start: bool,
     /// Answer once it has ended (implies `start`).
     pub wait: bool,
+    /// Where its final object is POSTed when it ends.
+    pub callback: Option<crate::callbacks::Callback>,
 }
 
 impl NewExecution {

@@ -11,6 +11,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::auth::Principal;
+use crate::callbacks::Subject;
 use crate::clock::Micros;
 use crate::env::Catalog;
 use crate::error::{blocking, Error, Result};
@@ -181,6 +182,16 @@ impl Service {
             node: None,
             stored_bytes: input_bytes,
         };
+        // The callback's row first: the execution cannot end before its callback exists.
+        let callback = new
+            .callback
+            .map(|c| c.row(Subject::Execution(id.clone()), Micros::now()));
+        if let Some(c) = &callback {
+            if let Err(e) = self.store.insert_callback(c).await {
+                let _ = dir.remove().await;
+                return Err(e.into());
+            }
+        }
         let created = {
             // Checked again under the lock: concurrent creates of one key can't all pass.
             let _guard = self.admission.lock().await;
@@ -193,13 +204,20 @@ impl Service {
                 Err(e) => Err(e),
             }
         };
+        let created = match created {
+            Ok(Some(row)) => Ok(row),
+            Ok(None) => Err(Error::Unauthorized("the API key was deleted".into())),
+            Err(e) => Err(e),
+        };
         let row = match created {
-            Ok(Some(row)) => row,
-            Ok(None) => {
-                let _ = dir.remove().await;
-                return Err(Error::Unauthorized("the API key was deleted".into()));
-            }
+            Ok(row) => row,
             Err(e) => {
+                if callback.is_some() {
+                    let _ = self
+                        .store
+                        .delete_callbacks_of(&Subject::Execution(id))
+                        .await;
+                }
                 let _ = dir.remove().await;
                 return Err(e);
             }

@@ -5,7 +5,7 @@ use std::io::{self, Read};
 
 use sha2::Digest as _;
 
-use super::error::{ImageError, Result};
+use super::error::{ImageError, Limit, NoSpace, OverLimit, Result};
 
 /// A validated `sha256:<64 lowercase hex>` digest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -43,7 +43,8 @@ impl std::fmt::Display for Sha256 {
     }
 }
 
-fn to_hex(bytes: &[u8]) -> String {
+/// Lowercase hex.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -58,29 +59,31 @@ pub fn sha256_of(data: &[u8]) -> Sha256 {
     Sha256(to_hex(&sha2::Sha256::digest(data)))
 }
 
-/// A reader that hashes and counts everything read through it, and refuses to read more than
-/// `limit` bytes (an error, not a silent stop: a too-large input must not look complete).
+/// A reader that hashes and counts everything read through it; a capped one refuses to read
+/// more than its cap (an error, not a silent stop: a too-large input must not look complete).
 pub struct HashReader<R> {
     inner: R,
     hasher: sha2::Sha256,
     count: u64,
-    limit: u64,
-    what: &'static str,
+    cap: Option<(Limit, u64)>,
 }
 
 impl<R: Read> HashReader<R> {
-    pub fn new(inner: R, limit: u64, what: &'static str) -> Self {
+    pub fn new(inner: R) -> Self {
         HashReader {
             inner,
             hasher: sha2::Sha256::new(),
             count: 0,
-            limit,
-            what,
+            cap: None,
         }
     }
 
-    pub fn count(&self) -> u64 {
-        self.count
+    /// Refuses more than `max` bytes; `limit` names the setting in the error.
+    pub fn capped(inner: R, limit: Limit, max: u64) -> Self {
+        HashReader {
+            cap: Some((limit, max)),
+            ..Self::new(inner)
+        }
     }
 
     /// Reads whatever is left (a tar reader may stop at its end marker before EOF) and returns
@@ -91,44 +94,55 @@ impl<R: Read> HashReader<R> {
     }
 }
 
-/// The marker inside an `io::Error` that says "over the size limit".
-#[derive(Debug)]
-pub struct OverLimit {
-    pub what: &'static str,
-    pub limit: u64,
-}
-
-impl std::fmt::Display for OverLimit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} is larger than {} bytes", self.what, self.limit)
-    }
-}
-
-impl std::error::Error for OverLimit {}
-
 impl<R: Read> Read for HashReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.count += n as u64;
-        if self.count > self.limit {
-            return Err(io::Error::other(OverLimit {
-                what: self.what,
-                limit: self.limit,
-            }));
+        if let Some((limit, max)) = self.cap {
+            if self.count > max {
+                return Err(io::Error::other(OverLimit {
+                    limit,
+                    max,
+                    what: "stream".into(),
+                }));
+            }
         }
         self.hasher.update(&buf[..n]);
         Ok(n)
     }
 }
 
-/// Turns an I/O error from a reader chain into the right image error: over the limit, a
-/// truncated stream, or plain I/O.
-pub fn classify(context: &str, e: io::Error) -> ImageError {
-    if let Some(over) = e.get_ref().and_then(|i| i.downcast_ref::<OverLimit>()) {
-        return ImageError::TooLarge {
-            what: format!("{context} ({})", over.what),
-            limit: over.limit,
+/// Finds an error of type `T` anywhere in an I/O error's chain (decompressors and the tar
+/// reader may wrap what a reader below them returned).
+fn find_in_chain<T: std::error::Error + 'static>(e: &io::Error) -> Option<&T> {
+    let mut cur: &(dyn std::error::Error + 'static) = e;
+    loop {
+        if let Some(found) = cur.downcast_ref::<T>() {
+            return Some(found);
+        }
+        // io::Error's own source() skips the error it wraps: step into it explicitly.
+        let inner = cur
+            .downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        cur = match inner {
+            Some(inner) => inner,
+            None => cur.source()?,
         };
+    }
+}
+
+/// Turns an I/O error from a reader chain into the right image error: over a limit, out of
+/// room, a truncated stream, or plain I/O.
+pub fn classify(context: &str, e: io::Error) -> ImageError {
+    if let Some(over) = find_in_chain::<OverLimit>(&e) {
+        return ImageError::OverLimit(OverLimit {
+            what: context.to_string(),
+            ..over.clone()
+        });
+    }
+    if let Some(full) = find_in_chain::<NoSpace>(&e) {
+        return ImageError::NoSpace(full.clone());
     }
     match e.kind() {
         io::ErrorKind::UnexpectedEof => ImageError::Truncated(format!("{context}: {e}")),
@@ -154,7 +168,7 @@ mod tests {
 
     #[test]
     fn hashes_and_limits() {
-        let r = HashReader::new(&b"abc"[..], 10, "x");
+        let r = HashReader::new(&b"abc"[..]);
         let (d, n) = r.finish().unwrap();
         assert_eq!(n, 3);
         assert_eq!(
@@ -162,8 +176,27 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(sha256_of(b"abc"), d);
-        let r = HashReader::new(&b"abcdef"[..], 4, "x");
+        let r = HashReader::capped(&b"abcdef"[..], Limit::BlobBytes, 4);
         let e = r.finish().unwrap_err();
-        assert!(matches!(classify("t", e), ImageError::TooLarge { .. }));
+        match classify("t", e) {
+            ImageError::OverLimit(o) => assert_eq!(
+                (o.limit, o.max, o.what.as_str()),
+                (Limit::BlobBytes, 4, "t")
+            ),
+            other => panic!("{other}"),
+        }
+        // Found through layers of wrapping.
+        let wrapped = io::Error::other(io::Error::other(OverLimit {
+            limit: Limit::Entries,
+            max: 1,
+            what: String::new(),
+        }));
+        assert!(matches!(
+            classify("w", wrapped),
+            ImageError::OverLimit(OverLimit {
+                limit: Limit::Entries,
+                ..
+            })
+        ));
     }
 }

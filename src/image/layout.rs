@@ -1,7 +1,10 @@
 //! Reading an OCI image layout (a directory, or a tar of one as `docker save` and
 //! `skopeo copy … oci-archive:` write it): index → manifest → config → layers. Every blob read
-//! here is checked against its descriptor's digest and size.
+//! here is checked against its descriptor's digest and size. Nested indexes are walked with
+//! bounded depth and document count, each distinct document once: the work is linear in the
+//! layout's size, however often its documents reference each other.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::fs::OpenOptionsExt;
@@ -9,13 +12,10 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 
+use super::budget::{Budget, ImportLimits};
 use super::digest::{classify, sha256_of, HashReader, Sha256};
-use super::error::{ImageError, Result};
-
-/// JSON documents (index, manifests, config) larger than this are refused.
-const MAX_JSON_BYTES: u64 = 8 << 20;
-/// How deep nested indexes may go.
-const MAX_INDEX_DEPTH: usize = 4;
+use super::error::{ImageError, Limit, OverLimit, Result};
+use super::tar_stream::read_entries;
 
 /// One layer as the manifest and the config describe it.
 #[derive(Debug, Clone)]
@@ -55,20 +55,25 @@ pub fn open_blob(layout: &Path, digest: &Sha256) -> Result<File> {
     }
 }
 
-/// Reads a small blob whole, verifying digest and size.
-fn read_json_blob(layout: &Path, desc: &Descriptor) -> Result<Vec<u8>> {
+/// Reads a small blob whole (at most `max` bytes), verifying digest and size.
+fn read_json_blob(layout: &Path, desc: &Descriptor, max: u64) -> Result<Vec<u8>> {
     let digest = Sha256::parse(desc.digest().as_ref())?;
-    if desc.size() > MAX_JSON_BYTES {
-        return Err(ImageError::TooLarge {
-            what: format!("document {digest}"),
-            limit: MAX_JSON_BYTES,
-        });
+    let too_large = || OverLimit {
+        limit: Limit::DocumentBytes,
+        max,
+        what: format!("document {digest}"),
+    };
+    if desc.size() > max {
+        return Err(too_large().into());
     }
     let file = open_blob(layout, &digest)?;
     let mut data = Vec::new();
-    file.take(MAX_JSON_BYTES + 1)
+    file.take(max + 1)
         .read_to_end(&mut data)
         .map_err(|e| ImageError::io(format!("read {digest}"), e))?;
+    if data.len() as u64 > max {
+        return Err(too_large().into());
+    }
     let actual = sha256_of(&data);
     if actual != digest {
         return Err(ImageError::DigestMismatch {
@@ -106,53 +111,102 @@ fn is_index(media_type: &str) -> bool {
     media_type.contains("image.index") || media_type.contains("manifest.list")
 }
 
-/// Finds the manifest to run: the first entry of the index (nested indexes followed) that is
-/// for linux on this architecture, or has no platform.
-fn pick_manifest(
-    layout: &Path,
-    index: &ImageIndex,
-    depth: usize,
-) -> Result<Option<(Sha256, ImageManifest)>> {
-    for desc in index.manifests() {
-        if !runnable(desc) {
-            continue;
-        }
-        let media = desc.media_type().to_string();
-        let data = read_json_blob(layout, desc)?;
-        if is_index(&media) {
-            if depth >= MAX_INDEX_DEPTH {
-                return Err(ImageError::InvalidLayout("indexes nested too deep".into()));
+/// The JSON documents read from one layout, counted against the limits.
+struct DocumentReader<'a> {
+    layout: &'a Path,
+    limits: &'a ImportLimits,
+    read: u64,
+    /// Indexes already walked without finding a manifest: never walked again.
+    dead_ends: HashSet<Sha256>,
+}
+
+impl DocumentReader<'_> {
+    fn read(&mut self, desc: &Descriptor) -> Result<Vec<u8>> {
+        self.read += 1;
+        if self.read > self.limits.max_documents {
+            return Err(OverLimit {
+                limit: Limit::Documents,
+                max: self.limits.max_documents,
+                what: "the documents read to find the image".into(),
             }
-            let inner = ImageIndex::from_reader(&data[..])
-                .map_err(|e| ImageError::InvalidLayout(format!("index {}: {e}", desc.digest())))?;
-            if let Some(found) = pick_manifest(layout, &inner, depth + 1)? {
-                return Ok(Some(found));
-            }
-            continue;
+            .into());
         }
-        let manifest = ImageManifest::from_reader(&data[..])
-            .map_err(|e| ImageError::InvalidLayout(format!("manifest {}: {e}", desc.digest())))?;
-        return Ok(Some((Sha256::parse(desc.digest().as_ref())?, manifest)));
+        read_json_blob(self.layout, desc, self.limits.max_document_bytes)
     }
-    Ok(None)
+
+    /// Finds the manifest to run: the first entry of the index (nested indexes followed) that
+    /// is for linux on this architecture, or has no platform. `depth` is the index's own.
+    fn pick_manifest(
+        &mut self,
+        index: &ImageIndex,
+        depth: u64,
+    ) -> Result<Option<(Sha256, ImageManifest)>> {
+        for desc in index.manifests() {
+            if !runnable(desc) {
+                continue;
+            }
+            let digest = Sha256::parse(desc.digest().as_ref())?;
+            if self.dead_ends.contains(&digest) {
+                continue;
+            }
+            if is_index(desc.media_type().as_ref()) {
+                if depth + 1 > self.limits.max_index_depth {
+                    return Err(OverLimit {
+                        limit: Limit::IndexDepth,
+                        max: self.limits.max_index_depth,
+                        what: format!("index {digest}"),
+                    }
+                    .into());
+                }
+                let data = self.read(desc)?;
+                let inner = ImageIndex::from_reader(&data[..])
+                    .map_err(|e| ImageError::InvalidLayout(format!("index {digest}: {e}")))?;
+                if let Some(found) = self.pick_manifest(&inner, depth + 1)? {
+                    return Ok(Some(found));
+                }
+                self.dead_ends.insert(digest);
+                continue;
+            }
+            let data = self.read(desc)?;
+            let manifest = ImageManifest::from_reader(&data[..])
+                .map_err(|e| ImageError::InvalidLayout(format!("manifest {digest}: {e}")))?;
+            return Ok(Some((digest, manifest)));
+        }
+        Ok(None)
+    }
 }
 
 /// Reads and verifies the index, manifest and config of a layout directory. Layer blobs are
 /// only checked for presence here; their digests are verified while they are unpacked.
-pub fn read_layout(layout: &Path) -> Result<ImageInfo> {
+pub fn read_layout(layout: &Path, limits: &ImportLimits) -> Result<ImageInfo> {
     let index_path = layout.join("index.json");
     let index_file = File::open(&index_path)
         .map_err(|e| ImageError::InvalidLayout(format!("{}: {e}", index_path.display())))?;
     let mut data = Vec::new();
     index_file
-        .take(MAX_JSON_BYTES)
+        .take(limits.max_document_bytes + 1)
         .read_to_end(&mut data)
         .map_err(|e| ImageError::io(index_path.display().to_string(), e))?;
+    if data.len() as u64 > limits.max_document_bytes {
+        return Err(OverLimit {
+            limit: Limit::DocumentBytes,
+            max: limits.max_document_bytes,
+            what: "index.json".into(),
+        }
+        .into());
+    }
     let index = ImageIndex::from_reader(&data[..])
         .map_err(|e| ImageError::InvalidLayout(format!("index.json: {e}")))?;
-    let (manifest_digest, manifest) =
-        pick_manifest(layout, &index, 0)?.ok_or(ImageError::NoManifest)?;
-    let config_data = read_json_blob(layout, manifest.config())?;
+    let mut documents = DocumentReader {
+        layout,
+        limits,
+        read: 0,
+        dead_ends: HashSet::new(),
+    };
+    let (manifest_digest, manifest) = documents
+        .pick_manifest(&index, 0)?
+        .ok_or(ImageError::NoManifest)?;
+    let config_data = documents.read(manifest.config())?;
     let config = ImageConfiguration::from_reader(&config_data[..])
         .map_err(|e| ImageError::InvalidLayout(format!("config: {e}")))?;
     let diff_ids = config.rootfs().diff_ids();
@@ -205,18 +259,21 @@ pub fn decompress<'a, R: Read + 'a>(reader: R) -> Result<Box<dyn Read + 'a>> {
 
 /// Extracts the parts of an image-layout tar that matter (index.json, oci-layout and
 /// blobs/sha256/<hex>) into `dest`. Everything else is skipped, so nothing in the archive can
-/// choose where a file lands.
-pub fn extract_layout_tar(archive: &Path, dest: &Path, max_bytes: u64) -> Result<()> {
+/// choose where a file lands. The archive, compressed and not, is metered against `budget`.
+pub fn extract_layout_tar(archive: &Path, dest: &Path, budget: &Budget) -> Result<()> {
     let file = File::open(archive).map_err(|e| ImageError::io(archive.display().to_string(), e))?;
-    let limited = HashReader::new(file, max_bytes, "image archive");
-    let reader = decompress(limited)?;
-    let mut tar = tar::Archive::new(reader);
+    let stored = file
+        .metadata()
+        .map_err(|e| ImageError::io(archive.display().to_string(), e))?
+        .len();
+    budget.ensure_room(stored)?;
+    let max = budget.limits().max_blob_bytes;
+    let reader = budget.archive(decompress(HashReader::capped(file, Limit::BlobBytes, max))?);
     let blobs = dest.join("blobs").join("sha256");
     fs::create_dir_all(&blobs).map_err(|e| ImageError::io(blobs.display().to_string(), e))?;
-    for entry in tar.entries().map_err(|e| classify("image archive", e))? {
-        let mut entry = entry.map_err(|e| classify("image archive", e))?;
+    read_entries(reader, "image archive", budget, |entry| {
         if entry.header().entry_type() != tar::EntryType::Regular {
-            continue;
+            return Ok(());
         }
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw);
@@ -226,9 +283,9 @@ pub fn extract_layout_tar(archive: &Path, dest: &Path, max_bytes: u64) -> Result
             _ => match name.strip_prefix("blobs/sha256/") {
                 Some(hex) => match Sha256::parse(&format!("sha256:{hex}")) {
                     Ok(d) => blobs.join(d.hex()),
-                    Err(_) => continue,
+                    Err(_) => return Ok(()),
                 },
-                None => continue,
+                None => return Ok(()),
             },
         };
         let mut out = fs::OpenOptions::new()
@@ -240,12 +297,12 @@ pub fn extract_layout_tar(archive: &Path, dest: &Path, max_bytes: u64) -> Result
             .open(&target)
             .map_err(|e| ImageError::io(target.display().to_string(), e))?;
         let size = entry.size();
-        let copied = io::copy(&mut entry, &mut out).map_err(|e| classify("image archive", e))?;
+        let copied = io::copy(entry, &mut out).map_err(|e| classify("image archive", e))?;
         if copied != size {
             return Err(ImageError::Truncated(format!(
                 "{name}: {copied} of {size} bytes"
             )));
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }

@@ -4,6 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 /// A held flock; released when dropped.
@@ -25,6 +26,7 @@ impl FileLock {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o644)
             .open(path)
     }
 
@@ -44,6 +46,39 @@ impl FileLock {
             Err(e) => Err(e),
         }
     }
+
+    /// Locks a directory itself (never through a symlink) and returns the lock with whether
+    /// `path` still names the locked directory (someone may have removed it in between).
+    /// `Ok(None)` when non-blocking and someone else holds it.
+    pub fn on_dir(path: &Path, kind: LockKind, nonblocking: bool) -> io::Result<Option<DirLock>> {
+        let dir = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)?;
+        match flock(&dir, kind, nonblocking) {
+            Ok(()) => {}
+            Err(e) if nonblocking && e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let held = dir.metadata()?;
+        let still_there = match std::fs::symlink_metadata(path) {
+            Ok(now) => now.dev() == held.dev() && now.ino() == held.ino(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
+        Ok(Some(DirLock {
+            _lock: FileLock { _file: dir },
+            still_there,
+        }))
+    }
+}
+
+/// A held flock on a directory.
+#[derive(Debug)]
+pub struct DirLock {
+    _lock: FileLock,
+    /// Whether the path still named the locked directory once the lock was held.
+    pub still_there: bool,
 }
 
 fn flock(file: &File, kind: LockKind, nonblocking: bool) -> io::Result<()> {

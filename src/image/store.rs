@@ -2,47 +2,45 @@
 //!
 //! ```text
 //! DATA/layers/sha256/<diff_id hex>/   one unpacked layer (shared by every image that has it)
-//! DATA/layers/tmp/                    layers being unpacked (renamed into place when
-//!                                     complete), image archives being read
+//! DATA/layers/tmp/import.<…>/         one import's private staging directory (the image
+//!                                     archive's contents, the layers it unpacks), flocked
+//!                                     while the import lives
 //! DATA/images/<manifest hex>.json     an imported image: its layers and config defaults
 //! DATA/images/<manifest hex>.lock     held (shared) while a run uses the image
-//! DATA/.store.lock                    held (exclusive) by import and garbage collection
+//! DATA/.store.lock                    held (exclusive) to commit an import, and by garbage
+//!                                     collection
 //! ```
+//!
+//! An import reads, unpacks and verifies everything in its staging directory without the
+//! store lock (imports of different images run in parallel), then takes the lock only to
+//! rename the layers into place and write the record.
+//!
+//! Everything under `DATA/layers/` is owned by root and writable by root only (see
+//! `unpack`): the image's modes and owners would let host users change what sandboxes run.
 //!
 //! Layers are not refcounted by counters that could drift: garbage collection keeps exactly
 //! the layers named by the image records that are still wanted or in use.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use super::budget::{Budget, ImportLimits};
 use super::digest::{classify, HashReader, Sha256};
-use super::error::{ImageError, Result};
+use super::error::{ImageError, Limit, OverLimit, Result};
 use super::layout::{self, ImageInfo, LayerRef};
-use super::lock::{FileLock, LockKind};
-use super::unpack::unpack_layer;
+use super::lock::{DirLock, FileLock, LockKind};
+use super::unpack::{self, unpack_layer};
 
-/// Size limits for imports.
-#[derive(Debug, Clone, Copy)]
-pub struct ImportLimits {
-    /// Largest uncompressed layer.
-    pub max_layer_bytes: u64,
-    /// Largest blob or image archive as stored.
-    pub max_blob_bytes: u64,
-}
-
-impl Default for ImportLimits {
-    fn default() -> Self {
-        ImportLimits {
-            max_layer_bytes: 8 << 30,
-            max_blob_bytes: 8 << 30,
-        }
-    }
-}
+/// How often an import retries when a collection (which does not wait for imports) removed
+/// its fresh staging directory, or a layer it had found in the store before it could commit
+/// (each retry unpacks the missing layers, without the lock, first).
+const COMMIT_ATTEMPTS: usize = 3;
 
 /// What the store keeps about an imported image.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -82,28 +80,55 @@ fn unique(prefix: &str) -> String {
     )
 }
 
-/// Removes a directory when dropped, unless disarmed.
-struct TempDir(Option<PathBuf>);
-
-impl TempDir {
-    fn path(&self) -> &Path {
-        self.0.as_deref().unwrap_or(Path::new("/nonexistent"))
-    }
-    fn disarm(&mut self) {
-        self.0 = None;
-    }
+/// An import's private scratch directory under `layers/tmp`: locked while the import lives,
+/// so that a collection (which sweeps `layers/tmp`) leaves it alone, and removed with
+/// everything still in it when dropped.
+struct Staging {
+    path: PathBuf,
+    _lock: DirLock,
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = fs::remove_dir_all(p);
+impl Staging {
+    fn create(tmp: &Path) -> Result<Staging> {
+        for _ in 0..COMMIT_ATTEMPTS {
+            let path = tmp.join(unique("import"));
+            unpack::mkdir(&path)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o700))
+                .map_err(|e| ImageError::io(format!("chmod {}", path.display()), e))?;
+            let lock = FileLock::on_dir(&path, LockKind::Exclusive, false)
+                .map_err(|e| ImageError::io(format!("lock {}", path.display()), e))?;
+            // A collection may have swept the directory before the lock was held: take another.
+            if let Some(lock) = lock.filter(|l| l.still_there) {
+                return Ok(Staging { path, _lock: lock });
+            }
         }
+        Err(ImageError::io(
+            format!("create a staging directory in {}", tmp.display()),
+            io::Error::other("collected as soon as created"),
+        ))
     }
 }
 
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Creates a store directory (and its missing parents) root's and 0755.
 fn mkdirs(path: &Path) -> Result<()> {
-    fs::create_dir_all(path).map_err(|e| ImageError::io(format!("mkdir {}", path.display()), e))
+    if path.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent() {
+        mkdirs(parent)?;
+    }
+    match unpack::mkdir(path) {
+        Err(ImageError::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 impl ImageStore {
@@ -114,11 +139,7 @@ impl ImageStore {
         let data =
             fs::canonicalize(data).map_err(|e| ImageError::io(data.display().to_string(), e))?;
         let store = ImageStore { data, limits };
-        for dir in [
-            store.layers_dir(),
-            store.data.join("layers/tmp"),
-            store.images_dir(),
-        ] {
+        for dir in [store.layers_dir(), store.tmp_dir(), store.images_dir()] {
             mkdirs(&dir)?;
         }
         Ok(store)
@@ -130,6 +151,10 @@ impl ImageStore {
 
     fn layers_dir(&self) -> PathBuf {
         self.data.join("layers").join("sha256")
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.data.join("layers").join("tmp")
     }
 
     fn images_dir(&self) -> PathBuf {
@@ -149,7 +174,7 @@ impl ImageStore {
         self.images_dir().join(format!("{}.lock", digest.hex()))
     }
 
-    /// Takes the store-wide lock that serialises imports and garbage collection.
+    /// Takes the store-wide lock that serialises commits of imports and garbage collection.
     pub fn lock(&self) -> Result<FileLock> {
         let path = self.data.join(".store.lock");
         FileLock::lock(&path, LockKind::Exclusive)
@@ -198,39 +223,163 @@ impl ImageStore {
         Ok(ImageLease { _lock: lock })
     }
 
-    /// Imports an image layout (directory or tar) and returns its record. The caller holds
-    /// the store lock (`lock()`). An image already in the store is only re-read (index and
-    /// manifest), not unpacked again. On failure nothing new stays in the store.
-    pub fn import_locked(&self, _held: &FileLock, source: &Path) -> Result<ImageRecord> {
+    /// Imports an image layout (directory or tar) and returns its record with the store lock
+    /// still held, so the caller can tie the image to what keeps it (an environment, a run's
+    /// lease) before a collection can find it unused. Reading the archive and unpacking and
+    /// verifying layers happen in a private staging directory without the lock; the lock is
+    /// taken only to move the layers into place and write the record. Layers already in the
+    /// store are not unpacked again (their blobs are still verified, unless the image itself
+    /// is already imported). On failure nothing new stays in the store.
+    pub fn import(&self, source: &Path) -> Result<(FileLock, ImageRecord)> {
         let meta =
             fs::metadata(source).map_err(|e| ImageError::io(source.display().to_string(), e))?;
-        let mut extracted = TempDir(None);
+        let staging = Staging::create(&self.tmp_dir())?;
+        let budget = Budget::new(self.limits, &staging.path);
         let layout_dir = if meta.is_dir() {
             source.to_path_buf()
         } else {
-            let tmp = self.data.join("layers/tmp").join(unique("archive"));
-            mkdirs(&tmp)?;
-            extracted = TempDir(Some(tmp));
-            layout::extract_layout_tar(source, extracted.path(), self.limits.max_blob_bytes)?;
-            extracted.path().to_path_buf()
+            let dir = staging.path.join("archive");
+            unpack::mkdir(&dir)?;
+            layout::extract_layout_tar(source, &dir, &budget)?;
+            dir
         };
-        let info = layout::read_layout(&layout_dir)?;
-        if let Some(record) = self.record(&info.manifest_digest)? {
-            let all_there = record
-                .layers
-                .iter()
-                .all(|l| self.layer_path(l).map(|p| p.is_dir()).unwrap_or(false));
-            if all_there {
-                return Ok(record);
+        let info = layout::read_layout(&layout_dir, &self.limits)?;
+        let imported = self.record(&info.manifest_digest)?.is_some();
+        let mut staged: BTreeMap<Sha256, PathBuf> = BTreeMap::new();
+        let mut verified: BTreeSet<Sha256> = BTreeSet::new();
+        for _ in 0..COMMIT_ATTEMPTS {
+            let todo = self.missing_layers(&info, &staged);
+            if !todo.is_empty() {
+                budget.ensure_room(todo.iter().map(|l| l.size).sum())?;
             }
+            for layer in todo {
+                let dir = self.stage_layer(&layout_dir, layer, &staging.path, &budget)?;
+                staged.insert(layer.diff_id.clone(), dir);
+                verified.insert(layer.blob.clone());
+            }
+            // The other blobs are checked too, though their layers are in the store already.
+            if !imported {
+                for layer in &info.layers {
+                    if verified.insert(layer.blob.clone()) {
+                        self.verify_blob(&layout_dir, layer)?;
+                    }
+                }
+            }
+            let held = self.lock()?;
+            if self.missing_layers(&info, &staged).is_empty() {
+                let record = self.commit_locked(&held, &info, &staged)?;
+                return Ok((held, record));
+            }
+            // A collection removed a layer this import had found stored: unpack it too.
         }
-        let mut created: Vec<PathBuf> = Vec::new();
-        let result = self.import_layers(&layout_dir, &info, &mut created);
-        if result.is_err() {
-            // Roll back: layers this import added and no image record names.
+        Err(ImageError::io(
+            "commit the import",
+            io::Error::other("the store's layers kept being collected while importing"),
+        ))
+    }
+
+    /// The image's layers that are neither in the store nor staged, each once.
+    fn missing_layers<'i>(
+        &self,
+        info: &'i ImageInfo,
+        staged: &BTreeMap<Sha256, PathBuf>,
+    ) -> Vec<&'i LayerRef> {
+        let mut seen = BTreeSet::new();
+        info.layers
+            .iter()
+            .filter(|l| !staged.contains_key(&l.diff_id))
+            .filter(|l| !self.layers_dir().join(l.diff_id.hex()).is_dir())
+            .filter(|l| seen.insert(l.diff_id.clone()))
+            .collect()
+    }
+
+    /// Unpacks one layer into the staging directory and verifies it (diff_id and blob digest).
+    fn stage_layer(
+        &self,
+        layout_dir: &Path,
+        layer: &LayerRef,
+        staging: &Path,
+        budget: &Budget,
+    ) -> Result<PathBuf> {
+        let max_blob = self.limits.max_blob_bytes;
+        if layer.size > max_blob {
+            return Err(OverLimit {
+                limit: Limit::BlobBytes,
+                max: max_blob,
+                what: format!("layer {}", layer.blob),
+            }
+            .into());
+        }
+        let dir = staging.join(layer.diff_id.hex());
+        unpack::mkdir(&dir)?;
+        let file = layout::open_blob(layout_dir, &layer.blob)?;
+        let mut raw = HashReader::capped(file, Limit::BlobBytes, max_blob);
+        let context = format!("layer {}", layer.blob);
+        let diff = {
+            let mut plain =
+                HashReader::new(budget.layer(layout::decompress(&mut raw)?, layer.size));
+            unpack_layer(&mut plain, &dir, budget).map_err(|e| match e {
+                ImageError::OverLimit(o) => ImageError::OverLimit(OverLimit {
+                    what: format!("{context} ({})", o.what),
+                    ..o
+                }),
+                other => other,
+            })?;
+            plain.finish().map_err(|e| classify(&context, e))?.0
+        };
+        if diff != layer.diff_id {
+            check_blob(layer, raw)?;
+            return Err(ImageError::DiffIdMismatch {
+                layer: layer.blob.to_string(),
+                expected: layer.diff_id.to_string(),
+                actual: diff.to_string(),
+            });
+        }
+        check_blob(layer, raw)?;
+        Ok(dir)
+    }
+
+    /// Verifies the blob of a layer that is already in the store.
+    fn verify_blob(&self, layout_dir: &Path, layer: &LayerRef) -> Result<()> {
+        let file = layout::open_blob(layout_dir, &layer.blob)?;
+        check_blob(
+            layer,
+            HashReader::capped(file, Limit::BlobBytes, self.limits.max_blob_bytes),
+        )
+    }
+
+    /// Moves the staged layers into place (a layer someone else stored meanwhile is as good
+    /// as ours) and writes the record. On failure, the layers it moved go again.
+    fn commit_locked(
+        &self,
+        _held: &FileLock,
+        info: &ImageInfo,
+        staged: &BTreeMap<Sha256, PathBuf>,
+    ) -> Result<ImageRecord> {
+        let mut moved = Vec::new();
+        let record = record_of(info);
+        let mut commit = || -> Result<()> {
+            for (diff_id, dir) in staged {
+                let final_dir = self.layers_dir().join(diff_id.hex());
+                if final_dir.is_dir() {
+                    continue;
+                }
+                fs::rename(dir, &final_dir)
+                    .map_err(|e| ImageError::io(format!("store layer {diff_id}"), e))?;
+                moved.push(final_dir);
+            }
+            if self.record(&info.manifest_digest)?.as_ref() != Some(&record) {
+                let text = serde_json::to_vec_pretty(&record)
+                    .map_err(|e| ImageError::Corrupt(e.to_string()))?;
+                write_atomic(&self.record_path(&info.manifest_digest), &text)?;
+            }
+            Ok(())
+        };
+        let result = commit();
+        if let Err(e) = result {
             let wanted: BTreeSet<String> =
                 self.images()?.into_iter().flat_map(|r| r.layers).collect();
-            for dir in created {
+            for dir in moved {
                 let key = dir
                     .file_name()
                     .map(|n| format!("sha256:{}", n.to_string_lossy()));
@@ -238,127 +387,15 @@ impl ImageStore {
                     self.remove_layer_dir(&dir);
                 }
             }
+            return Err(e);
         }
-        result?;
-        let record = record_of(&info);
-        let path = self.record_path(&info.manifest_digest);
-        write_atomic(
-            &path,
-            &serde_json::to_vec_pretty(&record).map_err(|e| ImageError::Corrupt(e.to_string()))?,
-        )?;
-        drop(extracted);
         Ok(record)
-    }
-
-    fn import_layers(
-        &self,
-        layout_dir: &Path,
-        info: &ImageInfo,
-        created: &mut Vec<PathBuf>,
-    ) -> Result<()> {
-        for layer in &info.layers {
-            if let Some(dir) = self.ensure_layer(layout_dir, layer)? {
-                created.push(dir);
-            }
-        }
-        Ok(())
-    }
-
-    /// Makes sure a layer is unpacked in the store; returns its directory when this call
-    /// created it. The blob is verified against its digest either way.
-    fn ensure_layer(&self, layout_dir: &Path, layer: &LayerRef) -> Result<Option<PathBuf>> {
-        if layer.size > self.limits.max_blob_bytes {
-            return Err(ImageError::TooLarge {
-                what: format!("layer {}", layer.blob),
-                limit: self.limits.max_blob_bytes,
-            });
-        }
-        let final_dir = self.layers_dir().join(layer.diff_id.hex());
-        let file = layout::open_blob(layout_dir, &layer.blob)?;
-        let mut raw = HashReader::new(file, self.limits.max_blob_bytes, "layer blob");
-        let mut unpacked_into = None;
-        if final_dir.is_dir() {
-            // Already stored: still verify this image's blob.
-            io::copy(&mut raw, &mut io::sink())
-                .map_err(|e| classify(&format!("layer {}", layer.blob), e))?;
-        } else {
-            let mut tmp = TempDir(Some(
-                self.data
-                    .join("layers/tmp")
-                    .join(unique(layer.diff_id.hex())),
-            ));
-            mkdirs(tmp.path())?;
-            let diff = {
-                let mut plain = HashReader::new(
-                    layout::decompress(&mut raw)?,
-                    self.limits.max_layer_bytes,
-                    "uncompressed layer",
-                );
-                let limit = self.limits.max_layer_bytes;
-                unpack_layer(&mut plain, tmp.path()).map_err(|e| {
-                    // The limit error may come back wrapped by the tar reader: go by the count.
-                    if plain.count() > limit {
-                        ImageError::TooLarge {
-                            what: format!("uncompressed layer {}", layer.blob),
-                            limit,
-                        }
-                    } else {
-                        e
-                    }
-                })?;
-                plain
-                    .finish()
-                    .map_err(|e| classify(&format!("layer {}", layer.blob), e))?
-                    .0
-            };
-            if diff != layer.diff_id {
-                self.check_blob(layer, raw)?;
-                return Err(ImageError::DiffIdMismatch {
-                    layer: layer.blob.to_string(),
-                    expected: layer.diff_id.to_string(),
-                    actual: diff.to_string(),
-                });
-            }
-            self.check_blob(layer, raw)?;
-            match fs::rename(tmp.path(), &final_dir) {
-                Ok(()) => {
-                    tmp.disarm();
-                    unpacked_into = Some(final_dir);
-                }
-                // Someone else stored it meanwhile: theirs is as good as ours.
-                Err(_) if final_dir.is_dir() => {}
-                Err(e) => return Err(ImageError::io(format!("store layer {}", layer.diff_id), e)),
-            }
-            return Ok(unpacked_into);
-        }
-        self.check_blob(layer, raw)?;
-        Ok(unpacked_into)
-    }
-
-    fn check_blob(&self, layer: &LayerRef, raw: HashReader<File>) -> Result<()> {
-        let (digest, size) = raw
-            .finish()
-            .map_err(|e| classify(&format!("layer {}", layer.blob), e))?;
-        if digest != layer.blob {
-            return Err(ImageError::DigestMismatch {
-                expected: layer.blob.to_string(),
-                actual: digest.to_string(),
-            });
-        }
-        if size != layer.size {
-            return Err(ImageError::SizeMismatch {
-                digest: layer.blob.to_string(),
-                expected: layer.size,
-                actual: size,
-            });
-        }
-        Ok(())
     }
 
     /// Removes a layer directory: renamed aside first, so a crash half-way never leaves a
     /// partial layer under its real name.
     fn remove_layer_dir(&self, dir: &Path) {
-        let aside = self.data.join("layers/tmp").join(unique("gc"));
+        let aside = self.tmp_dir().join(unique("gc"));
         if fs::rename(dir, &aside).is_ok() {
             let _ = fs::remove_dir_all(&aside);
         }
@@ -388,12 +425,43 @@ impl ImageStore {
                 self.remove_layer_dir(&self.layer_path(&layer)?);
             }
         }
-        let tmp = self.data.join("layers/tmp");
+        // Leftovers of interrupted imports; a live import holds its staging directory's lock.
+        let tmp = self.tmp_dir();
         for name in list_names(&tmp)? {
-            let _ = fs::remove_dir_all(tmp.join(name));
+            let path = tmp.join(name);
+            match FileLock::on_dir(&path, LockKind::Exclusive, true) {
+                Ok(Some(_unused)) => {
+                    let _ = fs::remove_dir_all(&path);
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    let _ = fs::remove_file(&path);
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// Reads the rest of a layer blob and checks it against its descriptor.
+fn check_blob(layer: &LayerRef, raw: HashReader<File>) -> Result<()> {
+    let (digest, size) = raw
+        .finish()
+        .map_err(|e| classify(&format!("layer {}", layer.blob), e))?;
+    if digest != layer.blob {
+        return Err(ImageError::DigestMismatch {
+            expected: layer.blob.to_string(),
+            actual: digest.to_string(),
+        });
+    }
+    if size != layer.size {
+        return Err(ImageError::SizeMismatch {
+            digest: layer.blob.to_string(),
+            expected: layer.size,
+            actual: size,
+        });
+    }
+    Ok(())
 }
 
 fn record_of(info: &ImageInfo) -> ImageRecord {
@@ -431,7 +499,11 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension(unique("tmp"));
     let write = || -> io::Result<()> {
         use std::io::Write;
-        let mut f = File::create(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         fs::rename(&tmp, path)

@@ -3,7 +3,10 @@
 //! Nothing in the archive is trusted: paths are normalised and refused when absolute or when
 //! they climb with `..`; no symlink is ever followed while writing (a parent that is a symlink
 //! is refused); links may not point out of the root; device nodes and FIFOs are refused;
-//! setuid/setgid bits are dropped; extended attributes in the archive are ignored.
+//! extended attributes in the archive are ignored. Everything is owned by root and writable
+//! by root only (setuid, setgid, group and other write bits dropped): the image's owners and
+//! open modes would mean real host users able to change what later sandboxes run.
+//! The stream must be whole: every entry's data complete, the end-of-archive marker present.
 //!
 //! Whiteouts are converted so that they still act when the layer directories are stacked as
 //! overlayfs lower dirs: `.wh.NAME` becomes a 0/0 character device `NAME` (overlayfs's
@@ -19,160 +22,163 @@ use std::path::{Path, PathBuf};
 
 use tar::EntryType;
 
+use super::budget::Budget;
 use super::digest::classify;
 use super::error::{ImageError, Result};
+use super::tar_stream::read_entries;
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
-/// overlayfs reads `trusted.*` when mounted by real root, `user.*` with `userxattr` (mounts
-/// made inside a user namespace); setting both keeps the layer usable either way.
-const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
+/// The engine mounts image layers as real root, where overlayfs reads `trusted.*` xattrs; every
+/// filesystem keeps those (tmpfs before Linux 6.6 has no `user.*` ones).
+const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
-/// Unpacks an (uncompressed) layer tar stream into `dest`, an existing empty directory.
-pub fn unpack_layer<R: Read>(reader: R, dest: &Path) -> Result<()> {
-    let mut archive = tar::Archive::new(reader);
-    let entries = archive.entries().map_err(|e| classify("layer", e))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| classify("layer", e))?;
-        let raw = entry.path_bytes().into_owned();
-        let name = String::from_utf8_lossy(&raw).into_owned();
-        let comps = normalise(&raw, &name)?;
-        let kind = entry.header().entry_type();
-        if matches!(
-            kind,
-            EntryType::XGlobalHeader
-                | EntryType::XHeader
-                | EntryType::GNULongName
-                | EntryType::GNULongLink
-        ) {
-            continue;
+/// Who owns everything in the layer store: root, whatever the image says. An image's owners
+/// would be real users on the host (uid 1000, nobody), able to write to the layer.
+const STORE_UID: u32 = 0;
+const STORE_GID: u32 = 0;
+/// The mode bits kept from the image: setuid and setgid dropped (nothing in the store runs
+/// with the privileges of its owner), group and other write dropped (only root writes to the
+/// store); sticky kept.
+const MODE_MASK: u32 = 0o1755;
+
+/// Unpacks an (uncompressed) layer tar stream into `dest`, an existing empty directory,
+/// counting its entries against `budget` (whose meter the stream should already pass through).
+pub fn unpack_layer<R: Read>(reader: R, dest: &Path, budget: &Budget) -> Result<()> {
+    read_entries(reader, "layer", budget, |entry| unpack_entry(entry, dest))
+}
+
+fn unpack_entry<R: Read>(entry: &mut tar::Entry<'_, R>, dest: &Path) -> Result<()> {
+    let raw = entry.path_bytes().into_owned();
+    let name = String::from_utf8_lossy(&raw).into_owned();
+    let comps = normalise(&raw, &name)?;
+    let kind = entry.header().entry_type();
+    if matches!(
+        kind,
+        EntryType::XGlobalHeader
+            | EntryType::XHeader
+            | EntryType::GNULongName
+            | EntryType::GNULongLink
+    ) {
+        return Ok(());
+    }
+    // Whiteouts first: they are regular (empty) files by name only.
+    if let Some(last) = comps.last().and_then(|c| c.to_str()) {
+        if last.starts_with(WHITEOUT_PREFIX) {
+            let parent = make_parents(dest, &comps[..comps.len() - 1], &name)?;
+            return apply_whiteout(&parent, last, &name);
         }
-        // Whiteouts first: they are regular (empty) files by name only.
-        if let Some(last) = comps.last().and_then(|c| c.to_str()) {
-            if last.starts_with(WHITEOUT_PREFIX) {
-                let parent = make_parents(dest, &comps[..comps.len() - 1], &name)?;
-                apply_whiteout(&parent, last, &name)?;
-                continue;
-            }
+    }
+    let header = entry.header();
+    let mode = header
+        .mode()
+        .map_err(|e| ImageError::Corrupt(format!("{name}: mode: {e}")))?
+        & MODE_MASK;
+    let mtime = header.mtime().unwrap_or(0) as i64;
+    if comps.is_empty() {
+        // The root itself ("./"): only a directory makes sense, and only its mode.
+        if kind == EntryType::Directory {
+            fs::set_permissions(dest, fs::Permissions::from_mode(mode))
+                .map_err(|e| ImageError::io(dest.display().to_string(), e))?;
+            return Ok(());
         }
-        let header = entry.header();
-        let mode = header
-            .mode()
-            .map_err(|e| ImageError::Corrupt(format!("{name}: mode: {e}")))?
-            & 0o1777; // setuid and setgid dropped, sticky kept
-        let uid = header.uid().unwrap_or(0) as u32;
-        let gid = header.gid().unwrap_or(0) as u32;
-        let mtime = header.mtime().unwrap_or(0) as i64;
-        if comps.is_empty() {
-            // The root itself ("./"): only a directory makes sense, and only its mode.
-            if kind == EntryType::Directory {
-                fs::set_permissions(dest, fs::Permissions::from_mode(mode))
-                    .map_err(|e| ImageError::io(dest.display().to_string(), e))?;
-                continue;
-            }
-            return Err(unsafe_path(&name, "not a directory but names the root"));
-        }
-        let parent = make_parents(dest, &comps[..comps.len() - 1], &name)?;
-        let path = parent.join(&comps[comps.len() - 1]);
-        match kind {
-            EntryType::Directory => {
-                match fs::symlink_metadata(&path) {
-                    Ok(m) if m.file_type().is_dir() => {}
-                    Ok(_) => {
-                        remove_any(&path)?;
-                        mkdir(&path)?;
-                    }
-                    Err(_) => mkdir(&path)?,
-                }
-                std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
-                    .map_err(|e| ImageError::io(format!("chown {name}"), e))?;
-                fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-                    .map_err(|e| ImageError::io(format!("chmod {name}"), e))?;
-            }
-            EntryType::Regular | EntryType::Continuous => {
-                remove_any(&path)?;
-                let size = entry.size();
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&path)
-                    .map_err(|e| ImageError::io(format!("create {name}"), e))?;
-                let copied = io::copy(&mut entry, &mut file).map_err(|e| classify(&name, e))?;
-                if copied != size {
-                    return Err(ImageError::Truncated(format!(
-                        "{name}: {copied} of {size} bytes"
-                    )));
-                }
-                std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
-                    .map_err(|e| ImageError::io(format!("chown {name}"), e))?;
-                file.set_permissions(fs::Permissions::from_mode(mode))
-                    .map_err(|e| ImageError::io(format!("chmod {name}"), e))?;
-                drop(file);
-                set_mtime(&path, mtime);
-            }
-            EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| ImageError::Corrupt(format!("{name}: symlink without target")))?
-                    .into_owned();
-                check_symlink(&comps, &target, &name)?;
-                remove_any(&path)?;
-                std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path)
-                    .map_err(|e| ImageError::io(format!("symlink {name}"), e))?;
-                std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
-                    .map_err(|e| ImageError::io(format!("chown {name}"), e))?;
-                set_mtime(&path, mtime);
-            }
-            EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| {
-                        ImageError::Corrupt(format!("{name}: hard link without target"))
-                    })?
-                    .into_owned();
-                let target_name = String::from_utf8_lossy(&target).into_owned();
-                let tcomps = normalise(&target, &name).map_err(|_| ImageError::LinkEscapes {
-                    entry: name.clone(),
-                    target: target_name.clone(),
-                })?;
-                if tcomps.is_empty() {
-                    return Err(ImageError::LinkEscapes {
-                        entry: name.clone(),
-                        target: target_name,
-                    });
-                }
-                let tparent =
-                    existing_parents(dest, &tcomps[..tcomps.len() - 1]).ok_or_else(|| {
-                        unsafe_path(
-                            &name,
-                            &format!("hard link target '{target_name}' is not in this layer"),
-                        )
-                    })?;
-                let tpath = tparent.join(&tcomps[tcomps.len() - 1]);
-                match fs::symlink_metadata(&tpath) {
-                    Ok(m) if m.file_type().is_file() => {}
-                    _ => {
-                        return Err(unsafe_path(
-                            &name,
-                            &format!(
-                                "hard link target '{target_name}' is not a file of this layer"
-                            ),
-                        ))
-                    }
-                }
-                if tpath != path {
+        return Err(unsafe_path(&name, "not a directory but names the root"));
+    }
+    let parent = make_parents(dest, &comps[..comps.len() - 1], &name)?;
+    let path = parent.join(&comps[comps.len() - 1]);
+    match kind {
+        EntryType::Directory => {
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_dir() => {}
+                Ok(_) => {
                     remove_any(&path)?;
-                    fs::hard_link(&tpath, &path)
-                        .map_err(|e| ImageError::io(format!("link {name}"), e))?;
+                    mkdir(&path)?;
+                }
+                Err(_) => mkdir(&path)?,
+            }
+            std::os::unix::fs::lchown(&path, Some(STORE_UID), Some(STORE_GID))
+                .map_err(|e| ImageError::io(format!("chown {name}"), e))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                .map_err(|e| ImageError::io(format!("chmod {name}"), e))?;
+        }
+        EntryType::Regular | EntryType::Continuous => {
+            remove_any(&path)?;
+            let size = entry.size();
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(|e| ImageError::io(format!("create {name}"), e))?;
+            let copied = io::copy(entry, &mut file).map_err(|e| classify(&name, e))?;
+            if copied != size {
+                return Err(ImageError::Truncated(format!(
+                    "{name}: {copied} of {size} bytes"
+                )));
+            }
+            std::os::unix::fs::fchown(&file, Some(STORE_UID), Some(STORE_GID))
+                .map_err(|e| ImageError::io(format!("chown {name}"), e))?;
+            file.set_permissions(fs::Permissions::from_mode(mode))
+                .map_err(|e| ImageError::io(format!("chmod {name}"), e))?;
+            drop(file);
+            set_mtime(&path, mtime);
+        }
+        EntryType::Symlink => {
+            let target = entry
+                .link_name_bytes()
+                .ok_or_else(|| ImageError::Corrupt(format!("{name}: symlink without target")))?
+                .into_owned();
+            check_symlink(&comps, &target, &name)?;
+            remove_any(&path)?;
+            std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path)
+                .map_err(|e| ImageError::io(format!("symlink {name}"), e))?;
+            std::os::unix::fs::lchown(&path, Some(STORE_UID), Some(STORE_GID))
+                .map_err(|e| ImageError::io(format!("chown {name}"), e))?;
+            set_mtime(&path, mtime);
+        }
+        EntryType::Link => {
+            let target = entry
+                .link_name_bytes()
+                .ok_or_else(|| ImageError::Corrupt(format!("{name}: hard link without target")))?
+                .into_owned();
+            let target_name = String::from_utf8_lossy(&target).into_owned();
+            let tcomps = normalise(&target, &name).map_err(|_| ImageError::LinkEscapes {
+                entry: name.clone(),
+                target: target_name.clone(),
+            })?;
+            if tcomps.is_empty() {
+                return Err(ImageError::LinkEscapes {
+                    entry: name.clone(),
+                    target: target_name,
+                });
+            }
+            let tparent = existing_parents(dest, &tcomps[..tcomps.len() - 1]).ok_or_else(|| {
+                unsafe_path(
+                    &name,
+                    &format!("hard link target '{target_name}' is not in this layer"),
+                )
+            })?;
+            let tpath = tparent.join(&tcomps[tcomps.len() - 1]);
+            match fs::symlink_metadata(&tpath) {
+                Ok(m) if m.file_type().is_file() => {}
+                _ => {
+                    return Err(unsafe_path(
+                        &name,
+                        &format!("hard link target '{target_name}' is not a file of this layer"),
+                    ))
                 }
             }
-            EntryType::Char => return Err(special(&name, "character device")),
-            EntryType::Block => return Err(special(&name, "block device")),
-            EntryType::Fifo => return Err(special(&name, "FIFO")),
-            other => return Err(special(&name, &format!("unsupported entry type {other:?}"))),
+            if tpath != path {
+                remove_any(&path)?;
+                fs::hard_link(&tpath, &path)
+                    .map_err(|e| ImageError::io(format!("link {name}"), e))?;
+            }
         }
+        EntryType::Char => return Err(special(&name, "character device")),
+        EntryType::Block => return Err(special(&name, "block device")),
+        EntryType::Fifo => return Err(special(&name, "FIFO")),
+        other => return Err(special(&name, &format!("unsupported entry type {other:?}"))),
     }
     Ok(())
 }
@@ -239,8 +245,12 @@ fn existing_parents(dest: &Path, comps: &[OsString]) -> Option<PathBuf> {
     Some(cur)
 }
 
-fn mkdir(path: &Path) -> Result<()> {
+/// Creates a directory of the store: root's, 0755 (explicitly: neither the umask nor a setgid
+/// parent decides).
+pub fn mkdir(path: &Path) -> Result<()> {
     fs::create_dir(path).map_err(|e| ImageError::io(format!("mkdir {}", path.display()), e))?;
+    std::os::unix::fs::lchown(path, Some(STORE_UID), Some(STORE_GID))
+        .map_err(|e| ImageError::io(format!("chown {}", path.display()), e))?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o755))
         .map_err(|e| ImageError::io(format!("chmod {}", path.display()), e))
 }
@@ -290,10 +300,8 @@ fn check_symlink(comps: &[OsString], target: &[u8], name: &str) -> Result<()> {
 /// Turns `.wh.NAME` into an overlayfs whiteout and `.wh..wh..opq` into the opaque xattr.
 fn apply_whiteout(parent: &Path, file: &str, name: &str) -> Result<()> {
     if file == OPAQUE_MARKER {
-        for attr in OPAQUE_XATTRS {
-            set_xattr(parent, attr, b"y")
-                .map_err(|e| ImageError::io(format!("opaque dir {name}"), e))?;
-        }
+        set_xattr(parent, OPAQUE_XATTR, b"y")
+            .map_err(|e| ImageError::io(format!("opaque dir {name}"), e))?;
         return Ok(());
     }
     let hidden = &file[WHITEOUT_PREFIX.len()..];

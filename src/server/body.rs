@@ -478,6 +478,7 @@ const TEXT_KEYS: &[&str] = &[
     "envid",
     "description",
     "authors",
+    "callback",
 ];
 /// Keys that are lists: repeated fields, `key[]`, or one field holding a JSON array.
 const LIST_KEYS: &[&str] = &["command", "outputs"];

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::errors::{ApiError, ApiResult};
+use crate::callbacks::{AllowList, Callback, CallbackRequest};
 use crate::exec::{InputFile, NewExecution, RequestedLimits};
 
 /// The first member that is `null`, by its path: no field takes `null` (leave it out).
@@ -146,6 +147,7 @@ pub struct CreateExecution {
     outputs: Option<Vec<String>>,
     start: Option<bool>,
     wait: Option<bool>,
+    callback: Option<CallbackRequest>,
 }
 
 fn rel_path(text: &str, what: &str) -> ApiResult<RelPath> {
@@ -153,8 +155,9 @@ fn rel_path(text: &str, what: &str) -> ApiResult<RelPath> {
 }
 
 impl CreateExecution {
-    /// The new execution it asks for: required fields present, paths inside the work dir.
-    pub fn into_new(self) -> ApiResult<NewExecution> {
+    /// The new execution it asks for: required fields present, paths inside the work dir,
+    /// the callback's host on the server's allow-list.
+    pub fn into_new(self, allow: &AllowList) -> ApiResult<NewExecution> {
         let environment = self
             .environment
             .filter(|e| !e.is_empty())
@@ -184,6 +187,10 @@ impl CreateExecution {
             None => None,
         };
         let wait = self.wait.unwrap_or(false);
+        let callback = match self.callback {
+            Some(c) => Some(Callback::accept(c, allow)?),
+            None => None,
+        };
         Ok(NewExecution {
             environment,
             command,
@@ -193,6 +200,7 @@ impl CreateExecution {
             stdin,
             start: self.start.unwrap_or(false) || wait,
             wait,
+            callback,
         })
     }
 }
@@ -369,7 +377,8 @@ mod tests {
     }
 
     fn create_error(v: Value) -> String {
-        match from_body::<CreateExecution>(body(v)).and_then(CreateExecution::into_new) {
+        match from_body::<CreateExecution>(body(v)).and_then(|c| c.into_new(&AllowList::default()))
+        {
             Err(e) => e.message,
             Ok(_) => panic!("accepted"),
         }
@@ -413,7 +422,7 @@ mod tests {
             "outputs": ["out.txt"],
             "wait": true,
         })))
-        .and_then(CreateExecution::into_new)
+        .and_then(|c| c.into_new(&AllowList::default()))
         .unwrap();
         assert!(new.start && new.wait);
         assert_eq!(new.files[1].bytes, b"hi");

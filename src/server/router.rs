@@ -13,7 +13,7 @@ use hyper::{Method, Request, StatusCode};
 use super::errors::{code, ApiError, ApiResult};
 use super::http::{error_response, Req, RequestBounds, Resp};
 use super::openapi;
-use super::routes::{api_keys, environments, executions, live_log};
+use super::routes::{api_keys, callbacks, environments, executions, live_log};
 use crate::app::App;
 use crate::auth::{authenticate, Principal};
 
@@ -108,6 +108,7 @@ pub static ROUTES: &[Route] = &[
     key(Method::POST, "/api/v1/executions/{id}/stop", h!(executions::stop)),
     key(Method::GET, "/api/v1/executions/{id}/output/{path}", h!(executions::output)),
     key(Method::GET, "/api/v1/executions/{id}/log", h!(live_log::follow)),
+    key(Method::GET, "/api/v1/executions/{id}/callbacks", h!(callbacks::of_execution)),
 ];
 
 fn percent_decode(s: &str) -> Option<String> {

@@ -1,11 +1,19 @@
-//! The JSON the API shows: executions, API keys, environments. Times become RFC 3339 here.
+//! The JSON the API shows: executions, API keys, environments, callbacks. Times become RFC
+//! 3339 here. The final objects callbacks send are rendered here too ([`FinalObjects`]), so
+//! a callback's body is exactly what `GET` returns.
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use crate::app::App;
+use crate::auth::Principal;
+use crate::callbacks::{DeliveryState, Final, Finals, Subject};
 use crate::env::{EnvEntry, Environment};
-use crate::exec::Status;
-use crate::store::{ApiKeyRow, ExecutionRow};
+use crate::error::{Error, Result};
+use crate::exec::{self, Status};
+use crate::store::{ApiKeyRow, AttemptRow, CallbackRow, ExecutionRow};
 
 /// How much of each stream the execution object shows (the log route has the rest).
 pub const INLINE_STREAM_BYTES: usize = 64 * 1024;
@@ -14,6 +22,11 @@ pub const INLINE_STREAM_BYTES: usize = 64 * 1024;
 /// [`INLINE_STREAM_BYTES`]; `stdout_truncated`/`stderr_truncated` say when that is not all
 /// the program wrote).
 pub async fn execution(app: &App, row: &ExecutionRow, include_log: bool) -> Value {
+    execution_of(&app.exec, row, include_log).await
+}
+
+/// [`execution`], from the execution service alone.
+pub async fn execution_of(exec: &exec::Service, row: &ExecutionRow, include_log: bool) -> Value {
     let result = row
         .result
         .as_ref()
@@ -64,7 +77,7 @@ pub async fn execution(app: &App, row: &ExecutionRow, include_log: bool) -> Valu
         v["stderr_truncated"] = Value::Bool(r.stderr_truncated || r.stderr_bytes > inline);
     }
     if include_log && row.status == Status::Ended {
-        let dir = app.exec.dir(&row.id);
+        let dir = exec.dir(&row.id);
         for name in ["stdout", "stderr"] {
             v[name] = match dir.stream_head(name, INLINE_STREAM_BYTES).await {
                 Some((text, cut)) => {
@@ -78,6 +91,59 @@ pub async fn execution(app: &App, row: &ExecutionRow, include_log: bool) -> Valu
         }
     }
     v
+}
+
+/// The final objects of callbacks: what `GET /executions/{id}` returns (with the log).
+pub struct FinalObjects {
+    pub exec: Arc<exec::Service>,
+}
+
+#[async_trait]
+impl Finals for FinalObjects {
+    async fn final_object(&self, subject: &Subject) -> Result<Final> {
+        match subject {
+            Subject::Execution(id) => match self.exec.get(&Principal::Master, id).await {
+                Ok(row) if row.status == Status::Ended => {
+                    Ok(Final::Ended(execution_of(&self.exec, &row, true).await))
+                }
+                Ok(_) => Ok(Final::NotEnded),
+                Err(Error::NotFound(_)) => Ok(Final::Gone),
+                Err(e) => Err(e),
+            },
+        }
+    }
+}
+
+/// A callback and its attempts (never its key, never its body).
+pub fn callback(c: &CallbackRow, attempts: &[AttemptRow]) -> Value {
+    let date = |t: Option<crate::clock::Micros>| t.map(|t| t.to_rfc3339());
+    let attempts: Vec<Value> = attempts
+        .iter()
+        .map(|a| {
+            json!({
+                "attempt": a.attempt,
+                "date": a.started_at.to_rfc3339(),
+                "duration_s": a.duration_us as f64 / 1e6,
+                "status_code": a.status_code,
+                "error": a.error,
+                "next_attempt_date": date(a.next_attempt_at),
+            })
+        })
+        .collect();
+    json!({
+        "id": c.id,
+        "event": c.subject.event(),
+        "url": c.url,
+        "mode": c.mode.as_str(),
+        "state": c.state.as_str(),
+        "created_date": c.created_at.to_rfc3339(),
+        "ready_date": date(c.sealed_at),
+        // While an attempt is under way, `next_attempt_at` is its lease, not a plan.
+        "next_attempt_date": date(c.next_attempt_at.filter(|_| c.state == DeliveryState::Pending)),
+        "delivered_date": date(c.delivered_at),
+        "last_error": c.last_error,
+        "attempts": attempts,
+    })
 }
 
 pub fn api_key(k: &ApiKeyRow) -> Value {

@@ -16,8 +16,13 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 2,
+        name: "callbacks",
+        sql: include_str!("migrations/0002_callbacks.sql"),
+    },
+    Migration {
+        version: 3,
         name: "key_ids_quotas_storage",
-        sql: include_str!("migrations/0002_key_ids_quotas_storage.sql"),
+        sql: include_str!("migrations/0003_key_ids_quotas_storage.sql"),
     },
 ];
 

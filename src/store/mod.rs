@@ -1,5 +1,6 @@
-//! The durable store, one trait per aggregate: [`ApiKeys`], [`Executions`], [`Queue`] (later
-//! projects, submissions, workspaces, hosts, callbacks, files: one trait each, beside these).
+//! The durable store, one trait per aggregate: [`ApiKeys`], [`Executions`], [`Queue`],
+//! [`Callbacks`] (later projects, submissions, workspaces, hosts, files: one trait each,
+//! beside these).
 //! [`Store`] is all of them; the embedded back end is SQLite in the data directory
 //! ([`SqliteStore`]); a PostgreSQL one (a fleet's shared store, `FOR UPDATE SKIP LOCKED`
 //! claims) implements the same traits over the same migrations (`migrations/*.sql`).
@@ -11,6 +12,7 @@
 use async_trait::async_trait;
 
 use crate::auth::Quota;
+use crate::callbacks::{DeliveryState, Mode, Secret, Subject};
 use crate::clock::Micros;
 use crate::exec::request::ExecutionRequest;
 use crate::exec::result::ExecutionResult;
@@ -19,6 +21,7 @@ use crate::exec::state::{EndReason, Status, Transition};
 mod legacy;
 pub mod migrations;
 mod sqlite;
+mod sqlite_callbacks;
 
 pub use sqlite::SqliteStore;
 
@@ -84,6 +87,61 @@ pub struct ExecutionRow {
     pub stored_bytes: u64,
 }
 
+/// A completion callback in the outbox. Its body (once sealed) is read only by the claim that
+/// sends it ([`ClaimedCallback`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallbackRow {
+    pub id: String,
+    pub subject: Subject,
+    pub url: String,
+    pub mode: Mode,
+    /// The shared key, until the body is sealed (then erased).
+    pub key: Option<Secret>,
+    pub state: DeliveryState,
+    /// Attempts started.
+    pub attempts: i64,
+    pub created_at: Micros,
+    /// When the subject ended and the body was sealed.
+    pub sealed_at: Option<Micros>,
+    /// `pending`: when the next attempt is due; `delivering`: when its lease ends.
+    pub next_attempt_at: Option<Micros>,
+    pub delivered_at: Option<Micros>,
+    pub last_error: Option<String>,
+}
+
+/// A callback claimed for one attempt: its row (attempt number = `row.attempts`) and what to
+/// send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedCallback {
+    pub row: CallbackRow,
+    pub body: Vec<u8>,
+    pub signature: Option<String>,
+}
+
+/// One attempt, as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRow {
+    pub callback_id: String,
+    /// 1, 2, …
+    pub attempt: i64,
+    pub started_at: Micros,
+    pub duration_us: i64,
+    /// The receiver's HTTP status, when it answered.
+    pub status_code: Option<i64>,
+    /// Why it failed; `None` when it was delivered.
+    pub error: Option<String>,
+    /// When the next attempt is due; `None` when there is none.
+    pub next_attempt_at: Option<Micros>,
+}
+
+/// What an attempt leads to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AfterAttempt {
+    Delivered,
+    RetryAt(Micros),
+    GiveUp,
+}
+
 #[async_trait]
 pub trait ApiKeys: Send + Sync {
     /// False when a key of that name exists.
@@ -110,7 +168,8 @@ pub trait Executions: Send + Sync {
     /// Applies a status change if the execution is in one of `t.from()` (atomically); false
     /// when it is not (or does not exist).
     async fn transition(&self, id: &str, t: &Transition) -> Result<bool>;
-    /// Deletes an execution that has ended; false when there is no such ended execution.
+    /// Deletes an execution that has ended, and its callbacks; false when there is no such
+    /// ended execution.
     async fn delete_ended_execution(&self, id: &str) -> Result<bool>;
     /// Records what the execution keeps on disk now.
     async fn set_stored_bytes(&self, id: &str, bytes: u64) -> Result<()>;
@@ -133,7 +192,46 @@ pub trait Queue: Send + Sync {
     async fn abandon_running(&self, node: &str, t: &Transition) -> Result<Vec<String>>;
 }
 
-/// Every aggregate of one back end.
-pub trait Store: ApiKeys + Executions + Queue {}
+/// The callbacks outbox (see `crate::callbacks`).
+#[async_trait]
+pub trait Callbacks: Send + Sync {
+    /// A new callback (state `waiting`), written before its subject.
+    async fn insert_callback(&self, cb: &CallbackRow) -> Result<()>;
+    /// A subject's callbacks, oldest first.
+    async fn callbacks_of(&self, subject: &Subject) -> Result<Vec<CallbackRow>>;
+    /// A callback's attempts, first first.
+    async fn attempts_of(&self, callback_id: &str) -> Result<Vec<AttemptRow>>;
+    /// Every `waiting` callback (to arm those whose subject ended while nobody listened).
+    async fn waiting_callbacks(&self) -> Result<Vec<CallbackRow>>;
+    /// `waiting` → `pending`, due at `due`, with its sealed body; the key is erased. False
+    /// when it was not waiting (armed already).
+    async fn seal_callback(
+        &self,
+        id: &str,
+        body: &[u8],
+        signature: Option<&str>,
+        due: Micros,
+    ) -> Result<bool>;
+    /// The callback due first (`pending`, or `delivering` with its lease over) →
+    /// `delivering` on `node` until `lease_until`, one more attempt; `None` when none is due.
+    async fn claim_callback(
+        &self,
+        node: &str,
+        now: Micros,
+        lease_until: Micros,
+    ) -> Result<Option<ClaimedCallback>>;
+    /// Records an attempt and, when its claim still holds, what follows (a final state
+    /// erases the body).
+    async fn record_attempt(&self, attempt: &AttemptRow, after: AfterAttempt) -> Result<()>;
+    /// When the next pending attempt (or lease end) is due.
+    async fn next_callback_due(&self) -> Result<Option<Micros>>;
+    /// After a restart: what `node` was delivering is recorded as interrupted and due `now`.
+    async fn release_callbacks(&self, node: &str, now: Micros) -> Result<u64>;
+    /// Erases a subject's callbacks and their attempts.
+    async fn delete_callbacks_of(&self, subject: &Subject) -> Result<()>;
+}
 
-impl<T: ApiKeys + Executions + Queue> Store for T {}
+/// Every aggregate of one back end.
+pub trait Store: ApiKeys + Executions + Queue + Callbacks {}
+
+impl<T: ApiKeys + Executions + Queue + Callbacks> Store for T {}

@@ -16,6 +16,7 @@ use sqlx::{Row, Sqlite, Transaction};
 use super::migrations::{self, MIGRATIONS};
 use super::{ApiKeyRow, ApiKeys, ExecutionRow, Executions, Queue, Result, StoreError, Usage};
 use crate::auth::{Quota, MASTER_OWNER};
+use crate::callbacks::Subject;
 use crate::clock::Micros;
 use crate::exec::state::{Change, EndReason, Ending, Status, Transition};
 
@@ -61,6 +62,10 @@ impl SqliteStore {
         let store = SqliteStore { pool };
         store.migrate().await?;
         Ok(store)
+    }
+
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     /// Closes every connection (the database file may then be opened again).
@@ -357,11 +362,18 @@ impl Executions for SqliteStore {
     }
 
     async fn delete_ended_execution(&self, id: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("DELETE FROM executions WHERE id = ? AND status = 'ended'")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() == 1)
+        let deleted = done.rows_affected() == 1;
+        if deleted {
+            let subject = Subject::Execution(id.to_string());
+            super::sqlite_callbacks::delete_callbacks_in(&mut tx, &subject).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     async fn set_stored_bytes(&self, id: &str, bytes: u64) -> Result<()> {

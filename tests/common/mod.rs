@@ -11,6 +11,8 @@ use sandpit::image::digest::sha256_of;
 /// hostile archives that `tar::Builder`'s own helpers would refuse to write.
 pub enum Entry {
     File(&'static str, Vec<u8>, u32),
+    /// A file with its owner: name, content, mode, uid, gid.
+    Owned(&'static str, Vec<u8>, u32, u64, u64),
     Dir(&'static str),
     Symlink(&'static str, &'static str),
     HardLink(&'static str, &'static str),
@@ -47,6 +49,13 @@ pub fn layer(entries: &[Entry]) -> Vec<u8> {
         match e {
             Entry::File(name, data, mode) => {
                 let mut h = header(name, tar::EntryType::Regular, data.len() as u64, *mode);
+                h.set_cksum();
+                b.append(&h, &data[..]).expect("append");
+            }
+            Entry::Owned(name, data, mode, uid, gid) => {
+                let mut h = header(name, tar::EntryType::Regular, data.len() as u64, *mode);
+                h.set_uid(*uid);
+                h.set_gid(*gid);
                 h.set_cksum();
                 b.append(&h, &data[..]).expect("append");
             }
@@ -97,6 +106,19 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().expect("gzip")
 }
 
+pub fn zstd(data: &[u8]) -> Vec<u8> {
+    ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+}
+
+/// Writes a blob into a layout's `blobs/sha256/` and returns its descriptor fields.
+pub fn put_blob(layout: &Path, data: &[u8]) -> (String, usize) {
+    let blobs = layout.join("blobs/sha256");
+    fs::create_dir_all(&blobs).expect("mkdir blobs");
+    let d = sha256_of(data).to_string();
+    fs::write(blobs.join(hex(&d)), data).expect("write blob");
+    (d, data.len())
+}
+
 /// How a crafted layout should lie, for the hostile cases.
 #[derive(Default, Clone)]
 pub struct Craft {
@@ -109,6 +131,8 @@ pub struct Craft {
     pub zstd: bool,
     /// The layers are given as blobs already (e.g. a cut gzip stream), stored as they are.
     pub blobs_as_is: bool,
+    /// The config's diff_ids, when not the digests of the given layers (blobs given as is).
+    pub diff_ids: Vec<String>,
     pub env: Vec<String>,
     pub cmd: Vec<String>,
     pub workdir: Option<String>,
@@ -131,10 +155,18 @@ pub fn write_layout(dir: &Path, layers: &[Vec<u8>], craft: &Craft) -> String {
     let mut descs = Vec::new();
     let mut diff_ids = Vec::new();
     for (i, tar) in layers.iter().enumerate() {
-        diff_ids.push(sha256_of(tar).to_string());
-        let blob = if craft.zstd {
-            ruzstd::encoding::compress_to_vec(&tar[..], ruzstd::encoding::CompressionLevel::Fastest)
-        } else if craft.gzip && !craft.blobs_as_is {
+        diff_ids.push(
+            craft
+                .diff_ids
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| sha256_of(tar).to_string()),
+        );
+        let blob = if craft.blobs_as_is {
+            tar.clone()
+        } else if craft.zstd {
+            zstd(tar)
+        } else if craft.gzip {
             gzip(tar)
         } else {
             tar.clone()

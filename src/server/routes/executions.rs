@@ -31,7 +31,7 @@ async fn path_param(app: &App, req: &Req, who: &Principal) -> ApiResult<RelPath>
 
 pub async fn create(app: Arc<App>, mut req: Req, who: Principal) -> ApiResult<Resp> {
     let body = req.read_object(app.cfg.max_body).await?;
-    let new = from_body::<CreateExecution>(body)?.into_new()?;
+    let new = from_body::<CreateExecution>(body)?.into_new(&app.cfg.callbacks.allow)?;
     let row = app.exec.create(&who, new).await?;
     Ok(json_response(
         StatusCode::CREATED,

@@ -1,0 +1,77 @@
+//! Where a fresh run's time goes: runs busybox `true` N times (default 200) and prints the
+//! median of each phase of the sandbox's timeline, then the median whole run.
+//!
+//! `cargo run --release -p sandbox --example phases -- ROOTFS [N]` (as root)
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use sandbox::{Io, RootFs, Sandbox, SandboxConfig, Spec};
+
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let line = String::from_utf8_lossy(buf).into_owned();
+        self.0.lock().unwrap().push(line);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let rootfs = args.next().expect("usage: phases ROOTFS [N]");
+    let n: usize = args.next().map_or(200, |a| a.parse().expect("N"));
+    let lines = Lines::default();
+    let sink = lines.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter("sandbox=debug")
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .init();
+    let engine = Sandbox::new(SandboxConfig::default()).expect("engine (run as root)");
+    let spec = Spec::new(RootFs::Dir(rootfs.into()), vec!["/bin/true".into()]);
+    let mut whole = Vec::new();
+    let mut setup = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        let o = engine.run(&spec, Io::default()).expect("run");
+        whole.push(t.elapsed().as_secs_f64() * 1e6);
+        setup.push(o.setup_s * 1e6);
+    }
+    let mut phases: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for line in lines.0.lock().unwrap().iter() {
+        let Some(t) = line.split("sandbox timeline: ").nth(1) else {
+            continue;
+        };
+        for part in t.trim().split("; ") {
+            let Some((what, us)) = part.rsplit_once(" +") else {
+                continue;
+            };
+            let us: f64 = us.trim_end_matches("µs").parse().unwrap_or(0.0);
+            if !phases.contains_key(what) {
+                order.push(what.to_string());
+            }
+            phases.entry(what.to_string()).or_default().push(us);
+        }
+    }
+    println!("median of {n} fresh runs of /bin/true, per phase (µs since the previous mark):");
+    for what in order {
+        let v = phases.get_mut(&what).unwrap();
+        println!("  {what:<24} {:>8.0}", median(v));
+    }
+    println!("  {:<24} {:>8.0}", "setup_s", median(&mut setup));
+    println!("  {:<24} {:>8.0}", "whole Sandbox::run", median(&mut whole));
+}

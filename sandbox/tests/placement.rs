@@ -1,0 +1,127 @@
+//! Where the engine puts itself and its cgroups, and that it takes all of it back: on v2 in a
+//! delegated cgroup it moves into a leaf of its own and enables memory and pids; dropping the
+//! engine restores the cgroup as found. One test per binary: no other engine lives meanwhile.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use sandbox::{EndReason, Error, Io, Sandbox, SandboxConfig};
+
+/// The tests of this file change the process's cgroup: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn own_cgroup_line() -> String {
+    std::fs::read_to_string("/proc/self/cgroup").unwrap()
+}
+
+/// The v2 cgroup the engine works in (its own), when the host is on v2.
+fn v2_base() -> Option<PathBuf> {
+    let text = own_cgroup_line();
+    let own = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let root = Path::new("/sys/fs/cgroup");
+    if !root.join("cgroup.controllers").exists() {
+        return None;
+    }
+    Some(root.join(own.trim_start_matches('/')))
+}
+
+fn sandpit_children(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("sandpit-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn state(base: &Option<PathBuf>) -> (String, Vec<String>, String) {
+    match base {
+        Some(b) => (
+            own_cgroup_line(),
+            sandpit_children(b),
+            std::fs::read_to_string(b.join("cgroup.subtree_control")).unwrap_or_default(),
+        ),
+        None => (own_cgroup_line(), Vec::new(), String::new()),
+    }
+}
+
+fn run_true(engine: &Sandbox) {
+    let mut s = sh("echo ok");
+    s.limits.memory_bytes = Some(64 << 20);
+    s.limits.pids = Some(16);
+    let o = engine.run(&s, Io::default()).unwrap();
+    assert_eq!(o.end_reason, EndReason::Normal, "{o:?}");
+    assert_eq!(stdout(&o), "ok\n");
+}
+
+#[test]
+fn the_engine_leaves_its_cgroup_as_it_found_it_every_time() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let base = v2_base();
+    let before = state(&base);
+    println!("engine cgroup: {}", before.0.trim());
+    for round in 0..3 {
+        let engine = Sandbox::new(SandboxConfig::default()).expect("engine");
+        run_true(&engine);
+        if let (Some(b), Some(true)) =
+            (&base, base.as_ref().map(|b| b.join("cgroup.type").exists()))
+        {
+            // A delegated (non-root) cgroup: the engine left it for a leaf of its own.
+            let now = own_cgroup_line();
+            assert!(now.contains("/sandpit-engine-"), "round {round}: {now}");
+            let leaf = format!("sandpit-engine-{}", std::process::id());
+            assert!(sandpit_children(b).contains(&leaf));
+            // A second engine of this process shares the leaf; dropping it changes nothing.
+            let second = Sandbox::new(SandboxConfig::default()).expect("second engine");
+            drop(second);
+            assert_eq!(own_cgroup_line(), now);
+            run_true(&engine);
+        }
+        drop(engine);
+        assert_eq!(state(&base), before, "round {round}: not restored");
+    }
+    // A start that fails changes nothing either (and nothing nests deeper on a retry).
+    for _ in 0..3 {
+        let failed = Sandbox::new(SandboxConfig {
+            cgroup_parent: Some(PathBuf::from("/sandpit-no-such-parent")),
+            ..SandboxConfig::default()
+        });
+        assert!(failed.is_err());
+        assert_eq!(state(&base), before);
+    }
+}
+
+/// A configured parent to which memory and pids are not delegated is refused in one line that
+/// says what to enable, before anything is created.
+#[test]
+fn a_parent_without_delegation_is_refused_in_one_line() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(base) = v2_base() else {
+        println!("skipped: cgroup v2 only (this host is on v1)");
+        return;
+    };
+    // Created below the engine's cgroup: a child with nothing enabled for its own children.
+    let outer = base.join(format!("sandpit-test-nodelegate-{}", std::process::id()));
+    let inner = outer.join("inner");
+    std::fs::create_dir_all(&inner).unwrap();
+    let rel = inner.strip_prefix("/sys/fs/cgroup").unwrap();
+    let result = Sandbox::new(SandboxConfig {
+        cgroup_parent: Some(Path::new("/").join(rel)),
+        ..SandboxConfig::default()
+    });
+    let leftover = sandpit_children(&inner);
+    std::fs::remove_dir(&inner).unwrap();
+    std::fs::remove_dir(&outer).unwrap();
+    let Err(Error::NotDelegated(message)) = result else {
+        panic!("expected a refusal, got {:?}", result.err());
+    };
+    println!("{message}");
+    assert!(!message.contains('\n'));
+    assert!(message.contains("Delegate=yes") && message.contains("--cgroup-parent"));
+    assert!(message.contains("memory and pids controllers are not delegated"));
+    assert!(leftover.is_empty(), "{leftover:?}");
+}

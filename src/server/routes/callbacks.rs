@@ -1,0 +1,27 @@
+//! `GET /executions/{id}/callbacks`: an execution's completion callbacks and every attempt
+//! (status code, error, time, next attempt). Delivery itself is `crate::callbacks`' work.
+
+use std::sync::Arc;
+
+use hyper::StatusCode;
+use serde_json::{json, Value};
+
+use crate::app::App;
+use crate::auth::Principal;
+use crate::callbacks::Subject;
+use crate::server::errors::ApiResult;
+use crate::server::http::{json_response, Req, Resp};
+use crate::server::views;
+
+pub async fn of_execution(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp> {
+    // 404 unless the caller may see the execution.
+    let row = app.exec.get(&who, req.param(0)).await?;
+    let items: Vec<Value> = app
+        .callbacks
+        .list(&Subject::Execution(row.id))
+        .await?
+        .iter()
+        .map(|(c, attempts)| views::callback(c, attempts))
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "items": items })))
+}
