@@ -70,6 +70,7 @@ bench: rootfs build
 	bash benches/side_by_side.sh $(ROOTFS)/busybox
 	bash benches/python_row.sh $(SANDPIT) $(TEST_DATA)
 	$(CARGO) bench --bench api
+	$(CARGO) bench --bench judge
 
 # The main job: the HTTP execution API on the embedded store (SQLite in $(DATA)), with the
 # shipped environments imported there. The master token is created in $(DATA)/master_token on

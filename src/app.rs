@@ -7,6 +7,7 @@ use crate::callbacks;
 use crate::config::ServerConfig;
 use crate::env::Catalog;
 use crate::exec;
+use crate::judge;
 use crate::store::Store;
 
 pub struct App {
@@ -16,6 +17,8 @@ pub struct App {
     pub envs: Arc<Catalog>,
     /// The execution domain: create, start, stop, run, end.
     pub exec: Arc<exec::Service>,
+    /// Grading: projects and submissions.
+    pub judge: Arc<judge::Service>,
     /// Completion callbacks: the outbox and its worker.
     pub callbacks: Arc<callbacks::Service>,
     pub master_token: String,

@@ -67,6 +67,14 @@ impl Principal {
         }
     }
 
+    /// May create, replace and delete projects: the master token, and keys allowed to.
+    pub fn may_manage_projects(&self) -> bool {
+        match self {
+            Principal::Master => true,
+            Principal::Key(k) => k.manage_projects,
+        }
+    }
+
     /// The key's own maxima and quotas (none for the master token).
     pub fn quota(&self) -> Quota {
         match self {
@@ -120,6 +128,8 @@ pub async fn authenticate(
 pub struct NewApiKey {
     pub name: String,
     pub quota: Quota,
+    /// May create, replace and delete projects.
+    pub manage_projects: bool,
 }
 
 /// Creates an API key; returns it and its secret, which is never stored and never shown again.
@@ -135,6 +145,7 @@ pub async fn create_key(keys: &dyn ApiKeys, new: NewApiKey) -> Result<(ApiKeyRow
         name: new.name,
         token_hash: hash_token(&token),
         quota: new.quota,
+        manage_projects: new.manage_projects,
         created_at: Micros::now(),
     };
     if !keys.insert_api_key(&row).await? {

@@ -61,6 +61,16 @@ impl ServerConfig {
         self.data.join("executions")
     }
 
+    /// Where projects keep their files: `DATA/projects/<id>/<revision>/`.
+    pub fn projects_dir(&self) -> PathBuf {
+        self.data.join("projects")
+    }
+
+    /// Where submissions keep their files: `DATA/submissions/<id>/`.
+    pub fn submissions_dir(&self) -> PathBuf {
+        self.data.join("submissions")
+    }
+
     /// Scratch space for uploads; emptied at start.
     pub fn tmp_dir(&self) -> PathBuf {
         self.data.join("tmp")

@@ -57,6 +57,26 @@ pub fn new_callback_id() -> String {
     format!("cb_{}", uuid::Uuid::new_v4().simple())
 }
 
+/// A new submission id (the execution id rule: `sub_<32 hex>`).
+pub fn new_submission_id() -> String {
+    format!("sub_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A submission id: the execution id rule.
+pub fn valid_submission_id(id: &str) -> bool {
+    valid_execution_id(id)
+}
+
+/// A project id: the envid rule, `[a-z0-9][a-z0-9._-]{0,63}` (it names a directory).
+pub fn valid_project_id(id: &str) -> bool {
+    valid_envid(id)
+}
+
+/// A new project id: `proj_<32 hex>`.
+pub fn new_project_id() -> String {
+    format!("proj_{}", uuid::Uuid::new_v4().simple())
+}
+
 /// An API key's name: `[A-Za-z0-9._-]{1,64}`. (Executions belong to a key's id, so no name,
 /// `master` included, can stand for anyone else.)
 pub fn valid_key_name(name: &str) -> bool {
@@ -110,6 +130,9 @@ mod tests {
     #[test]
     fn execution_ids_and_key_names() {
         assert!(valid_execution_id(&new_execution_id()));
+        assert!(valid_submission_id(&new_submission_id()));
+        assert!(valid_project_id(&new_project_id()));
+        assert!(!valid_project_id("../p") && !valid_project_id(".staging"));
         assert!(valid_execution_id("exec_nope"));
         for bad in ["", "a-b", "../x", "a/b", &"a".repeat(65)] {
             assert!(!valid_execution_id(bad), "{bad}");

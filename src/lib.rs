@@ -13,6 +13,7 @@ pub mod error;
 pub mod exec;
 pub mod ids;
 pub mod image;
+pub mod judge;
 pub mod runspec;
 pub mod scheduler;
 pub mod server;

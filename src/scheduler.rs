@@ -43,6 +43,17 @@ impl Scheduler {
         self.slots
     }
 
+    /// Another scheduler over the same slots, with its own queue to claim from, wake-ups and
+    /// stop handles: two kinds of work (executions, submissions) share the machine's slots.
+    pub fn sharing_slots(&self) -> Scheduler {
+        Scheduler {
+            slots: self.slots,
+            permits: self.permits.clone(),
+            wake: Arc::new(Notify::new()),
+            live: Mutex::default(),
+        }
+    }
+
     fn live(&self) -> std::sync::MutexGuard<'_, Live> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }

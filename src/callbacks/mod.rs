@@ -1,4 +1,4 @@
-//! Completion callbacks: when an execution (later a submission) ends, its final object —
+//! Completion callbacks: when an execution or a submission ends, its final object —
 //! exactly what its `GET` returns — is POSTed to the URL the caller gave at creation.
 //!
 //! - [`target`]: the callback as asked for (`{url, mode, secret}`) and as accepted;
@@ -39,6 +39,7 @@ pub use target::{Callback, CallbackRequest, Mode, Secret};
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Subject {
     Execution(String),
+    Submission(String),
 }
 
 impl Subject {
@@ -46,12 +47,13 @@ impl Subject {
     pub fn kind(&self) -> &'static str {
         match self {
             Subject::Execution(_) => "execution",
+            Subject::Submission(_) => "submission",
         }
     }
 
     pub fn id(&self) -> &str {
         match self {
-            Subject::Execution(id) => id,
+            Subject::Execution(id) | Subject::Submission(id) => id,
         }
     }
 
@@ -59,6 +61,7 @@ impl Subject {
     pub fn from_parts(kind: &str, id: String) -> Option<Subject> {
         match kind {
             "execution" => Some(Subject::Execution(id)),
+            "submission" => Some(Subject::Submission(id)),
             _ => None,
         }
     }
@@ -67,6 +70,7 @@ impl Subject {
     pub fn event(&self) -> &'static str {
         match self {
             Subject::Execution(_) => "execution.ended",
+            Subject::Submission(_) => "submission.ended",
         }
     }
 }

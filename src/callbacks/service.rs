@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::{Notify, Semaphore};
 
 use super::delivery::{self, Outcome};
@@ -14,6 +14,7 @@ use super::{Final, Finals, Settings, Subject};
 use crate::clock::Micros;
 use crate::error::{Error, Result};
 use crate::exec::Events;
+use crate::judge;
 use crate::store::{AfterAttempt, AttemptRow, CallbackRow, ClaimedCallback, Store};
 
 /// A claim outlives its attempt by this much before another claim may take the callback
@@ -70,12 +71,24 @@ impl Service {
     /// Hears every end of an execution from now on and arms its callbacks. Called before
     /// [`Service::recover`], so no end falls between the two.
     pub fn listen(self: &Arc<Self>, events: &Events) {
-        let mut ended = events.subscribe();
+        self.hear(events.subscribe(), |e| Subject::Execution(e.id));
+    }
+
+    /// The same for submissions.
+    pub fn listen_submissions(self: &Arc<Self>, events: &judge::events::Events) {
+        self.hear(events.subscribe(), |e| Subject::Submission(e.id));
+    }
+
+    fn hear<E: Clone + Send + 'static>(
+        self: &Arc<Self>,
+        mut ended: broadcast::Receiver<E>,
+        subject: fn(E) -> Subject,
+    ) {
         let me = self.clone();
         tokio::spawn(async move {
             loop {
                 let result = match ended.recv().await {
-                    Ok(e) => me.arm(&Subject::Execution(e.id)).await,
+                    Ok(e) => me.arm(&subject(e)).await,
                     // Fell behind: the store says what ended meanwhile.
                     Err(RecvError::Lagged(_)) => me.sweep(false).await,
                     Err(RecvError::Closed) => return,

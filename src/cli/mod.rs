@@ -1,4 +1,4 @@
-//! The command line: `sandpit run`, `sandpit env …`, `sandpit serve`.
+//! The command line: `sandpit run`, `sandpit env …`, `sandpit judge`, `sandpit serve`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,6 +10,7 @@ use sandbox::{Sandbox, SandboxConfig};
 
 pub mod doctor;
 pub mod env;
+pub mod judge;
 pub mod run;
 pub mod serve;
 
@@ -47,6 +48,9 @@ pub enum Command {
     Run(run::RunArgs),
     /// Manage environments: import, list, show, rm.
     Env(env::EnvArgs),
+    /// Grade a submission against a project locally (no server): the per-test table and
+    /// the score.
+    Judge(judge::JudgeArgs),
     /// Serve the HTTP execution API.
     Serve(serve::ServeArgs),
     /// Check this host for what runs need (kernel, cgroups, namespaces) and say how to fix it.
@@ -67,6 +71,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(args) => run::main(&cli.data, args),
         Command::Env(args) => env::main(&cli.data, args),
+        Command::Judge(args) => judge::main(&cli.data, args),
         Command::Serve(args) => serve::main(&cli.data, args),
         Command::Doctor(args) => doctor::main(args),
     }

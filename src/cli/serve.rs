@@ -18,6 +18,7 @@ use crate::config::{ConnectionLimits, ServerConfig};
 use crate::env::{Catalog, EnvStore};
 use crate::exec::admission::{LimitCaps, Policy, Quotas};
 use crate::exec::{self, workdir::WorkDirs};
+use crate::judge;
 use crate::server;
 use crate::store::{SqliteStore, Store};
 use crate::units::{parse_duration, parse_size};
@@ -368,7 +369,7 @@ async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), Stri
     let exec = Arc::new(exec::Service::new(exec::Parts {
         store: store.clone(),
         envs: envs.clone(),
-        engine,
+        engine: engine.clone(),
         slots: cfg.slots,
         dirs: WorkDirs::new(cfg.executions_dir(), cfg.tmp_dir()),
         node: cfg.node.clone(),
@@ -381,15 +382,36 @@ async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), Stri
     if recovered > 0 {
         tracing::warn!("{recovered} execution(s) were running when the server stopped: ended as internal-error");
     }
+    let judge = Arc::new(judge::Service::new(judge::service::Parts {
+        store: store.clone(),
+        envs: envs.clone(),
+        engine: engine.clone(),
+        sched: exec.scheduler().sharing_slots(),
+        submissions_dir: cfg.submissions_dir(),
+        projects_dir: cfg.projects_dir(),
+        node: cfg.node.clone(),
+        max_upload: cfg.max_upload,
+    }));
+    let (resumed, abandoned) = judge
+        .recover()
+        .await
+        .map_err(|e| format!("recovering submissions: {e}"))?;
+    if resumed + abandoned > 0 {
+        tracing::warn!("{resumed} submission(s) were being graded when the server stopped: they resume; {abandoned} stopped it too often and ended as internal error");
+    }
     // Callbacks hear every end from now on, then catch up with what the store holds (ends
     // nobody heard, attempts a crash cut short), then deliver.
     let callbacks = Arc::new(callbacks::Service::new(
         store.clone(),
         cfg.callbacks.clone(),
-        Arc::new(server::views::FinalObjects { exec: exec.clone() }),
+        Arc::new(server::views::FinalObjects {
+            exec: exec.clone(),
+            judge: judge.clone(),
+        }),
         cfg.node.clone(),
     ));
     callbacks.listen(exec.events());
+    callbacks.listen_submissions(judge.events());
     let interrupted = callbacks
         .recover()
         .await
@@ -402,11 +424,13 @@ async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), Stri
     callbacks.spawn_worker();
     // Work queued before a restart runs now.
     exec.spawn_dispatcher();
+    judge.spawn_dispatcher();
     let app = Arc::new(App {
         cfg,
         store,
         envs,
         exec,
+        judge,
         callbacks,
         master_token,
     });

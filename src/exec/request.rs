@@ -6,14 +6,36 @@ use sandbox::RelPath;
 use serde::{Deserialize, Serialize};
 
 /// Limits as asked for; `None` takes the default (within the key's maxima).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestedLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_time_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wall_time_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_bytes: Option<u64>,
+}
+
+impl RequestedLimits {
+    /// Each limit `self` sets, else `under`'s.
+    pub fn over(&self, under: &RequestedLimits) -> RequestedLimits {
+        RequestedLimits {
+            memory_bytes: self.memory_bytes.or(under.memory_bytes),
+            cpu_time_s: self.cpu_time_s.or(under.cpu_time_s),
+            wall_time_s: self.wall_time_s.or(under.wall_time_s),
+            pids: self.pids.or(under.pids),
+            output_bytes: self.output_bytes.or(under.output_bytes),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == RequestedLimits::default()
+    }
 }
 
 /// The effective limits of an execution: asked for, else the defaults, within the key's maxima.

@@ -21,7 +21,7 @@ fn seconds(s: f64) -> Option<Duration> {
 }
 
 /// The request's limits as overrides of the environment's.
-fn overrides(l: &Limits) -> LimitOverrides {
+pub fn overrides(l: &Limits) -> LimitOverrides {
     LimitOverrides {
         memory_bytes: Some(l.memory_bytes),
         cpu_time: seconds(l.cpu_time_s),

@@ -92,6 +92,11 @@ impl Service {
         &self.policy
     }
 
+    /// The slots' scheduler (the judge shares its slots).
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.sched
+    }
+
     pub fn dir(&self, id: &str) -> WorkDir {
         self.dirs.of(id)
     }

@@ -478,6 +478,9 @@ const TEXT_KEYS: &[&str] = &[
     "envid",
     "description",
     "authors",
+    "id",
+    "project_id",
+    "scenario",
     "callback",
 ];
 /// Keys that are lists: repeated fields, `key[]`, or one field holding a JSON array.

@@ -89,6 +89,34 @@ mod tests {
     }
 
     #[test]
+    fn every_operation_has_its_own_id_and_the_servers_errors() {
+        let doc: serde_json::Value = serde_json::from_str(DOCUMENT).expect("valid JSON");
+        let mut ids = BTreeSet::new();
+        for r in ROUTES {
+            let op = &doc["paths"][r.pattern][r.method.as_str().to_lowercase()];
+            let shown = format!("{} {}", r.method, r.pattern);
+            let id = op["operationId"].as_str().expect(&shown);
+            assert!(
+                ids.insert(id.to_string()),
+                "{shown}: operationId {id} twice"
+            );
+            let responses = op["responses"].as_object().expect("responses");
+            assert!(responses.contains_key("503"), "{shown}: no 503 documented");
+            if !matches!(r.auth, Auth::None) {
+                assert!(responses.contains_key("500"), "{shown}: no 500 documented");
+            }
+            if op.get("requestBody").is_some() {
+                for code in ["400", "408", "413"] {
+                    assert!(
+                        responses.contains_key(code),
+                        "{shown}: no {code} documented"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn document_says_which_token_each_route_needs() {
         let doc: serde_json::Value = serde_json::from_str(DOCUMENT).expect("valid JSON");
         assert!(
@@ -106,17 +134,24 @@ mod tests {
                     assert!(open, "{shown}: documented as needing a token");
                     assert!(!responses.contains_key("401"), "{shown}: documents a 401");
                 }
-                Auth::Key | Auth::Master(_) => {
+                Auth::Key | Auth::Master(_) | Auth::ProjectManager(_) => {
                     assert!(!open, "{shown}: documented as open");
                     assert!(responses.contains_key("401"), "{shown}: no 401 documented");
                 }
             }
             let master_only = matches!(r.auth, Auth::Master(_));
+            let restricted = matches!(r.auth, Auth::Master(_) | Auth::ProjectManager(_));
             assert_eq!(
                 responses.contains_key("403"),
-                master_only,
-                "{shown}: 403 documented iff master only"
+                restricted,
+                "{shown}: 403 documented iff restricted"
             );
+            if matches!(r.auth, Auth::ProjectManager(_)) {
+                assert!(
+                    summary.contains("(master token or a key with manage_projects)"),
+                    "{shown}: summary says who may"
+                );
+            }
             assert_eq!(
                 summary.contains("(master token)"),
                 master_only,

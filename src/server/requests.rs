@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use super::errors::{ApiError, ApiResult};
 use crate::callbacks::{AllowList, Callback, CallbackRequest};
 use crate::exec::{InputFile, NewExecution, RequestedLimits};
+use crate::judge::service::{InlineProject, InlineTest, NewSubmission};
 
 /// The first member that is `null`, by its path: no field takes `null` (leave it out).
 fn null_member(map: &Map<String, Value>, at: &str) -> Option<String> {
@@ -123,7 +124,7 @@ impl<'de> Deserialize<'de> for FileContent {
 
 impl FileContent {
     /// The bytes and the mode asked for.
-    fn decode(self, what: &str) -> ApiResult<(Vec<u8>, Option<u32>)> {
+    pub(crate) fn decode(self, what: &str) -> ApiResult<(Vec<u8>, Option<u32>)> {
         let f = self.0;
         let bytes = match f.encoding {
             None | Some(Encoding::Text) => f.content.into_bytes(),
@@ -314,6 +315,23 @@ impl<'de> Deserialize<'de> for Count {
     }
 }
 
+/// A yes or no: a boolean, or text (`true`/`false`, `1`/`0`, `yes`/`no`).
+#[derive(Debug, Clone, Copy)]
+pub struct Flag(pub bool);
+
+impl<'de> Deserialize<'de> for Flag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Bool(b) => Ok(Flag(b)),
+            Value::String(s) if matches!(s.as_str(), "true" | "1" | "yes") => Ok(Flag(true)),
+            Value::String(s) if matches!(s.as_str(), "false" | "0" | "no") => Ok(Flag(false)),
+            Value::Number(n) if n.as_u64() == Some(1) => Ok(Flag(true)),
+            Value::Number(n) if n.as_u64() == Some(0) => Ok(Flag(false)),
+            _ => Err(de::Error::custom("must be true or false")),
+        }
+    }
+}
+
 /// `POST /api_keys`: fields in the body, or in the query string as PIFOP sends them.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -328,6 +346,7 @@ pub struct CreateApiKey {
     max_pending: Option<Count>,
     max_files: Option<Count>,
     max_storage_bytes: Option<ByteSize>,
+    manage_projects: Option<Flag>,
 }
 
 impl CreateApiKey {
@@ -342,6 +361,7 @@ impl CreateApiKey {
         "max_pending",
         "max_files",
         "max_storage_bytes",
+        "manage_projects",
     ];
 
     pub fn into_new(self) -> ApiResult<crate::auth::NewApiKey> {
@@ -360,8 +380,144 @@ impl CreateApiKey {
                 max_files: self.max_files.map(|c| c.0),
                 max_storage_bytes: self.max_storage_bytes.map(|b| b.0),
             },
+            manage_projects: self.manage_projects.is_some_and(|f| f.0),
         })
     }
+}
+
+/// A files map (`{path: content}`) as input files; `what` names the field in errors.
+fn input_files(
+    files: Option<BTreeMap<String, FileContent>>,
+    what: &str,
+) -> ApiResult<Vec<InputFile>> {
+    let mut out = Vec::new();
+    for (path, content) in files.unwrap_or_default() {
+        let rel = rel_path(&path, what)?;
+        let (bytes, mode) = content.decode(&format!("{what}['{path}']"))?;
+        out.push(InputFile {
+            path: rel,
+            bytes,
+            mode: mode.unwrap_or(0o644),
+        });
+    }
+    Ok(out)
+}
+
+/// Takes the field `key` out of a JSON object, typed; a wrong one is a 400 naming `what`.
+fn take<T: serde::de::DeserializeOwned>(
+    map: &mut Map<String, Value>,
+    key: &str,
+    what: &str,
+) -> ApiResult<Option<T>> {
+    match map.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(|e| ApiError::bad_request(format!("'{what}': {e}"))),
+    }
+}
+
+/// `POST /projects` and `PUT /projects/{id}` as JSON: `project.json`'s fields (`name`,
+/// `environment`, `config`, `source`, `artifacts`, `limits`, `tests`, `checker`) plus the
+/// contents: `files` (the workspace), each test's `stdin`, `expected` and `files`, and the
+/// checker's `files`. Returns the id asked for and the project.
+pub fn project_from_body(
+    mut map: Map<String, Value>,
+) -> ApiResult<(Option<String>, InlineProject)> {
+    let id: Option<String> = take(&mut map, "id", "id")?;
+    let files = input_files(take(&mut map, "files", "files")?, "files")?;
+    let mut tests = Vec::new();
+    if let Some(Value::Array(list)) = map.get_mut("tests") {
+        for (i, item) in list.iter_mut().enumerate() {
+            let Value::Object(t) = item else {
+                return Err(ApiError::bad_request(format!(
+                    "'tests[{i}]' must be an object"
+                )));
+            };
+            let name = match t.get("name") {
+                Some(Value::String(n)) => n.clone(),
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "'tests[{i}].name' (a string) is required"
+                    )))
+                }
+            };
+            let at = |field: &str| format!("tests[{i}].{field}");
+            let stdin: Option<FileContent> = take(t, "stdin", &at("stdin"))?;
+            let expected: Option<FileContent> = take(t, "expected", &at("expected"))?;
+            tests.push(InlineTest {
+                stdin: stdin
+                    .map(|c| c.decode(&at("stdin")))
+                    .transpose()?
+                    .map(|d| d.0),
+                expected: expected
+                    .map(|c| c.decode(&at("expected")))
+                    .transpose()?
+                    .map(|d| d.0),
+                files: input_files(take(t, "files", &at("files"))?, &at("files"))?,
+                name,
+            });
+        }
+    }
+    let checker_files = match map.get_mut("checker") {
+        Some(Value::Object(c)) => input_files(take(c, "files", "checker.files")?, "checker.files")?,
+        _ => Vec::new(),
+    };
+    Ok((
+        id,
+        InlineProject {
+            manifest: map,
+            files,
+            tests,
+            checker_files,
+        },
+    ))
+}
+
+/// `POST /submissions`: the project, an optional scenario, the files (a map, file parts of
+/// a multipart form, or `archive`: a tar), `wait`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSubmission {
+    project_id: Option<String>,
+    scenario: Option<String>,
+    files: Option<BTreeMap<String, FileContent>>,
+    archive: Option<FileContent>,
+    wait: Option<bool>,
+    callback: Option<CallbackRequest>,
+}
+
+impl CreateSubmission {
+    /// A submission as the judge takes it; 400 for a missing project id, bad files, or a
+    /// callback whose host is off the server's allow-list.
+    pub fn into_new(self, allow: &AllowList) -> ApiResult<NewSubmission> {
+        let project_id = self
+            .project_id
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| ApiError::bad_request("'project_id' is required"))?;
+        Ok(NewSubmission {
+            project_id,
+            scenario: self.scenario,
+            files: input_files(self.files, "files")?,
+            archive: self
+                .archive
+                .map(|a| a.decode("archive"))
+                .transpose()?
+                .map(|d| d.0),
+            wait: self.wait.unwrap_or(false),
+            callback: self
+                .callback
+                .map(|c| Callback::accept(c, allow))
+                .transpose()?,
+        })
+    }
+}
+
+/// `POST /submissions/batch`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSubmissions {
+    pub submissions: Vec<Value>,
 }
 
 #[cfg(test)]

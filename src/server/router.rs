@@ -13,7 +13,9 @@ use hyper::{Method, Request, StatusCode};
 use super::errors::{code, ApiError, ApiResult};
 use super::http::{error_response, Req, RequestBounds, Resp};
 use super::openapi;
-use super::routes::{api_keys, callbacks, environments, executions, live_log};
+use super::routes::{
+    api_keys, callbacks, environments, executions, live_log, projects, submissions,
+};
 use crate::app::App;
 use crate::auth::{authenticate, Principal};
 
@@ -28,6 +30,8 @@ pub enum Auth {
     Key,
     /// The master token only; the text says what a key may not do ("create API keys").
     Master(&'static str),
+    /// The master token, or an API key allowed to manage projects (`manage_projects`).
+    ProjectManager(&'static str),
 }
 
 #[derive(Clone, Copy)]
@@ -80,6 +84,20 @@ const fn master(
     }
 }
 
+const fn manager(
+    method: Method,
+    pattern: &'static str,
+    what: &'static str,
+    f: fn(Arc<App>, Req, Principal) -> Reply,
+) -> Route {
+    Route {
+        method,
+        pattern,
+        auth: Auth::ProjectManager(what),
+        handler: Handler::Authed(f),
+    }
+}
+
 /// A handler function as a table entry.
 macro_rules! h {
     ($f:path) => {
@@ -109,6 +127,18 @@ pub static ROUTES: &[Route] = &[
     key(Method::GET, "/api/v1/executions/{id}/output/{path}", h!(executions::output)),
     key(Method::GET, "/api/v1/executions/{id}/log", h!(live_log::follow)),
     key(Method::GET, "/api/v1/executions/{id}/callbacks", h!(callbacks::of_execution)),
+    key(Method::GET, "/api/v1/projects", h!(projects::list)),
+    manager(Method::POST, "/api/v1/projects", "create projects", h!(projects::create)),
+    key(Method::GET, "/api/v1/projects/{id}", h!(projects::get)),
+    manager(Method::PUT, "/api/v1/projects/{id}", "replace projects", h!(projects::replace)),
+    manager(Method::DELETE, "/api/v1/projects/{id}", "delete projects", h!(projects::delete)),
+    key(Method::GET, "/api/v1/submissions", h!(submissions::list)),
+    key(Method::POST, "/api/v1/submissions", h!(submissions::create)),
+    key(Method::POST, "/api/v1/submissions/batch", h!(submissions::batch)),
+    key(Method::GET, "/api/v1/submissions/{id}", h!(submissions::get)),
+    key(Method::DELETE, "/api/v1/submissions/{id}", h!(submissions::delete)),
+    key(Method::GET, "/api/v1/submissions/{id}/progress", h!(submissions::progress)),
+    key(Method::GET, "/api/v1/submissions/{id}/callbacks", h!(callbacks::of_submission)),
 ];
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -164,12 +194,18 @@ async fn call(app: Arc<App>, route: &Route, req: Req) -> ApiResult<Resp> {
     };
     let token = req.token();
     let who = authenticate(app.store.as_ref(), &app.master_token, token.as_deref()).await?;
-    if let Auth::Master(what) = route.auth {
-        if !who.is_master() {
+    match route.auth {
+        Auth::Master(what) if !who.is_master() => {
             return Err(ApiError::forbidden(format!(
                 "only the master token may {what}"
             )));
         }
+        Auth::ProjectManager(what) if !who.may_manage_projects() => {
+            return Err(ApiError::forbidden(format!(
+                "only the master token or an API key with manage_projects may {what}"
+            )));
+        }
+        _ => {}
     }
     f(app, req, who).await
 }

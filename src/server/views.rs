@@ -1,6 +1,6 @@
-//! The JSON the API shows: executions, API keys, environments, callbacks. Times become RFC
-//! 3339 here. The final objects callbacks send are rendered here too ([`FinalObjects`]), so
-//! a callback's body is exactly what `GET` returns.
+//! The JSON the API shows: executions, API keys, environments, callbacks, projects,
+//! submissions. Times become RFC 3339 here. The final objects callbacks send are rendered here
+//! too ([`FinalObjects`]), so a callback's body is exactly what `GET` returns.
 
 use std::sync::Arc;
 
@@ -13,7 +13,8 @@ use crate::callbacks::{DeliveryState, Final, Finals, Subject};
 use crate::env::{EnvEntry, Environment};
 use crate::error::{Error, Result};
 use crate::exec::{self, Status};
-use crate::store::{ApiKeyRow, AttemptRow, CallbackRow, ExecutionRow};
+use crate::judge;
+use crate::store::{ApiKeyRow, AttemptRow, CallbackRow, ExecutionRow, ProjectRow, SubmissionRow};
 
 /// How much of each stream the execution object shows (the log route has the rest).
 pub const INLINE_STREAM_BYTES: usize = 64 * 1024;
@@ -93,9 +94,11 @@ pub async fn execution_of(exec: &exec::Service, row: &ExecutionRow, include_log:
     v
 }
 
-/// The final objects of callbacks: what `GET /executions/{id}` returns (with the log).
+/// The final objects of callbacks: what `GET /executions/{id}` (with the log) and
+/// `GET /submissions/{id}` return.
 pub struct FinalObjects {
     pub exec: Arc<exec::Service>,
+    pub judge: Arc<judge::Service>,
 }
 
 #[async_trait]
@@ -105,6 +108,14 @@ impl Finals for FinalObjects {
             Subject::Execution(id) => match self.exec.get(&Principal::Master, id).await {
                 Ok(row) if row.status == Status::Ended => {
                     Ok(Final::Ended(execution_of(&self.exec, &row, true).await))
+                }
+                Ok(_) => Ok(Final::NotEnded),
+                Err(Error::NotFound(_)) => Ok(Final::Gone),
+                Err(e) => Err(e),
+            },
+            Subject::Submission(id) => match self.judge.get(&Principal::Master, id).await {
+                Ok(row) if !row.status.executing() => {
+                    Ok(Final::Ended(submission_of(&self.judge, &row, true).await))
                 }
                 Ok(_) => Ok(Final::NotEnded),
                 Err(Error::NotFound(_)) => Ok(Final::Gone),
@@ -159,6 +170,7 @@ pub fn api_key(k: &ApiKeyRow) -> Value {
         "max_pending": q.max_pending,
         "max_files": q.max_files,
         "max_storage_bytes": q.max_storage_bytes,
+        "manage_projects": k.manage_projects,
         "created_date": k.created_at.to_rfc3339(),
     })
 }
@@ -203,4 +215,71 @@ pub fn entry(e: &EnvEntry) -> Value {
         }),
         EnvEntry::Stored(env) => environment(env),
     }
+}
+
+/// A project: its definition as checked (config inline, tests listed without their data).
+pub fn project(p: &ProjectRow) -> Value {
+    let scenarios: Vec<&String> = p.def.config.scenarios.keys().collect();
+    let default = p.def.config.scenario(None).ok().map(|(name, _)| name);
+    json!({
+        "id": p.id,
+        "name": p.def.name,
+        "environment": p.def.environment,
+        "revision": p.revision,
+        "scenarios": scenarios,
+        "default_scenario": default,
+        "config": p.def.config,
+        "source": p.def.source,
+        "artifacts": p.def.artifacts,
+        "limits": p.def.limits,
+        "tests": p.def.tests,
+        "checker": p.def.checker,
+        "created_date": p.created_at.to_rfc3339(),
+        "updated_date": p.updated_at.to_rfc3339(),
+    })
+}
+
+/// A submission. With `detail`: the per-test table, the stages, the HwScore report, the
+/// streams and the debug log (as far as it got while it is still being graded).
+pub async fn submission(app: &App, s: &SubmissionRow, detail: bool) -> Value {
+    submission_of(&app.judge, s, detail).await
+}
+
+/// What `GET /submissions/{id}` shows (`detail`), or a list's row.
+pub async fn submission_of(judge: &judge::Service, s: &SubmissionRow, detail: bool) -> Value {
+    let (stages, tests) = if detail {
+        judge.progress_of(&s.id).await.unwrap_or_default()
+    } else {
+        Default::default()
+    };
+    let mut v = judge::view::grade_json(s.status, s.grade.as_ref(), &stages, &tests);
+    if !detail {
+        for key in ["tests", "stages", "report"] {
+            v.remove(key);
+        }
+    }
+    v.insert("id".into(), json!(s.id));
+    v.insert(
+        "project".into(),
+        json!({ "id": s.project_id, "revision": s.project_revision }),
+    );
+    v.insert("scenario".into(), json!(s.scenario));
+    v.insert("stage".into(), json!(s.stage));
+    v.insert("attempts".into(), json!(s.attempts));
+    v.insert("init_date".into(), json!(s.created_at.to_rfc3339()));
+    v.insert(
+        "start_date".into(),
+        json!(s.started_at.map(|t| t.to_rfc3339())),
+    );
+    v.insert("end_date".into(), json!(s.ended_at.map(|t| t.to_rfc3339())));
+    if detail {
+        let dir = judge.dir(&s.id);
+        let (streams, debug_log) =
+            crate::error::blocking(move || Ok(judge::view::streams_json(&dir)))
+                .await
+                .unwrap_or((Value::Null, Value::Null));
+        v.insert("streams".into(), streams);
+        v.insert("debug_log".into(), debug_log);
+    }
+    Value::Object(v)
 }

@@ -1,5 +1,5 @@
 //! The durable store, one trait per aggregate: [`ApiKeys`], [`Executions`], [`Queue`],
-//! [`Callbacks`] (later projects, submissions, workspaces, hosts, files: one trait each,
+//! [`Callbacks`], [`Projects`], [`Submissions`] (later workspaces, hosts, files: one trait each,
 //! beside these).
 //! [`Store`] is all of them; the embedded back end is SQLite in the data directory
 //! ([`SqliteStore`]); a PostgreSQL one (a fleet's shared store, `FOR UPDATE SKIP LOCKED`
@@ -17,11 +17,17 @@ use crate::clock::Micros;
 use crate::exec::request::ExecutionRequest;
 use crate::exec::result::ExecutionResult;
 use crate::exec::state::{EndReason, Status, Transition};
+use crate::judge;
+use crate::judge::config::Stage;
+use crate::judge::project::ProjectDef;
+use crate::judge::report::Final;
+use crate::judge::verdict::{StageRecord, TestResult};
 
 mod legacy;
 pub mod migrations;
 mod sqlite;
 mod sqlite_callbacks;
+mod sqlite_judge;
 
 pub use sqlite::SqliteStore;
 
@@ -50,6 +56,8 @@ pub struct ApiKeyRow {
     pub token_hash: String,
     /// The key's own maxima and quotas (`None`: the server's).
     pub quota: Quota,
+    /// May create, replace and delete projects.
+    pub manage_projects: bool,
     pub created_at: Micros,
 }
 
@@ -192,6 +200,103 @@ pub trait Queue: Send + Sync {
     async fn abandon_running(&self, node: &str, t: &Transition) -> Result<Vec<String>>;
 }
 
+/// A project as stored; its files are on disk under `DATA/projects/<id>/<revision>/`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectRow {
+    pub id: String,
+    /// Who made it: `master` or `key:<name>`.
+    pub owner: String,
+    /// 1 when created, one more on each replacement.
+    pub revision: i64,
+    pub def: ProjectDef,
+    pub created_at: Micros,
+    pub updated_at: Micros,
+}
+
+/// A submission; its files are on disk under `DATA/submissions/<id>/`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubmissionRow {
+    pub id: String,
+    pub owner: String,
+    pub project_id: String,
+    /// The project as it was when the submission was made.
+    pub project_revision: i64,
+    pub scenario: String,
+    pub status: judge::Status,
+    /// The stage running now.
+    pub stage: Option<Stage>,
+    /// Restarts of the server that interrupted it.
+    pub attempts: i64,
+    pub grade: Option<Final>,
+    pub created_at: Micros,
+    pub queued_at: Option<Micros>,
+    pub started_at: Option<Micros>,
+    pub ended_at: Option<Micros>,
+    pub node: Option<String>,
+}
+
+/// Which submissions a list shows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SubmissionFilter<'a> {
+    pub owner: Option<&'a str>,
+    pub project: Option<&'a str>,
+    pub status: Option<judge::Status>,
+}
+
+#[async_trait]
+pub trait Projects: Send + Sync {
+    /// False when a project of that id exists.
+    async fn insert_project(&self, p: &ProjectRow) -> Result<bool>;
+    async fn get_project(&self, id: &str) -> Result<Option<ProjectRow>>;
+    /// By id; the page and the total.
+    async fn list_projects(&self, limit: i64, offset: i64) -> Result<(Vec<ProjectRow>, i64)>;
+    /// Replaces a project when its stored revision is `p.revision - 1`; false otherwise.
+    async fn replace_project(&self, p: &ProjectRow) -> Result<bool>;
+    /// The deleted project, or `None` when there was none.
+    async fn delete_project(&self, id: &str) -> Result<Option<ProjectRow>>;
+}
+
+#[async_trait]
+pub trait Submissions: Send + Sync {
+    /// False (and nothing inserted) when the owner is a key that no longer exists.
+    async fn insert_submission(&self, s: &SubmissionRow) -> Result<bool>;
+    async fn get_submission(&self, id: &str) -> Result<Option<SubmissionRow>>;
+    /// Newest first; the page and the total.
+    async fn list_submissions(
+        &self,
+        filter: &SubmissionFilter<'_>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<SubmissionRow>, i64)>;
+    /// Applies a status change if the submission is in one of `t.from()`; false otherwise.
+    async fn submission_transition(&self, id: &str, t: &judge::state::Transition) -> Result<bool>;
+    /// The oldest waiting submission takes the claim `t`; `None` when none waits.
+    async fn claim_next_submission(
+        &self,
+        t: &judge::state::Transition,
+    ) -> Result<Option<SubmissionRow>>;
+    /// The submissions `node` was grading (preparation or execution).
+    async fn running_submissions(&self, node: &str) -> Result<Vec<SubmissionRow>>;
+    async fn set_submission_stage(&self, id: &str, stage: Option<Stage>) -> Result<()>;
+    /// Keeps a finished stage (a stage run again replaces its record).
+    async fn record_stage(&self, id: &str, record: &StageRecord) -> Result<()>;
+    /// Keeps a finished test.
+    async fn record_test(&self, id: &str, result: &TestResult) -> Result<()>;
+    /// The stages and tests finished so far, in order.
+    async fn submission_progress(&self, id: &str) -> Result<(Vec<StageRecord>, Vec<TestResult>)>;
+    /// Deletes a submission that is not being graded (waiting or ended), with its records;
+    /// false when there is no such submission.
+    async fn delete_idle_submission(&self, id: &str) -> Result<bool>;
+    /// Submissions of `owner` waiting or being graded.
+    async fn count_active_submissions(&self, owner: &str) -> Result<i64>;
+    /// The revisions of a project that submissions not yet ended use.
+    async fn active_revisions(&self, project_id: &str) -> Result<Vec<i64>>;
+    /// Every submission of `owner`, oldest first.
+    async fn submission_ids_of(&self, owner: &str) -> Result<Vec<String>>;
+    /// Submissions owned by a key that no longer exists (its deletion was interrupted).
+    async fn orphaned_submission_ids(&self) -> Result<Vec<String>>;
+}
+
 /// The callbacks outbox (see `crate::callbacks`).
 #[async_trait]
 pub trait Callbacks: Send + Sync {
@@ -232,6 +337,6 @@ pub trait Callbacks: Send + Sync {
 }
 
 /// Every aggregate of one back end.
-pub trait Store: ApiKeys + Executions + Queue + Callbacks {}
+pub trait Store: ApiKeys + Executions + Queue + Callbacks + Projects + Submissions {}
 
-impl<T: ApiKeys + Executions + Queue + Callbacks> Store for T {}
+impl<T: ApiKeys + Executions + Queue + Callbacks + Projects + Submissions> Store for T {}

@@ -24,7 +24,7 @@ const EXEC_COLUMNS: &str = "id, owner, environment, status, request, result, end
      message, created_at, started_at, ended_at, queued_at, node, stored_bytes";
 
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -107,7 +107,7 @@ pub(super) async fn apply_migrations(tx: &mut Transaction<'_, Sqlite>, up_to: i6
     Ok(())
 }
 
-fn corrupt(what: String) -> StoreError {
+pub(super) fn corrupt(what: String) -> StoreError {
     StoreError::Corrupt(what)
 }
 
@@ -139,6 +139,7 @@ fn key_row(r: &SqliteRow) -> Result<ApiKeyRow> {
             max_files: count(r, "max_files")?,
             max_storage_bytes: count(r, "max_storage_bytes")?,
         },
+        manage_projects: r.try_get::<i64, _>("manage_projects")? != 0,
         created_at: Micros(r.try_get("created_at")?),
     })
 }
@@ -179,7 +180,7 @@ fn exec_row(r: &SqliteRow) -> Result<ExecutionRow> {
     })
 }
 
-fn json(value: &impl serde::Serialize) -> Result<String> {
+pub(super) fn json(value: &impl serde::Serialize) -> Result<String> {
     serde_json::to_string(value).map_err(|e| corrupt(format!("serialising: {e}")))
 }
 
@@ -212,8 +213,9 @@ impl ApiKeys for SqliteStore {
         let q = &key.quota;
         let done = sqlx::query(
             "INSERT INTO api_keys (id, name, token_hash, max_memory, max_time, max_executions, \
-             max_pids, max_output_bytes, max_pending, max_files, max_storage_bytes, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+             max_pids, max_output_bytes, max_pending, max_files, max_storage_bytes, \
+             manage_projects, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
         )
         .bind(&key.id)
         .bind(&key.name)
@@ -226,6 +228,7 @@ impl ApiKeys for SqliteStore {
         .bind(bigint(q.max_pending)?)
         .bind(bigint(q.max_files)?)
         .bind(bigint(q.max_storage_bytes)?)
+        .bind(i64::from(key.manage_projects))
         .bind(key.created_at.0)
         .execute(&self.pool)
         .await?;

@@ -1,7 +1,9 @@
-//! `GET /executions/{id}/log`: the output as it is written (Railgun's proclog), from the
-//! execution's log (`exec/log.rs`), until the execution ends; also after the end, whole.
+//! Following what is written while it is written: `GET /executions/{id}/log` (an execution's
+//! output, Railgun's proclog) and `GET /submissions/{id}/progress` (a grading's progress, one
+//! JSON object a line, through [`follow_file`]).
 //!
-//! Two forms:
+//! The execution's log, from `exec/log.rs`, until the execution ends (also after the end,
+//! whole), in two forms:
 //! - server-sent events (`Accept: text/event-stream` or `?format=sse`): each chunk is one
 //!   event named after its stream (`stdout`, `stderr`) whose data is JSON,
 //!   `{"text": "…"}` (UTF-8) or `{"base64": "…"}` (other bytes), so program bytes can never
@@ -21,13 +23,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use base64::Engine;
 use bytes::Bytes;
 use hyper::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::broadcast::{self, error::RecvError};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::app::App;
 use crate::auth::Principal;
@@ -211,12 +215,7 @@ impl Drop for Follower {
 }
 
 pub async fn follow(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp> {
-    let sse = req
-        .headers
-        .get(ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/event-stream"))
-        || req.query("format") == Some("sse");
+    let sse = wants_sse(&req);
     match req.query("format") {
         None | Some("sse" | "text") => {}
         Some(other) => {
@@ -280,16 +279,126 @@ pub async fn follow(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp> 
     }
     let chunks =
         futures_util::stream::unfold(f, |mut f| async move { f.next().await.map(|b| (b, f)) });
-    let mut resp = Response::new(stream_body(chunks));
+    Ok(streaming(
+        stream_body(chunks),
+        sse,
+        "text/plain; charset=utf-8",
+    ))
+}
+
+/// A streamed answer: 200, server-sent events or `plain_type`, never cached.
+fn streaming(body: crate::server::http::Body, sse: bool, plain_type: &'static str) -> Resp {
+    let mut resp = Response::new(body);
     *resp.status_mut() = StatusCode::OK;
-    let kind = if sse {
-        "text/event-stream"
-    } else {
-        "text/plain; charset=utf-8"
-    };
+    let kind = if sse { "text/event-stream" } else { plain_type };
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(kind));
     resp.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    Ok(resp)
+    resp
+}
+
+// A followed file (a submission's progress).
+
+/// How often the file is read for more.
+const POLL: Duration = Duration::from_millis(50);
+
+/// What ends a followed file's stream.
+#[async_trait]
+pub(crate) trait EndWatch: Send + 'static {
+    /// `Some(the SSE end event's data)` once the followed thing has ended; takes in what has
+    /// happened by now, without waiting.
+    async fn ended(&mut self) -> Option<String>;
+}
+
+fn sse_data(chunk: &[u8]) -> Bytes {
+    let text = String::from_utf8_lossy(chunk);
+    let mut out = String::new();
+    for line in text.split('\n') {
+        out.push_str("data: ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push('\n');
+    Bytes::from(out)
+}
+
+/// Whether the client asked for server-sent events.
+pub(crate) fn wants_sse(req: &Req) -> bool {
+    req.headers
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"))
+        || req.query("format") == Some("sse")
+}
+
+/// Streams `path` (a file of one JSON object a line, written by appending) as it grows until
+/// `end` says it is over; as server-sent events, each line is one event.
+pub(crate) fn follow_file(
+    path: PathBuf,
+    sse: bool,
+    plain_type: &'static str,
+    mut end: impl EndWatch,
+) -> Resp {
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        let mut pos = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        // The start of a line not yet complete.
+        let mut partial: Vec<u8> = Vec::new();
+        loop {
+            // Take in the end first: once it is known, one more read gets the whole tail
+            // (the file is complete before the end is announced).
+            let over = end.ended().await;
+            if let Ok(mut f) = tokio::fs::File::open(&path).await {
+                if f.seek(std::io::SeekFrom::Start(pos)).await.is_ok() {
+                    loop {
+                        let n = match f.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        pos += n as u64;
+                        let chunks = match sse {
+                            false => vec![Bytes::copy_from_slice(&buf[..n])],
+                            true => {
+                                partial.extend_from_slice(&buf[..n]);
+                                let mut events = Vec::new();
+                                while let Some(i) = partial.iter().position(|&c| c == b'\n') {
+                                    let line: Vec<u8> = partial.drain(..=i).collect();
+                                    let line = &line[..line.len() - 1];
+                                    if !line.is_empty() {
+                                        events.push(sse_data(line));
+                                    }
+                                }
+                                events
+                            }
+                        };
+                        for chunk in chunks {
+                            if tx.send(chunk).await.is_err() {
+                                return; // the client went away
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(data) = over {
+                if sse {
+                    if !partial.is_empty() {
+                        let _ = tx.send(sse_data(&partial)).await;
+                    }
+                    let _ = tx
+                        .send(Bytes::from(format!("event: end\ndata: {data}\n\n")))
+                        .await;
+                }
+                return;
+            }
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    });
+    let chunks =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    streaming(stream_body(chunks), sse, plain_type)
 }

@@ -5,3 +5,5 @@ pub mod callbacks;
 pub mod environments;
 pub mod executions;
 pub mod live_log;
+pub mod projects;
+pub mod submissions;

@@ -1,0 +1,3 @@
+# Wrong: a difference, not a sum.
+a, b = map(int, input().split())
+print(a - b)
