@@ -69,6 +69,8 @@ bench: rootfs build
 	$(CARGO) bench --bench run_true -- --warm-up-time 1 --measurement-time 5
 	bash benches/side_by_side.sh $(ROOTFS)/busybox
 	bash benches/python_row.sh $(SANDPIT) $(TEST_DATA)
+	bash benches/cpu_overshoot.sh $(SANDPIT) $(ROOTFS)/busybox
+	$(CARGO) run --release -q -p sandbox --example phases -- $(ROOTFS)/busybox
 	$(CARGO) bench --bench api
 	$(CARGO) bench --bench judge
 

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sandbox::{Sandbox, SandboxConfig, StopHandle};
+use sandbox::{Pool, PoolConfig, Sandbox, SandboxConfig, StopHandle};
 use sandpit::env::Catalog;
 use sandpit::judge::config::Stage;
 use sandpit::judge::pipeline::{self, Done, Graded, Grading, Progress};
@@ -102,6 +102,7 @@ fn main() {
     let project = ProjectFiles::load(&project_dir, &ManifestDefaults::default()).expect("project");
     let envs = Catalog::open(&data).expect("environments");
     let engine = Arc::new(Sandbox::new(SandboxConfig::default()).expect("engine"));
+    let pool = Arc::new(Pool::new(engine, PoolConfig::default()).expect("pool"));
     let dir = SubmissionDir::at(tmp.join("submission"));
     let source = std::fs::read(example.join("solutions/correct.c")).unwrap();
     dir.create(&[sandpit::exec::InputFile {
@@ -112,7 +113,7 @@ fn main() {
     .unwrap();
     submission::normalize(&project.def, &dir).unwrap();
     let g = Grading {
-        engine,
+        pool,
         envs: &envs,
         project: &project,
         scenario: "default",

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side by side: the same program (/bin/true) in the same busybox rootfs under sandpit,
-# bubblewrap, crun and runc (Debian's packages), N runs sequentially and 2 at a time.
+# bubblewrap, crun and runc (Debian's packages), N runs at 1, 2, 4 and 8 at a time (throughput with
+# each runner's whole teardown included: a run counts when its command has exited).
 # Prints per-run median/p90 latency (ms), runs/s, and sandpit's ratio to each peer.
 #
 # sandpit: a fresh sandbox per run with all 7 namespaces, its own cgroup (memory, pids,
@@ -42,7 +43,7 @@ measure() { # jobs name command...
 }
 
 declare -A res
-for j in 1 2; do
+for j in 1 2 4 8; do
   res[sandpit,$j]=$(measure $j sandpit "$sandpit" run --rootfs "$rootfs" --memory 256M -- /bin/true)
   res[bwrap,$j]=$(measure $j bwrap bwrap --unshare-all --die-with-parent --ro-bind "$rootfs" / --proc /proc --dev /dev --tmpfs /tmp -- /bin/true)
   res[crun,$j]=$(measure $j crun crun --cgroup-manager=disabled run --bundle "$work/bundle" "sbs-crun-$$-{i}")
@@ -51,7 +52,7 @@ done
 
 echo "/bin/true in busybox rootfs, N=$n runs per row; latency in ms (spawn to exit of the whole command)"
 printf '%-10s %4s %9s %9s %6s %9s %14s\n' runner jobs median p90 fails runs/s "sandpit/peer"
-for j in 1 2; do
+for j in 1 2 4 8; do
   read -r smed _ _ _ <<<"${res[sandpit,$j]}"
   for p in sandpit bwrap crun runc; do
     read -r med p90 fails rps <<<"${res[$p,$j]}"

@@ -14,6 +14,8 @@ pub struct ServerConfig {
     /// The data directory (absolute).
     pub data: PathBuf,
     pub slots: usize,
+    /// Sandboxes kept prepared ahead per environment in use.
+    pub prepared: usize,
     /// Largest request body (JSON, form, multipart, input upload).
     pub max_body: u64,
     /// Largest environment upload (an OCI archive).

@@ -193,6 +193,11 @@ impl Prepared {
         &self.env
     }
 
+    /// A run is asked for now, in this sandbox prepared ahead: `setup_s` counts from here.
+    pub(crate) fn taken(&mut self) {
+        self.timeline.asked_now();
+    }
+
     /// Runs `spec`'s program in this sandbox and ends the sandbox. The spec's environment must
     /// be the one the sandbox was prepared for. `Err` only for a spec that cannot run as given;
     /// a failure of the sandbox itself is an outcome with `end_reason: internal-error`.
@@ -318,7 +323,7 @@ impl Prepared {
             self.timeline.mark_at("program ended", ended);
         }
         self.timeline.mark("init reaped");
-        let setup_ns = watch.started_at.map(|s| s - self.timeline.origin);
+        let setup_ns = watch.started_at.map(|s| s - self.timeline.asked);
         let outcome = verdict(
             Evidence {
                 setup_error: watch.setup_error,

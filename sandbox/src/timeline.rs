@@ -6,21 +6,32 @@ use crate::sys::monotonic_ns;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Timeline {
-    /// When the run was asked for: the origin of every mark and of `setup_s`.
+    /// When the sandbox was asked for: the origin of every mark.
     pub origin: i64,
+    /// When the run was asked for: the origin of `setup_s` (later than `origin` for a
+    /// sandbox prepared ahead).
+    pub asked: i64,
     marks: Vec<(&'static str, i64)>,
 }
 
 impl Timeline {
     pub fn start() -> Timeline {
+        let now = monotonic_ns();
         Timeline {
-            origin: monotonic_ns(),
+            origin: now,
+            asked: now,
             marks: Vec::with_capacity(16),
         }
     }
 
     pub fn mark(&mut self, what: &'static str) {
         self.marks.push((what, monotonic_ns()));
+    }
+
+    /// The run is asked for now, in a sandbox prepared ahead.
+    pub fn asked_now(&mut self) {
+        self.mark("taken from the pool");
+        self.asked = monotonic_ns();
     }
 
     /// A mark whose time another clock read gave (init's, on the same CLOCK_MONOTONIC).

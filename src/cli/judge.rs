@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
-use sandbox::{RelPath, Sandbox, SandboxConfig, StopHandle};
+use sandbox::{Pool, PoolConfig, RelPath, Sandbox, SandboxConfig, StopHandle};
 use serde_json::Value;
 
 use super::{fail, EXIT_FAILURE, EXIT_SANDBOX_FAILURE, EXIT_USAGE};
@@ -252,12 +252,23 @@ fn run(
         Ok(engine) => Arc::new(engine),
         Err(e) => return fail(EXIT_SANDBOX_FAILURE, e),
     };
+    // One sandbox kept ready: the tests of a submission run one after the other.
+    let pool = match Pool::new(
+        engine,
+        PoolConfig {
+            per_env: 1,
+            ..PoolConfig::default()
+        },
+    ) {
+        Ok(pool) => Arc::new(pool),
+        Err(e) => return fail(EXIT_SANDBOX_FAILURE, e),
+    };
     let stop = match StopHandle::new() {
         Ok(s) => s,
         Err(e) => return fail(EXIT_SANDBOX_FAILURE, e),
     };
     let g = Grading {
-        engine,
+        pool,
         envs,
         project,
         scenario,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use sandbox::SandboxConfig;
+use sandbox::{Pool, PoolConfig, SandboxConfig};
 
 use super::{fail, EXIT_FAILURE, EXIT_USAGE};
 use crate::app::App;
@@ -31,6 +31,9 @@ pub struct ServeArgs {
     /// Runs at once (default: the number of cores); the rest wait as `queued`.
     #[arg(long)]
     pub slots: Option<usize>,
+    /// Sandboxes kept prepared ahead per environment in use (0: each run sets its own up).
+    #[arg(long, default_value_t = 2)]
+    pub prepared: usize,
     /// The store: `sqlite` (a file in the data directory).
     #[arg(long, default_value = "sqlite")]
     pub store: String,
@@ -305,6 +308,7 @@ pub fn main(data: &Path, args: ServeArgs) -> ExitCode {
         listen: args.listen,
         data,
         slots,
+        prepared: args.prepared,
         max_body: args.max_body,
         max_upload: args.max_upload,
         dir_envs,
@@ -366,10 +370,21 @@ async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), Stri
         .map_err(|e| format!("listening on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let envs = Arc::new(Catalog::new(envs, cfg.dir_envs.clone()));
+    // One warm pool for executions and grading alike.
+    let pool = Arc::new(
+        Pool::new(
+            engine.clone(),
+            PoolConfig {
+                per_env: cfg.prepared,
+                ..PoolConfig::default()
+            },
+        )
+        .map_err(|e| format!("sandbox: {e}"))?,
+    );
     let exec = Arc::new(exec::Service::new(exec::Parts {
         store: store.clone(),
         envs: envs.clone(),
-        engine: engine.clone(),
+        pool: pool.clone(),
         slots: cfg.slots,
         dirs: WorkDirs::new(cfg.executions_dir(), cfg.tmp_dir()),
         node: cfg.node.clone(),
@@ -385,7 +400,7 @@ async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), Stri
     let judge = Arc::new(judge::Service::new(judge::service::Parts {
         store: store.clone(),
         envs: envs.clone(),
-        engine: engine.clone(),
+        pool: pool.clone(),
         sched: exec.scheduler().sharing_slots(),
         submissions_dir: cfg.submissions_dir(),
         projects_dir: cfg.projects_dir(),

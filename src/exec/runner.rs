@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sandbox::{RelPath, Sandbox, Stdin, StopHandle};
+use sandbox::{Pool, RelPath, Stdin, StopHandle};
 
 use crate::env::Catalog;
 use crate::exec::events::OutputProgress;
@@ -34,7 +34,7 @@ pub fn overrides(l: &Limits) -> LimitOverrides {
 
 /// Runs it; its output is announced on `progress` as it is written.
 pub fn run(
-    engine: &Sandbox,
+    pool: &Pool,
     envs: &Catalog,
     dir: &WorkDir,
     row: &ExecutionRow,
@@ -76,7 +76,7 @@ pub fn run(
         Ok(io) => io,
         Err(e) => return Ending::failed(id, format!("creating the log: {e}")),
     };
-    let outcome = match engine.run(&spec, io) {
+    let outcome = match pool.run(&spec, io) {
         Ok(o) => o,
         Err(e) => return Ending::failed(id, format!("the sandbox could not run: {e}")),
     };

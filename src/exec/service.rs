@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sandbox::{RelPath, Sandbox, StopHandle};
+use sandbox::{Pool, RelPath, StopHandle};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -37,7 +37,7 @@ pub struct Service {
     life: Lifecycle,
     store: Arc<dyn Store>,
     envs: Arc<Catalog>,
-    engine: Arc<Sandbox>,
+    pool: Arc<Pool>,
     sched: Scheduler,
     dirs: WorkDirs,
     /// This node's name in the store.
@@ -51,7 +51,8 @@ pub struct Service {
 pub struct Parts {
     pub store: Arc<dyn Store>,
     pub envs: Arc<Catalog>,
-    pub engine: Arc<Sandbox>,
+    /// Runs go through the pool: a sandbox prepared ahead when one is ready.
+    pub pool: Arc<Pool>,
     pub slots: usize,
     pub dirs: WorkDirs,
     pub node: String,
@@ -71,7 +72,7 @@ impl Service {
             life: Lifecycle::new(p.store.clone(), Events::new()),
             store: p.store,
             envs: p.envs,
-            engine: p.engine,
+            pool: p.pool,
             sched: Scheduler::new(p.slots),
             dirs: p.dirs,
             node: p.node,
@@ -512,14 +513,7 @@ impl Service {
                 let s = self.clone();
                 let progress = self.events().output(&id);
                 let ending = tokio::task::spawn_blocking(move || {
-                    runner::run(
-                        &s.engine,
-                        &s.envs,
-                        &s.dirs.of(&row.id),
-                        &row,
-                        stop,
-                        progress,
-                    )
+                    runner::run(&s.pool, &s.envs, &s.dirs.of(&row.id), &row, stop, progress)
                 })
                 .await
                 .unwrap_or_else(|e| Ending::failed(&id, format!("the run panicked: {e}")));

@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use sandbox::{FileIn, FileSource, Io, Outcome, RelPath, Sandbox, Spec, Stdin, StopHandle};
+use sandbox::{FileIn, FileSource, Io, Outcome, Pool, RelPath, Spec, Stdin, StopHandle};
 
 use super::checker::{self, Checked, CheckerRun};
 use super::config::{PlannedStage, Stage};
@@ -45,7 +45,8 @@ const STAGE_OUTPUT: u64 = 16 << 20;
 
 /// What grading needs.
 pub struct Grading<'a> {
-    pub engine: Arc<Sandbox>,
+    /// Every run goes through the pool (a sandbox prepared ahead when one is ready).
+    pub pool: Arc<Pool>,
     pub envs: &'a Catalog,
     pub project: &'a ProjectFiles,
     pub scenario: &'a str,
@@ -218,7 +219,7 @@ fn run_stage(g: &Grading, env: &Resolved, p: &PlannedStage, before: &[StageRecor
         stop: Some(g.stop.clone()),
         ..Io::default()
     };
-    let outcome = match g.engine.run(&spec, io) {
+    let outcome = match g.pool.run(&spec, io) {
         Ok(o) => o,
         Err(e) => return failed_record(p.stage, format!("the sandbox refused the stage: {e}")),
     };
@@ -544,7 +545,7 @@ struct Stopped;
 impl TestsRun<'_> {
     fn all(&self, tests: &mut Vec<TestResult>, progress: &mut dyn Progress) -> Result<(), Stopped> {
         let def = &self.g.project.def;
-        let mut runner = TestRunner::new(self.g.engine.clone());
+        let mut runner = TestRunner::new(self.g.pool.clone());
         let todo: Vec<(usize, &TestCase)> = def
             .tests
             .iter()
@@ -552,12 +553,12 @@ impl TestsRun<'_> {
             .map(|(i, t)| (i + 1, t))
             .filter(|(i, _)| !tests.iter().any(|t| t.index == *i))
             .collect();
-        for (n, (index, test)) in todo.iter().enumerate() {
+        for (index, test) in &todo {
             if self.g.stop.requested() {
                 return Err(Stopped);
             }
             progress.test_started(test, *index);
-            let result = self.one(&mut runner, *index, test, n + 1 < todo.len());
+            let result = self.one(&mut runner, *index, test);
             if result.verdict == Verdict::Stopped {
                 return Err(Stopped);
             }
@@ -568,13 +569,7 @@ impl TestsRun<'_> {
         Ok(())
     }
 
-    fn one(
-        &self,
-        runner: &mut TestRunner,
-        index: usize,
-        test: &TestCase,
-        more: bool,
-    ) -> TestResult {
+    fn one(&self, runner: &mut TestRunner, index: usize, test: &TestCase) -> TestResult {
         let base = TestResult {
             index,
             name: test.name.clone(),
@@ -604,7 +599,6 @@ impl TestsRun<'_> {
         let outcome = match runner.run(TestJob {
             program: spec,
             stop: self.g.stop.clone(),
-            more,
         }) {
             Ok(o) => o,
             Err(e) => return failed(format!("the sandbox: {e}")),
@@ -770,7 +764,7 @@ impl TestsRun<'_> {
             stop: Some(self.g.stop.clone()),
             ..Io::default()
         };
-        let o = self.g.engine.run(&spec, io).map_err(|e| {
+        let o = self.g.pool.run(&spec, io).map_err(|e| {
             (
                 Verdict::CheckerError,
                 format!("the checker could not run: {e}"),

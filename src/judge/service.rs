@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sandbox::{Sandbox, StopHandle};
+use sandbox::{Pool, StopHandle};
 use serde_json::{Map, Value};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::OwnedSemaphorePermit;
@@ -97,7 +97,7 @@ pub struct Service {
     life: Lifecycle,
     store: Arc<dyn Store>,
     envs: Arc<Catalog>,
-    engine: Arc<Sandbox>,
+    pool: Arc<Pool>,
     sched: Scheduler,
     dirs: SubmissionDirs,
     projects: PathBuf,
@@ -113,7 +113,8 @@ pub struct Service {
 pub struct Parts {
     pub store: Arc<dyn Store>,
     pub envs: Arc<Catalog>,
-    pub engine: Arc<Sandbox>,
+    /// The engine's warm pool, shared with executions.
+    pub pool: Arc<Pool>,
     /// Shares the execution slots.
     pub sched: Scheduler,
     pub submissions_dir: PathBuf,
@@ -187,7 +188,7 @@ impl Service {
             life: Lifecycle::new(p.store.clone(), Events::new(), dirs.clone()),
             store: p.store,
             envs: p.envs,
-            engine: p.engine,
+            pool: p.pool,
             sched: p.sched,
             dirs,
             projects: p.projects_dir,
@@ -798,7 +799,7 @@ impl Service {
         };
         let dir = self.dirs.of(&row.id);
         let g = Grading {
-            engine: self.engine.clone(),
+            pool: self.pool.clone(),
             envs: &self.envs,
             project: &project,
             scenario: &row.scenario,

@@ -1,0 +1,236 @@
+//! Prepared sandboxes kept ready ahead (the warm pool).
+//!
+//! Setting a sandbox up (namespaces, id maps, cgroup, root filesystem, init waiting) is most
+//! of a fresh run's cost and does not depend on the program. A [`Pool`] keeps, for each
+//! environment asked for recently, a few sandboxes prepared by a background thread, so a run
+//! only starts its program. Each sandbox runs one program and is then torn down as any other:
+//! none is ever given to a second run, so nothing of one run can be seen by the next.
+//!
+//! The thread that prepares owns every sandbox it made (their inits die with it, by their
+//! parent-death signal), so sandboxes never leave the pool except into [`Pool::run`], which
+//! borrows the pool for as long as the program runs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::engine::Sandbox;
+use crate::error::Error;
+use crate::io::Io;
+use crate::outcome::Outcome;
+use crate::prepared::Prepared;
+use crate::spec::{EnvSpec, Spec};
+
+/// How many sandboxes a pool keeps ready, and for how long.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Sandboxes kept ready per environment in use (0: the pool only runs fresh sandboxes).
+    pub per_env: usize,
+    /// Environments kept at once; asking for one more drops the least recently asked.
+    pub max_envs: usize,
+    /// An environment not asked for this long has its sandboxes ended.
+    pub idle_after: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            per_env: 2,
+            max_envs: 8,
+            idle_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The sandboxes ready for one environment.
+struct Shelf {
+    ready: Vec<Prepared>,
+    last_asked: Instant,
+    /// Preparing failed: not tried again until the next ask (the run itself will say why).
+    failing: bool,
+}
+
+#[derive(Default)]
+struct State {
+    shelves: HashMap<EnvSpec, Shelf>,
+    stopping: bool,
+}
+
+struct Shared {
+    engine: Arc<Sandbox>,
+    config: PoolConfig,
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the shelves usable: take them as they are.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Prepared sandboxes per environment, refilled in the background.
+pub struct Pool {
+    shared: Arc<Shared>,
+    refill: Option<JoinHandle<()>>,
+}
+
+impl Pool {
+    /// A pool over `engine`; starts the thread that prepares.
+    pub fn new(engine: Arc<Sandbox>, config: PoolConfig) -> Result<Pool, Error> {
+        let shared = Arc::new(Shared {
+            engine,
+            config,
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+        });
+        let refill = if shared.config.per_env > 0 {
+            let s = shared.clone();
+            let thread = std::thread::Builder::new()
+                .name("sandpit-pool".into())
+                .spawn(move || refill(&s))
+                .map_err(|e| Error::Setup(format!("starting the pool's thread: {e}")))?;
+            Some(thread)
+        } else {
+            None
+        };
+        Ok(Pool { shared, refill })
+    }
+
+    /// The engine the pool prepares with.
+    pub fn engine(&self) -> &Arc<Sandbox> {
+        &self.shared.engine
+    }
+
+    /// Runs one program: in a sandbox prepared ahead for its environment when one is ready,
+    /// else in a fresh one. Same contract as [`Sandbox::run`]; `setup_s` counts from this call.
+    pub fn run(&self, spec: &Spec, io: Io) -> Result<Outcome, Error> {
+        let env = spec.env_spec();
+        match self.take(&env) {
+            Some(mut prepared) => {
+                prepared.taken();
+                prepared.run(spec, io)
+            }
+            None => self.shared.engine.run(spec, io),
+        }
+    }
+
+    /// Sandboxes ready for `env` now.
+    pub fn ready(&self, env: &EnvSpec) -> usize {
+        self.shared
+            .lock()
+            .shelves
+            .get(env)
+            .map_or(0, |s| s.ready.len())
+    }
+
+    /// Ends every sandbox kept ready (the environments changed, say); they are prepared again
+    /// as runs ask for them.
+    pub fn clear(&self) {
+        let shelves = std::mem::take(&mut self.shared.lock().shelves);
+        drop(shelves);
+    }
+
+    /// A ready sandbox for `env`, if any; records the ask so the shelf is (re)filled.
+    fn take(&self, env: &EnvSpec) -> Option<Prepared> {
+        // No thread prepares: nothing is ever ready.
+        self.refill.as_ref()?;
+        let mut evicted = None;
+        let taken = {
+            let mut state = self.shared.lock();
+            if !state.shelves.contains_key(env)
+                && state.shelves.len() >= self.shared.config.max_envs
+            {
+                let oldest = state
+                    .shelves
+                    .iter()
+                    .min_by_key(|(_, s)| s.last_asked)
+                    .map(|(e, _)| e.clone());
+                evicted = oldest.and_then(|e| state.shelves.remove(&e));
+            }
+            let shelf = state.shelves.entry(env.clone()).or_insert_with(|| Shelf {
+                ready: Vec::new(),
+                last_asked: Instant::now(),
+                failing: false,
+            });
+            shelf.last_asked = Instant::now();
+            shelf.failing = false;
+            shelf.ready.pop()
+        };
+        self.shared.wake.notify_one();
+        // Ended outside the lock: tearing sandboxes down takes time.
+        drop(evicted);
+        taken
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.lock().stopping = true;
+        self.shared.wake.notify_one();
+        if let Some(thread) = self.refill.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The preparing thread: fills the shelves asked for, ends idle ones, and at the end ends
+/// every sandbox it made (their inits are bound to this thread).
+fn refill(shared: &Shared) {
+    let config = &shared.config;
+    loop {
+        let mut state = shared.lock();
+        if state.stopping {
+            let shelves = std::mem::take(&mut state.shelves);
+            drop(state);
+            drop(shelves);
+            return;
+        }
+        let now = Instant::now();
+        let idle: Vec<EnvSpec> = state
+            .shelves
+            .iter()
+            .filter(|(_, s)| now.duration_since(s.last_asked) >= config.idle_after)
+            .map(|(e, _)| e.clone())
+            .collect();
+        if !idle.is_empty() {
+            let ended: Vec<Shelf> = idle
+                .iter()
+                .filter_map(|e| state.shelves.remove(e))
+                .collect();
+            drop(state);
+            drop(ended);
+            continue;
+        }
+        let wanted = state
+            .shelves
+            .iter()
+            .filter(|(_, s)| !s.failing && s.ready.len() < config.per_env)
+            .min_by_key(|(_, s)| s.ready.len())
+            .map(|(e, _)| e.clone());
+        let Some(env) = wanted else {
+            // Nothing to do until an ask, or until the next shelf may go idle.
+            let _ = shared.wake.wait_timeout(state, config.idle_after);
+            continue;
+        };
+        drop(state);
+        let prepared = shared.engine.prepare(&env);
+        let mut state = shared.lock();
+        match (state.shelves.get_mut(&env), prepared) {
+            (Some(shelf), Ok(p)) => shelf.ready.push(p),
+            (Some(shelf), Err(e)) => {
+                tracing::warn!("preparing a sandbox ahead failed: {e}");
+                shelf.failing = true;
+            }
+            // The shelf went (cleared, evicted) while this one was made: end it.
+            (None, p) => {
+                drop(state);
+                drop(p);
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The warm pool: sandboxes prepared ahead, each used by one run only.
+
+mod common;
+
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::*;
+use sandbox::{EndReason, Io, Pool, PoolConfig, Sandbox, SandboxConfig, Spec};
+
+/// One engine for this file's tests (two engines in a process would hand out the same id
+/// ranges), starting its ranges away from the shared test engine's.
+fn shared_engine() -> Arc<Sandbox> {
+    static ENGINE: OnceLock<Arc<Sandbox>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let config = SandboxConfig {
+                host_id_base: 200_000_000,
+                max_sandboxes: 64,
+                ..SandboxConfig::default()
+            };
+            Arc::new(Sandbox::new(config).expect("engine"))
+        })
+        .clone()
+}
+
+/// This file's tests one at a time: each counts the sandboxes and cgroups of its own pool.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn pool(per_env: usize) -> Pool {
+    let config = PoolConfig {
+        per_env,
+        ..PoolConfig::default()
+    };
+    Pool::new(shared_engine(), config).expect("pool")
+}
+
+/// Waits until the pool holds `n` sandboxes ready for `spec`'s environment (the background
+/// thread prepares them); not a timing assertion: the bound only keeps a broken pool from
+/// hanging the test.
+fn wait_ready(pool: &Pool, spec: &Spec, n: usize) {
+    let env = spec.env_spec();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pool.ready(&env) < n {
+        assert!(
+            Instant::now() < deadline,
+            "the pool never got {n} sandboxes ready"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn traces(mode: &str) -> Spec {
+    let mut s = prog_spec("traces", &[mode]);
+    s.limits.memory_bytes = Some(256 << 20);
+    s
+}
+
+#[test]
+fn a_run_takes_a_prepared_sandbox_and_the_pool_refills() {
+    let _serial = one_at_a_time();
+    let pool = pool(2);
+    let spec = sh("echo pooled");
+    // The first ask finds nothing ready: a fresh sandbox runs it, and the pool starts to fill.
+    let o = pool.run(&spec, Io::default()).unwrap();
+    assert_eq!(
+        (o.end_reason, stdout(&o)),
+        (EndReason::Normal, "pooled\n".into())
+    );
+    wait_ready(&pool, &spec, 2);
+    let o = pool.run(&spec, Io::default()).unwrap();
+    assert_eq!(
+        (o.end_reason, stdout(&o)),
+        (EndReason::Normal, "pooled\n".into())
+    );
+    // setup_s counts from the ask, not from when the sandbox was prepared.
+    assert!(o.setup_s > 0.0 && o.setup_s < 5.0, "{}", o.setup_s);
+    wait_ready(&pool, &spec, 2);
+    // Another environment (another work directory) is kept apart.
+    let mut other = sh("pwd");
+    other.workdir = "/elsewhere".into();
+    let o = pool.run(&other, Io::default()).unwrap();
+    assert_eq!(stdout(&o), "/elsewhere\n");
+    wait_ready(&pool, &other, 2);
+    assert_eq!(pool.ready(&spec.env_spec()), 2);
+    pool.clear();
+    assert_eq!(pool.ready(&spec.env_spec()), 0);
+}
+
+#[test]
+fn no_run_sees_a_trace_of_an_earlier_one() {
+    let _serial = one_at_a_time();
+    let pool = pool(2);
+    let leave = traces("leave");
+    let find = traces("find");
+    assert_eq!(leave.env_spec(), find.env_spec());
+    // Fill the pool, leave traces in a prepared sandbox, then look for them in the next
+    // prepared ones (twice: each sandbox ready at the time of the leaving run).
+    let _ = pool.run(&find, Io::default()).unwrap();
+    wait_ready(&pool, &leave, 2);
+    let o = pool.run(&leave, Io::default()).unwrap();
+    assert_eq!(
+        (o.end_reason, stdout(&o)),
+        (EndReason::Normal, "left\n".into()),
+        "{o:?}"
+    );
+    assert!(o.peak_memory_bytes >= 48 << 20, "{o:?}");
+    for _ in 0..2 {
+        wait_ready(&pool, &find, 1);
+        let o = pool.run(&find, Io::default()).unwrap();
+        assert_eq!(o.end_reason, EndReason::Normal, "{o:?}");
+        assert_eq!(stdout(&o), "looked\n", "traces found: {o:?}");
+        // The cgroup's counters are the run's own.
+        assert!(o.peak_memory_bytes < 16 << 20, "{o:?}");
+        assert!(o.cpu_time_s < 0.5, "{o:?}");
+    }
+}
+
+#[test]
+fn dropping_the_pool_ends_every_sandbox_it_kept() {
+    let _serial = one_at_a_time();
+    let before = own_cgroups().len();
+    {
+        let pool = pool(3);
+        let spec = sh("true");
+        let _ = pool.run(&spec, Io::default()).unwrap();
+        wait_ready(&pool, &spec, 3);
+        assert!(own_cgroups().len() >= before + 3);
+    }
+    let after = own_cgroups().len();
+    assert!(after <= before, "cgroups left: {:?}", own_cgroups());
+}
+
+#[test]
+fn a_pool_of_none_runs_fresh_sandboxes() {
+    let _serial = one_at_a_time();
+    let pool = pool(0);
+    let spec = sh("echo fresh");
+    let o = pool.run(&spec, Io::default()).unwrap();
+    assert_eq!(stdout(&o), "fresh\n");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(pool.ready(&spec.env_spec()), 0);
+}
