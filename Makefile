@@ -72,6 +72,8 @@ bench: rootfs build
 	bash benches/cpu_overshoot.sh $(SANDPIT) $(ROOTFS)/busybox
 	$(CARGO) run --release -q -p sandbox --example phases -- $(ROOTFS)/busybox
 	$(CARGO) bench --bench api
+	$(CARGO) bench --bench pipes
+	$(CARGO) bench --bench kept
 	$(CARGO) bench --bench judge
 
 # The main job: the HTTP execution API on the embedded store (SQLite in $(DATA)), with the

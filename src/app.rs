@@ -7,6 +7,7 @@ use crate::callbacks;
 use crate::config::ServerConfig;
 use crate::env::Catalog;
 use crate::exec;
+use crate::files::FileStore;
 use crate::judge;
 use crate::store::Store;
 
@@ -17,6 +18,8 @@ pub struct App {
     pub envs: Arc<Catalog>,
     /// The execution domain: create, start, stop, run, end.
     pub exec: Arc<exec::Service>,
+    /// Files kept by reference.
+    pub files: Arc<FileStore>,
     /// Grading: projects and submissions.
     pub judge: Arc<judge::Service>,
     /// Completion callbacks: the outbox and its worker.

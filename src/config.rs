@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::callbacks;
 use crate::exec::admission::Policy;
+use crate::files::FileConfig;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -30,6 +31,8 @@ pub struct ServerConfig {
     /// Memory the request bodies read whole (JSON, form, multipart) may take together; a
     /// request that finds none left waits a moment, then gets 503.
     pub body_memory: u64,
+    /// Files kept by reference: expiry, per-key quotas, sweeping.
+    pub files: FileConfig,
     /// Completion callbacks: the allow-list, retries, timeouts.
     pub callbacks: callbacks::Settings,
 }
@@ -61,6 +64,11 @@ impl ServerConfig {
     /// Where executions keep their files: `DATA/executions/<id>/`.
     pub fn executions_dir(&self) -> PathBuf {
         self.data.join("executions")
+    }
+
+    /// Where kept files live: `DATA/files/`.
+    pub fn files_dir(&self) -> PathBuf {
+        self.data.join("files")
     }
 
     /// Where projects keep their files: `DATA/projects/<id>/<revision>/`.

@@ -16,12 +16,16 @@ pub enum Error {
     /// A requested limit is over the server's maximum or the API key's.
     #[error("{0}")]
     OverLimit(String),
-    /// Over a storage quota: files per execution, bytes stored.
+    /// Over a storage quota: files per execution, bytes kept on disk (executions and kept
+    /// files together).
     #[error("{0}")]
     OverQuota(String),
     /// Too many executions at once for this API key; try again after `retry_after` seconds.
     #[error("{message}")]
     TooMany { message: String, retry_after: u64 },
+    /// A per-key quota on how many things are kept is used up (files kept by reference).
+    #[error("{0}")]
+    OverCountQuota(String),
     /// No token, or an unknown one.
     #[error("{0}")]
     Unauthorized(String),

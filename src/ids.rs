@@ -52,6 +52,16 @@ pub fn new_execution_id() -> String {
     format!("exec_{}", uuid::Uuid::new_v4().simple())
 }
 
+/// A kept file's id: the same rule as an execution id (made as `file_<32 hex>`).
+pub fn valid_file_id(id: &str) -> bool {
+    valid_execution_id(id)
+}
+
+/// A new file id.
+pub fn new_file_id() -> String {
+    format!("file_{}", uuid::Uuid::new_v4().simple())
+}
+
 /// A new callback id (`cb_<32 hex>`; never in a path the user names, only shown).
 pub fn new_callback_id() -> String {
     format!("cb_{}", uuid::Uuid::new_v4().simple())
@@ -134,6 +144,8 @@ mod tests {
         assert!(valid_project_id(&new_project_id()));
         assert!(!valid_project_id("../p") && !valid_project_id(".staging"));
         assert!(valid_execution_id("exec_nope"));
+        assert!(valid_file_id(&new_file_id()));
+        assert!(!valid_file_id("../file_x"));
         for bad in ["", "a-b", "../x", "a/b", &"a".repeat(65)] {
             assert!(!valid_execution_id(bad), "{bad}");
         }

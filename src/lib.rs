@@ -11,6 +11,7 @@ pub mod config;
 pub mod env;
 pub mod error;
 pub mod exec;
+pub mod files;
 pub mod ids;
 pub mod image;
 pub mod judge;

@@ -26,7 +26,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size '{text}' is too large"))
 }
 
-/// Parses a duration: `2s`, `500ms`, `1.5s`, `250us`, `1m`, `1h`, or a bare number of seconds.
+/// Parses a duration: `2s`, `500ms`, `1.5s`, `250us`, `1m`, `12h`, `7d`, or a bare number of
+/// seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let bad = || format!("'{text}' is not a duration (use e.g. 2s, 500ms, 1.5)");
@@ -40,6 +41,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         (n, 60.0)
     } else if let Some(n) = t.strip_suffix('h') {
         (n, 3600.0)
+    } else if let Some(n) = t.strip_suffix('d') {
+        (n, 86_400.0)
     } else {
         (t, 1.0)
     };

@@ -513,6 +513,123 @@ cat layers/sha256/*/ww.txt layers/sha256/*/user.txt
     assert_eq!(o["stdout"], "world-writable\nnobody's\nuser's\n", "{o}");
 }
 
+/// `sandpit --data DATA run --spec FILE [--json]` of `spec`.
+fn run_spec(data: &Path, spec: &serde_json::Value, extra: &[&str]) -> Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("spec.json");
+    fs::write(&file, spec.to_string()).expect("write spec");
+    sandpit()
+        .arg("--data")
+        .arg(data)
+        .arg("run")
+        .arg("--spec")
+        .arg(&file)
+        .args(extra)
+        .output()
+        .expect("spawn sandpit")
+}
+
+#[test]
+fn a_spec_runs_a_group_with_one_outcome_per_program() {
+    let data = shipped_data();
+    // A pipeline across two environments: busybox writes, python3 reads; the pipe captured.
+    let spec = serde_json::json!({
+        "environment": "busybox",
+        "programs": [
+            {"command": ["sh", "-c", "echo hello; echo there"]},
+            {"environment": "python3",
+             "command": ["python3", "-c", "import sys; print(sys.stdin.read().upper(), end='')"]},
+        ],
+        "pipes": [{"from": {"program": 0, "fd": 1}, "to": {"program": 1, "fd": 0}, "capture": true}],
+        "wall_time_s": 30,
+    });
+    let out = run_spec(&data, &spec, &["--json"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["end_reason"], "normal", "{v:#}");
+    assert_eq!(v["group_timeout"], false);
+    let programs = v["programs"].as_array().expect("programs");
+    assert_eq!(programs.len(), 2);
+    for p in programs {
+        assert_normal(p);
+    }
+    assert_eq!(programs[0]["stdout"], "", "its stdout is the pipe");
+    assert_eq!(programs[1]["stdout"], "HELLO\nTHERE\n");
+    assert_eq!(v["pipes"][0]["data"], "hello\nthere\n");
+    assert_eq!(v["pipes"][0]["bytes"], 12);
+    // Without --json: each program's line, the group's, and the streams pass through.
+    let out = run_spec(&data, &spec, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "HELLO\nTHERE\n");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("program 0: normal") && err.contains("program 1: normal"),
+        "{err}"
+    );
+    assert!(err.contains("group: normal"), "{err}");
+}
+
+#[test]
+fn a_spec_of_one_program_and_bad_specs() {
+    let data = shipped_data();
+    let one = serde_json::json!({
+        "environment": "busybox",
+        "command": ["sh", "-c", "cat in; cat"],
+        "files": {"in": "from a file\n"},
+        "stdin": "from stdin\n",
+        "limits": {"memory_bytes": 67108864},
+    });
+    let out = run_spec(&data, &one, &["--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_normal(&v);
+    assert_eq!(v["stdout"], "from a file\nfrom stdin\n");
+    // Refused before anything runs, exit 2, the reason on stderr.
+    let two = serde_json::json!([{"command": ["true"]}, {"command": ["true"]}]);
+    let edge = |fp: usize, ff: i32, tp: usize, tf: i32| serde_json::json!({"from": {"program": fp, "fd": ff}, "to": {"program": tp, "fd": tf}});
+    for (spec, says) in [
+        (
+            serde_json::json!({"environment": "busybox", "programs": two.clone(),
+                "pipes": [edge(0, 1, 1, 0), edge(0, 1, 1, 4)]}),
+            "pipe 1",
+        ),
+        (
+            serde_json::json!({"environment": "busybox", "command": ["true"],
+                "files": {"a": {"file_id": "file_1"}}}),
+            "file store",
+        ),
+        (
+            serde_json::json!({"environment": "busybox", "command": ["true"], "keep": ["a"]}),
+            "'keep'",
+        ),
+        (
+            serde_json::json!({"environment": "nope", "programs": two.clone()}),
+            "programs[0].environment",
+        ),
+        (
+            serde_json::json!({"environment": "busybox", "command": ["true"], "surprise": 1}),
+            "surprise",
+        ),
+    ] {
+        let out = run_spec(&data, &spec, &["--json"]);
+        assert_eq!(out.status.code(), Some(2), "{spec}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(says),
+            "{spec}: {}",
+            text(&out.stderr)
+        );
+        assert!(out.stdout.is_empty());
+    }
+    // --spec takes no other way of saying what to run.
+    let out = run_spec(&data, &one, &["--env", "busybox"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
 #[test]
 fn an_image_in_a_data_directory_on_tmpfs_imports_and_runs() {
     // tmpfs before Linux 6.6 keeps no `user.*` xattrs; the layers' opaque directories use

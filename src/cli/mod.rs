@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod env;
 pub mod judge;
 pub mod run;
+mod run_spec;
 pub mod serve;
 
 /// Exit status for a bad argument.

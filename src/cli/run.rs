@@ -97,6 +97,14 @@ pub struct RunArgs {
     /// Print the outcome as one JSON object (streams included) on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Run the execution a JSON file describes, in the shape the HTTP API takes (one program,
+    /// or `programs` wired by `pipes`); environments come from the data directory.
+    #[arg(long, value_name = "FILE.json", conflicts_with_all = [
+        "rootfs", "env", "image", "bundle", "memory", "time", "wall_time", "pids", "output",
+        "file_size", "disk", "open_files", "stdin", "stdout", "stderr", "copy_in", "cwd",
+        "setenv", "command",
+    ])]
+    pub spec: Option<PathBuf>,
     /// cgroup (relative to the cgroup root) under which run cgroups go; default: sandpit's own.
     #[arg(
         long = "cgroup-parent",
@@ -232,6 +240,13 @@ fn open_sink(path: &Option<PathBuf>, flag: &str) -> Result<Option<Box<dyn Write 
 }
 
 pub fn main(data: &Path, args: RunArgs) -> ExitCode {
+    let engine_config = SandboxConfig {
+        cgroup_parent: args.cgroup_parent.clone(),
+        ..SandboxConfig::default()
+    };
+    if let Some(file) = &args.spec {
+        return super::run_spec::main(data, file, args.json, engine_config);
+    }
     let (spec, _lease, notes) = match args.spec(data) {
         Ok(v) => v,
         Err(message) => return fail(EXIT_USAGE, message),
@@ -259,10 +274,7 @@ pub fn main(data: &Path, args: RunArgs) -> ExitCode {
             io.stderr_sink = Some(Box::new(std::io::stderr()));
         }
     }
-    let engine = match super::start_engine(SandboxConfig {
-        cgroup_parent: args.cgroup_parent.clone(),
-        ..SandboxConfig::default()
-    }) {
+    let engine = match super::start_engine(engine_config) {
         Ok(engine) => engine,
         Err(e) => return fail(EXIT_SANDBOX_FAILURE, e),
     };
@@ -275,7 +287,7 @@ pub fn main(data: &Path, args: RunArgs) -> ExitCode {
 }
 
 /// Prints the outcome and turns it into the command's exit status.
-fn report(outcome: &Outcome, json: bool) -> ExitCode {
+pub(super) fn report(outcome: &Outcome, json: bool) -> ExitCode {
     if json {
         match serde_json::to_string(outcome) {
             Ok(text) => println!("{text}"),
@@ -298,7 +310,7 @@ fn report(outcome: &Outcome, json: bool) -> ExitCode {
 }
 
 /// One line for humans: `sandpit: normal, exit 0, cpu 0.001 s, wall 0.002 s, peak 1.2 MiB`.
-fn summary(o: &Outcome) -> String {
+pub(super) fn summary(o: &Outcome) -> String {
     let mut s = format!("sandpit: {}", o.end_reason);
     if let Some(t) = o.timeout {
         s += &format!(

@@ -18,6 +18,7 @@ use crate::config::{ConnectionLimits, ServerConfig};
 use crate::env::{Catalog, EnvStore};
 use crate::exec::admission::{LimitCaps, Policy, Quotas};
 use crate::exec::{self, workdir::WorkDirs};
+use crate::files::{FileConfig, FileStore};
 use crate::judge;
 use crate::server;
 use crate::store::{SqliteStore, Store};
@@ -80,9 +81,20 @@ pub struct ServeArgs {
     /// Input files an execution may hold.
     #[arg(long = "max-files", default_value_t = 1000)]
     pub max_files: u64,
-    /// Bytes a key's executions may keep on disk (keys may allow fewer).
+    /// Bytes a key may keep on disk, its executions and its kept files together (keys may
+    /// allow fewer).
     #[arg(long = "max-storage", default_value = "1G", value_parser = parse_size)]
     pub max_storage: u64,
+    /// How long a kept file lives (executions' `keep`), e.g. 24h, 7d, 30m.
+    #[arg(long = "file-ttl", default_value = "24h", value_parser = parse_duration)]
+    pub file_ttl: Duration,
+    /// Most files an API key keeps at once (0: no limit). Their bytes count against
+    /// --max-storage.
+    #[arg(long = "file-max-count", default_value_t = 1000)]
+    pub file_max_count: u64,
+    /// How often expired files and unused blobs are removed.
+    #[arg(long = "file-sweep", default_value = "60s", value_parser = parse_duration)]
+    pub file_sweep: Duration,
     /// Allow completion callbacks to HOST (a name, `*.domain`, `*`, an address or a
     /// network, e.g. 10.0.0.0/8 or [fd00::/8]) on PORT (a number or `*`; default 80).
     /// Repeatable; without it no callback is accepted.
@@ -246,6 +258,9 @@ pub fn main(data: &Path, args: ServeArgs) -> ExitCode {
     if args.max_connections == 0 {
         return fail(EXIT_USAGE, "--max-connections must be at least 1");
     }
+    if args.file_sweep.is_zero() {
+        return fail(EXIT_USAGE, "--file-sweep must be more than 0");
+    }
     if let Err(e) = std::fs::create_dir_all(data.join("executions")) {
         return fail(
             EXIT_FAILURE,
@@ -320,6 +335,11 @@ pub fn main(data: &Path, args: ServeArgs) -> ExitCode {
             idle_timeout: args.idle_timeout,
         },
         body_memory: args.body_memory,
+        files: FileConfig {
+            ttl: args.file_ttl,
+            max_files: (args.file_max_count > 0).then_some(args.file_max_count),
+            sweep_every: args.file_sweep,
+        },
         callbacks,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -381,12 +401,17 @@ async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), Stri
         )
         .map_err(|e| format!("sandbox: {e}"))?,
     );
+    let files = Arc::new(
+        FileStore::open(cfg.files_dir(), store.clone(), cfg.files)
+            .map_err(|e| format!("file store {}: {e}", cfg.files_dir().display()))?,
+    );
     let exec = Arc::new(exec::Service::new(exec::Parts {
         store: store.clone(),
         envs: envs.clone(),
         pool: pool.clone(),
         slots: cfg.slots,
         dirs: WorkDirs::new(cfg.executions_dir(), cfg.tmp_dir()),
+        files: files.clone(),
         node: cfg.node.clone(),
         policy: cfg.policy,
     }));
@@ -397,6 +422,10 @@ async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), Stri
     if recovered > 0 {
         tracing::warn!("{recovered} execution(s) were running when the server stopped: ended as internal-error");
     }
+    files
+        .recover()
+        .await
+        .map_err(|e| format!("recovering kept files: {e}"))?;
     let judge = Arc::new(judge::Service::new(judge::service::Parts {
         store: store.clone(),
         envs: envs.clone(),
@@ -439,12 +468,14 @@ async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), Stri
     callbacks.spawn_worker();
     // Work queued before a restart runs now.
     exec.spawn_dispatcher();
+    files.spawn_sweeper();
     judge.spawn_dispatcher();
     let app = Arc::new(App {
         cfg,
         store,
         envs,
         exec,
+        files,
         judge,
         callbacks,
         master_token,

@@ -1,10 +1,11 @@
 //! Who may run what: the limits an execution gets (asked for, else the defaults, within the
-//! server's maxima and the API key's), and what a key may hold at once (executions queued or
-//! running, pending executions, files per execution, bytes stored).
+//! server's maxima and the API key's), a group's settings and graph, and what a key may hold
+//! at once (executions queued or running, pending executions, files per execution, bytes
+//! stored).
 
 use crate::auth::Quota;
 use crate::error::{Error, Result};
-use crate::exec::request::{Limits, RequestedLimits};
+use crate::exec::request::{GroupRequest, Limits, NewGroup, NewProgram, RequestedLimits};
 use crate::store::{Queue, Usage};
 
 /// Outputs an execution may name: each is read into memory by the core after the run (at
@@ -140,18 +141,25 @@ pub fn check_files(files: u64, key: &Quota, quotas: &Quotas) -> Result<()> {
     Ok(())
 }
 
-/// Bytes stored: `adding` more must fit in the key's storage quota (the master token has none).
-pub fn check_storage(usage: &Usage, adding: u64, key: &Quota, quotas: &Quotas) -> Result<()> {
-    let (max, whose) = lowest(
+/// The key's storage quota: the lower of the server's `max_storage_bytes` and the key's, and
+/// whose it is. It bounds everything the key keeps on disk: its executions and its kept files.
+pub fn storage_quota(key: &Quota, quotas: &Quotas) -> (u64, String) {
+    lowest(
         quotas.max_storage_bytes,
         key.max_storage_bytes,
         "max_storage_bytes",
-    );
-    if usage.stored_bytes.saturating_add(adding) > max {
+    )
+}
+
+/// Bytes stored: `adding` more must fit in the key's storage quota (the master token has none).
+pub fn check_storage(usage: &Usage, adding: u64, key: &Quota, quotas: &Quotas) -> Result<()> {
+    let (max, whose) = storage_quota(key, quotas);
+    if usage.total_bytes().saturating_add(adding) > max {
         return Err(Error::OverQuota(format!(
             "this API key may keep at most {max} bytes on the server ({whose}); its executions \
-             keep {} and this would add {adding}: delete executions it no longer needs",
-            usage.stored_bytes
+             keep {} and its kept files {}, and this would add {adding}: delete executions or \
+             files (DELETE /api/v1/files/{{id}}) it no longer needs",
+            usage.stored_bytes, usage.kept_bytes
         )));
     }
     Ok(())
@@ -159,12 +167,9 @@ pub fn check_storage(usage: &Usage, adding: u64, key: &Quota, quotas: &Quotas) -
 
 /// Bytes the key's storage quota leaves.
 pub fn storage_left(usage: &Usage, key: &Quota, quotas: &Quotas) -> u64 {
-    let (max, _) = lowest(
-        quotas.max_storage_bytes,
-        key.max_storage_bytes,
-        "max_storage_bytes",
-    );
-    max.saturating_sub(usage.stored_bytes)
+    storage_quota(key, quotas)
+        .0
+        .saturating_sub(usage.total_bytes())
 }
 
 /// One more pending execution for a key: at most `max_pending` (429).
@@ -181,6 +186,58 @@ pub fn check_pending(usage: &Usage, key: &Quota, quotas: &Quotas) -> Result<()> 
         });
     }
     Ok(())
+}
+
+/// A group's settings, checked before anything runs: its wall limit (asked for, else the
+/// longest of its programs', within the key's `max_time`), and its graph, by the core's own
+/// rules (`sandbox::Group::validate`: the error names the pipe). A program's `stdin` and a pipe
+/// into its fd 0 are one too many. The request it returns has no programs yet.
+pub fn group_settings(
+    g: &NewGroup,
+    programs: &[NewProgram],
+    limits: &[Limits],
+    quota: &Quota,
+    caps: &LimitCaps,
+) -> Result<GroupRequest> {
+    // Each program's is within the maximum already.
+    let longest = limits.iter().map(|l| l.wall_time_s).fold(0.0, f64::max);
+    let (max, whose) = lowest(caps.wall_time_s, quota.max_time, "max_time");
+    let wall = match g.wall_time_s {
+        None => longest,
+        Some(w) if w > max => {
+            return Err(Error::OverLimit(format!(
+                "wall_time_s = {w} is over {whose} of {max}"
+            )))
+        }
+        Some(w) => w,
+    };
+    let request = GroupRequest {
+        programs: Vec::new(),
+        pipes: g.pipes.clone(),
+        wall_time_s: wall,
+        ends_with: g.ends_with.clone(),
+    };
+    // Only the number of programs matters to the graph's rules: stand-ins do.
+    let stand_ins = programs
+        .iter()
+        .map(|_| sandbox::Spec::new(sandbox::RootFs::Dir("/".into()), Vec::new()))
+        .collect();
+    if let Err(e) = crate::exec::runner::core_group(&request, stand_ins).validate() {
+        let m = match e {
+            sandbox::Error::InvalidSpec(m) => m,
+            other => other.to_string(),
+        };
+        return Err(Error::Invalid(format!("'pipes': {m}")));
+    }
+    for (k, pipe) in g.pipes.iter().enumerate() {
+        let i = pipe.to.program;
+        if pipe.to.fd == 0 && programs.get(i).is_some_and(|p| p.stdin.is_some()) {
+            return Err(Error::Invalid(format!(
+                "'programs[{i}].stdin': program {i} reads its fd 0 from pipe {k}; give one or the other"
+            )));
+        }
+    }
+    Ok(request)
 }
 
 /// `TooMany` when the owner already has `max_executions` queued or running. The caller holds
@@ -290,7 +347,8 @@ mod tests {
         let used = Usage {
             pending: 1,
             active: 0,
-            stored_bytes: 90,
+            stored_bytes: 60,
+            kept_bytes: 30,
         };
         assert!(matches!(
             check_pending(&used, &key, &q),

@@ -137,7 +137,7 @@ impl Lifecycle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::request::{ExecutionRequest, Limits};
+    use crate::exec::request::{ExecutionRequest, Limits, ProgramRequest};
     use crate::exec::state::EndReason;
     use crate::store::{Executions, SqliteStore};
 
@@ -147,7 +147,8 @@ mod tests {
             owner: "master".into(),
             environment: "busybox".into(),
             status: Status::Pending,
-            request: ExecutionRequest {
+            request: ExecutionRequest::Program(ProgramRequest {
+                environment: None,
                 command: vec!["true".into()],
                 limits: Limits {
                     memory_bytes: 1 << 20,
@@ -157,7 +158,9 @@ mod tests {
                     output_bytes: 1,
                 },
                 outputs: vec![],
-            },
+                keep: vec![],
+                file_refs: vec![],
+            }),
             end_reason: None,
             message: None,
             result: None,

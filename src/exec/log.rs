@@ -5,8 +5,9 @@
 //! ([`LogReader`]), so a chunk is never split by a half-written record and program bytes are
 //! never taken for framing.
 //!
-//! A record: one byte for the stream (1 stdout, 2 stderr), the length as 4 bytes little
-//! endian (at most [`MAX_CHUNK`]), then the bytes.
+//! A record: one byte for the program and the stream (`1 + 2 × program`, plus 1 for
+//! stderr: a single program's are 1 stdout, 2 stderr), the length as 4 bytes little endian
+//! (at most [`MAX_CHUNK`]), then the bytes. A group's programs share one log.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -41,21 +42,28 @@ impl Stream {
             _ => None,
         }
     }
+}
 
-    fn tag(self) -> u8 {
-        match self {
-            Stream::Stdout => 1,
-            Stream::Stderr => 2,
-        }
-    }
+/// Most programs one log tells apart (a group has at most 16).
+const MAX_PROGRAMS: usize = 127;
 
-    fn from_tag(tag: u8) -> Option<Stream> {
-        match tag {
-            1 => Some(Stream::Stdout),
-            2 => Some(Stream::Stderr),
-            _ => None,
-        }
-    }
+fn tag(program: usize, stream: Stream) -> u8 {
+    let stream = match stream {
+        Stream::Stdout => 1,
+        Stream::Stderr => 2,
+    };
+    // `program` < MAX_PROGRAMS: the tag fits in a byte.
+    (2 * program + stream) as u8
+}
+
+fn from_tag(tag: u8) -> Option<(usize, Stream)> {
+    let t = usize::from(tag.checked_sub(1)?);
+    let stream = if t % 2 == 0 {
+        Stream::Stdout
+    } else {
+        Stream::Stderr
+    };
+    Some((t / 2, stream))
 }
 
 /// The log file shared by both streams' sinks; every record is written whole under the lock,
@@ -68,28 +76,35 @@ struct Shared {
 
 /// A sink for one stream of a run (the core writes each chunk it reads from the program).
 pub struct LogWriter {
+    program: usize,
     stream: Stream,
     shared: Arc<Mutex<Shared>>,
 }
 
 impl LogWriter {
-    /// The two sinks (stdout, stderr) over a new log file.
-    pub fn pair(file: std::fs::File, progress: OutputProgress) -> (LogWriter, LogWriter) {
+    /// The two sinks (stdout, stderr) of each of `programs` programs over a new log file
+    /// (at most 127 programs; more share the last one's records).
+    pub fn for_programs(
+        file: std::fs::File,
+        progress: OutputProgress,
+        programs: usize,
+    ) -> Vec<(LogWriter, LogWriter)> {
         let shared = Arc::new(Mutex::new(Shared {
             file,
             len: 0,
             progress,
         }));
-        (
-            LogWriter {
-                stream: Stream::Stdout,
-                shared: shared.clone(),
-            },
-            LogWriter {
-                stream: Stream::Stderr,
-                shared,
-            },
-        )
+        (0..programs)
+            .map(|i| {
+                let program = i.min(MAX_PROGRAMS - 1);
+                let sink = |stream| LogWriter {
+                    program,
+                    stream,
+                    shared: shared.clone(),
+                };
+                (sink(Stream::Stdout), sink(Stream::Stderr))
+            })
+            .collect()
     }
 }
 
@@ -98,7 +113,7 @@ impl Write for LogWriter {
         let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         for chunk in buf.chunks(MAX_CHUNK) {
             let mut record = Vec::with_capacity(HEADER + chunk.len());
-            record.push(self.stream.tag());
+            record.push(tag(self.program, self.stream));
             // A chunk is at most MAX_CHUNK bytes: its length fits in 4 bytes.
             record.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
             record.extend_from_slice(chunk);
@@ -118,6 +133,8 @@ impl Write for LogWriter {
 /// One chunk of output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
+    /// The program that wrote it (0 for a single program).
+    pub program: usize,
     pub stream: Stream,
     pub bytes: Vec<u8>,
     /// Where the next record starts (an SSE event id: a follower resumes there).
@@ -157,7 +174,7 @@ impl LogReader {
         let mut header = [0u8; HEADER];
         self.file.read_exact(&mut header).await?;
         let damaged = || std::io::Error::new(std::io::ErrorKind::InvalidData, "a damaged log");
-        let stream = Stream::from_tag(header[0]).ok_or_else(damaged)?;
+        let (program, stream) = from_tag(header[0]).ok_or_else(damaged)?;
         let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
         if len > MAX_CHUNK {
             return Err(damaged());
@@ -172,6 +189,7 @@ impl LogReader {
         self.file.read_exact(&mut bytes).await?;
         self.pos = end;
         Ok(Some(Chunk {
+            program,
             stream,
             bytes,
             next: end,
@@ -190,8 +208,10 @@ mod tests {
         let path = dir.path().join("log");
         let events = Events::new();
         let mut progress = events.follow_output("e");
-        let (mut out, mut err) =
-            LogWriter::pair(std::fs::File::create(&path).unwrap(), events.output("e"));
+        let mut sinks =
+            LogWriter::for_programs(std::fs::File::create(&path).unwrap(), events.output("e"), 2);
+        let (mut out1, _) = sinks.pop().unwrap();
+        let (mut out, mut err) = sinks.pop().unwrap();
         out.write_all(b"hello\r\nevent: end\n\n").unwrap();
         err.write_all(&vec![7u8; MAX_CHUNK + 1]).unwrap();
         let complete = *progress.borrow_and_update();
@@ -214,6 +234,15 @@ mod tests {
         let third = r.next(complete).await.unwrap().unwrap();
         assert_eq!(third.bytes, [7]);
         assert_eq!(r.next(complete).await.unwrap(), None);
+        // A group's second program: its records say so.
+        out1.write_all(b"two").unwrap();
+        let complete = *progress.borrow_and_update();
+        let fourth = r.next(complete).await.unwrap().unwrap();
+        assert_eq!(
+            (fourth.program, fourth.stream, fourth.bytes.as_slice()),
+            (1, Stream::Stdout, &b"two"[..])
+        );
+        assert_eq!(first.program, 0);
         // Resuming where a chunk ended gives what came after it.
         let mut again = LogReader::open(&path, first.next).await.unwrap().unwrap();
         assert_eq!(again.next(complete).await.unwrap().unwrap(), second);

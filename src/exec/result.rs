@@ -1,5 +1,7 @@
 //! What a run measured, in the engine's own serialisation: the store keeps it and the API
-//! shows it under these names, whatever the core's `Outcome` calls its fields.
+//! shows it under these names, whatever the core's `Outcome` calls its fields. One program's
+//! measurements are a [`ProgramResult`]; a group's, one [`ProgramEnd`] per program plus what
+//! the group itself saw ([`GroupResult`]).
 
 use std::collections::BTreeMap;
 
@@ -22,9 +24,26 @@ pub struct Violation {
     pub count: u64,
 }
 
-/// The measurements of one run (the streams and outputs are files, see `workdir.rs`).
+/// A file kept in the file store after the run (`keep`), or why it was not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Kept {
+    File {
+        file_id: String,
+        size: u64,
+        sha256: String,
+        /// Microseconds since the epoch.
+        expires_at: i64,
+    },
+    Refused {
+        error: String,
+    },
+}
+
+/// The measurements of one program's run (the streams and outputs are files, see
+/// `workdir.rs`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExecutionResult {
+pub struct ProgramResult {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub signal_name: Option<String>,
@@ -48,12 +67,15 @@ pub struct ExecutionResult {
     /// Outputs that were not collected: name as asked → why.
     #[serde(default)]
     pub outputs: BTreeMap<String, String>,
+    /// Files kept in the file store: path as asked → the file, or why not.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kept: BTreeMap<String, Kept>,
 }
 
-impl ExecutionResult {
+impl ProgramResult {
     /// The measurements of an outcome, with the outputs that were refused.
     pub fn from_outcome(o: &sandbox::Outcome, refused: BTreeMap<String, String>) -> Self {
-        ExecutionResult {
+        ProgramResult {
             exit_code: o.exit_code,
             signal: o.signal,
             signal_name: o.signal_name.clone(),
@@ -82,6 +104,77 @@ impl ExecutionResult {
                 .collect(),
             cgroup_version: o.cgroup_version,
             outputs: refused,
+            kept: BTreeMap::new(),
+        }
+    }
+}
+
+/// How one program of a group ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgramEnd {
+    pub end_reason: EndReason,
+    pub message: Option<String>,
+    /// `None` when it never ran.
+    pub result: Option<ProgramResult>,
+}
+
+/// What passed through a captured pipe (the bytes are a file, see `workdir.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipeResult {
+    /// All bytes that passed, also past the capture.
+    pub bytes: u64,
+    /// More passed than was captured.
+    pub truncated: bool,
+}
+
+/// A group's end: one entry per program, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupResult {
+    pub programs: Vec<ProgramEnd>,
+    /// The program that ended first.
+    pub first_ended: Option<usize>,
+    /// The group's wall-clock limit ended it.
+    pub group_timeout: bool,
+    /// One per pipe, in order; `None` for a pipe that was not captured.
+    pub pipes: Vec<Option<PipeResult>>,
+}
+
+/// What an execution measured, as the store keeps it (one program as it always was).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ExecutionResult {
+    Group(GroupResult),
+    Program(ProgramResult),
+}
+
+impl ExecutionResult {
+    /// The result of program `i` (of a single program: `i` = 0).
+    pub fn program(&self, i: usize) -> Option<&ProgramResult> {
+        match self {
+            ExecutionResult::Group(g) => g.programs.get(i).and_then(|p| p.result.as_ref()),
+            ExecutionResult::Program(p) => (i == 0).then_some(p),
+        }
+    }
+
+    pub fn program_mut(&mut self, i: usize) -> Option<&mut ProgramResult> {
+        match self {
+            ExecutionResult::Group(g) => g.programs.get_mut(i).and_then(|p| p.result.as_mut()),
+            ExecutionResult::Program(p) => (i == 0).then_some(p),
+        }
+    }
+
+    /// A single program's exit status (a group's are its programs').
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            ExecutionResult::Program(p) => p.exit_code,
+            ExecutionResult::Group(_) => None,
+        }
+    }
+
+    pub fn group(&self) -> Option<&GroupResult> {
+        match self {
+            ExecutionResult::Group(g) => Some(g),
+            ExecutionResult::Program(_) => None,
         }
     }
 }
@@ -123,7 +216,7 @@ pub fn nameless_program() -> Ending {
     Ending {
         reason: EndReason::Normal,
         message: Some("the program '' was not found in the environment (an empty name)".into()),
-        result: Some(ExecutionResult {
+        result: Some(ExecutionResult::Program(ProgramResult {
             exit_code: Some(127),
             signal: None,
             signal_name: None,
@@ -142,24 +235,26 @@ pub fn nameless_program() -> Ending {
             seccomp_violations: Vec::new(),
             cgroup_version: 0,
             outputs: BTreeMap::new(),
-        }),
+            kept: BTreeMap::new(),
+        })),
     }
 }
 
-/// How a run ended, as the engine tells it: the core's verdict, except that a program that
-/// could not be started ends `normal` with exit status 127/126 and says why, and a failure
-/// of the sandbox itself says only that (its details go to the server's log).
-pub fn ending_of(
+/// How one program's run ended, as the engine tells it: the core's verdict, except that a
+/// program that could not be started ends `normal` with exit status 127/126 and says why,
+/// and a failure of the sandbox itself says only that (its details go to the server's log,
+/// under execution `id`).
+pub fn program_end(
     id: &str,
     program: &str,
     outcome: &sandbox::Outcome,
     refused: BTreeMap<String, String>,
-) -> Ending {
-    let mut result = ExecutionResult::from_outcome(outcome, refused);
+) -> ProgramEnd {
+    let mut result = ProgramResult::from_outcome(outcome, refused);
     let reason = EndReason::from(outcome.end_reason);
     if reason != EndReason::InternalError {
-        return Ending {
-            reason,
+        return ProgramEnd {
+            end_reason: reason,
             message: outcome.message.clone(),
             result: Some(result),
         };
@@ -168,16 +263,20 @@ pub fn ending_of(
     match exec_failure(message, program) {
         Some((code, why)) => {
             result.exit_code = Some(code);
-            Ending {
-                reason: EndReason::Normal,
+            ProgramEnd {
+                end_reason: EndReason::Normal,
                 message: Some(why),
                 result: Some(result),
             }
         }
-        None => Ending {
-            result: Some(result),
-            ..Ending::failed(id, message)
-        },
+        None => {
+            let failed = Ending::failed(id, message);
+            ProgramEnd {
+                end_reason: failed.reason,
+                message: failed.message,
+                result: Some(result),
+            }
+        }
     }
 }
 
@@ -221,12 +320,67 @@ mod tests {
             "stderr_truncated":false,"oom_kills":0,"pids_limit_hit":false,
             "seccomp_violations":[{"syscall":"mount","count":2}],"cgroup_version":1,
             "message":"cpu time limit","outputs":{"link.txt":"a symlink, refused"}}"#;
-        let r: ExecutionResult = serde_json::from_str(text).unwrap();
+        let stored: ExecutionResult = serde_json::from_str(text).unwrap();
+        let r = stored.program(0).unwrap();
+        assert!(stored.group().is_none() && stored.program(1).is_none());
         assert_eq!(r.timeout, Some(Timeout::Cpu));
         assert_eq!(r.seccomp_violations[0].syscall, "mount");
         assert_eq!(r.outputs["link.txt"], "a symlink, refused");
+        assert!(r.kept.is_empty());
         let again: ExecutionResult =
-            serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
-        assert_eq!(again, r);
+            serde_json::from_str(&serde_json::to_string(&stored).unwrap()).unwrap();
+        assert_eq!(again, stored);
+    }
+
+    #[test]
+    fn a_group_result_round_trips() {
+        let mut one: ExecutionResult = serde_json::from_str(
+            r#"{"exit_code":0,"signal":null,"signal_name":null,"timeout":null,
+            "cpu_time_s":0.1,"wall_time_s":0.2,"peak_memory_bytes":1,"stdout_bytes":0,
+            "stderr_bytes":0,"stdout_truncated":false,"stderr_truncated":false,"oom_kills":0,
+            "pids_limit_hit":false,"seccomp_violations":[]}"#,
+        )
+        .unwrap();
+        let kept = Kept::File {
+            file_id: "file_x".into(),
+            size: 3,
+            sha256: "ab".into(),
+            expires_at: 7,
+        };
+        let p = one.program_mut(0).unwrap();
+        p.kept.insert("a.out".into(), kept.clone());
+        p.kept
+            .insert("b".into(), Kept::Refused { error: "no".into() });
+        let ExecutionResult::Program(p) = one else {
+            unreachable!()
+        };
+        let g = ExecutionResult::Group(GroupResult {
+            programs: vec![
+                ProgramEnd {
+                    end_reason: EndReason::Normal,
+                    message: None,
+                    result: Some(p),
+                },
+                ProgramEnd {
+                    end_reason: EndReason::InternalError,
+                    message: Some("x".into()),
+                    result: None,
+                },
+            ],
+            first_ended: Some(0),
+            group_timeout: false,
+            pipes: vec![
+                Some(PipeResult {
+                    bytes: 5,
+                    truncated: true,
+                }),
+                None,
+            ],
+        });
+        let again: ExecutionResult =
+            serde_json::from_str(&serde_json::to_string(&g).unwrap()).unwrap();
+        assert_eq!(again, g);
+        assert_eq!(again.program(0).unwrap().kept["a.out"], kept);
+        assert!(again.program(1).is_none());
     }
 }

@@ -16,14 +16,16 @@ use crate::clock::Micros;
 use crate::env::Catalog;
 use crate::error::{blocking, Error, Result};
 use crate::exec::admission::{
-    admit, check_files, check_pending, check_storage, effective_limits, storage_left, Policy,
+    admit, check_files, check_pending, check_storage, effective_limits, group_settings,
+    storage_left, storage_quota, Policy,
 };
 use crate::exec::events::Events;
 use crate::exec::lifecycle::Lifecycle;
-use crate::exec::request::{ExecutionRequest, NewExecution};
-use crate::exec::runner;
+use crate::exec::request::{ExecutionRequest, NewExecution, ProgramRequest};
+use crate::exec::runner::{self, RunEnd};
 use crate::exec::state::{require, Ending, Status};
 use crate::exec::workdir::{WorkDir, WorkDirs};
+use crate::files::{FileStore, Room};
 use crate::ids::{new_execution_id, valid_execution_id};
 use crate::scheduler::Scheduler;
 use crate::store::{ExecutionRow, Store};
@@ -40,6 +42,7 @@ pub struct Service {
     pool: Arc<Pool>,
     sched: Scheduler,
     dirs: WorkDirs,
+    files: Arc<FileStore>,
     /// This node's name in the store.
     node: String,
     policy: Policy,
@@ -55,6 +58,7 @@ pub struct Parts {
     pub pool: Arc<Pool>,
     pub slots: usize,
     pub dirs: WorkDirs,
+    pub files: Arc<FileStore>,
     pub node: String,
     pub policy: Policy,
 }
@@ -62,6 +66,8 @@ pub struct Parts {
 /// Where an upload may go, known before its body is read.
 pub struct UploadTarget {
     pub id: String,
+    /// The program whose input it is (0 for a single program).
+    pub program: usize,
     /// What the key's storage quota leaves for it.
     pub max_bytes: u64,
 }
@@ -75,6 +81,7 @@ impl Service {
             pool: p.pool,
             sched: Scheduler::new(p.slots),
             dirs: p.dirs,
+            files: p.files,
             node: p.node,
             policy: p.policy,
             admission: tokio::sync::Mutex::new(()),
@@ -134,8 +141,15 @@ impl Service {
     }
 
     /// The quotas of what a key holds, with `adding` more bytes and one more execution
-    /// (pending unless `start`). The master token has none.
-    async fn check_holdings(&self, who: &Principal, adding: u64, start: bool) -> Result<()> {
+    /// (pending unless `start`); `keeps`: it asks to keep files, so its storage quota must
+    /// have room left after it. The master token has none.
+    async fn check_holdings(
+        &self,
+        who: &Principal,
+        adding: u64,
+        start: bool,
+        keeps: bool,
+    ) -> Result<()> {
         if who.is_master() {
             return Ok(());
         }
@@ -144,53 +158,70 @@ impl Service {
         if !start {
             check_pending(&usage, &key, &self.policy.quotas)?;
         }
-        check_storage(&usage, adding, &key, &self.policy.quotas)
+        // Keeping files needs a byte to spare after the inputs.
+        check_storage(&usage, adding + u64::from(keeps), &key, &self.policy.quotas)
     }
 
-    pub async fn create(&self, who: &Principal, new: NewExecution) -> Result<ExecutionRow> {
+    pub async fn create(&self, who: &Principal, mut new: NewExecution) -> Result<ExecutionRow> {
         new.check()?;
-        if self.envs.get(&new.environment)?.is_none() {
-            return Err(Error::Invalid(format!(
-                "environment '{}' does not exist (see GET /api/v1/environments)",
-                new.environment
-            )));
-        }
+        let in_group = new.group.is_some();
         let quota = who.quota();
-        let limits = effective_limits(&new.limits, &quota, &self.policy.caps)?;
-        check_files(new.files.len() as u64, &quota, &self.policy.quotas)?;
+        let mut limits = Vec::with_capacity(new.programs.len());
+        for (i, p) in new.programs.iter().enumerate() {
+            let field = |name: &str| field_of(in_group, i, name);
+            let envid = p.environment.as_deref().unwrap_or(&new.environment);
+            if self.envs.get(envid)?.is_none() {
+                return Err(Error::Invalid(format!(
+                    "'{}': environment '{envid}' does not exist (see GET /api/v1/environments)",
+                    field("environment")
+                )));
+            }
+            limits.push(
+                effective_limits(&p.limits, &quota, &self.policy.caps)
+                    .map_err(|e| in_program(e, in_group, i))?,
+            );
+        }
+        check_files(new.input_count(), &quota, &self.policy.quotas)?;
+        let group = match &new.group {
+            Some(g) => Some(group_settings(
+                g,
+                &new.programs,
+                &limits,
+                &quota,
+                &self.policy.caps,
+            )?),
+            None => None,
+        };
+        let keeps = new.programs.iter().any(|p| !p.keep.is_empty());
+        if keeps {
+            self.files.check_room(who).await?;
+        }
         let start = new.start || new.wait;
         let input_bytes = new.input_bytes();
-        self.check_holdings(who, input_bytes, start).await?;
+        self.check_holdings(who, input_bytes, start, keeps).await?;
         if start {
             admit(self.store.as_ref(), &who.owner(), &quota).await?;
         }
         let id = new_execution_id();
         let dir = self.dirs.of(&id);
-        let (files, stdin, writer) = (new.files, new.stdin, dir.clone());
-        blocking(move || writer.create(&files, stdin.as_deref())).await?;
-        let row = ExecutionRow {
-            id: id.clone(),
-            owner: who.owner(),
-            environment: new.environment,
-            status: Status::Pending,
-            request: ExecutionRequest {
-                command: new.command,
-                limits,
-                outputs: new.outputs,
-            },
-            end_reason: None,
-            message: None,
-            result: None,
-            created_at: Micros::now(),
-            started_at: None,
-            ended_at: None,
-            queued_at: None,
-            node: None,
-            stored_bytes: input_bytes,
-        };
+        let inputs: Vec<_> = new
+            .programs
+            .iter_mut()
+            .map(|p| (std::mem::take(&mut p.files), p.stdin.take()))
+            .collect();
+        let writer = dir.clone();
+        blocking(move || {
+            let programs: Vec<_> = inputs
+                .iter()
+                .map(|(files, stdin)| (files.as_slice(), stdin.as_deref()))
+                .collect();
+            writer.create(in_group, &programs)
+        })
+        .await?;
         // The callback's row first: the execution cannot end before its callback exists.
         let callback = new
             .callback
+            .take()
             .map(|c| c.row(Subject::Execution(id.clone()), Micros::now()));
         if let Some(c) = &callback {
             if let Err(e) = self.store.insert_callback(c).await {
@@ -198,23 +229,74 @@ impl Service {
                 return Err(e.into());
             }
         }
-        let created = {
+        // Inputs by reference are resolved, and the execution that pins their blobs recorded,
+        // under the file store's lock (see `crate::files`).
+        let held = if new.programs.iter().any(|p| !p.file_refs.is_empty()) {
+            Some(self.files.hold().await)
+        } else {
+            None
+        };
+        let created = async {
+            let mut programs = Vec::with_capacity(new.programs.len());
+            for (i, (p, limits)) in new.programs.into_iter().zip(limits).enumerate() {
+                let file_refs = match &held {
+                    Some(held) => self
+                        .files
+                        .resolve(held, who, &p.file_refs)
+                        .await
+                        .map_err(|e| in_program(e, in_group, i))?,
+                    None => Vec::new(),
+                };
+                programs.push(ProgramRequest {
+                    environment: in_group
+                        .then(|| p.environment.unwrap_or_else(|| new.environment.clone())),
+                    command: p.command,
+                    limits,
+                    outputs: p.outputs,
+                    keep: p.keep,
+                    file_refs,
+                });
+            }
+            let request = match group {
+                Some(mut g) => {
+                    g.programs = programs;
+                    ExecutionRequest::Group(g)
+                }
+                None => ExecutionRequest::Program(
+                    programs
+                        .pop()
+                        .ok_or_else(|| Error::Invalid("an execution needs a program".into()))?,
+                ),
+            };
+            let row = ExecutionRow {
+                id: id.clone(),
+                owner: who.owner(),
+                environment: new.environment,
+                status: Status::Pending,
+                request,
+                end_reason: None,
+                message: None,
+                result: None,
+                created_at: Micros::now(),
+                started_at: None,
+                ended_at: None,
+                queued_at: None,
+                node: None,
+                stored_bytes: input_bytes,
+            };
             // Checked again under the lock: concurrent creates of one key can't all pass.
             let _guard = self.admission.lock().await;
-            match self.check_holdings(who, input_bytes, start).await {
-                Ok(()) if start => match admit(self.store.as_ref(), &who.owner(), &quota).await {
-                    Ok(()) => self.life.create(row, true).await.map_err(Error::from),
-                    Err(e) => Err(e),
-                },
-                Ok(()) => self.life.create(row, false).await.map_err(Error::from),
-                Err(e) => Err(e),
+            self.check_holdings(who, input_bytes, start, keeps).await?;
+            if start {
+                admit(self.store.as_ref(), &who.owner(), &quota).await?;
             }
-        };
-        let created = match created {
-            Ok(Some(row)) => Ok(row),
-            Ok(None) => Err(Error::Unauthorized("the API key was deleted".into())),
-            Err(e) => Err(e),
-        };
+            match self.life.create(row, start).await? {
+                Some(row) => Ok(row),
+                None => Err(Error::Unauthorized("the API key was deleted".into())),
+            }
+        }
+        .await;
+        drop(held);
         let row = match created {
             Ok(row) => row,
             Err(e) => {
@@ -237,11 +319,18 @@ impl Service {
         Ok(self.store.get_execution(&id).await?.unwrap_or(row))
     }
 
-    /// Where one more input file may go, checked before the caller reads the upload: a
-    /// pending execution of the principal, and how many bytes the key's storage quota leaves.
-    /// The state is checked again where the upload commits ([`Service::commit_input`]).
-    pub async fn input_target(&self, who: &Principal, id: &str) -> Result<UploadTarget> {
+    /// Where one more input file of program `program` may go (`None`: the execution is one
+    /// program), checked before the caller reads the upload: a pending execution of the
+    /// principal, and how many bytes the key's storage quota leaves. The state is checked
+    /// again where the upload commits ([`Service::commit_input`]).
+    pub async fn input_target(
+        &self,
+        who: &Principal,
+        id: &str,
+        program: Option<usize>,
+    ) -> Result<UploadTarget> {
         let row = self.get(who, id).await?;
+        let i = program_index(&row, program)?;
         require(
             row.status,
             &[Status::Pending],
@@ -256,6 +345,7 @@ impl Service {
         };
         Ok(UploadTarget {
             id: row.id,
+            program: i,
             max_bytes,
         })
     }
@@ -267,19 +357,20 @@ impl Service {
     pub async fn commit_input(
         &self,
         who: &Principal,
-        id: &str,
+        target: &UploadTarget,
         rel: RelPath,
         received: PathBuf,
         size: u64,
         mode: u32,
     ) -> Result<()> {
-        let committed = match self.get(who, id).await {
+        let committed = match self.get(who, &target.id).await {
             Ok(row) => {
                 // The admission lock first, then the lifecycle's gate (as `start` takes them).
                 let _guard = self.admission.lock().await;
                 self.life
                     .while_pending(&row.id, |row| {
-                        self.commit_pending(who, row, rel, received.clone(), size, mode)
+                        let received = received.clone();
+                        self.commit_pending(who, row, target.program, rel, received, size, mode)
                     })
                     .await
             }
@@ -290,10 +381,12 @@ impl Service {
     }
 
     /// The commit itself, under the admission lock and inside the lifecycle's gate.
+    #[allow(clippy::too_many_arguments)]
     async fn commit_pending(
         &self,
         who: &Principal,
         row: ExecutionRow,
+        program: usize,
         rel: RelPath,
         received: PathBuf,
         size: u64,
@@ -305,10 +398,17 @@ impl Service {
             check_storage(&usage, size, &quota, &quotas)?;
         }
         let dir = self.dirs.of(&row.id);
+        let (group, programs) = (row.request.is_group(), row.request.programs().len());
         let stored = blocking(move || {
-            let count = dir.input_count()? + u64::from(!dir.has_input(&rel)?);
+            // Input files per execution: every program's together.
+            let mut count = 0;
+            for i in 0..programs {
+                count += dir.program(group, i).input_count()?;
+            }
+            let target = dir.program(group, program);
+            count += u64::from(!target.has_input(&rel)?);
             check_files(count, &quota, &quotas)?;
-            dir.commit_input(&rel, &received, mode)?;
+            target.commit_input(&rel, &received, mode)?;
             Ok(dir.size_on_disk()?)
         })
         .await?;
@@ -384,18 +484,21 @@ impl Service {
         Ok(ids.len())
     }
 
-    /// An output as it was at the end, opened for streaming, and its length. Only outputs
-    /// named at creation; never one the core refused (a symlink, FIFO or device in its place).
+    /// An output of program `program` (`None`: the execution is one program) as it was at
+    /// the end, opened for streaming, and its length. Only outputs named at creation; never
+    /// one the core refused (a symlink, FIFO or device in its place).
     pub async fn output(
         &self,
         who: &Principal,
         id: &str,
+        program: Option<usize>,
         rel: &RelPath,
     ) -> Result<(tokio::fs::File, u64)> {
         let row = self.get(who, id).await?;
-        let name = row.request.output_named(rel).ok_or_else(|| {
+        let i = program_index(&row, program)?;
+        let name = row.request.programs()[i].output_named(rel).ok_or_else(|| {
             Error::NotFound(format!(
-                "'{rel}' is not one of this execution's outputs (name it in 'outputs' at creation)"
+                "'{rel}' is not one of this program's outputs (name it in 'outputs' at creation)"
             ))
         })?;
         require(
@@ -403,13 +506,15 @@ impl Service {
             &[Status::Ended],
             "outputs are available once the execution has ended",
         )?;
-        if let Some(why) = row.result.as_ref().and_then(|r| r.outputs.get(name)) {
+        let result = row.result.as_ref().and_then(|r| r.program(i));
+        if let Some(why) = result.and_then(|r| r.outputs.get(name)) {
             return Err(Error::OutputRefused(format!(
                 "output '{name}' was not collected: {why}"
             )));
         }
         self.dirs
             .of(&row.id)
+            .program(row.request.is_group(), i)
             .open_output(rel)
             .await?
             .ok_or_else(|| {
@@ -417,6 +522,40 @@ impl Service {
                     "output '{name}' was not collected (the run did not get that far)"
                 ))
             })
+    }
+
+    /// The captured traffic of pipe `n` of an ended group, to stream.
+    pub async fn pipe_capture(
+        &self,
+        who: &Principal,
+        id: &str,
+        n: usize,
+    ) -> Result<tokio::fs::File> {
+        let row = self.get(who, id).await?;
+        let pipes = row.request.group().map_or(&[][..], |g| &g.pipes[..]);
+        let Some(pipe) = pipes.get(n) else {
+            return Err(Error::NotFound(format!(
+                "this execution has no pipe {n} (it has {})",
+                pipes.len()
+            )));
+        };
+        if pipe.capture_bytes.is_none() {
+            return Err(Error::NotFound(format!(
+                "pipe {n} was not captured (give it \"capture\" at creation)"
+            )));
+        }
+        require(
+            row.status,
+            &[Status::Ended],
+            "a pipe's traffic is available once the execution has ended",
+        )?;
+        match tokio::fs::File::open(self.dirs.of(&row.id).pipe(n)).await {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::OutputRefused(
+                format!("pipe {n} was not captured (the run did not get that far)"),
+            )),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Ends the execution: at once when it has not started, through its stop handle when it
@@ -503,7 +642,8 @@ impl Service {
         self.sched.kick();
     }
 
-    /// Runs a claimed execution in its slot and records its end.
+    /// Runs a claimed execution in its slot, keeps the files it asked to keep, and records
+    /// its end.
     async fn run_claimed(self: Arc<Self>, row: ExecutionRow, permit: OwnedSemaphorePermit) {
         let id = row.id.clone();
         let ending = match StopHandle::new() {
@@ -511,14 +651,25 @@ impl Service {
             Ok(stop) if self.sched.register(&id, stop.clone()) => Ending::stopped_before_start(),
             Ok(stop) => {
                 let s = self.clone();
+                let claimed = row.clone();
                 let progress = self.events().output(&id);
-                let ending = tokio::task::spawn_blocking(move || {
-                    runner::run(&s.pool, &s.envs, &s.dirs.of(&row.id), &row, stop, progress)
+                let end = tokio::task::spawn_blocking(move || {
+                    runner::run(
+                        &s.pool,
+                        &s.envs,
+                        &s.files,
+                        &s.dirs.of(&claimed.id),
+                        &claimed,
+                        stop,
+                        progress,
+                    )
                 })
-                .await
-                .unwrap_or_else(|e| Ending::failed(&id, format!("the run panicked: {e}")));
+                .await;
                 self.record_size(&id).await;
-                ending
+                match end {
+                    Ok(end) => self.keep_files(&row, end).await,
+                    Err(e) => Ending::failed(&id, format!("the run panicked: {e}")),
+                }
             }
             Err(e) => Ending::failed(&id, format!("creating the stop handle: {e}")),
         };
@@ -540,5 +691,100 @@ impl Service {
             }
             Err(e) => tracing::error!("measuring the size of {id}: {e}"),
         }
+    }
+
+    /// Keeps what the run left to keep, and says so in each program's result.
+    async fn keep_files(&self, row: &ExecutionRow, end: RunEnd) -> Ending {
+        let RunEnd { mut ending, keep } = end;
+        if keep.iter().all(|(_, items)| items.is_empty()) {
+            return ending;
+        }
+        let mut room = match self.storage_room(&row.owner).await {
+            Ok(room) => room,
+            Err(e) => {
+                tracing::error!("execution {}: the storage quota of its key: {e}", row.id);
+                Some(Room {
+                    left: 0,
+                    max: 0,
+                    whose: "the server could not read this API key's quota".into(),
+                })
+            }
+        };
+        for (i, items) in keep {
+            if items.is_empty() {
+                continue;
+            }
+            let paths: Vec<String> = items.iter().map(|k| k.path.clone()).collect();
+            let kept = self
+                .files
+                .keep(&row.owner, room.as_mut(), &row.id, items)
+                .await;
+            if let Some(result) = ending.result.as_mut().and_then(|r| r.program_mut(i)) {
+                result.kept.extend(paths.into_iter().zip(kept));
+            }
+        }
+        ending
+    }
+
+    /// What `owner`'s storage quota leaves for kept files (`None`: the master token's, no
+    /// quota). The key's own quota is read again: the run may have outlived a change.
+    async fn storage_room(&self, owner: &str) -> Result<Option<Room>> {
+        if owner == Principal::Master.owner() {
+            return Ok(None);
+        }
+        let key = match owner.strip_prefix("key:") {
+            Some(id) => self.store.api_key_by_id(id).await?,
+            None => None,
+        };
+        // A key deleted meanwhile keeps nothing (the file store refuses it by name).
+        let quota = key.map(|k| k.quota).unwrap_or_default();
+        let usage = self.store.usage(owner).await?;
+        let (max, whose) = storage_quota(&quota, &self.policy.quotas);
+        Ok(Some(Room {
+            left: storage_left(&usage, &quota, &self.policy.quotas),
+            max,
+            whose,
+        }))
+    }
+}
+
+/// A field of program `i` as the caller named it: `limits` or `programs[1].limits`.
+fn field_of(in_group: bool, i: usize, name: &str) -> String {
+    if in_group {
+        format!("programs[{i}].{name}")
+    } else {
+        name.to_string()
+    }
+}
+
+/// An error about a program's fields, naming the program in a group.
+fn in_program(e: Error, in_group: bool, i: usize) -> Error {
+    if !in_group {
+        return e;
+    }
+    match e {
+        Error::Invalid(m) => Error::Invalid(format!("programs[{i}].{m}")),
+        Error::OverLimit(m) => Error::OverLimit(format!("programs[{i}].{m}")),
+        Error::NotFound(m) => Error::NotFound(format!("programs[{i}].{m}")),
+        e => e,
+    }
+}
+
+/// Which program a route names: `None` for the routes of one program, `Some(i)` for those of
+/// a group's program `i`.
+fn program_index(row: &ExecutionRow, program: Option<usize>) -> Result<usize> {
+    let n = row.request.programs().len();
+    match (row.request.is_group(), program) {
+        (false, None) => Ok(0),
+        (true, Some(i)) if i < n => Ok(i),
+        (true, Some(i)) => Err(Error::NotFound(format!(
+            "this execution has no program {i} (it has {n})"
+        ))),
+        (true, None) => Err(Error::NotFound(
+            "this execution is a group: name the program (…/programs/{n}/…)".into(),
+        )),
+        (false, Some(_)) => Err(Error::NotFound(
+            "this execution is one program: use the routes without /programs/{n}".into(),
+        )),
     }
 }

@@ -11,6 +11,9 @@
 //! output/      the files collected after the run by the core, which never follows a symlink,
 //!              FIFO or device; outputs are served from this copy only
 //! ```
+//!
+//! A group keeps the same per program in `programs/<i>/` ([`ProgramDir`]); its `log` holds
+//! every program's streams, and `pipes/<n>` the captured traffic of pipe `n`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -145,6 +148,99 @@ fn walk_files(root: &Path, each: &mut dyn FnMut(&Path, &std::fs::Metadata)) -> s
 type Modes = BTreeMap<String, u32>;
 
 impl WorkDir {
+    /// The files of program `i` (a single program's are the execution's own).
+    pub fn program(&self, group: bool, i: usize) -> ProgramDir {
+        ProgramDir {
+            dir: if group {
+                self.dir.join("programs").join(i.to_string())
+            } else {
+                self.dir.clone()
+            },
+        }
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("log")
+    }
+
+    /// The captured traffic of pipe `n`.
+    pub fn pipe(&self, n: usize) -> PathBuf {
+        self.dir.join("pipes").join(n.to_string())
+    }
+
+    /// Creates the directory with each program's files and stdin (blocking). On failure
+    /// nothing is left.
+    pub fn create(
+        &self,
+        group: bool,
+        programs: &[(&[InputFile], Option<&[u8]>)],
+    ) -> crate::error::Result<()> {
+        let written = (|| {
+            for (i, (files, stdin)) in programs.iter().enumerate() {
+                self.program(group, i).create(files, *stdin)?;
+            }
+            Ok(())
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+        written
+    }
+
+    /// The runs' I/O, one per program: every stream into the log as it is written, as
+    /// records that name the program and the stream, each announced on `progress`.
+    pub fn live_ios(
+        &self,
+        programs: usize,
+        stop: &StopHandle,
+        progress: OutputProgress,
+    ) -> std::io::Result<Vec<Io>> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(FILE_MODE)
+            .open(self.log())?;
+        Ok(LogWriter::for_programs(file, progress, programs)
+            .into_iter()
+            .map(|(stdout, stderr)| Io {
+                stdout_sink: Some(Box::new(stdout)),
+                stderr_sink: Some(Box::new(stderr)),
+                stop: Some(stop.clone()),
+            })
+            .collect())
+    }
+
+    /// Keeps the captured traffic of pipe `n`.
+    pub fn store_pipe(&self, n: usize, bytes: &[u8]) -> std::io::Result<()> {
+        write_owned(&self.pipe(n), bytes)
+    }
+
+    /// Bytes of every file it keeps (blocking): what counts against a storage quota.
+    pub fn size_on_disk(&self) -> std::io::Result<u64> {
+        let mut total = 0u64;
+        walk_files(&self.dir, &mut |_, meta| {
+            total = total.saturating_add(meta.len())
+        })?;
+        Ok(total)
+    }
+
+    /// Removes everything (an absent directory is fine).
+    pub async fn remove(&self) -> std::io::Result<()> {
+        match tokio::fs::remove_dir_all(&self.dir).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One program's files: `input/`, `stdin`, `stdout`, `stderr`, `output/`.
+#[derive(Debug, Clone)]
+pub struct ProgramDir {
+    dir: PathBuf,
+}
+
+impl ProgramDir {
     fn input_dir(&self) -> PathBuf {
         self.dir.join("input")
     }
@@ -155,10 +251,6 @@ impl WorkDir {
 
     fn stdin(&self) -> PathBuf {
         self.dir.join("stdin")
-    }
-
-    pub fn log(&self) -> PathBuf {
-        self.dir.join("log")
     }
 
     fn output(&self, rel: &RelPath) -> PathBuf {
@@ -183,26 +275,19 @@ impl WorkDir {
         std::fs::rename(tmp, self.modes_file())
     }
 
-    /// Creates the directory with the request's files (blocking). On failure nothing is left.
-    pub fn create(&self, files: &[InputFile], stdin: Option<&[u8]>) -> crate::error::Result<()> {
-        let written = (|| {
-            make_dirs(&self.input_dir())?;
-            let mut modes = Modes::new();
-            for f in files {
-                write_owned(&self.input_dir().join(&f.path), &f.bytes)
-                    .map_err(|e| path_error(&f.path, e))?;
-                modes.insert(f.path.to_string(), f.mode);
-            }
-            self.save_modes(&modes)?;
-            if let Some(bytes) = stdin {
-                write_owned(&self.stdin(), bytes)?;
-            }
-            Ok(())
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_dir_all(&self.dir);
+    fn create(&self, files: &[InputFile], stdin: Option<&[u8]>) -> crate::error::Result<()> {
+        make_dirs(&self.input_dir())?;
+        let mut modes = Modes::new();
+        for f in files {
+            write_owned(&self.input_dir().join(&f.path), &f.bytes)
+                .map_err(|e| path_error(&f.path, e))?;
+            modes.insert(f.path.to_string(), f.mode);
         }
-        written
+        self.save_modes(&modes)?;
+        if let Some(bytes) = stdin {
+            write_owned(&self.stdin(), bytes)?;
+        }
+        Ok(())
     }
 
     /// How many input files it holds.
@@ -268,22 +353,6 @@ impl WorkDir {
         path.is_file().then_some(path)
     }
 
-    /// The run's I/O: both streams into the log as they are written, each chunk announced.
-    pub fn live_io(&self, stop: StopHandle, progress: OutputProgress) -> std::io::Result<Io> {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(FILE_MODE)
-            .open(self.log())?;
-        let (stdout, stderr) = LogWriter::pair(file, progress);
-        Ok(Io {
-            stdout_sink: Some(Box::new(stdout)),
-            stderr_sink: Some(Box::new(stderr)),
-            stop: Some(stop),
-        })
-    }
-
     /// Keeps the captured streams; returns what failed.
     pub fn store_streams(&self, outcome: &Outcome) -> Vec<String> {
         let mut errors = Vec::new();
@@ -303,24 +372,15 @@ impl WorkDir {
     ) -> BTreeMap<String, String> {
         let mut refused = BTreeMap::new();
         for name in wanted {
-            let rel = match RelPath::parse(name) {
-                Ok(p) => p,
-                Err(e) => {
-                    refused.insert(name.clone(), e.to_string());
-                    continue;
-                }
-            };
-            let found = collected
-                .iter()
-                .find(|(k, _)| RelPath::parse(k).ok().as_ref() == Some(&rel))
-                .map(|(_, v)| v);
-            let why = match found {
-                Some(Ok(bytes)) => write_owned(&self.output(&rel), bytes).err().map(|e| {
-                    tracing::error!("storing output {name} in {}: {e}", self.dir.display());
-                    "the server could not keep it".to_string()
-                }),
-                Some(Err(why)) => Some(why.clone()),
-                None => Some("the program did not leave this file".into()),
+            let why = match RelPath::parse(name) {
+                Err(e) => Some(e.to_string()),
+                Ok(rel) => match collected_file(collected, &rel) {
+                    Ok(bytes) => write_owned(&self.output(&rel), bytes).err().map(|e| {
+                        tracing::error!("storing output {name} in {}: {e}", self.dir.display());
+                        "the server could not keep it".to_string()
+                    }),
+                    Err(why) => Some(why),
+                },
             };
             if let Some(why) = why {
                 refused.insert(name.clone(), why);
@@ -364,21 +424,20 @@ impl WorkDir {
             Err(e) => Err(e),
         }
     }
+}
 
-    /// Bytes of every file it keeps (blocking): what counts against a storage quota.
-    pub fn size_on_disk(&self) -> std::io::Result<u64> {
-        let mut total = 0u64;
-        walk_files(&self.dir, &mut |_, meta| {
-            total = total.saturating_add(meta.len())
-        })?;
-        Ok(total)
-    }
-
-    /// Removes everything (an absent directory is fine).
-    pub async fn remove(&self) -> std::io::Result<()> {
-        match tokio::fs::remove_dir_all(&self.dir).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+/// What the core read back for `rel`: the bytes, or why not.
+pub fn collected_file<'a>(
+    collected: &'a BTreeMap<String, Result<Vec<u8>, String>>,
+    rel: &RelPath,
+) -> Result<&'a [u8], String> {
+    match collected
+        .iter()
+        .find(|(k, _)| RelPath::parse(k).ok().as_ref() == Some(rel))
+        .map(|(_, v)| v)
+    {
+        Some(Ok(bytes)) => Ok(bytes),
+        Some(Err(why)) => Err(why.clone()),
+        None => Err("the program did not leave this file".into()),
     }
 }

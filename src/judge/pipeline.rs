@@ -25,7 +25,7 @@ use super::testrun::{TestJob, TestRunner};
 use super::verdict::{how, of_run, StageRecord, TestResult, Verdict};
 use super::workspace::{top_level, SubmissionDir, TESTS_REPORT};
 use crate::env::{Catalog, EnvError, Resolved};
-use crate::exec::result::ExecutionResult;
+use crate::exec::result::ProgramResult;
 use crate::exec::runner::overrides;
 use crate::exec::{EndReason, Limits};
 use crate::runspec::SpecBuilder;
@@ -323,7 +323,7 @@ fn stage_spec(
 }
 
 fn record_of(stage: Stage, o: &Outcome) -> StageRecord {
-    let result = ExecutionResult::from_outcome(o, Default::default());
+    let result = ProgramResult::from_outcome(o, Default::default());
     StageRecord {
         stage,
         end_reason: o.end_reason.into(),
@@ -603,7 +603,7 @@ impl TestsRun<'_> {
             Ok(o) => o,
             Err(e) => return failed(format!("the sandbox: {e}")),
         };
-        let evidence = ExecutionResult::from_outcome(&outcome, Default::default());
+        let evidence = ProgramResult::from_outcome(&outcome, Default::default());
         let end_reason: EndReason = outcome.end_reason.into();
         let mut result = TestResult {
             verdict: Verdict::Accepted,

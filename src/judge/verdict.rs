@@ -1,11 +1,11 @@
 //! What one run of a submission came to: a test's verdict and row of the per-test table, and a
-//! stage's record. Both keep the kernel evidence of the run (`ExecutionResult`: end reason,
+//! stage's record. Both keep the kernel evidence of the run (`ProgramResult`: end reason,
 //! exit or signal, CPU and wall time, peak memory, OOM kills, the pids limit, denied calls).
 
 use serde::{Deserialize, Serialize};
 
 use super::config::Stage;
-use crate::exec::result::{ExecutionResult, Timeout};
+use crate::exec::result::{ProgramResult, Timeout};
 use crate::exec::EndReason;
 
 /// A test's verdict. `memory-limit` is one of its own, although Sphere's status codes have
@@ -106,7 +106,7 @@ pub struct TestResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// The run's measurements and kernel evidence; none when it never ran.
-    pub evidence: Option<ExecutionResult>,
+    pub evidence: Option<ProgramResult>,
 }
 
 /// How one stage ran.
@@ -125,7 +125,7 @@ pub struct StageRecord {
     pub memory: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    pub evidence: Option<ExecutionResult>,
+    pub evidence: Option<ProgramResult>,
 }
 
 impl StageRecord {

@@ -37,7 +37,8 @@ pub mod code {
     pub const IN_USE: u32 = 1403;
     /// The body is over the size limit.
     pub const TOO_LARGE: u32 = 1500;
-    /// Over a storage quota of the API key: files per execution, bytes stored.
+    /// Over a storage quota of the API key: files per execution, bytes kept
+    /// on disk (executions and kept files together).
     pub const OVER_QUOTA: u32 = 1501;
     /// The request took too long to arrive (a body that stalls).
     pub const TOO_SLOW: u32 = 1800;
@@ -47,6 +48,8 @@ pub mod code {
     pub const UNSUPPORTED_MEDIA_TYPE: u32 = 1600;
     /// Too many executions at once for this API key.
     pub const TOO_MANY: u32 = 1700;
+    /// A per-key quota on kept files is used up.
+    pub const OVER_COUNT_QUOTA: u32 = 1701;
     /// The server failed.
     pub const INTERNAL: u32 = 2000;
 }
@@ -166,6 +169,11 @@ impl From<Error> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code::OVER_QUOTA, message)
             }
             Error::TooMany { retry_after, .. } => ApiError::too_many(message, retry_after),
+            Error::OverCountQuota(_) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                code::OVER_COUNT_QUOTA,
+                message,
+            ),
             Error::Unauthorized(_) => ApiError::unauthorized(message),
             Error::Forbidden(_) => ApiError::forbidden(message),
             Error::NotFound(_) => ApiError::not_found(message),

@@ -188,6 +188,7 @@ mod tests {
             TOO_LARGE,
             UNSUPPORTED_MEDIA_TYPE,
             TOO_MANY,
+            OVER_COUNT_QUOTA,
             INTERNAL,
         ] {
             assert!(

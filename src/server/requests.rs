@@ -1,10 +1,10 @@
 //! The request bodies, typed: each route's body (normalised to one JSON object by `body.rs`,
 //! whichever encoding it came in) is read into one of these structs, unknown fields refused,
-//! and every error names the field it is about.
+//! and every error names the field it is about. A new execution's body is the execution
+//! domain's own shape (`crate::exec::parse`), shared with `sandpit run --spec`.
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
 use sandbox::RelPath;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
@@ -12,198 +12,28 @@ use serde_json::{Map, Value};
 
 use super::errors::{ApiError, ApiResult};
 use crate::callbacks::{AllowList, Callback, CallbackRequest};
-use crate::exec::{InputFile, NewExecution, RequestedLimits};
+use crate::exec::parse::typed;
+use crate::exec::parse::EncodedFileContent as FileContent;
+pub use crate::exec::parse::Mode;
+use crate::exec::{InputFile, NewExecution};
 use crate::judge::service::{InlineProject, InlineTest, NewSubmission};
-
-/// The first member that is `null`, by its path: no field takes `null` (leave it out).
-fn null_member(map: &Map<String, Value>, at: &str) -> Option<String> {
-    map.iter().find_map(|(k, v)| {
-        let path = if at.is_empty() {
-            k.clone()
-        } else {
-            format!("{at}.{k}")
-        };
-        match v {
-            Value::Null => Some(path),
-            Value::Object(inner) => null_member(inner, &path),
-            _ => None,
-        }
-    })
-}
 
 /// Reads a typed body; a wrong field is a 400 that names it (`'limits.pids': …`).
 pub fn from_body<T: serde::de::DeserializeOwned>(map: Map<String, Value>) -> ApiResult<T> {
-    if let Some(path) = null_member(&map, "") {
-        return Err(ApiError::bad_request(format!(
-            "'{path}' may not be null (leave it out for the default)"
-        )));
-    }
-    serde_path_to_error::deserialize(Value::Object(map)).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." {
-            ApiError::bad_request(e.inner().to_string())
-        } else {
-            ApiError::bad_request(format!("'{path}': {}", e.inner()))
-        }
-    })
-}
-
-/// Permission bits: octal text (`"755"`, `"0644"`: `^0?[0-7]{1,3}$`) or a number up to 511.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mode(pub u32);
-
-impl Mode {
-    pub fn parse(text: &str) -> Option<Mode> {
-        let digits = text
-            .strip_prefix('0')
-            .filter(|d| !d.is_empty())
-            .unwrap_or(text);
-        if digits.is_empty()
-            || digits.len() > 3
-            || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
-        {
-            return None;
-        }
-        u32::from_str_radix(digits, 8).ok().map(Mode)
-    }
-}
-
-impl<'de> Deserialize<'de> for Mode {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let bad = || de::Error::custom("must be permission bits, e.g. \"755\" or 493");
-        match Value::deserialize(d)? {
-            Value::String(s) => Mode::parse(&s).ok_or_else(bad),
-            Value::Number(n) => n
-                .as_u64()
-                .and_then(|m| u32::try_from(m).ok())
-                .filter(|m| *m <= 0o777)
-                .map(Mode)
-                .ok_or_else(bad),
-            _ => Err(bad()),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-enum Encoding {
-    #[serde(rename = "text", alias = "utf-8", alias = "utf8")]
-    Text,
-    #[serde(rename = "base64")]
-    Base64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EncodedFile {
-    content: String,
-    encoding: Option<Encoding>,
-    mode: Option<Mode>,
-}
-
-/// A file's content in a request: text, or `{content, encoding: base64|text, mode}`.
-#[derive(Debug)]
-pub struct FileContent(EncodedFile);
-
-impl<'de> Deserialize<'de> for FileContent {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match Value::deserialize(d)? {
-            Value::String(content) => Ok(FileContent(EncodedFile {
-                content,
-                encoding: None,
-                mode: None,
-            })),
-            v @ Value::Object(_) => serde_json::from_value(v)
-                .map(FileContent)
-                .map_err(de::Error::custom),
-            _ => Err(de::Error::custom(
-                "give the content as a string or as {\"content\", \"encoding\"}",
-            )),
-        }
-    }
-}
-
-impl FileContent {
-    /// The bytes and the mode asked for.
-    pub(crate) fn decode(self, what: &str) -> ApiResult<(Vec<u8>, Option<u32>)> {
-        let f = self.0;
-        let bytes = match f.encoding {
-            None | Some(Encoding::Text) => f.content.into_bytes(),
-            Some(Encoding::Base64) => base64::engine::general_purpose::STANDARD
-                .decode(&f.content)
-                .map_err(|e| ApiError::bad_request(format!("{what}: bad base64: {e}")))?,
-        };
-        Ok((bytes, f.mode.map(|m| m.0)))
-    }
-}
-
-/// `POST /executions`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateExecution {
-    environment: Option<String>,
-    command: Option<Vec<String>>,
-    files: Option<BTreeMap<String, FileContent>>,
-    stdin: Option<FileContent>,
-    limits: Option<RequestedLimits>,
-    outputs: Option<Vec<String>>,
-    start: Option<bool>,
-    wait: Option<bool>,
-    callback: Option<CallbackRequest>,
+    Ok(typed(Value::Object(map))?)
 }
 
 fn rel_path(text: &str, what: &str) -> ApiResult<RelPath> {
     RelPath::parse(text).map_err(|e| ApiError::bad_path(format!("{what}: {e}")))
 }
 
-impl CreateExecution {
-    /// The new execution it asks for: required fields present, paths inside the work dir,
-    /// the callback's host on the server's allow-list.
-    pub fn into_new(self, allow: &AllowList) -> ApiResult<NewExecution> {
-        let environment = self
-            .environment
-            .filter(|e| !e.is_empty())
-            .ok_or_else(|| ApiError::bad_request("'environment' (an envid) is required"))?;
-        let command = self
-            .command
-            .ok_or_else(|| ApiError::bad_request("'command' (an argv array) is required"))?;
-        if !matches!(command.first(), Some(program) if !program.is_empty()) {
-            return Err(ApiError::bad_request("'command' must name a program"));
-        }
-        let outputs = self.outputs.unwrap_or_default();
-        for path in &outputs {
-            rel_path(path, "outputs")?;
-        }
-        let mut files = Vec::new();
-        for (path, content) in self.files.unwrap_or_default() {
-            let rel = rel_path(&path, "files")?;
-            let (bytes, mode) = content.decode(&format!("files['{path}']"))?;
-            files.push(InputFile {
-                path: rel,
-                bytes,
-                mode: mode.unwrap_or(0o644),
-            });
-        }
-        let stdin = match self.stdin {
-            Some(c) => Some(c.decode("stdin")?.0),
-            None => None,
-        };
-        let wait = self.wait.unwrap_or(false);
-        let callback = match self.callback {
-            Some(c) => Some(Callback::accept(c, allow)?),
-            None => None,
-        };
-        Ok(NewExecution {
-            environment,
-            command,
-            limits: self.limits.unwrap_or_default(),
-            outputs,
-            files,
-            stdin,
-            start: self.start.unwrap_or(false) || wait,
-            wait,
-            callback,
-        })
-    }
+/// `POST /executions`: one program or a group (see `crate::exec::parse`); a callback's host
+/// must be on `allow`.
+pub fn new_execution(map: Map<String, Value>, allow: &AllowList) -> ApiResult<NewExecution> {
+    Ok(crate::exec::parse::new_execution(
+        Value::Object(map),
+        allow,
+    )?)
 }
 
 /// Text of 1-`max` digits, the first not 0 (`^[1-9][0-9]{0,max-1}`), and what follows.
@@ -530,61 +360,6 @@ mod tests {
             Value::Object(m) => m,
             _ => unreachable!(),
         }
-    }
-
-    fn create_error(v: Value) -> String {
-        match from_body::<CreateExecution>(body(v)).and_then(|c| c.into_new(&AllowList::default()))
-        {
-            Err(e) => e.message,
-            Ok(_) => panic!("accepted"),
-        }
-    }
-
-    #[test]
-    fn errors_name_the_field() {
-        assert!(create_error(json!({"command": ["x"]})).contains("environment"));
-        assert!(create_error(json!({"environment": "e", "command": "x"})).contains("command"));
-        assert!(create_error(json!({"environment": "e", "command": [""]})).contains("command"));
-        assert!(
-            create_error(json!({"environment": "e", "command": ["x"], "surprise": 1}))
-                .contains("surprise")
-        );
-        assert!(create_error(
-            json!({"environment": "e", "command": ["x"], "limits": {"pids": "lots"}})
-        )
-        .contains("limits.pids"));
-        assert!(create_error(
-            json!({"environment": "e", "command": ["x"], "files": {"a": {"content": "!", "encoding": "base64"}}})
-        )
-        .contains("base64"));
-        assert!(create_error(
-            json!({"environment": "e", "command": ["x"], "files": {"a": {"content": "x", "mode": "999"}}})
-        )
-        .contains("permission bits"));
-        assert!(create_error(
-            json!({"environment": "e", "command": ["x"], "files": {"../a": "1"}})
-        )
-        .contains("leaves"));
-    }
-
-    #[test]
-    fn a_full_request_reads() {
-        let new = from_body::<CreateExecution>(body(json!({
-            "environment": "busybox",
-            "command": ["sh", "-c", "cat a"],
-            "files": {"a": "text", "bin/b": {"content": "aGk=", "encoding": "base64", "mode": "755"}},
-            "stdin": {"content": "in"},
-            "limits": {"memory_bytes": 1000, "cpu_time_s": 1.5},
-            "outputs": ["out.txt"],
-            "wait": true,
-        })))
-        .and_then(|c| c.into_new(&AllowList::default()))
-        .unwrap();
-        assert!(new.start && new.wait);
-        assert_eq!(new.files[1].bytes, b"hi");
-        assert_eq!(new.files[1].mode, 0o755);
-        assert_eq!(new.stdin.as_deref(), Some(&b"in"[..]));
-        assert_eq!(new.limits.cpu_time_s, Some(1.5));
     }
 
     #[test]

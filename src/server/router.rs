@@ -14,7 +14,7 @@ use super::errors::{code, ApiError, ApiResult};
 use super::http::{error_response, Req, RequestBounds, Resp};
 use super::openapi;
 use super::routes::{
-    api_keys, callbacks, environments, executions, live_log, projects, submissions,
+    api_keys, callbacks, environments, executions, files, live_log, projects, submissions,
 };
 use crate::app::App;
 use crate::auth::{authenticate, Principal};
@@ -127,6 +127,13 @@ pub static ROUTES: &[Route] = &[
     key(Method::GET, "/api/v1/executions/{id}/output/{path}", h!(executions::output)),
     key(Method::GET, "/api/v1/executions/{id}/log", h!(live_log::follow)),
     key(Method::GET, "/api/v1/executions/{id}/callbacks", h!(callbacks::of_execution)),
+    key(Method::PUT, "/api/v1/executions/{id}/programs/{n}/input/{path}", h!(executions::upload_input)),
+    key(Method::POST, "/api/v1/executions/{id}/programs/{n}/input/{path}", h!(executions::upload_input)),
+    key(Method::GET, "/api/v1/executions/{id}/programs/{n}/output/{path}", h!(executions::output)),
+    key(Method::GET, "/api/v1/executions/{id}/pipes/{n}", h!(executions::pipe)),
+    key(Method::GET, "/api/v1/files", h!(files::list)),
+    key(Method::GET, "/api/v1/files/{id}", h!(files::download)),
+    key(Method::DELETE, "/api/v1/files/{id}", h!(files::delete)),
     key(Method::GET, "/api/v1/projects", h!(projects::list)),
     manager(Method::POST, "/api/v1/projects", "create projects", h!(projects::create)),
     key(Method::GET, "/api/v1/projects/{id}", h!(projects::get)),

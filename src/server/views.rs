@@ -1,6 +1,7 @@
-//! The JSON the API shows: executions, API keys, environments, callbacks, projects,
-//! submissions. Times become RFC 3339 here. The final objects callbacks send are rendered here
-//! too ([`FinalObjects`]), so a callback's body is exactly what `GET` returns.
+//! The JSON the API shows: executions (one program, or a group: one entry per program),
+//! kept files, API keys, environments, callbacks, projects, submissions. Times become RFC 3339
+//! here. The final objects callbacks send are rendered here too ([`FinalObjects`]), so a
+//! callback's body is exactly what `GET` returns.
 
 use std::sync::Arc;
 
@@ -10,75 +11,106 @@ use serde_json::{json, Value};
 use crate::app::App;
 use crate::auth::Principal;
 use crate::callbacks::{DeliveryState, Final, Finals, Subject};
+use crate::clock::Micros;
 use crate::env::{EnvEntry, Environment};
 use crate::error::{Error, Result};
-use crate::exec::{self, Status};
+use crate::exec::result::Kept;
+use crate::exec::workdir::ProgramDir;
+use crate::exec::{self, ProgramRequest, ProgramResult, Status};
 use crate::judge;
-use crate::store::{ApiKeyRow, AttemptRow, CallbackRow, ExecutionRow, ProjectRow, SubmissionRow};
+use crate::store::{
+    ApiKeyRow, AttemptRow, CallbackRow, ExecutionRow, FileRow, ProjectRow, SubmissionRow,
+};
 
 /// How much of each stream the execution object shows (the log route has the rest).
 pub const INLINE_STREAM_BYTES: usize = 64 * 1024;
 
-/// The execution object; with `include_log`, the streams of an ended one (their first
-/// [`INLINE_STREAM_BYTES`]; `stdout_truncated`/`stderr_truncated` say when that is not all
-/// the program wrote).
-pub async fn execution(app: &App, row: &ExecutionRow, include_log: bool) -> Value {
-    execution_of(&app.exec, row, include_log).await
-}
+/// What a pipe's capture shows inline (all of it is at `…/pipes/{n}`).
+const PIPE_INLINE_BYTES: usize = 64 << 10;
 
-/// [`execution`], from the execution service alone.
-pub async fn execution_of(exec: &exec::Service, row: &ExecutionRow, include_log: bool) -> Value {
-    let result = row
-        .result
-        .as_ref()
+/// The measurements of one program, under the names the API has always used.
+fn measurements(v: &mut Value, result: Option<&ProgramResult>) {
+    let result = result
         .and_then(|r| serde_json::to_value(r).ok())
         .unwrap_or(Value::Null);
-    let get = |k: &str| result.get(k).cloned().unwrap_or(Value::Null);
-    let mut v = json!({
-        "id": row.id,
-        "environment": row.environment,
-        "status": row.status,
-        "end_reason": row.end_reason,
-        "message": row.message,
-        "exit_code": get("exit_code"),
-        "signal": get("signal"),
-        "signal_name": get("signal_name"),
-        "timeout": get("timeout"),
-        "cpu_time_s": get("cpu_time_s"),
-        "wall_time_s": get("wall_time_s"),
-        "peak_memory_bytes": get("peak_memory_bytes"),
-        "stdout_bytes": get("stdout_bytes"),
-        "stderr_bytes": get("stderr_bytes"),
-        "stdout_truncated": Value::Null,
-        "stderr_truncated": Value::Null,
-        "oom_kills": get("oom_kills"),
-        "pids_limit_hit": get("pids_limit_hit"),
-        "seccomp_violations": get("seccomp_violations"),
-        "command": row.request.command,
-        "limits": row.request.limits,
-        "init_date": row.created_at.to_rfc3339(),
-        "start_date": row.started_at.map(|t| t.to_rfc3339()),
-        "end_date": row.ended_at.map(|t| t.to_rfc3339()),
-    });
-    let refused = row.result.as_ref().map(|r| &r.outputs);
-    let outputs: Vec<Value> = row
-        .request
-        .outputs
-        .iter()
-        .map(|path| {
-            let error = refused.and_then(|o| o.get(path));
-            let available = row.status == Status::Ended && refused.is_some() && error.is_none();
-            json!({ "path": path, "available": available, "error": error })
-        })
-        .collect();
-    v["outputs"] = Value::Array(outputs);
-    if let Some(r) = &row.result {
+    for k in [
+        "exit_code",
+        "signal",
+        "signal_name",
+        "timeout",
+        "cpu_time_s",
+        "wall_time_s",
+        "peak_memory_bytes",
+        "stdout_bytes",
+        "stderr_bytes",
+        "stdout_truncated",
+        "stderr_truncated",
+        "oom_kills",
+        "pids_limit_hit",
+        "seccomp_violations",
+    ] {
+        v[k] = result.get(k).cloned().unwrap_or(Value::Null);
+    }
+}
+
+/// `outputs`: each asked-for output, whether it can be downloaded, and why not.
+fn outputs(p: &ProgramRequest, result: Option<&ProgramResult>, ended: bool) -> Value {
+    let refused = result.map(|r| &r.outputs);
+    Value::Array(
+        p.outputs
+            .iter()
+            .map(|path| {
+                let error = refused.and_then(|o| o.get(path));
+                let available = ended && refused.is_some() && error.is_none();
+                json!({ "path": path, "available": available, "error": error })
+            })
+            .collect(),
+    )
+}
+
+/// `kept`: path → the file kept (`file_id`, `size`, `sha256`, `expires_date`) or `error`.
+fn kept(result: Option<&ProgramResult>) -> Value {
+    let mut out = serde_json::Map::new();
+    for (path, k) in result.map(|r| &r.kept).into_iter().flatten() {
+        let v = match k {
+            Kept::File {
+                file_id,
+                size,
+                sha256,
+                expires_at,
+            } => json!({
+                "file_id": file_id,
+                "size": size,
+                "sha256": sha256,
+                "expires_date": Micros(*expires_at).to_rfc3339(),
+            }),
+            Kept::Refused { error } => json!({ "error": error }),
+        };
+        out.insert(path.clone(), v);
+    }
+    Value::Object(out)
+}
+
+/// Inputs by reference: path → file id.
+fn file_refs(p: &ProgramRequest) -> Value {
+    Value::Object(
+        p.file_refs
+            .iter()
+            .map(|r| (r.path.clone(), Value::String(r.file_id.clone())))
+            .collect(),
+    )
+}
+
+/// One program's streams: `stdout_truncated`/`stderr_truncated` say when the object does not
+/// show all the program wrote (past its output limit, or past [`INLINE_STREAM_BYTES`]); with
+/// `show_log`, the streams' first [`INLINE_STREAM_BYTES`].
+async fn streams(v: &mut Value, dir: &ProgramDir, result: Option<&ProgramResult>, show_log: bool) {
+    if let Some(r) = result {
         let inline = INLINE_STREAM_BYTES as u64;
         v["stdout_truncated"] = Value::Bool(r.stdout_truncated || r.stdout_bytes > inline);
         v["stderr_truncated"] = Value::Bool(r.stderr_truncated || r.stderr_bytes > inline);
     }
-    if include_log && row.status == Status::Ended {
-        let dir = exec.dir(&row.id);
+    if show_log {
         for name in ["stdout", "stderr"] {
             v[name] = match dir.stream_head(name, INLINE_STREAM_BYTES).await {
                 Some((text, cut)) => {
@@ -91,7 +123,110 @@ pub async fn execution_of(exec: &exec::Service, row: &ExecutionRow, include_log:
             };
         }
     }
+}
+
+/// The execution object; with `include_log`, the streams of an ended one (of each program in
+/// a group, and the start of each captured pipe): their first [`INLINE_STREAM_BYTES`].
+pub async fn execution(app: &App, row: &ExecutionRow, include_log: bool) -> Value {
+    execution_of(&app.exec, row, include_log).await
+}
+
+/// [`execution`], from the execution service alone.
+pub async fn execution_of(exec: &exec::Service, row: &ExecutionRow, include_log: bool) -> Value {
+    let ended = row.status == Status::Ended;
+    let show_log = include_log && ended;
+    let dir = exec.dir(&row.id);
+    let mut v = json!({
+        "id": row.id,
+        "environment": row.environment,
+        "status": row.status,
+        "end_reason": row.end_reason,
+        "message": row.message,
+        "init_date": row.created_at.to_rfc3339(),
+        "start_date": row.started_at.map(|t| t.to_rfc3339()),
+        "end_date": row.ended_at.map(|t| t.to_rfc3339()),
+    });
+    let Some(g) = row.request.group() else {
+        let p = &row.request.programs()[0];
+        let result = row.result.as_ref().and_then(|r| r.program(0));
+        measurements(&mut v, result);
+        v["command"] = json!(p.command);
+        v["limits"] = json!(p.limits);
+        v["outputs"] = outputs(p, result, ended);
+        v["files_by_reference"] = file_refs(p);
+        v["keep"] = json!(p.keep);
+        v["kept"] = kept(result);
+        streams(&mut v, &dir.program(false, 0), result, show_log).await;
+        return v;
+    };
+    let group = row.result.as_ref().and_then(|r| r.group());
+    let mut programs = Vec::with_capacity(g.programs.len());
+    for (i, p) in g.programs.iter().enumerate() {
+        let end = group.and_then(|r| r.programs.get(i));
+        let result = end.and_then(|e| e.result.as_ref());
+        let mut pv = json!({
+            "index": i,
+            "environment": p.environment(&row.environment),
+            "command": p.command,
+            "limits": p.limits,
+            "end_reason": end.map(|e| e.end_reason),
+            "message": end.and_then(|e| e.message.clone()),
+        });
+        measurements(&mut pv, result);
+        pv["outputs"] = outputs(p, result, ended);
+        pv["files_by_reference"] = file_refs(p);
+        pv["keep"] = json!(p.keep);
+        pv["kept"] = kept(result);
+        streams(&mut pv, &dir.program(true, i), result, show_log).await;
+        programs.push(pv);
+    }
+    let mut pipes = Vec::with_capacity(g.pipes.len());
+    for (n, p) in g.pipes.iter().enumerate() {
+        let seen = group.and_then(|r| r.pipes.get(n).copied().flatten());
+        let mut pv = json!({
+            "from": p.from,
+            "to": p.to,
+            "capture_bytes": p.capture_bytes,
+            "bytes": seen.map(|s| s.bytes),
+            "truncated": seen.map(|s| s.truncated),
+        });
+        if show_log && seen.is_some() {
+            pv["data"] = read_start(&dir.pipe(n), PIPE_INLINE_BYTES)
+                .await
+                .map_or(Value::Null, Value::String);
+            pv["download"] = Value::String(format!("/api/v1/executions/{}/pipes/{n}", row.id));
+        }
+        pipes.push(pv);
+    }
+    v["programs"] = Value::Array(programs);
+    v["pipes"] = Value::Array(pipes);
+    v["wall_time_s"] = json!(g.wall_time_s);
+    v["ends_with"] = json!(g.ends_with);
+    v["first_ended"] = json!(group.and_then(|r| r.first_ended));
+    v["group_timeout"] = json!(group.map(|r| r.group_timeout));
     v
+}
+
+/// The first `max` bytes of a file, as text.
+async fn read_start(path: &std::path::Path, max: usize) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let f = tokio::fs::File::open(path).await.ok()?;
+    let mut buf = Vec::new();
+    f.take(max as u64).read_to_end(&mut buf).await.ok()?;
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// A kept file.
+pub fn file(f: &FileRow) -> Value {
+    json!({
+        "id": f.id,
+        "name": f.name,
+        "size": f.size,
+        "sha256": f.sha256,
+        "execution": f.execution_id,
+        "created_date": f.created_at.to_rfc3339(),
+        "expires_date": f.expires_at.to_rfc3339(),
+    })
 }
 
 /// The final objects of callbacks: what `GET /executions/{id}` (with the log) and

@@ -181,8 +181,14 @@ mod tests {
             assert_eq!(done.status, Status::Ended);
             assert_eq!(done.owner, format!("key:{}", keys[0].id));
             assert_eq!(done.end_reason, Some(EndReason::Normal));
-            assert_eq!(done.request.outputs, ["out.txt"]);
-            assert_eq!(done.result.as_ref().map(|r| r.stdout_bytes), Some(3));
+            assert_eq!(done.request.programs()[0].outputs, ["out.txt"]);
+            assert_eq!(
+                done.result
+                    .as_ref()
+                    .and_then(|r| r.program(0))
+                    .map(|r| r.stdout_bytes),
+                Some(3)
+            );
             assert_eq!(
                 done.started_at.map(Micros::to_rfc3339).as_deref(),
                 Some("2026-08-20T10:00:02.500000Z")

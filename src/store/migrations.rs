@@ -26,8 +26,13 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 4,
+        name: "files",
+        sql: include_str!("migrations/0004_files.sql"),
+    },
+    Migration {
+        version: 6,
         name: "key_ids_quotas_storage",
-        sql: include_str!("migrations/0004_key_ids_quotas_storage.sql"),
+        sql: include_str!("migrations/0006_key_ids_quotas_storage.sql"),
     },
 ];
 
@@ -42,8 +47,8 @@ pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
 mod tests {
     use super::MIGRATIONS;
 
-    /// Migration 4 gives keys ids: whatever a key owned by its name (executions, submissions,
-    /// projects) becomes its id's; what an earlier key of that name owned belongs to no key;
+    /// Migration 6 gives keys ids: whatever a key owned by its name (executions, submissions,
+    /// projects, kept files) becomes its id's; what an earlier key of that name owned belongs to no key;
     /// the right to manage projects stays.
     #[tokio::test]
     async fn key_ids_take_over_what_keys_owned_by_name() {
@@ -51,9 +56,9 @@ mod tests {
             .await
             .expect("open");
         let mut tx = pool.begin().await.expect("tx");
-        super::super::sqlite::apply_migrations(&mut tx, 3)
+        super::super::sqlite::apply_migrations(&mut tx, 4)
             .await
-            .expect("up to 3");
+            .expect("up to 4");
         sqlx::raw_sql(
             "INSERT INTO api_keys (name, token_hash, manage_projects, created_at)
                  VALUES ('alice', 'h1', 1, 100), ('bob', 'h2', 0, 500);
@@ -67,11 +72,15 @@ mod tests {
                                       status, attempts, created_at)
                  VALUES ('s1', 'key:alice', 'p1', 1, 'default', 15, 0, 300),
                         ('s2', 'key:bob', 'p1', 1, 'default', 15, 0, 300),
-                        ('s3', 'master', 'p1', 1, 'default', 15, 0, 300);",
+                        ('s3', 'master', 'p1', 1, 'default', 15, 0, 300);
+             INSERT INTO files (id, owner, sha256, size, name, created_at, expires_at)
+                 VALUES ('f1', 'key:alice', 'aa', 1, 'a.out', 200, 9000),
+                        ('f2', 'key:bob', 'aa', 1, 'a.out', 200, 9000),
+                        ('f3', 'master', 'aa', 1, 'a.out', 200, 9000);",
         )
         .execute(&mut *tx)
         .await
-        .expect("rows of schema 3");
+        .expect("rows of schema 4");
         super::super::sqlite::apply_migrations(&mut tx, i64::MAX)
             .await
             .expect("the rest");
@@ -92,6 +101,9 @@ mod tests {
             ("submissions", "s1", alice.as_str()),
             ("submissions", "s2", "deleted-key"),
             ("submissions", "s3", "master"),
+            ("files", "f1", alice.as_str()),
+            ("files", "f2", "deleted-key"),
+            ("files", "f3", "master"),
         ] {
             let sql = format!("SELECT owner FROM {table} WHERE id = ?");
             let got: String = sqlx::query_scalar(&sql)

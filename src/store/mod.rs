@@ -1,5 +1,5 @@
 //! The durable store, one trait per aggregate: [`ApiKeys`], [`Executions`], [`Queue`],
-//! [`Callbacks`], [`Projects`], [`Submissions`] (later workspaces, hosts, files: one trait each,
+//! [`Callbacks`], [`Projects`], [`Submissions`], [`Files`] (later workspaces, hosts: one trait each,
 //! beside these).
 //! [`Store`] is all of them; the embedded back end is SQLite in the data directory
 //! ([`SqliteStore`]); a PostgreSQL one (a fleet's shared store, `FOR UPDATE SKIP LOCKED`
@@ -70,6 +70,16 @@ pub struct Usage {
     pub active: u64,
     /// Bytes its executions keep on disk.
     pub stored_bytes: u64,
+    /// Bytes of its kept files (live ones): with `stored_bytes`, what its storage quota
+    /// bounds.
+    pub kept_bytes: u64,
+}
+
+impl Usage {
+    /// Everything it keeps on disk: its executions' bytes and its kept files'.
+    pub fn total_bytes(&self) -> u64 {
+        self.stored_bytes.saturating_add(self.kept_bytes)
+    }
 }
 
 /// One execution; the big things (files, streams) live on disk under `DATA/executions/<id>/`.
@@ -93,6 +103,22 @@ pub struct ExecutionRow {
     pub node: Option<String>,
     /// Bytes it keeps on disk (inputs; after the run also streams, log and outputs).
     pub stored_bytes: u64,
+}
+
+/// A file kept by reference (`crate::files`): its bytes are the blob named `sha256`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileRow {
+    pub id: String,
+    /// As on executions: `master` or `key:<key id>`.
+    pub owner: String,
+    pub sha256: String,
+    pub size: i64,
+    /// The path it was kept from (shown, and the download's file name).
+    pub name: String,
+    /// The execution that kept it.
+    pub execution_id: Option<String>,
+    pub created_at: Micros,
+    pub expires_at: Micros,
 }
 
 /// A completion callback in the outbox. Its body (once sealed) is read only by the claim that
@@ -157,13 +183,16 @@ pub trait ApiKeys: Send + Sync {
     /// Sorted by name.
     async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>>;
     async fn api_key_by_hash(&self, token_hash: &str) -> Result<Option<ApiKeyRow>>;
+    async fn api_key_by_id(&self, id: &str) -> Result<Option<ApiKeyRow>>;
     /// The deleted key, or `None` when there was none.
     async fn delete_api_key(&self, name: &str) -> Result<Option<ApiKeyRow>>;
 }
 
 #[async_trait]
 pub trait Executions: Send + Sync {
-    /// False (and nothing inserted) when the owner is a key that no longer exists.
+    /// Inserts the execution, and with it the blobs it reads by reference
+    /// ([`ExecutionRequest::blobs`]), atomically. False (and nothing inserted) when the owner
+    /// is a key that no longer exists.
     async fn insert_execution(&self, exec: &ExecutionRow) -> Result<bool>;
     async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRow>>;
     /// Newest first; `owner: None` lists everyone's. Returns the page and the total.
@@ -176,8 +205,8 @@ pub trait Executions: Send + Sync {
     /// Applies a status change if the execution is in one of `t.from()` (atomically); false
     /// when it is not (or does not exist).
     async fn transition(&self, id: &str, t: &Transition) -> Result<bool>;
-    /// Deletes an execution that has ended, and its callbacks; false when there is no such
-    /// ended execution.
+    /// Deletes an execution that has ended, its blob references and its callbacks; false
+    /// when there is no such ended execution.
     async fn delete_ended_execution(&self, id: &str) -> Result<bool>;
     /// Records what the execution keeps on disk now.
     async fn set_stored_bytes(&self, id: &str, bytes: u64) -> Result<()>;
@@ -198,6 +227,38 @@ pub trait Queue: Send + Sync {
     /// After a crash: every execution `node` was running takes `t` (an abandon). Returns
     /// their ids.
     async fn abandon_running(&self, node: &str, t: &Transition) -> Result<Vec<String>>;
+}
+
+/// Files kept by reference. "Live" means not expired at `now`; an expired row is as good as
+/// gone (every read skips it) until [`Files::delete_expired_files`] removes it.
+#[async_trait]
+pub trait Files: Send + Sync {
+    /// False (and nothing inserted) when the owner is a key that no longer exists.
+    async fn insert_file(&self, file: &FileRow) -> Result<bool>;
+    /// A live file.
+    async fn get_file(&self, id: &str, now: Micros) -> Result<Option<FileRow>>;
+    /// Live files, newest first; `owner: None` lists everyone's. The page and the total.
+    async fn list_files(
+        &self,
+        owner: Option<&str>,
+        now: Micros,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<FileRow>, i64)>;
+    /// The live files of `owner`: how many, and their bytes.
+    async fn file_usage(&self, owner: &str, now: Micros) -> Result<(i64, i64)>;
+    /// The deleted file, or `None` when there was none.
+    async fn delete_file(&self, id: &str) -> Result<Option<FileRow>>;
+    /// Deletes every file of `owner` (its key was deleted); returns them.
+    async fn delete_files_of(&self, owner: &str) -> Result<Vec<FileRow>>;
+    /// Deletes the files of keys that no longer exist (a deletion a crash interrupted, or
+    /// kept under a key's name before keys had ids); returns them.
+    async fn delete_orphaned_files(&self) -> Result<Vec<FileRow>>;
+    /// Deletes the files expired at `now`; returns them.
+    async fn delete_expired_files(&self, now: Micros) -> Result<Vec<FileRow>>;
+    /// Whether a blob is still needed: a live file has it, or an execution that has not
+    /// ended reads it.
+    async fn blob_in_use(&self, sha256: &str, now: Micros) -> Result<bool>;
 }
 
 /// A project as stored; its files are on disk under `DATA/projects/<id>/<revision>/`.
@@ -337,6 +398,6 @@ pub trait Callbacks: Send + Sync {
 }
 
 /// Every aggregate of one back end.
-pub trait Store: ApiKeys + Executions + Queue + Callbacks + Projects + Submissions {}
+pub trait Store: ApiKeys + Executions + Queue + Callbacks + Projects + Submissions + Files {}
 
-impl<T: ApiKeys + Executions + Queue + Callbacks + Projects + Submissions> Store for T {}
+impl<T: ApiKeys + Executions + Queue + Callbacks + Projects + Submissions + Files> Store for T {}

@@ -14,7 +14,9 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::migrations::{self, MIGRATIONS};
-use super::{ApiKeyRow, ApiKeys, ExecutionRow, Executions, Queue, Result, StoreError, Usage};
+use super::{
+    ApiKeyRow, ApiKeys, ExecutionRow, Executions, FileRow, Files, Queue, Result, StoreError, Usage,
+};
 use crate::auth::{Quota, MASTER_OWNER};
 use crate::callbacks::Subject;
 use crate::clock::Micros;
@@ -180,6 +182,21 @@ fn exec_row(r: &SqliteRow) -> Result<ExecutionRow> {
     })
 }
 
+const FILE_COLUMNS: &str = "id, owner, sha256, size, name, execution_id, created_at, expires_at";
+
+fn file_row(r: &SqliteRow) -> Result<FileRow> {
+    Ok(FileRow {
+        id: r.try_get("id")?,
+        owner: r.try_get("owner")?,
+        sha256: r.try_get("sha256")?,
+        size: r.try_get("size")?,
+        name: r.try_get("name")?,
+        execution_id: r.try_get("execution_id")?,
+        created_at: Micros(r.try_get("created_at")?),
+        expires_at: Micros(r.try_get("expires_at")?),
+    })
+}
+
 pub(super) fn json(value: &impl serde::Serialize) -> Result<String> {
     serde_json::to_string(value).map_err(|e| corrupt(format!("serialising: {e}")))
 }
@@ -250,6 +267,14 @@ impl ApiKeys for SqliteStore {
         row.as_ref().map(key_row).transpose()
     }
 
+    async fn api_key_by_id(&self, id: &str) -> Result<Option<ApiKeyRow>> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(key_row).transpose()
+    }
+
     async fn delete_api_key(&self, name: &str) -> Result<Option<ApiKeyRow>> {
         let row = sqlx::query("DELETE FROM api_keys WHERE name = ? RETURNING *")
             .bind(name)
@@ -262,6 +287,7 @@ impl ApiKeys for SqliteStore {
 #[async_trait]
 impl Executions for SqliteStore {
     async fn insert_execution(&self, e: &ExecutionRow) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
         // Only while the owning key exists: a create racing the key's deletion leaves nothing.
         let done = sqlx::query(&format!(
             "INSERT INTO executions ({EXEC_COLUMNS}) \
@@ -285,9 +311,20 @@ impl Executions for SqliteStore {
         .bind(bigint(Some(e.stored_bytes))?)
         .bind(&e.owner)
         .bind(&e.owner)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        for sha256 in e.request.blobs() {
+            sqlx::query("INSERT INTO execution_blobs (execution_id, sha256) VALUES (?, ?)")
+                .bind(&e.id)
+                .bind(sha256)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRow>> {
@@ -370,13 +407,17 @@ impl Executions for SqliteStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        let deleted = done.rows_affected() == 1;
-        if deleted {
-            let subject = Subject::Execution(id.to_string());
-            super::sqlite_callbacks::delete_callbacks_in(&mut tx, &subject).await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
         }
+        sqlx::query("DELETE FROM execution_blobs WHERE execution_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let subject = Subject::Execution(id.to_string());
+        super::sqlite_callbacks::delete_callbacks_in(&mut tx, &subject).await?;
         tx.commit().await?;
-        Ok(deleted)
+        Ok(true)
     }
 
     async fn set_stored_bytes(&self, id: &str, bytes: u64) -> Result<()> {
@@ -425,9 +466,13 @@ impl Queue for SqliteStore {
                COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0) AS pending, \
                COALESCE(SUM(CASE WHEN status IN ('queued', 'running') THEN 1 ELSE 0 END), 0) \
                  AS active, \
-               COALESCE(SUM(stored_bytes), 0) AS stored_bytes \
+               COALESCE(SUM(stored_bytes), 0) AS stored_bytes, \
+               (SELECT COALESCE(SUM(size), 0) FROM files \
+                 WHERE files.owner = ? AND files.expires_at > ?) AS kept_bytes \
              FROM executions WHERE owner = ?",
         )
+        .bind(owner)
+        .bind(Micros::now().0)
         .bind(owner)
         .fetch_one(&self.pool)
         .await?;
@@ -435,6 +480,7 @@ impl Queue for SqliteStore {
             pending: count(&r, "pending")?.unwrap_or(0),
             active: count(&r, "active")?.unwrap_or(0),
             stored_bytes: count(&r, "stored_bytes")?.unwrap_or(0),
+            kept_bytes: count(&r, "kept_bytes")?.unwrap_or(0),
         })
     }
 
@@ -478,5 +524,137 @@ impl Queue for SqliteStore {
         rows.iter()
             .map(|r| r.try_get::<String, _>("id").map_err(StoreError::from))
             .collect()
+    }
+}
+
+#[async_trait]
+impl Files for SqliteStore {
+    async fn insert_file(&self, f: &FileRow) -> Result<bool> {
+        // Only while the owning key exists: a file kept as its key is deleted is not kept.
+        let done = sqlx::query(&format!(
+            "INSERT INTO files ({FILE_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ? \
+             WHERE ? = '{MASTER_OWNER}' OR EXISTS \
+                 (SELECT 1 FROM api_keys WHERE 'key:' || api_keys.id = ?)"
+        ))
+        .bind(&f.id)
+        .bind(&f.owner)
+        .bind(&f.sha256)
+        .bind(f.size)
+        .bind(&f.name)
+        .bind(&f.execution_id)
+        .bind(f.created_at.0)
+        .bind(f.expires_at.0)
+        .bind(&f.owner)
+        .bind(&f.owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn get_file(&self, id: &str, now: Micros) -> Result<Option<FileRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {FILE_COLUMNS} FROM files WHERE id = ? AND expires_at > ?"
+        ))
+        .bind(id)
+        .bind(now.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(file_row).transpose()
+    }
+
+    async fn list_files(
+        &self,
+        owner: Option<&str>,
+        now: Micros,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<FileRow>, i64)> {
+        let rows = sqlx::query(&format!(
+            "SELECT {FILE_COLUMNS} FROM files WHERE (? IS NULL OR owner = ?) AND expires_at > ? \
+             ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+        ))
+        .bind(owner)
+        .bind(owner)
+        .bind(now.0)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM files WHERE (? IS NULL OR owner = ?) AND expires_at > ?",
+        )
+        .bind(owner)
+        .bind(owner)
+        .bind(now.0)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((rows.iter().map(file_row).collect::<Result<_>>()?, total))
+    }
+
+    async fn file_usage(&self, owner: &str, now: Micros) -> Result<(i64, i64)> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM files \
+             WHERE owner = ? AND expires_at > ?",
+        )
+        .bind(owner)
+        .bind(now.0)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get("n")?, row.try_get("bytes")?))
+    }
+
+    async fn delete_file(&self, id: &str) -> Result<Option<FileRow>> {
+        let row = sqlx::query(&format!(
+            "DELETE FROM files WHERE id = ? RETURNING {FILE_COLUMNS}"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(file_row).transpose()
+    }
+
+    async fn delete_files_of(&self, owner: &str) -> Result<Vec<FileRow>> {
+        let rows = sqlx::query(&format!(
+            "DELETE FROM files WHERE owner = ? RETURNING {FILE_COLUMNS}"
+        ))
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(file_row).collect()
+    }
+
+    async fn delete_orphaned_files(&self) -> Result<Vec<FileRow>> {
+        let rows = sqlx::query(&format!(
+            "DELETE FROM files WHERE owner <> '{MASTER_OWNER}' AND NOT EXISTS \
+             (SELECT 1 FROM api_keys WHERE 'key:' || api_keys.id = files.owner) \
+             RETURNING {FILE_COLUMNS}"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(file_row).collect()
+    }
+
+    async fn delete_expired_files(&self, now: Micros) -> Result<Vec<FileRow>> {
+        let rows = sqlx::query(&format!(
+            "DELETE FROM files WHERE expires_at <= ? RETURNING {FILE_COLUMNS}"
+        ))
+        .bind(now.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(file_row).collect()
+    }
+
+    async fn blob_in_use(&self, sha256: &str, now: Micros) -> Result<bool> {
+        let used: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM files WHERE sha256 = ? AND expires_at > ?) + \
+             (SELECT COUNT(*) FROM execution_blobs b JOIN executions e \
+              ON e.id = b.execution_id WHERE b.sha256 = ? AND e.status <> 'ended')",
+        )
+        .bind(sha256)
+        .bind(now.0)
+        .bind(sha256)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(used > 0)
     }
 }

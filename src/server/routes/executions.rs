@@ -1,6 +1,7 @@
 //! Executions (the PIFOP lifecycle): create (optionally start and wait), upload input while
-//! `pending`, start, stop, get (with `include_log`), list, download an output, delete. The
-//! execution domain (`crate::exec`) does the work.
+//! `pending`, start, stop, get (with `include_log`), list, download an output, delete; for a
+//! group, the same per program (`…/programs/{n}/…`) and the captured traffic of its pipes.
+//! The execution domain (`crate::exec`) does the work.
 
 use std::sync::Arc;
 
@@ -14,13 +15,13 @@ use crate::exec::workdir::DEFAULT_INPUT_MODE;
 use crate::server::body::{self, Received};
 use crate::server::errors::{code, ApiError, ApiResult};
 use crate::server::http::{file_response, json_response, Req, Resp};
-use crate::server::requests::{from_body, CreateExecution, Mode};
+use crate::server::requests::{new_execution, Mode};
 use crate::server::views;
 
-/// The `{path}` of the route; a path that leaves the work dir is a 400, once the execution
-/// is known to exist for the caller (404 first).
+/// The `{path}` of the route (its last parameter); a path that leaves the work dir is a 400,
+/// once the execution is known to exist for the caller (404 first).
 async fn path_param(app: &App, req: &Req, who: &Principal) -> ApiResult<RelPath> {
-    match RelPath::parse(req.param(1)) {
+    match RelPath::parse(req.params.last().map_or("", String::as_str)) {
         Ok(rel) => Ok(rel),
         Err(e) => {
             app.exec.get(who, req.param(0)).await?;
@@ -31,7 +32,7 @@ async fn path_param(app: &App, req: &Req, who: &Principal) -> ApiResult<RelPath>
 
 pub async fn create(app: Arc<App>, mut req: Req, who: Principal) -> ApiResult<Resp> {
     let body = req.read_object(app.cfg.max_body).await?;
-    let new = from_body::<CreateExecution>(body)?.into_new(&app.cfg.callbacks.allow)?;
+    let new = new_execution(body, &app.cfg.callbacks.allow)?;
     let row = app.exec.create(&who, new).await?;
     Ok(json_response(
         StatusCode::CREATED,
@@ -62,6 +63,17 @@ pub async fn list(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp> {
     ))
 }
 
+/// `{n}` of `…/programs/{n}/…`: `None` on the routes of one program.
+fn program_param(req: &Req) -> ApiResult<Option<usize>> {
+    if req.params.len() < 3 {
+        return Ok(None);
+    }
+    req.param(1)
+        .parse()
+        .map(Some)
+        .map_err(|_| ApiError::not_found(format!("no program '{}'", req.param(1))))
+}
+
 /// `PUT …/input/{path}`: the body is received into scratch space as it arrives (never whole
 /// in memory), then committed, if the execution is still pending at that moment.
 pub async fn upload_input(app: Arc<App>, mut req: Req, who: Principal) -> ApiResult<Resp> {
@@ -76,7 +88,10 @@ pub async fn upload_input(app: Arc<App>, mut req: Req, who: Principal) -> ApiRes
                 .0
         }
     };
-    let target = app.exec.input_target(&who, req.param(0)).await?;
+    let target = app
+        .exec
+        .input_target(&who, req.param(0), program_param(&req)?)
+        .await?;
     let max_body = app.cfg.max_body;
     let limit = max_body.min(target.max_bytes);
     let (mut file, path) = app.exec.dirs().scratch_file().await?;
@@ -98,8 +113,8 @@ pub async fn upload_input(app: Arc<App>, mut req: Req, who: Principal) -> ApiRes
                     code::OVER_QUOTA,
                     format!(
                         "the file does not fit in what this API key may keep on the server \
-                         ({limit} bytes left of its max_storage_bytes): delete executions it \
-                         no longer needs"
+                         ({limit} bytes left of its max_storage_bytes): delete executions or \
+                         files it no longer needs"
                     ),
                 )
             } else {
@@ -111,7 +126,7 @@ pub async fn upload_input(app: Arc<App>, mut req: Req, who: Principal) -> ApiRes
     drop(file);
     let shown = rel.to_string();
     app.exec
-        .commit_input(&who, &target.id, rel, received.path.clone(), size, mode)
+        .commit_input(&who, &target, rel, received.path.clone(), size, mode)
         .await?;
     Ok(json_response(
         StatusCode::OK,
@@ -146,6 +161,23 @@ pub async fn delete(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp> 
 
 pub async fn output(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp> {
     let rel = path_param(&app, &req, &who).await?;
-    let (file, len) = app.exec.output(&who, req.param(0), &rel).await?;
+    let (file, len) = app
+        .exec
+        .output(&who, req.param(0), program_param(&req)?, &rel)
+        .await?;
+    Ok(file_response("application/octet-stream", file, len))
+}
+
+/// `GET /executions/{id}/pipes/{n}`: what passed through a captured pipe (up to its cap).
+pub async fn pipe(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp> {
+    let n: usize = match req.param(1).parse() {
+        Ok(n) => n,
+        Err(_) => {
+            app.exec.get(&who, req.param(0)).await?;
+            return Err(ApiError::not_found(format!("no pipe '{}'", req.param(1))));
+        }
+    };
+    let file = app.exec.pipe_capture(&who, req.param(0), n).await?;
+    let len = file.metadata().await?.len();
     Ok(file_response("application/octet-stream", file, len))
 }

@@ -14,6 +14,9 @@
 //! - plain text (`text/plain`, the default, for `curl`): the bytes as written, both streams
 //!   merged, ending when the execution ends.
 //!
+//! A group's programs share the log: each event's data says which `program` wrote it, and
+//! `?program=N` keeps one program's output.
+//!
 //! `?stream=stdout|stderr` keeps one stream: after the end, the whole of it as kept (up to
 //! `limits.output_bytes`), where the execution object shows only its first 64 KiB.
 //! Followers are woken by the engine's events (output appended, execution ended); they never
@@ -49,7 +52,7 @@ fn end_of_row(row: &ExecutionRow) -> Value {
     json!({
         "status": "ended",
         "end_reason": row.end_reason,
-        "exit_code": row.result.as_ref().and_then(|r| r.exit_code),
+        "exit_code": row.result.as_ref().and_then(|r| r.exit_code()),
         "message": row.message,
     })
 }
@@ -58,17 +61,21 @@ fn end_of_event(e: &Ended) -> Value {
     json!({
         "status": "ended",
         "end_reason": e.ending.reason,
-        "exit_code": e.ending.result.as_ref().and_then(|r| r.exit_code),
+        "exit_code": e.ending.result.as_ref().and_then(|r| r.exit_code()),
         "message": e.ending.message,
     })
 }
 
-/// One chunk as an event: named after its stream, JSON data on one line.
-fn sse_chunk(c: &Chunk) -> Bytes {
-    let data = match std::str::from_utf8(&c.bytes) {
+/// One chunk as an event: named after its stream, JSON data on one line (with the program
+/// that wrote it, in a group).
+fn sse_chunk(c: &Chunk, group: bool) -> Bytes {
+    let mut data = match std::str::from_utf8(&c.bytes) {
         Ok(text) => json!({ "text": text }),
         Err(_) => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(&c.bytes) }),
     };
+    if group {
+        data["program"] = c.program.into();
+    }
     Bytes::from(format!(
         "id: {}\nevent: {}\ndata: {data}\n\n",
         c.next,
@@ -92,7 +99,11 @@ struct Follower {
     /// The `end` event, once the end is known.
     end: Option<Value>,
     sse: bool,
+    /// A group's log: each chunk says which program wrote it.
+    group: bool,
     only: Option<Stream>,
+    /// `?program=N`: one program's output only (a group's).
+    program: Option<usize>,
     keep_alive: tokio::time::Interval,
     greeted: bool,
     done: bool,
@@ -156,12 +167,14 @@ impl Follower {
                 return None;
             }
             if let Some(chunk) = self.next_chunk().await {
-                if self.only.is_some_and(|s| s != chunk.stream) {
+                if self.only.is_some_and(|s| s != chunk.stream)
+                    || self.program.is_some_and(|p| p != chunk.program)
+                {
                     continue;
                 }
                 self.keep_alive.reset();
                 return Some(if self.sse {
-                    sse_chunk(&chunk)
+                    sse_chunk(&chunk, self.group)
                 } else {
                     Bytes::from(chunk.bytes)
                 });
@@ -246,6 +259,20 @@ pub async fn follow(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp> 
     };
     // Checks existence and ownership now, so a wrong id gets a 404, not an empty stream.
     let row = app.exec.get(&who, req.param(0)).await?;
+    let programs = row.request.programs().len();
+    let program = match req.query("program") {
+        None => None,
+        Some(p) => match p.parse::<usize>() {
+            Ok(i) if row.request.is_group() && i < programs => Some(i),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "query parameter 'program' must name a program of this group (0 to {}), \
+                     not '{p}'",
+                    programs.saturating_sub(1)
+                )))
+            }
+        },
+    };
     // Subscribed before the state is read again, so no output and no end slips in between.
     let ended = app.exec.events().subscribe();
     let progress = app.exec.events().follow_output(&row.id);
@@ -268,7 +295,9 @@ pub async fn follow(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp> 
         ended,
         end: None,
         sse,
+        group: row.request.is_group(),
         only,
+        program,
         keep_alive: tokio::time::interval(KEEP_ALIVE),
         greeted: false,
         done: false,

@@ -1,7 +1,7 @@
 -- A key has an id that is never reused (`key_<32 hex>`): executions belong to that id, so a
 -- new key of a deleted key's name inherits nothing. Keys may also cap pids and output, and
--- carry storage quotas (pending executions, files per execution, bytes stored). Submissions
--- and projects, like executions, belong to key ids from here on.
+-- carry storage quotas (pending executions, files per execution, bytes stored). Submissions,
+-- projects and kept files, like executions, belong to key ids from here on.
 CREATE TABLE api_keys_v2 (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -44,6 +44,13 @@ WHERE owner LIKE 'key:%';
 UPDATE projects SET owner = COALESCE(
     (SELECT 'key:' || k.id FROM api_keys_v2 k
      WHERE 'key:' || k.name = projects.owner AND k.created_at <= projects.created_at),
+    'deleted-key')
+WHERE owner LIKE 'key:%';
+
+-- Kept files alike (start-up erases those of no key, with their unneeded blobs).
+UPDATE files SET owner = COALESCE(
+    (SELECT 'key:' || k.id FROM api_keys_v2 k
+     WHERE 'key:' || k.name = files.owner AND k.created_at <= files.created_at),
     'deleted-key')
 WHERE owner LIKE 'key:%';
 
