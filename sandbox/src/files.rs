@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -17,7 +17,8 @@ use std::path::{Component, Path, PathBuf};
 use crate::error::Error;
 use crate::paths::RelPath;
 use crate::rootfs::inside_path;
-use crate::spec::{FileIn, FileSource};
+use crate::spec::{FileIn, FileSource, Spec};
+use crate::sys::mount_api::{self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 use crate::sys::openat2_beneath;
 
 /// Where a `FileIn` goes inside the sandbox: below the work directory or /tmp, nowhere else.
@@ -213,4 +214,40 @@ fn read_one(dir: &File, path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> 
         .read_to_end(&mut buf)
         .map_err(|e| e.to_string())?;
     Ok(buf)
+}
+
+/// The read-only binds of a run: detached copies of the host paths, and where they go.
+pub(crate) struct Binds {
+    pub fds: Vec<OwnedFd>,
+    pub targets: Vec<PathBuf>,
+}
+
+impl Binds {
+    pub fn open(spec: &Spec, workdir: &Path) -> Result<Binds, Error> {
+        let mut binds = Binds {
+            fds: Vec::new(),
+            targets: Vec::new(),
+        };
+        for f in &spec.files {
+            let FileSource::Bind(source) = &f.source else {
+                continue;
+            };
+            if binds.fds.len() + 3 >= crate::report::MAX_FDS {
+                return Err(Error::InvalidSpec(format!(
+                    "at most {} read-only binds per run",
+                    crate::report::MAX_FDS - 3
+                )));
+            }
+            let path = std::ffi::CString::new(source.as_os_str().as_encoded_bytes())
+                .map_err(|_| Error::InvalidSpec("a bind source contains a NUL byte".into()))?;
+            let fd = mount_api::clone_tree(
+                &path,
+                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            )
+            .map_err(|e| Error::InvalidSpec(format!("bind source {}: {e}", source.display())))?;
+            binds.fds.push(fd);
+            binds.targets.push(destination(f, workdir)?);
+        }
+        Ok(binds)
+    }
 }

@@ -27,9 +27,8 @@ use crate::rlimits;
 use crate::root_mount;
 use crate::rootfs::{self, inside_path, RootOptions};
 use crate::seccomp;
-use crate::spec::{EnvSpec, FileSource, Spec};
+use crate::spec::{EnvSpec, Spec};
 use crate::supervisor::{self, Stream, Supervisor};
-use crate::sys::mount_api::{self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 use crate::sys::{self, CloneArgs, CLONE_INTO_CGROUP, CLONE_PIDFD};
 use crate::timeline::Timeline;
 
@@ -216,7 +215,7 @@ impl Prepared {
         }
         check_program(spec)?;
         self.timeline.mark("checked");
-        let binds = Binds::open(spec, &self.workdir)?;
+        let binds = files::Binds::open(spec, &self.workdir)?;
         // The program's descriptors: 0, 1, 2 (given, or stdin from the spec and captured
         // streams), then the given ones above 2.
         let given = |fd: i32| wiring.fds.iter().any(|(target, _)| *target == fd);
@@ -430,42 +429,6 @@ impl From<Outcome> for Ran {
 pub(crate) struct Wiring {
     pub fds: Vec<(i32, OwnedFd)>,
     pub stops: Vec<(RawFd, KillCause)>,
-}
-
-/// The read-only binds of a run: detached copies of the host paths, and where they go.
-struct Binds {
-    fds: Vec<OwnedFd>,
-    targets: Vec<PathBuf>,
-}
-
-impl Binds {
-    fn open(spec: &Spec, workdir: &std::path::Path) -> Result<Binds, Error> {
-        let mut binds = Binds {
-            fds: Vec::new(),
-            targets: Vec::new(),
-        };
-        for f in &spec.files {
-            let FileSource::Bind(source) = &f.source else {
-                continue;
-            };
-            if binds.fds.len() + 3 >= crate::report::MAX_FDS {
-                return Err(Error::InvalidSpec(format!(
-                    "at most {} read-only binds per run",
-                    crate::report::MAX_FDS - 3
-                )));
-            }
-            let path = std::ffi::CString::new(source.as_os_str().as_encoded_bytes())
-                .map_err(|_| Error::InvalidSpec("a bind source contains a NUL byte".into()))?;
-            let fd = mount_api::clone_tree(
-                &path,
-                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-            )
-            .map_err(|e| Error::InvalidSpec(format!("bind source {}: {e}", source.display())))?;
-            binds.fds.push(fd);
-            binds.targets.push(files::destination(f, workdir)?);
-        }
-        Ok(binds)
-    }
 }
 
 /// clone3 with every namespace, the user namespace owned by the sandbox's id range; the child

@@ -1,0 +1,98 @@
+//! Runs of busybox `true`, fresh and in the warm pool: the median latency of one run (request
+//! to outcome) and runs per second at 1, 2, 4 and 8 workers, teardown included (a run counts
+//! once its sandbox is gone: cgroup removed, init reaped).
+//!
+//! `cargo run --release -p sandbox --example throughput -- ROOTFS [N]` (as root)
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sandbox::{EndReason, Io, Pool, PoolConfig, RootFs, Sandbox, SandboxConfig, Spec};
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn check(o: sandbox::Outcome) {
+    assert_eq!(o.end_reason, EndReason::Normal, "{o:?}");
+}
+
+/// Runs per second with `workers` threads running `n` runs in all.
+fn rate(workers: usize, n: usize, run: &(dyn Fn() + Sync)) -> f64 {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for w in 0..workers {
+            let share = n / workers + usize::from(w < n % workers);
+            s.spawn(move || (0..share).for_each(|_| run()));
+        }
+    });
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let rootfs = args.next().expect("usage: throughput ROOTFS [N]");
+    let n: usize = args.next().map_or(400, |a| a.parse().expect("N"));
+    let engine = Arc::new(Sandbox::new(SandboxConfig::default()).expect("engine (run as root)"));
+    let spec = Spec::new(RootFs::Dir(rootfs.into()), vec!["/bin/true".into()]);
+    let env = spec.env_spec();
+
+    let mut fresh = Vec::new();
+    for _ in 0..n / 2 {
+        let t = Instant::now();
+        check(engine.run(&spec, Io::default()).expect("run"));
+        fresh.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let pool = Pool::new(engine.clone(), PoolConfig::default()).expect("pool");
+    let mut pooled = Vec::new();
+    let mut setup = Vec::new();
+    for _ in 0..n / 2 {
+        // A sandbox ready, as for a request arriving at a pool that kept up.
+        while pool.ready(&env) == 0 {
+            check(pool.run(&spec, Io::default()).expect("run"));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let t = Instant::now();
+        let o = pool.run(&spec, Io::default()).expect("run");
+        pooled.push(t.elapsed().as_secs_f64() * 1e3);
+        setup.push(o.setup_s * 1e3);
+        check(o);
+    }
+    drop(pool);
+    println!("busybox /bin/true, {} runs each (ms)", n / 2);
+    println!(
+        "  {:<44} {:>8.3}",
+        "fresh Sandbox::run, median",
+        median(&mut fresh)
+    );
+    println!(
+        "  {:<44} {:>8.3}",
+        "prepared sandbox (Pool::run), median",
+        median(&mut pooled)
+    );
+    println!(
+        "  {:<44} {:>8.3}",
+        "  of which setup_s, median",
+        median(&mut setup)
+    );
+    println!("runs/s, teardown included, {n} runs per row");
+    println!("  {:>7} {:>10} {:>10}", "workers", "fresh", "pool");
+    for workers in [1, 2, 4, 8] {
+        let fresh = rate(workers, n, &|| {
+            check(engine.run(&spec, Io::default()).expect("run"))
+        });
+        let pool = Pool::new(
+            engine.clone(),
+            PoolConfig {
+                per_env: workers,
+                ..PoolConfig::default()
+            },
+        )
+        .expect("pool");
+        let pooled = rate(workers, n, &|| {
+            check(pool.run(&spec, Io::default()).expect("run"))
+        });
+        println!("  {workers:>7} {fresh:>10.0} {pooled:>10.0}");
+    }
+}
