@@ -14,25 +14,44 @@ use crate::store::{ApiKeyRow, ApiKeys};
 
 pub enum Principal {
     Master,
-    Key(ApiKeyRow),
+    Key(Box<ApiKeyRow>),
 }
 
-/// What a principal may use at most (the master token: no maximum).
-#[derive(Debug, Clone, Copy, Default)]
+/// A key's own maxima and quotas; `None` leaves the server's (`exec::admission::Policy`),
+/// which also bounds every value here. The master token has none of its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Quota {
     pub max_memory: Option<u64>,
     /// Seconds, for CPU and wall time alike.
     pub max_time: Option<f64>,
     /// Executions queued or running at once.
-    pub max_executions: Option<i64>,
+    pub max_executions: Option<u64>,
+    pub max_pids: Option<u64>,
+    /// Bytes of stdout and of stderr (each), and of each output file.
+    pub max_output_bytes: Option<u64>,
+    /// Executions created and not yet started.
+    pub max_pending: Option<u64>,
+    /// Input files per execution.
+    pub max_files: Option<u64>,
+    /// Bytes kept on disk by all of the key's executions.
+    pub max_storage_bytes: Option<u64>,
+}
+
+/// The owner recorded on the master token's executions.
+pub const MASTER_OWNER: &str = "master";
+
+/// The owner recorded on a key's executions: its id, never its name (a name can be reused
+/// after a delete; an id never is). The store matches keys with `'key:' || id`.
+pub fn key_owner(key_id: &str) -> String {
+    format!("key:{key_id}")
 }
 
 impl Principal {
-    /// The owner recorded on executions: `master` or `key:<name>` (a key can't be `master`).
+    /// The owner recorded on executions: `master` or `key:<key id>`.
     pub fn owner(&self) -> String {
         match self {
-            Principal::Master => "master".into(),
-            Principal::Key(k) => format!("key:{}", k.name),
+            Principal::Master => MASTER_OWNER.into(),
+            Principal::Key(k) => key_owner(&k.id),
         }
     }
 
@@ -56,14 +75,11 @@ impl Principal {
         }
     }
 
+    /// The key's own maxima and quotas (none for the master token).
     pub fn quota(&self) -> Quota {
         match self {
             Principal::Master => Quota::default(),
-            Principal::Key(k) => Quota {
-                max_memory: k.max_memory.and_then(|m| u64::try_from(m).ok()),
-                max_time: k.max_time,
-                max_executions: k.max_executions,
-            },
+            Principal::Key(k) => k.quota,
         }
     }
 }
@@ -103,17 +119,15 @@ pub async fn authenticate(
         return Ok(Principal::Master);
     }
     match keys.api_key_by_hash(&hash_token(token)).await? {
-        Some(key) => Ok(Principal::Key(key)),
+        Some(key) => Ok(Principal::Key(Box::new(key))),
         None => Err(Error::Unauthorized("the token is not valid".into())),
     }
 }
 
-/// A new API key as asked for (limits already checked by the parser).
+/// A new API key as asked for (values already checked by the parser).
 pub struct NewApiKey {
     pub name: String,
-    pub max_memory: Option<i64>,
-    pub max_time: Option<f64>,
-    pub max_executions: Option<i64>,
+    pub quota: Quota,
     /// May create, replace and delete projects.
     pub manage_projects: bool,
 }
@@ -122,16 +136,15 @@ pub struct NewApiKey {
 pub async fn create_key(keys: &dyn ApiKeys, new: NewApiKey) -> Result<(ApiKeyRow, String)> {
     if !valid_key_name(&new.name) {
         return Err(Error::Invalid(
-            "'name' must be 1-64 letters, digits, '-', '_' or '.' (and not 'master')".into(),
+            "'name' must be 1-64 letters, digits, '-', '_' or '.'".into(),
         ));
     }
     let token = new_token("apikey_");
     let row = ApiKeyRow {
+        id: format!("key_{}", uuid::Uuid::new_v4().simple()),
         name: new.name,
         token_hash: hash_token(&token),
-        max_memory: new.max_memory,
-        max_time: new.max_time,
-        max_executions: new.max_executions,
+        quota: new.quota,
         manage_projects: new.manage_projects,
         created_at: Micros::now(),
     };
@@ -144,6 +157,8 @@ pub async fn create_key(keys: &dyn ApiKeys, new: NewApiKey) -> Result<(ApiKeyRow
     Ok((row, token))
 }
 
+/// Deletes the key (it stops authenticating at once). Its executions are the caller's to
+/// erase (`exec::Service::erase_owned`).
 pub async fn delete_key(keys: &dyn ApiKeys, name: &str) -> Result<ApiKeyRow> {
     keys.delete_api_key(name)
         .await?

@@ -3,8 +3,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::callbacks;
+use crate::exec::admission::Policy;
 use crate::files::FileConfig;
 
 #[derive(Debug, Clone)]
@@ -23,10 +25,39 @@ pub struct ServerConfig {
     pub dir_envs: Vec<(String, PathBuf)>,
     /// This node's name in the store (the single server: "local").
     pub node: String,
+    /// The maximum of every limit, and what a key may hold.
+    pub policy: Policy,
+    pub connections: ConnectionLimits,
+    /// Memory the request bodies read whole (JSON, form, multipart) may take together; a
+    /// request that finds none left waits a moment, then gets 503.
+    pub body_memory: u64,
     /// Files kept by reference: expiry, per-key quotas, sweeping.
     pub files: FileConfig,
     /// Completion callbacks: the allow-list, retries, timeouts.
     pub callbacks: callbacks::Settings,
+}
+
+/// How many connections, and how long each may dawdle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections at once; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// A request head must arrive whole within this, also on a kept-alive connection between
+    /// requests (so an idle connection closes after it too).
+    pub header_read_timeout: Duration,
+    /// A request body that stalls this long gets 408; a response the client stops reading
+    /// for this long ends the connection.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 impl ServerConfig {

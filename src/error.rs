@@ -13,18 +13,19 @@ pub enum Error {
     /// A path leaves the work directory.
     #[error("{0}")]
     BadPath(String),
-    /// A requested limit is over what the API key allows.
+    /// A requested limit is over the server's maximum or the API key's.
     #[error("{0}")]
-    OverKeyLimit(String),
+    OverLimit(String),
+    /// Over a storage quota: files per execution, bytes kept on disk (executions and kept
+    /// files together).
+    #[error("{0}")]
+    OverQuota(String),
     /// Too many executions at once for this API key; try again after `retry_after` seconds.
     #[error("{message}")]
     TooMany { message: String, retry_after: u64 },
     /// A per-key quota on how many things are kept is used up (files kept by reference).
     #[error("{0}")]
     OverCountQuota(String),
-    /// A per-key quota on how many bytes are kept is used up.
-    #[error("{0}")]
-    OverBytesQuota(String),
     /// No token, or an unknown one.
     #[error("{0}")]
     Unauthorized(String),
@@ -43,7 +44,8 @@ pub enum Error {
     OutputRefused(String),
     #[error("{0}")]
     InUse(String),
-    /// The engine failed (never the caller's fault).
+    /// The engine failed (never the caller's fault). The text is for the server's log: the
+    /// API shows a fixed message instead (it may name host paths).
     #[error("{0}")]
     Internal(String),
     #[error("the store failed: {0}")]

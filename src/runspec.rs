@@ -157,6 +157,12 @@ impl SpecBuilder {
         self
     }
 
+    /// The largest file `collect` reads back.
+    pub fn collect_max_bytes(mut self, bytes: u64) -> SpecBuilder {
+        self.spec.collect_max_bytes = bytes;
+        self
+    }
+
     /// The program as it stands (defaults, then the caller's).
     pub fn argv(&self) -> &[String] {
         &self.spec.argv

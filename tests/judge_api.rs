@@ -735,7 +735,8 @@ fn live_progress_listing_batch_and_delete() {
 #[test]
 fn projects_crud_errors_and_permissions() {
     let data = data_with_envs();
-    let s = Server::start(data.path(), &[]);
+    // Port 9 (discard): nothing answers there, so a callback waits to be delivered.
+    let s = Server::start(data.path(), &["--callback-allow", "127.0.0.1:9"]);
     let key = |name: &str, manage: bool| {
         let r = s.post_json(
             "/api/v1/api_keys",
@@ -912,6 +913,75 @@ fn projects_crud_errors_and_permissions() {
         s.get(&format!("/api/v1/submissions/{mine}")).json()["status"],
         15
     );
+
+    // Deleting a key erases its submissions, their callbacks and files (its id is never used
+    // again); a new key of its name sees none of it. The projects a key made stay.
+    let r = s.post_json(
+        "/api/v1/submissions",
+        &user,
+        &json!({"project_id": "apb2", "files": {"main.py": solution("aplusb-python", "wrong.py")},
+                "callback": {"url": "http://127.0.0.1:9/graded"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let called = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(sql_count(&data, "SELECT COUNT(*) FROM callbacks"), 1);
+    let r = s.req("DELETE", "/api/v1/api_keys/student", Some(TOKEN), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["submissions_erased"], 2, "{}", r.text());
+    for id in [&mine, &called] {
+        s.get(&format!("/api/v1/submissions/{id}"))
+            .assert_error(404);
+        s.get(&format!("/api/v1/submissions/{id}/callbacks"))
+            .assert_error(404);
+        assert!(!data.path().join("submissions").join(id).exists());
+    }
+    for table in [
+        "submissions",
+        "submission_stages",
+        "submission_tests",
+        "callbacks",
+    ] {
+        assert_eq!(
+            sql_count(&data, &format!("SELECT COUNT(*) FROM {table}")),
+            0,
+            "{table}"
+        );
+    }
+    let student2 = key("student", false);
+    let r = s.req("GET", "/api/v1/submissions", Some(&student2), None);
+    assert_eq!(r.json()["paging"]["total"], 0);
+    let r = s.req(
+        "PUT",
+        "/api/v1/projects/apb3",
+        Some(&teacher),
+        Some(("application/x-tar", &tar)),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = s.req("DELETE", "/api/v1/api_keys/teacher", Some(TOKEN), None);
+    assert_eq!(r.json()["submissions_erased"], 0, "{}", r.text());
+    assert_eq!(s.get("/api/v1/projects/apb3").status, 200);
+}
+
+/// A count from the server's database (read while it runs: SQLite's WAL lets a reader in).
+fn sql_count(data: &tempfile::TempDir, query: &str) -> i64 {
+    let url = format!(
+        "sqlite://{}?mode=ro",
+        data.path().join("sandpit.db").display()
+    );
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            use sqlx::Connection;
+            let mut c = sqlx::SqliteConnection::connect(&url).await.expect("open");
+            let n: i64 = sqlx::query_scalar(query)
+                .fetch_one(&mut c)
+                .await
+                .expect(query);
+            c.close().await.expect("close");
+            n
+        })
 }
 
 /// A busybox project whose second test takes a while: time to kill the server mid-grading.

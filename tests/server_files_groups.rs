@@ -38,9 +38,7 @@ fn start(data: &Path, extra: &[&str]) -> Server {
 }
 
 fn new_key(s: &Server, name: &str) -> String {
-    let r = s.post_json("/api/v1/api_keys", TOKEN, &json!({ "name": name }));
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()["key"].as_str().expect("key").to_string()
+    s.key(name, json!({}))
 }
 
 /// A client of one token that remembers every request body it sent.
@@ -285,11 +283,9 @@ fn only_the_owner_sees_a_file_and_a_deleted_key_takes_its_files() {
     );
     assert_eq!(v["stdout"], "secret\n");
     // Deleting the key deletes its files: a new "alice" finds nothing.
-    assert_eq!(
-        s.req("DELETE", "/api/v1/api_keys/alice", Some(TOKEN), None)
-            .status,
-        200
-    );
+    let r = s.req("DELETE", "/api/v1/api_keys/alice", Some(TOKEN), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["files_erased"], 1, "{}", r.text());
     m.req("GET", &format!("/api/v1/files/{id}"), None)
         .assert_error(404);
     let again = Client::new(&s, &new_key(&s, "alice"));
@@ -366,10 +362,7 @@ fn an_accepted_execution_reads_a_file_deleted_before_it_runs() {
 #[test]
 fn quotas_refuse_with_a_clear_message() {
     let data = temp_data();
-    let s = start(
-        data.path(),
-        &["--file-max-count", "2", "--file-max-bytes", "1000"],
-    );
+    let s = start(data.path(), &["--file-max-count", "2"]);
     let k1 = Client::new(&s, &new_key(&s, "k1"));
     let v = k1.run(json!({"environment": "busybox",
         "command": ["sh", "-c", "echo 1 > a; echo 2 > b; echo 3 > c"], "keep": ["a", "b", "c"]}));
@@ -407,19 +400,36 @@ fn quotas_refuse_with_a_clear_message() {
     );
     let v = k1.run(keep_one.clone());
     assert!(v["kept"]["d"]["file_id"].is_string(), "{v:#}");
-    // Bytes: a file over what is left is not kept; at the quota, 413.
-    let k2 = Client::new(&s, &new_key(&s, "k2"));
+    // Bytes: kept files count against the key's one storage quota (max_storage_bytes, with
+    // its executions): a file over what is left is not kept; an execution that would not
+    // fit is refused, 413.
+    let k2 = Client::new(&s, &s.key("k2", json!({"max_storage_bytes": 1100})));
     let v = k2.run(json!({"environment": "busybox",
         "command": ["sh", "-c", "head -c 2000 /dev/zero > big; head -c 1000 /dev/zero > fit"],
         "keep": ["big", "fit"]}));
     let why = v["kept"]["big"]["error"].as_str().expect("big refused");
     assert!(
-        why.contains("--file-max-bytes") && why.contains("1000"),
+        why.contains("this API key's max_storage_bytes") && why.contains("1100"),
         "{why}"
     );
     assert_eq!(v["kept"]["fit"]["size"], 1000, "{v:#}");
-    let e = k2.create(&keep_one).assert_error(413);
+    let mut padded = keep_one.clone();
+    padded["files"] = json!({ "pad": "x".repeat(100) });
+    let e = k2.create(&padded).assert_error(413);
     assert_eq!(e["error_code"], 1501);
+    let why = e["message"].as_str().unwrap();
+    assert!(
+        why.contains("max_storage_bytes") && why.contains("kept files 1000"),
+        "{why}"
+    );
+    // Deleting the file frees its bytes.
+    let fit = v["kept"]["fit"]["file_id"].as_str().unwrap();
+    assert_eq!(
+        k2.req("DELETE", &format!("/api/v1/files/{fit}"), None)
+            .status,
+        200
+    );
+    assert_eq!(k2.create(&padded).status, 201);
     // The master token has no quota.
     let m = Client::new(&s, TOKEN);
     let v = m.run(json!({"environment": "busybox",
@@ -517,7 +527,7 @@ fn game(interactor: &str, solution: Value, ends_with: &[usize]) -> Value {
 
 /// Processes the server's engine started that are still alive, and its cgroups left.
 fn left_behind(s: &Server) -> (usize, Vec<String>) {
-    let pid = s.pid().expect("running").to_string();
+    let pid = s.pid().to_string();
     let mut processes = 0;
     for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
         let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {

@@ -134,15 +134,32 @@ fn live_log_follows_and_ends_with_the_execution() {
         let r = common::parse_response(&seen);
         assert_eq!(r.status, 200);
         let text = r.text();
-        for want in ["line1", "line2", "line3", "bye"] {
-            assert!(text.contains(want), "{text}");
-        }
         if sse {
             assert!(r
                 .header("Content-Type")
                 .is_some_and(|c| c.starts_with("text/event-stream")));
-            assert!(
-                text.contains("data: line2") && text.contains("event: end"),
+            let events = common::parse_sse(&text);
+            let shown: Vec<(String, String)> = events
+                .iter()
+                .map(|e| {
+                    let data: serde_json::Value = serde_json::from_str(&e.data).expect("JSON data");
+                    let what = data["text"].as_str().map_or_else(
+                        || data["end_reason"].as_str().unwrap_or_default().to_string(),
+                        str::to_string,
+                    );
+                    (e.event.clone(), what)
+                })
+                .collect();
+            let want = [
+                ("stdout", "line1\n"),
+                ("stdout", "line2\n"),
+                ("stdout", "line3\n"),
+                ("stderr", "bye\n"),
+                ("end", "normal"),
+            ];
+            assert_eq!(
+                shown,
+                want.map(|(a, b)| (a.to_string(), b.to_string())),
                 "{text}"
             );
         } else {

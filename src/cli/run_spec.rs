@@ -14,7 +14,7 @@ use super::{fail, EXIT_FAILURE, EXIT_SANDBOX_FAILURE, EXIT_USAGE};
 use crate::auth::Quota;
 use crate::callbacks::AllowList;
 use crate::env::{Catalog, Resolved};
-use crate::exec::admission::{effective_limits, group_settings};
+use crate::exec::admission::{effective_limits, group_settings, LimitCaps};
 use crate::exec::parse::new_execution;
 use crate::exec::runner::{bytes_inputs, core_group, group_ending, program_spec};
 use crate::exec::GroupRequest;
@@ -52,7 +52,7 @@ fn load(data: &Path, file: &Path) -> Result<Loaded, String> {
                 at(i, if p.keep.is_empty() { "files" } else { "keep" })
             ));
         }
-        let l = effective_limits(&p.limits, &Quota::default())
+        let l = effective_limits(&p.limits, &Quota::default(), &LimitCaps::default())
             .map_err(|e| format!("{}: {e}", at(i, "limits")))?;
         let envid = p.environment.as_deref().unwrap_or(&new.environment);
         let env = catalog
@@ -73,8 +73,14 @@ fn load(data: &Path, file: &Path) -> Result<Loaded, String> {
     }
     let group = match &new.group {
         Some(g) => Some(
-            group_settings(g, &new.programs, &limits, &Quota::default())
-                .map_err(|e| format!("{}: {e}", file.display()))?,
+            group_settings(
+                g,
+                &new.programs,
+                &limits,
+                &Quota::default(),
+                &LimitCaps::default(),
+            )
+            .map_err(|e| format!("{}: {e}", file.display()))?,
         ),
         None => None,
     };

@@ -14,8 +14,9 @@ use super::{fail, EXIT_FAILURE, EXIT_USAGE};
 use crate::app::App;
 use crate::auth;
 use crate::callbacks::{self, AllowList};
-use crate::config::ServerConfig;
+use crate::config::{ConnectionLimits, ServerConfig};
 use crate::env::{Catalog, EnvStore};
+use crate::exec::admission::{LimitCaps, Policy, Quotas};
 use crate::exec::{self, workdir::WorkDirs};
 use crate::files::{FileConfig, FileStore};
 use crate::judge;
@@ -47,15 +48,51 @@ pub struct ServeArgs {
     /// Also serve a plain root file system directory as environment ENVID.
     #[arg(long = "rootfs-env", value_name = "ENVID=DIR")]
     pub rootfs_env: Vec<String>,
+    /// Memory all request bodies read whole may take together.
+    #[arg(long = "body-memory", default_value = "256M", value_parser = parse_size)]
+    pub body_memory: u64,
+    /// Connections at once; one more is answered 503 and closed.
+    #[arg(long = "max-connections", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Time a request head may take to arrive (also how long an idle connection stays).
+    #[arg(long = "header-read-timeout", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: std::time::Duration,
+    /// Time a request body may stall, or a client may leave a response unread.
+    #[arg(long = "idle-timeout", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: std::time::Duration,
+    /// Most memory an execution may have (keys may allow less).
+    #[arg(long = "max-memory", default_value = "4G", value_parser = parse_size)]
+    pub max_memory: u64,
+    /// Most CPU time an execution may have.
+    #[arg(long = "max-cpu-time", default_value = "3600s", value_parser = parse_duration)]
+    pub max_cpu_time: std::time::Duration,
+    /// Most wall time an execution may have.
+    #[arg(long = "max-wall-time", default_value = "3600s", value_parser = parse_duration)]
+    pub max_wall_time: std::time::Duration,
+    /// Most processes an execution may have at once (never more than the host's pid_max).
+    #[arg(long = "max-pids", default_value_t = 1024)]
+    pub max_pids: u64,
+    /// Most output an execution may keep, per stream and per output file (held in memory
+    /// during the run).
+    #[arg(long = "max-output", default_value = "64M", value_parser = parse_size)]
+    pub max_output: u64,
+    /// Pending executions a key may have (keys may allow fewer).
+    #[arg(long = "max-pending", default_value_t = 64)]
+    pub max_pending: u64,
+    /// Input files an execution may hold.
+    #[arg(long = "max-files", default_value_t = 1000)]
+    pub max_files: u64,
+    /// Bytes a key may keep on disk, its executions and its kept files together (keys may
+    /// allow fewer).
+    #[arg(long = "max-storage", default_value = "1G", value_parser = parse_size)]
+    pub max_storage: u64,
     /// How long a kept file lives (executions' `keep`), e.g. 24h, 7d, 30m.
     #[arg(long = "file-ttl", default_value = "24h", value_parser = parse_duration)]
     pub file_ttl: Duration,
-    /// Most files an API key keeps at once (0: no limit).
+    /// Most files an API key keeps at once (0: no limit). Their bytes count against
+    /// --max-storage.
     #[arg(long = "file-max-count", default_value_t = 1000)]
     pub file_max_count: u64,
-    /// Most bytes of files an API key keeps at once (0: no limit).
-    #[arg(long = "file-max-bytes", default_value = "1G", value_parser = parse_size)]
-    pub file_max_bytes: u64,
     /// How often expired files and unused blobs are removed.
     #[arg(long = "file-sweep", default_value = "60s", value_parser = parse_duration)]
     pub file_sweep: Duration,
@@ -83,6 +120,100 @@ pub struct ServeArgs {
         env = "SANDPIT_CGROUP_PARENT"
     )]
     pub cgroup_parent: Option<PathBuf>,
+}
+
+/// The host's pid_max: no pids limit above it means anything.
+fn pid_max() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The admission policy from the flags; the pids maximum held below the host's pid_max.
+fn policy(args: &ServeArgs) -> Result<Policy, String> {
+    let secs = |d: std::time::Duration, flag: &str| {
+        let s = d.as_secs_f64();
+        if s > 0.0 {
+            Ok(s)
+        } else {
+            Err(format!("{flag} must be more than 0"))
+        }
+    };
+    let mut pids = args.max_pids;
+    if let Some(host) = pid_max() {
+        if pids >= host {
+            pids = host - 1;
+            tracing::warn!(
+                "--max-pids {} is not below this host's pid_max ({host}): using {pids}",
+                args.max_pids
+            );
+        }
+    }
+    for (flag, v) in [
+        ("--max-memory", args.max_memory),
+        ("--max-pids", pids),
+        ("--max-output", args.max_output),
+        ("--max-pending", args.max_pending),
+        ("--max-files", args.max_files),
+        ("--max-storage", args.max_storage),
+    ] {
+        if v == 0 || i64::try_from(v).is_err() {
+            return Err(format!("{flag} must be from 1 to 2^63-1"));
+        }
+    }
+    Ok(Policy {
+        caps: LimitCaps {
+            memory_bytes: args.max_memory,
+            cpu_time_s: secs(args.max_cpu_time, "--max-cpu-time")?,
+            wall_time_s: secs(args.max_wall_time, "--max-wall-time")?,
+            pids,
+            output_bytes: args.max_output,
+        },
+        quotas: Quotas {
+            max_pending: args.max_pending,
+            max_files: args.max_files,
+            max_storage_bytes: args.max_storage,
+        },
+    })
+}
+
+/// The data directory and what is in it: root's only (0700 directories, 0600 files). The
+/// server creates its files so (explicit modes, not the umask: the sandboxes inherit the
+/// umask, and their programs must see the usual one); this closes up what an older sandpit
+/// left open, and creates the database file root's only before SQLite opens it (its WAL
+/// and shared-memory files take the database's mode).
+fn close_up(data: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let private = |path: &Path, mode: u32| match std::fs::set_permissions(
+        path,
+        std::fs::Permissions::from_mode(mode),
+    ) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    };
+    for dir in [
+        data.to_path_buf(),
+        data.join("executions"),
+        data.join("tmp"),
+    ] {
+        private(&dir, 0o700)?;
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(data.join("sandpit.db"))?;
+    for name in [
+        "sandpit.db",
+        "sandpit.db-wal",
+        "sandpit.db-shm",
+        "master_token",
+    ] {
+        private(&data.join(name), 0o600)?;
+    }
+    Ok(())
 }
 
 pub fn main(data: &Path, args: ServeArgs) -> ExitCode {
@@ -121,6 +252,13 @@ pub fn main(data: &Path, args: ServeArgs) -> ExitCode {
     if slots == 0 {
         return fail(EXIT_USAGE, "--slots must be at least 1");
     }
+    let policy = match policy(&args) {
+        Ok(p) => p,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    if args.max_connections == 0 {
+        return fail(EXIT_USAGE, "--max-connections must be at least 1");
+    }
     if args.file_sweep.is_zero() {
         return fail(EXIT_USAGE, "--file-sweep must be more than 0");
     }
@@ -140,6 +278,30 @@ pub fn main(data: &Path, args: ServeArgs) -> ExitCode {
             )
         }
     };
+    if let Err(e) = close_up(&data) {
+        return fail(
+            EXIT_FAILURE,
+            format!("data directory {}: {e}", data.display()),
+        );
+    }
+    // File descriptors for every connection the cap allows, and the rest of the server.
+    let reserve = server::fds_besides_connections(slots);
+    let wanted = args.max_connections as u64 + reserve;
+    let got = server::raise_fd_limit(wanted);
+    let mut max_connections = args.max_connections;
+    if got < wanted {
+        max_connections = got.saturating_sub(reserve).max(1) as usize;
+        tracing::warn!(
+            "open files: wanted {wanted} for {} connections, the limit is {got} (raising it needs \
+             CAP_SYS_RESOURCE): serving at most {max_connections} connections",
+            args.max_connections
+        );
+    } else {
+        tracing::info!(
+            "open files: limit {got} ({} connections)",
+            args.max_connections
+        );
+    }
     let allow = match AllowList::parse(&args.callback_allow) {
         Ok(a) => a,
         Err(e) => return fail(EXIT_USAGE, e),
@@ -167,10 +329,16 @@ pub fn main(data: &Path, args: ServeArgs) -> ExitCode {
         max_upload: args.max_upload,
         dir_envs,
         node: "local".into(),
+        policy,
+        connections: ConnectionLimits {
+            max_connections,
+            header_read_timeout: args.header_read_timeout,
+            idle_timeout: args.idle_timeout,
+        },
+        body_memory: args.body_memory,
         files: FileConfig {
             ttl: args.file_ttl,
             max_files: (args.file_max_count > 0).then_some(args.file_max_count),
-            max_bytes: (args.file_max_bytes > 0).then_some(args.file_max_bytes),
             sweep_every: args.file_sweep,
         },
         callbacks,
@@ -243,9 +411,10 @@ async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), Stri
         envs: envs.clone(),
         pool: pool.clone(),
         slots: cfg.slots,
-        dirs: WorkDirs::new(cfg.executions_dir()),
+        dirs: WorkDirs::new(cfg.executions_dir(), cfg.tmp_dir()),
         files: files.clone(),
         node: cfg.node.clone(),
+        policy: cfg.policy,
     }));
     let recovered = exec
         .recover()
@@ -258,6 +427,10 @@ async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), Stri
     // Listening before the dispatcher starts, so no run's end goes uncounted (what a crash
     // left running was ended above, and said so).
     telemetry::ends::spawn(exec.events(), store.clone(), metrics.clone());
+    files
+        .recover()
+        .await
+        .map_err(|e| format!("recovering kept files: {e}"))?;
     let judge = Arc::new(judge::Service::new(judge::service::Parts {
         store: store.clone(),
         envs: envs.clone(),

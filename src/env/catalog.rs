@@ -20,6 +20,15 @@ pub enum EnvEntry {
     Stored(Box<Environment>),
 }
 
+impl EnvEntry {
+    pub fn envid(&self) -> &str {
+        match self {
+            EnvEntry::Dir { envid } => envid,
+            EnvEntry::Stored(env) => &env.envid,
+        }
+    }
+}
+
 /// What a run gets from its root source: the filesystem, its defaults, and the lease that
 /// keeps an environment or image in use (not removable, layers kept) while it lives: hold it
 /// until the run has ended.

@@ -1,10 +1,12 @@
 //! What happens to executions, told to whoever listens: every end goes through
-//! `lifecycle.rs`, which emits one [`Ended`] here. Waiters (`wait: true`, stop, delete), the
-//! live log, and later callbacks and metrics subscribe; none of them polls for an end.
+//! `lifecycle.rs`, which emits one [`Ended`] here; every chunk a run writes to its log is
+//! announced on that execution's output channel ([`OutputProgress`]). Waiters (`wait: true`,
+//! stop, delete), the live log, and later callbacks and metrics subscribe; none of them polls.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::exec::state::Ending;
 
@@ -15,17 +17,27 @@ pub struct Ended {
     pub ending: Arc<Ending>,
 }
 
+/// One execution's output channel: the length of its log that is written whole. Followers
+/// wait on it (a `watch`: a slow follower sees the latest length, never a backlog).
+struct Output {
+    length: watch::Sender<u64>,
+    /// A run holds the channel (else only followers do, waiting for the run to begin).
+    writing: bool,
+}
+
 /// The fan-out. A subscriber that falls behind by more than the buffer gets `Lagged` and
 /// re-reads the store.
 #[derive(Clone)]
 pub struct Events {
     ended: broadcast::Sender<Ended>,
+    outputs: Arc<Mutex<HashMap<String, Output>>>,
 }
 
 impl Events {
     pub fn new() -> Events {
         Events {
             ended: broadcast::channel(1024).0,
+            outputs: Arc::default(),
         }
     }
 
@@ -33,7 +45,52 @@ impl Events {
         self.ended.subscribe()
     }
 
+    fn outputs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Output>> {
+        self.outputs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Follows the log of `id`: the value is the length written whole so far, and changes as
+    /// the run appends. Before the run begins it is 0. Call [`Events::unfollow`] when done.
+    pub fn follow_output(&self, id: &str) -> watch::Receiver<u64> {
+        self.outputs()
+            .entry(id.to_string())
+            .or_insert_with(|| Output {
+                length: watch::channel(0).0,
+                writing: false,
+            })
+            .length
+            .subscribe()
+    }
+
+    /// A follower is done: the channel goes once nobody follows and no run writes.
+    pub fn unfollow(&self, id: &str, rx: watch::Receiver<u64>) {
+        drop(rx);
+        let mut outputs = self.outputs();
+        if outputs
+            .get(id)
+            .is_some_and(|o| !o.writing && o.length.receiver_count() == 0)
+        {
+            outputs.remove(id);
+        }
+    }
+
+    /// The run of `id` begins writing its log (from length 0).
+    pub(in crate::exec) fn output(&self, id: &str) -> OutputProgress {
+        let mut outputs = self.outputs();
+        let o = outputs.entry(id.to_string()).or_insert_with(|| Output {
+            length: watch::channel(0).0,
+            writing: true,
+        });
+        o.writing = true;
+        o.length.send_replace(0);
+        OutputProgress {
+            length: o.length.clone(),
+        }
+    }
+
     pub(in crate::exec) fn emit(&self, event: Ended) {
+        // The run is over: its output channel closes (followers read to the end of the log).
+        self.outputs().remove(&event.id);
         // No subscriber is not an error: nobody is waiting.
         let _ = self.ended.send(event);
     }
@@ -42,5 +99,17 @@ impl Events {
 impl Default for Events {
     fn default() -> Self {
         Events::new()
+    }
+}
+
+/// The writing end of an execution's output channel, held by its log's sinks.
+pub struct OutputProgress {
+    length: watch::Sender<u64>,
+}
+
+impl OutputProgress {
+    /// The log is now `length` bytes long, every record whole.
+    pub fn appended(&self, length: u64) {
+        self.length.send_replace(length);
     }
 }

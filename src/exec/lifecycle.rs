@@ -1,31 +1,66 @@
 //! The only code that changes an execution's status. Each method makes one [`Transition`] of
 //! the state machine (`state.rs`) and has the store apply it atomically; every end is then
-//! announced once, on [`Events`], with how it ended.
+//! announced once, on [`Events`], with how it ended. Leaving `pending` (a start, a stop) and
+//! adding input to a pending execution pass one gate, so an upload commits only into an
+//! execution that is still pending when it commits.
 
 use std::sync::Arc;
 
+use tokio::sync::Mutex;
+
 use crate::clock::Micros;
+use crate::error::{Error, Result as DomainResult};
 use crate::exec::events::{Ended, Events};
-use crate::exec::state::{Ending, Status, Step, Transition};
+use crate::exec::state::{takes_input, Ending, Status, Step, Transition};
 use crate::store::{ExecutionRow, Result, Store};
 
 #[derive(Clone)]
 pub struct Lifecycle {
     store: Arc<dyn Store>,
     events: Events,
+    /// Held by every step out of `pending` and by every input commit.
+    pending_gate: Arc<Mutex<()>>,
 }
 
 impl Lifecycle {
     pub fn new(store: Arc<dyn Store>, events: Events) -> Lifecycle {
-        Lifecycle { store, events }
+        Lifecycle {
+            store,
+            events,
+            pending_gate: Arc::default(),
+        }
+    }
+
+    /// Runs `commit` (adding input) while the execution is pending, and keeps it pending until
+    /// `commit` is done: no start or stop passes meanwhile. `WrongState` when it is not
+    /// pending, `NotFound` when it is gone (a commit never brings a deleted one back).
+    pub async fn while_pending<T, F, Fut>(&self, id: &str, commit: F) -> DomainResult<T>
+    where
+        F: FnOnce(ExecutionRow) -> Fut,
+        Fut: std::future::Future<Output = DomainResult<T>>,
+    {
+        let _gate = self.pending_gate.lock().await;
+        let row = self
+            .store
+            .get_execution(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no execution '{id}'")))?;
+        if !takes_input(row.status) {
+            return Err(Error::WrongState(format!(
+                "input can be added only while the execution is pending; it is {}",
+                row.status
+            )));
+        }
+        commit(row).await
     }
 
     pub fn events(&self) -> &Events {
         &self.events
     }
 
-    /// Records a new execution: `pending`, or `queued` at once when it is to start.
-    pub async fn create(&self, mut row: ExecutionRow, start: bool) -> Result<ExecutionRow> {
+    /// Records a new execution: `pending`, or `queued` at once when it is to start. `None`
+    /// when its owner is a key that was deleted meanwhile (nothing is recorded).
+    pub async fn create(&self, mut row: ExecutionRow, start: bool) -> Result<Option<ExecutionRow>> {
         let now = Micros::now();
         row.status = if start {
             Status::Queued
@@ -34,12 +69,12 @@ impl Lifecycle {
         };
         row.created_at = now;
         row.queued_at = start.then_some(now);
-        self.store.insert_execution(&row).await?;
-        Ok(row)
+        Ok(self.store.insert_execution(&row).await?.then_some(row))
     }
 
     /// pending → queued; false when it was not pending.
     pub async fn enqueue(&self, id: &str) -> Result<bool> {
+        let _gate = self.pending_gate.lock().await;
         self.store
             .transition(id, &Transition::enqueue(Micros::now()))
             .await
@@ -54,6 +89,7 @@ impl Lifecycle {
 
     /// pending or queued → ended (`stopped`); false when it had already started or ended.
     pub async fn cancel(&self, id: &str) -> Result<bool> {
+        let _gate = self.pending_gate.lock().await;
         self.end(id, Step::Cancel, Ending::stopped_before_start())
             .await
     }
@@ -133,6 +169,7 @@ mod tests {
             ended_at: None,
             queued_at: None,
             node: None,
+            stored_bytes: 0,
         }
     }
 
@@ -222,7 +259,7 @@ mod tests {
         assert_eq!(r.message.as_deref(), Some("boom"));
         assert!(r.ended_at >= r.started_at);
         // Created started: queued at once, in queue order.
-        let started = life.create(row("s"), true).await.unwrap();
+        let started = life.create(row("s"), true).await.unwrap().unwrap();
         assert_eq!(started.status, Status::Queued);
         assert!(started.queued_at.is_some());
     }

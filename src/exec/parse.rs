@@ -42,8 +42,30 @@ pub const DEFAULT_CAPTURE_BYTES: u64 = 1 << 20;
 /// The most a pipe's capture may keep.
 pub const MAX_CAPTURE_BYTES: u64 = 64 << 20;
 
-/// Reads a typed value; a wrong field is an `Invalid` error that names it.
+/// The first member that is `null`, by its path: no field takes `null` (leave it out).
+fn null_member(map: &serde_json::Map<String, Value>, at: &str) -> Option<String> {
+    map.iter().find_map(|(k, v)| {
+        let path = if at.is_empty() {
+            k.clone()
+        } else {
+            format!("{at}.{k}")
+        };
+        match v {
+            Value::Null => Some(path),
+            Value::Object(inner) => null_member(inner, &path),
+            _ => None,
+        }
+    })
+}
+
+/// Reads a typed value; a wrong field is an `Invalid` error that names it, and no field
+/// takes `null`.
 pub fn typed<T: DeserializeOwned>(value: Value) -> Result<T> {
+    if let Some(path) = value.as_object().and_then(|m| null_member(m, "")) {
+        return Err(Error::Invalid(format!(
+            "'{path}' may not be null (leave it out for the default)"
+        )));
+    }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         if path == "." {
@@ -54,16 +76,23 @@ pub fn typed<T: DeserializeOwned>(value: Value) -> Result<T> {
     })
 }
 
-/// Permission bits: `"755"` (octal text) or a number, at most 0o777.
+/// Permission bits: octal text (`"755"`, `"0644"`: `^0?[0-7]{1,3}$`) or a number up to 511.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mode(pub u32);
 
 impl Mode {
     pub fn parse(text: &str) -> Option<Mode> {
-        u32::from_str_radix(text.trim_start_matches("0o"), 8)
-            .ok()
-            .filter(|m| *m <= 0o777)
-            .map(Mode)
+        let digits = text
+            .strip_prefix('0')
+            .filter(|d| !d.is_empty())
+            .unwrap_or(text);
+        if digits.is_empty()
+            || digits.len() > 3
+            || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+        {
+            return None;
+        }
+        u32::from_str_radix(digits, 8).ok().map(Mode)
     }
 }
 

@@ -258,6 +258,52 @@ pub struct NewExecution {
     pub callback: Option<crate::callbacks::Callback>,
 }
 
+impl NewExecution {
+    /// What can be known wrong before anything runs: a command the kernel cannot take (a NUL
+    /// byte), too many outputs (each is read into memory after the run) in a program.
+    pub fn check(&self) -> crate::error::Result<()> {
+        use crate::error::Error;
+        let in_group = self.group.is_some();
+        for (n, p) in self.programs.iter().enumerate() {
+            let prefix = if in_group {
+                format!("programs[{n}].")
+            } else {
+                String::new()
+            };
+            if let Some(i) = p.command.iter().position(|a| a.contains('\0')) {
+                return Err(Error::Invalid(format!(
+                    "{prefix}command[{i}] contains a NUL byte, which no program can receive"
+                )));
+            }
+            let max = crate::exec::admission::MAX_OUTPUTS;
+            for (field, n) in [("outputs", p.outputs.len()), ("keep", p.keep.len())] {
+                if n > max {
+                    return Err(Error::Invalid(format!(
+                        "'{prefix}{field}' may name at most {max} files, not {n}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Input files given inline, all programs together.
+    pub fn input_count(&self) -> u64 {
+        self.programs.iter().map(|p| p.files.len() as u64).sum()
+    }
+
+    /// The bytes its input files and stdin take on disk, all programs together.
+    pub fn input_bytes(&self) -> u64 {
+        self.programs
+            .iter()
+            .map(|p| {
+                let files: u64 = p.files.iter().map(|f| f.bytes.len() as u64).sum();
+                files + p.stdin.as_ref().map_or(0, |s| s.len() as u64)
+            })
+            .sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::exec::state::EndReason;
+use crate::exec::state::{EndReason, Ending};
 
 /// Which time limit was crossed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,6 +181,14 @@ impl ExecutionResult {
             .chain(single)
     }
 
+    /// A single program's exit status (a group's are its programs').
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            ExecutionResult::Program(p) => p.exit_code,
+            ExecutionResult::Group(_) => None,
+        }
+    }
+
     pub fn group(&self) -> Option<&GroupResult> {
         match self {
             ExecutionResult::Group(g) => Some(g),
@@ -189,9 +197,136 @@ impl ExecutionResult {
     }
 }
 
+/// What the core says when `execve` of the program failed (its errno follows as
+/// `… (os error N)`).
+const EXEC_FAILED: &str = "the program could not be executed: ";
+
+/// A program that could not be started, told as a shell tells it: 127 when it is not there,
+/// 126 when it is there but cannot be executed. `None` for any other failure.
+fn exec_failure(message: &str, program: &str) -> Option<(i32, String)> {
+    let errno: i32 = message
+        .strip_prefix(EXEC_FAILED)?
+        .rsplit_once("(os error ")?
+        .1
+        .strip_suffix(')')?
+        .parse()
+        .ok()?;
+    let (code, why) = match errno {
+        libc::ENOENT | libc::ENOTDIR => (127, "was not found in the environment"),
+        libc::ENAMETOOLONG => (127, "has a name too long to be found"),
+        libc::ELOOP => (127, "was not found (too many symbolic links)"),
+        libc::EACCES | libc::EPERM => (126, "cannot be executed: permission denied"),
+        libc::ENOEXEC => (126, "cannot be executed: not an executable format"),
+        libc::EISDIR => (126, "cannot be executed: it is a directory"),
+        libc::ETXTBSY => (126, "cannot be executed: it is being written"),
+        libc::E2BIG => (126, "cannot be executed: the arguments are too long"),
+        libc::ELIBBAD | libc::ELIBACC => (
+            126,
+            "cannot be executed: a shared library is missing or damaged",
+        ),
+        _ => return None,
+    };
+    Some((code, format!("the program '{program}' {why}")))
+}
+
+/// A program with no name: not found, as a shell says (it is never run).
+pub fn nameless_program() -> Ending {
+    Ending {
+        reason: EndReason::Normal,
+        message: Some("the program '' was not found in the environment (an empty name)".into()),
+        result: Some(ExecutionResult::Program(ProgramResult {
+            exit_code: Some(127),
+            signal: None,
+            signal_name: None,
+            timeout: None,
+            cpu_time_s: 0.0,
+            user_time_s: 0.0,
+            system_time_s: 0.0,
+            wall_time_s: 0.0,
+            setup_s: None,
+            peak_memory_bytes: 0,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            stdout_truncated: false,
+            stderr_truncated: false,
+            oom_kills: 0,
+            pids_limit_hit: false,
+            seccomp_violations: Vec::new(),
+            cgroup_version: 0,
+            outputs: BTreeMap::new(),
+            kept: BTreeMap::new(),
+        })),
+    }
+}
+
+/// How one program's run ended, as the engine tells it: the core's verdict, except that a
+/// program that could not be started ends `normal` with exit status 127/126 and says why,
+/// and a failure of the sandbox itself says only that (its details go to the server's log,
+/// under execution `id`).
+pub fn program_end(
+    id: &str,
+    program: &str,
+    outcome: &sandbox::Outcome,
+    refused: BTreeMap<String, String>,
+) -> ProgramEnd {
+    let mut result = ProgramResult::from_outcome(outcome, refused);
+    let reason = EndReason::from(outcome.end_reason);
+    if reason != EndReason::InternalError {
+        return ProgramEnd {
+            end_reason: reason,
+            message: outcome.message.clone(),
+            result: Some(result),
+        };
+    }
+    let message = outcome.message.as_deref().unwrap_or_default();
+    match exec_failure(message, program) {
+        Some((code, why)) => {
+            result.exit_code = Some(code);
+            ProgramEnd {
+                end_reason: EndReason::Normal,
+                message: Some(why),
+                result: Some(result),
+            }
+        }
+        None => {
+            let failed = Ending::failed(id, message);
+            ProgramEnd {
+                end_reason: failed.reason,
+                message: failed.message,
+                result: Some(result),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_program_that_cannot_start_is_told_as_a_shell_would() {
+        let errno_text = |e: i32| std::io::Error::from_raw_os_error(e).to_string();
+        for (errno, code) in [
+            (libc::ENOENT, 127),
+            (libc::ENOTDIR, 127),
+            (libc::EACCES, 126),
+            (libc::ENOEXEC, 126),
+        ] {
+            let (got, why) =
+                exec_failure(&format!("{EXEC_FAILED}{}", errno_text(errno)), "prog").unwrap();
+            assert_eq!(got, code, "errno {errno}");
+            assert!(why.contains("'prog'"), "{why}");
+        }
+        // Other failures are the sandbox's own.
+        assert_eq!(
+            exec_failure(&format!("{EXEC_FAILED}{}", errno_text(libc::ENOMEM)), "p"),
+            None
+        );
+        assert_eq!(
+            exec_failure("mounting the root: Permission denied (os error 13)", "p"),
+            None
+        );
+    }
 
     #[test]
     fn the_stored_form_of_today_reads_back() {

@@ -10,8 +10,11 @@ use std::time::Duration;
 use sandbox::{EnvSpec, FileIn, FileSource, Outcome, Pool, RelPath, Spec, Stdin, StopHandle};
 
 use crate::env::{Catalog, Resolved};
+use crate::exec::events::OutputProgress;
 use crate::exec::request::{GroupRequest, Limits, ProgramRequest};
-use crate::exec::result::{ExecutionResult, GroupResult, PipeResult, ProgramEnd, ProgramResult};
+use crate::exec::result::{
+    nameless_program, program_end, ExecutionResult, GroupResult, PipeResult, ProgramEnd,
+};
 use crate::exec::state::{EndReason, Ending};
 use crate::exec::workdir::{collected_file, ProgramDir, WorkDir};
 use crate::files::{FileStore, KeepItem};
@@ -65,6 +68,8 @@ pub fn program_spec(
         .files(files)
         .stdin(stdin)
         .collect(collect_paths(outputs, keep))
+        // Each is read into memory: at most the output limit each.
+        .collect_max_bytes(limits.output_bytes)
         .build()
 }
 
@@ -111,9 +116,10 @@ pub struct RunEnd {
 }
 
 impl RunEnd {
-    fn failed(message: String) -> RunEnd {
+    /// The engine or the sandbox failed: the detail goes to the server's log only.
+    fn failed(id: &str, detail: String) -> RunEnd {
         RunEnd {
-            ending: Ending::internal(message),
+            ending: Ending::failed(id, detail),
             keep: Vec::new(),
             pooled: None,
         }
@@ -135,26 +141,25 @@ pub fn keep_items(
         .collect()
 }
 
-/// Keeps a program's streams and outputs on disk; its measurements and the message to show
-/// (a failure to store comes first).
-fn store_program(
-    dir: &ProgramDir,
-    p: &ProgramRequest,
-    o: &Outcome,
-) -> (ProgramResult, Option<String>) {
+/// Keeps a program's streams and outputs on disk; how it ended (a program that could not be
+/// started ends as a shell says: 127/126, see `result.rs`), and a failure to store says so.
+fn store_program(id: &str, dir: &ProgramDir, p: &ProgramRequest, o: &Outcome) -> ProgramEnd {
     let write_errors = dir.store_streams(o);
     let refused = dir.store_outputs(&p.outputs, &o.files);
-    let message = if write_errors.is_empty() {
-        o.message.clone()
-    } else {
-        Some(format!(
-            "storing the streams failed: {}",
+    let program = p.command.first().map_or("", String::as_str);
+    let mut end = program_end(id, program, o, refused);
+    if !write_errors.is_empty() {
+        tracing::error!(
+            "execution {id}: storing the streams: {}",
             write_errors.join("; ")
-        ))
-    };
-    (ProgramResult::from_outcome(o, refused), message)
+        );
+        end.message =
+            Some("the server could not keep the program's output; its log says why".into());
+    }
+    end
 }
 
+/// Runs it; its output is announced on `progress` as it is written.
 pub fn run(
     pool: &Pool,
     envs: &Catalog,
@@ -162,45 +167,59 @@ pub fn run(
     dir: &WorkDir,
     row: &ExecutionRow,
     stop: StopHandle,
+    progress: OutputProgress,
 ) -> RunEnd {
+    let id = &row.id;
     let programs = row.request.programs();
     let group = row.request.is_group();
+    if !group
+        && programs
+            .first()
+            .and_then(|p| p.command.first())
+            .is_some_and(String::is_empty)
+    {
+        return RunEnd {
+            ending: nameless_program(),
+            keep: Vec::new(),
+            pooled: None,
+        };
+    }
     let mut ready_programs = Vec::with_capacity(programs.len());
     for (i, p) in programs.iter().enumerate() {
         match ready(envs, files, &row.environment, &dir.program(group, i), p) {
             Ok(r) => ready_programs.push(r),
-            Err(e) if group => return RunEnd::failed(format!("programs[{i}]: {e}")),
-            Err(e) => return RunEnd::failed(e),
+            Err(e) if group => return RunEnd::failed(id, format!("programs[{i}]: {e}")),
+            Err(e) => return RunEnd::failed(id, e),
         }
     }
-    let mut ios = match dir.live_ios(programs.len(), &stop) {
+    let mut ios = match dir.live_ios(programs.len(), &stop, progress) {
         Ok(ios) => ios,
-        Err(e) => return RunEnd::failed(format!("creating the log: {e}")),
+        Err(e) => return RunEnd::failed(id, format!("creating the log: {e}")),
     };
     if let Some(g) = row.request.group() {
         let specs = ready_programs.iter().map(|r| r.spec.clone()).collect();
         let outcome = match pool.engine().run_group(&core_group(g, specs), ios) {
             Ok(o) => o,
-            Err(e) => return RunEnd::failed(format!("the sandbox could not run: {e}")),
+            Err(e) => return RunEnd::failed(id, format!("the sandbox could not run: {e}")),
         };
         drop(ready_programs);
-        return group_end(dir, g, &outcome, stop.requested());
+        return group_end(id, dir, g, &outcome, stop.requested());
     }
     let (Some(p), Some(r), Some(io)) = (programs.first(), ready_programs.first(), ios.pop()) else {
-        return RunEnd::failed("an execution without a program".into());
+        return RunEnd::failed(id, "an execution without a program".into());
     };
     let pooled = r.spec.env_spec();
     let outcome = match pool.run(&r.spec, io) {
         Ok(o) => o,
-        Err(e) => return RunEnd::failed(format!("the sandbox could not run: {e}")),
+        Err(e) => return RunEnd::failed(id, format!("the sandbox could not run: {e}")),
     };
     drop(ready_programs);
-    let (result, message) = store_program(&dir.program(false, 0), p, &outcome);
+    let end = store_program(id, &dir.program(false, 0), p, &outcome);
     RunEnd {
         ending: Ending {
-            reason: outcome.end_reason.into(),
-            message,
-            result: Some(ExecutionResult::Program(result)),
+            reason: end.end_reason,
+            message: end.message,
+            result: end.result.map(ExecutionResult::Program),
         },
         keep: vec![(0, keep_items(&p.keep, &outcome.files))],
         pooled: Some(pooled),
@@ -231,17 +250,42 @@ pub fn core_group(g: &GroupRequest, programs: Vec<Spec>) -> sandbox::Group {
     }
 }
 
-/// How a group ended, as a whole: `internal-error` when the engine failed for a program,
-/// `stopped` when it was stopped, `timeout` when its wall limit ended it, else `normal`
-/// (each program's own end is in its [`ProgramEnd`]).
+/// How a group ended, as a whole, by the core's own verdicts (`sandpit run --spec`):
+/// `internal-error` when the engine failed for a program, `stopped` when it was stopped,
+/// `timeout` when its wall limit ended it, else `normal` (each program's own end is in its
+/// outcome).
 pub fn group_ending(outcome: &sandbox::GroupOutcome, stopped: bool) -> (EndReason, Option<String>) {
     let failed = outcome
         .programs
         .iter()
         .enumerate()
-        .find(|(_, o)| o.end_reason == sandbox::EndReason::InternalError);
-    if let Some((i, o)) = failed {
-        let why = o.message.as_deref().unwrap_or("the sandbox failed");
+        .find(|(_, o)| o.end_reason == sandbox::EndReason::InternalError)
+        .map(|(i, o)| (i, o.message.as_deref()));
+    group_reason(failed, outcome, stopped)
+}
+
+/// The same by the server's verdicts ([`ProgramEnd`]): a program that could not be started
+/// is no failure of the group (it ended 127/126), and a failure says only that.
+fn group_ending_of(
+    programs: &[ProgramEnd],
+    outcome: &sandbox::GroupOutcome,
+    stopped: bool,
+) -> (EndReason, Option<String>) {
+    let failed = programs
+        .iter()
+        .enumerate()
+        .find(|(_, p)| p.end_reason == EndReason::InternalError)
+        .map(|(i, p)| (i, p.message.as_deref()));
+    group_reason(failed, outcome, stopped)
+}
+
+fn group_reason(
+    failed: Option<(usize, Option<&str>)>,
+    outcome: &sandbox::GroupOutcome,
+    stopped: bool,
+) -> (EndReason, Option<String>) {
+    if let Some((i, why)) = failed {
+        let why = why.unwrap_or("the sandbox failed");
         (
             EndReason::InternalError,
             Some(format!("programs[{i}]: {why}")),
@@ -259,6 +303,7 @@ pub fn group_ending(outcome: &sandbox::GroupOutcome, stopped: bool) -> (EndReaso
 }
 
 fn group_end(
+    id: &str,
     dir: &WorkDir,
     g: &GroupRequest,
     outcome: &sandbox::GroupOutcome,
@@ -267,12 +312,7 @@ fn group_end(
     let mut programs = Vec::with_capacity(g.programs.len());
     let mut keep = Vec::new();
     for (i, (p, o)) in g.programs.iter().zip(&outcome.programs).enumerate() {
-        let (result, message) = store_program(&dir.program(true, i), p, o);
-        programs.push(ProgramEnd {
-            end_reason: o.end_reason.into(),
-            message,
-            result: Some(result),
-        });
+        programs.push(store_program(id, &dir.program(true, i), p, o));
         keep.push((i, keep_items(&p.keep, &o.files)));
     }
     let mut errors = Vec::new();
@@ -292,9 +332,10 @@ fn group_end(
             })
         })
         .collect();
-    let (reason, mut message) = group_ending(outcome, stopped);
+    let (reason, mut message) = group_ending_of(&programs, outcome, stopped);
     if !errors.is_empty() {
-        message = Some(format!("storing the pipes failed: {}", errors.join("; ")));
+        tracing::error!("execution {id}: storing the pipes: {}", errors.join("; "));
+        message = Some("the server could not keep the pipes' traffic; its log says why".into());
     }
     RunEnd {
         ending: Ending {

@@ -3,6 +3,7 @@
 //! leaves every status change to the [`Lifecycle`].
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,14 +16,17 @@ use crate::callbacks::Subject;
 use crate::clock::Micros;
 use crate::env::Catalog;
 use crate::error::{blocking, Error, Result};
-use crate::exec::admission::{admit, effective_limits, group_settings};
+use crate::exec::admission::{
+    admit, check_files, check_pending, check_storage, effective_limits, group_settings,
+    storage_left, storage_quota, Policy,
+};
 use crate::exec::events::Events;
 use crate::exec::lifecycle::Lifecycle;
 use crate::exec::request::{ExecutionRequest, NewExecution, ProgramRequest};
 use crate::exec::runner::{self, RunEnd};
 use crate::exec::state::{require, Ending, Status};
-use crate::exec::workdir::{ProgramDir, WorkDir, WorkDirs};
-use crate::files::FileStore;
+use crate::exec::workdir::{WorkDir, WorkDirs};
+use crate::files::{FileStore, Room};
 use crate::ids::{new_execution_id, valid_execution_id};
 use crate::scheduler::Scheduler;
 use crate::store::{ExecutionRow, Store};
@@ -42,7 +46,8 @@ pub struct Service {
     files: Arc<FileStore>,
     /// This node's name in the store.
     node: String,
-    /// Serialises "count the key's executions, then queue one" so max_executions holds.
+    policy: Policy,
+    /// Serialises "count what the key holds, then add to it" so its quotas hold.
     admission: tokio::sync::Mutex<()>,
     /// envid → what the pool shelves its sandboxes under, as its latest run found it.
     pooled: Mutex<BTreeMap<String, EnvSpec>>,
@@ -58,6 +63,16 @@ pub struct Parts {
     pub dirs: WorkDirs,
     pub files: Arc<FileStore>,
     pub node: String,
+    pub policy: Policy,
+}
+
+/// Where an upload may go, known before its body is read.
+pub struct UploadTarget {
+    pub id: String,
+    /// The program whose input it is (0 for a single program).
+    pub program: usize,
+    /// What the key's storage quota leaves for it.
+    pub max_bytes: u64,
 }
 
 impl Service {
@@ -71,6 +86,7 @@ impl Service {
             dirs: p.dirs,
             files: p.files,
             node: p.node,
+            policy: p.policy,
             admission: tokio::sync::Mutex::new(()),
             pooled: Mutex::default(),
         }
@@ -98,6 +114,10 @@ impl Service {
             .collect()
     }
 
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     /// The slots' scheduler (the judge shares its slots).
     pub fn scheduler(&self) -> &Scheduler {
         &self.sched
@@ -105,6 +125,10 @@ impl Service {
 
     pub fn dir(&self, id: &str) -> WorkDir {
         self.dirs.of(id)
+    }
+
+    pub fn dirs(&self) -> &WorkDirs {
+        &self.dirs
     }
 
     /// An execution the principal may see; `NotFound` otherwise (others' executions don't
@@ -134,7 +158,30 @@ impl Service {
             .await?)
     }
 
+    /// The quotas of what a key holds, with `adding` more bytes and one more execution
+    /// (pending unless `start`); `keeps`: it asks to keep files, so its storage quota must
+    /// have room left after it. The master token has none.
+    async fn check_holdings(
+        &self,
+        who: &Principal,
+        adding: u64,
+        start: bool,
+        keeps: bool,
+    ) -> Result<()> {
+        if who.is_master() {
+            return Ok(());
+        }
+        let usage = self.store.usage(&who.owner()).await?;
+        let key = who.quota();
+        if !start {
+            check_pending(&usage, &key, &self.policy.quotas)?;
+        }
+        // Keeping files needs a byte to spare after the inputs.
+        check_storage(&usage, adding + u64::from(keeps), &key, &self.policy.quotas)
+    }
+
     pub async fn create(&self, who: &Principal, mut new: NewExecution) -> Result<ExecutionRow> {
+        new.check()?;
         let in_group = new.group.is_some();
         let quota = who.quota();
         let mut limits = Vec::with_capacity(new.programs.len());
@@ -147,17 +194,29 @@ impl Service {
                     field("environment")
                 )));
             }
-            limits
-                .push(effective_limits(&p.limits, &quota).map_err(|e| in_program(e, in_group, i))?);
+            limits.push(
+                effective_limits(&p.limits, &quota, &self.policy.caps)
+                    .map_err(|e| in_program(e, in_group, i))?,
+            );
         }
+        check_files(new.input_count(), &quota, &self.policy.quotas)?;
         let group = match &new.group {
-            Some(g) => Some(group_settings(g, &new.programs, &limits, &quota)?),
+            Some(g) => Some(group_settings(
+                g,
+                &new.programs,
+                &limits,
+                &quota,
+                &self.policy.caps,
+            )?),
             None => None,
         };
-        if new.programs.iter().any(|p| !p.keep.is_empty()) {
+        let keeps = new.programs.iter().any(|p| !p.keep.is_empty());
+        if keeps {
             self.files.check_room(who).await?;
         }
         let start = new.start || new.wait;
+        let input_bytes = new.input_bytes();
+        self.check_holdings(who, input_bytes, start, keeps).await?;
         if start {
             admit(self.store.as_ref(), &who.owner(), &quota).await?;
         }
@@ -174,13 +233,7 @@ impl Service {
                 .iter()
                 .map(|(files, stdin)| (files.as_slice(), stdin.as_deref()))
                 .collect();
-            writer.create(in_group, &programs).map_err(|e| {
-                // Our own directory: what fails here is a path that is both a file and a
-                // folder.
-                Error::Invalid(format!(
-                    "files: {e} (a path is used both as a file and as a directory?)"
-                ))
-            })
+            writer.create(in_group, &programs)
         })
         .await?;
         // The callback's row first: the execution cannot end before its callback exists.
@@ -247,13 +300,17 @@ impl Service {
                 ended_at: None,
                 queued_at: None,
                 node: None,
+                stored_bytes: input_bytes,
             };
+            // Checked again under the lock: concurrent creates of one key can't all pass.
+            let _guard = self.admission.lock().await;
+            self.check_holdings(who, input_bytes, start, keeps).await?;
             if start {
-                let _guard = self.admission.lock().await;
                 admit(self.store.as_ref(), &who.owner(), &quota).await?;
-                Ok(self.life.create(row, true).await?)
-            } else {
-                Ok(self.life.create(row, false).await?)
+            }
+            match self.life.create(row, start).await? {
+                Some(row) => Ok(row),
+                None => Err(Error::Unauthorized("the API key was deleted".into())),
             }
         }
         .await;
@@ -280,15 +337,16 @@ impl Service {
         Ok(self.store.get_execution(&id).await?.unwrap_or(row))
     }
 
-    /// Where one more input file of program `program` goes (`None`: the execution is one
-    /// program): the work directory of a pending execution (checked before the caller reads
-    /// the upload).
-    pub async fn input_dir(
+    /// Where one more input file of program `program` may go (`None`: the execution is one
+    /// program), checked before the caller reads the upload: a pending execution of the
+    /// principal, and how many bytes the key's storage quota leaves. The state is checked
+    /// again where the upload commits ([`Service::commit_input`]).
+    pub async fn input_target(
         &self,
         who: &Principal,
         id: &str,
         program: Option<usize>,
-    ) -> Result<ProgramDir> {
+    ) -> Result<UploadTarget> {
         let row = self.get(who, id).await?;
         let i = program_index(&row, program)?;
         require(
@@ -296,7 +354,84 @@ impl Service {
             &[Status::Pending],
             "input can be uploaded only while the execution is pending",
         )?;
-        Ok(self.dirs.of(&row.id).program(row.request.is_group(), i))
+        let max_bytes = if who.is_master() {
+            u64::MAX
+        } else {
+            let usage = self.store.usage(&who.owner()).await?;
+            check_storage(&usage, 0, &who.quota(), &self.policy.quotas)?;
+            storage_left(&usage, &who.quota(), &self.policy.quotas)
+        };
+        Ok(UploadTarget {
+            id: row.id,
+            program: i,
+            max_bytes,
+        })
+    }
+
+    /// Moves a received upload (`received`, `size` bytes, in the scratch space) into the
+    /// execution as input `rel` if it is pending now, and only then: the lifecycle's gate
+    /// keeps it pending until the file is in place, and a deleted execution is never brought
+    /// back. The received file is gone afterwards, whatever happened.
+    pub async fn commit_input(
+        &self,
+        who: &Principal,
+        target: &UploadTarget,
+        rel: RelPath,
+        received: PathBuf,
+        size: u64,
+        mode: u32,
+    ) -> Result<()> {
+        let committed = match self.get(who, &target.id).await {
+            Ok(row) => {
+                // The admission lock first, then the lifecycle's gate (as `start` takes them).
+                let _guard = self.admission.lock().await;
+                self.life
+                    .while_pending(&row.id, |row| {
+                        let received = received.clone();
+                        self.commit_pending(who, row, target.program, rel, received, size, mode)
+                    })
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let _ = tokio::fs::remove_file(&received).await;
+        committed
+    }
+
+    /// The commit itself, under the admission lock and inside the lifecycle's gate.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_pending(
+        &self,
+        who: &Principal,
+        row: ExecutionRow,
+        program: usize,
+        rel: RelPath,
+        received: PathBuf,
+        size: u64,
+        mode: u32,
+    ) -> Result<()> {
+        let (quota, quotas) = (who.quota(), self.policy.quotas);
+        if !who.is_master() {
+            let usage = self.store.usage(&who.owner()).await?;
+            check_storage(&usage, size, &quota, &quotas)?;
+        }
+        let dir = self.dirs.of(&row.id);
+        let (group, programs) = (row.request.is_group(), row.request.programs().len());
+        let stored = blocking(move || {
+            // Input files per execution: every program's together.
+            let mut count = 0;
+            for i in 0..programs {
+                count += dir.program(group, i).input_count()?;
+            }
+            let target = dir.program(group, program);
+            count += u64::from(!target.has_input(&rel)?);
+            check_files(count, &quota, &quotas)?;
+            target.commit_input(&rel, &received, mode)?;
+            Ok(dir.size_on_disk()?)
+        })
+        .await?;
+        self.store.set_stored_bytes(&row.id, stored).await?;
+        Ok(())
     }
 
     pub async fn start(&self, who: &Principal, id: &str, wait: bool) -> Result<ExecutionRow> {
@@ -345,16 +480,38 @@ impl Service {
         Ok(row)
     }
 
+    /// Stops and erases every execution of `owner` (a deleted key's: its id is never used
+    /// again, so nothing of it stays reachable). Returns how many.
+    pub async fn erase_owned(&self, owner: &str) -> Result<usize> {
+        let ids = self.store.execution_ids_of(owner).await?;
+        self.erase_all(ids).await
+    }
+
+    async fn erase_all(&self, ids: Vec<String>) -> Result<usize> {
+        let erased = futures_util::future::join_all(
+            ids.iter().map(|id| self.delete(&Principal::Master, id)),
+        )
+        .await;
+        for r in erased {
+            match r {
+                // Gone already: someone else erased it.
+                Ok(_) | Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ids.len())
+    }
+
     /// An output of program `program` (`None`: the execution is one program) as it was at
-    /// the end. Only outputs named at creation; never one the core refused (a symlink, FIFO
-    /// or device in its place).
+    /// the end, opened for streaming, and its length. Only outputs named at creation; never
+    /// one the core refused (a symlink, FIFO or device in its place).
     pub async fn output(
         &self,
         who: &Principal,
         id: &str,
         program: Option<usize>,
         rel: &RelPath,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<(tokio::fs::File, u64)> {
         let row = self.get(who, id).await?;
         let i = program_index(&row, program)?;
         let name = row.request.programs()[i].output_named(rel).ok_or_else(|| {
@@ -376,7 +533,7 @@ impl Service {
         self.dirs
             .of(&row.id)
             .program(row.request.is_group(), i)
-            .read_output(rel)
+            .open_output(rel)
             .await?
             .ok_or_else(|| {
                 Error::OutputRefused(format!(
@@ -471,10 +628,16 @@ impl Service {
         }
     }
 
-    /// At start: what a crash left running ends as internal-error, and the files of
-    /// executions that were never accepted (a crash between writing them and the insert) go.
+    /// At start: what a crash left running ends as internal-error, the executions of keys
+    /// whose deletion a crash interrupted are erased, and the files of executions that were
+    /// never accepted (a crash between writing them and the insert) go.
     pub async fn recover(&self) -> Result<usize> {
         let ids = self.life.abandon_running(&self.node).await?;
+        let orphans = self.store.orphaned_execution_ids().await?;
+        if !orphans.is_empty() {
+            tracing::warn!("erasing {} execution(s) of deleted API keys", orphans.len());
+            self.erase_all(orphans).await?;
+        }
         for id in self.dirs.ids().await {
             if self.store.get_execution(&id).await?.is_none() {
                 let _ = self.dirs.of(&id).remove().await;
@@ -507,6 +670,7 @@ impl Service {
             Ok(stop) => {
                 let s = self.clone();
                 let claimed = row.clone();
+                let progress = self.events().output(&id);
                 let end = tokio::task::spawn_blocking(move || {
                     runner::run(
                         &s.pool,
@@ -515,9 +679,11 @@ impl Service {
                         &s.dirs.of(&claimed.id),
                         &claimed,
                         stop,
+                        progress,
                     )
                 })
                 .await;
+                self.record_size(&id).await;
                 match end {
                     Ok(mut end) => {
                         if let Some(env) = end.pooled.take() {
@@ -528,10 +694,10 @@ impl Service {
                         }
                         self.keep_files(&row, end).await
                     }
-                    Err(e) => Ending::internal(format!("the run panicked: {e}")),
+                    Err(e) => Ending::failed(&id, format!("the run panicked: {e}")),
                 }
             }
-            Err(e) => Ending::internal(format!("creating the stop handle: {e}")),
+            Err(e) => Ending::failed(&id, format!("creating the stop handle: {e}")),
         };
         if let Err(e) = self.life.finish(&id, ending).await {
             tracing::error!("recording the end of {id}: {e}");
@@ -540,24 +706,73 @@ impl Service {
         drop(permit);
     }
 
+    /// What the execution keeps on disk now counts against its owner's storage quota.
+    async fn record_size(&self, id: &str) {
+        let dir = self.dirs.of(id);
+        match blocking(move || Ok(dir.size_on_disk()?)).await {
+            Ok(bytes) => {
+                if let Err(e) = self.store.set_stored_bytes(id, bytes).await {
+                    tracing::error!("recording the size of {id}: {e}");
+                }
+            }
+            Err(e) => tracing::error!("measuring the size of {id}: {e}"),
+        }
+    }
+
     /// Keeps what the run left to keep, and says so in each program's result.
     async fn keep_files(&self, row: &ExecutionRow, end: RunEnd) -> Ending {
         let RunEnd {
             mut ending, keep, ..
         } = end;
-        // The master token keeps files without a quota.
-        let limited = row.owner != Principal::Master.owner();
+        if keep.iter().all(|(_, items)| items.is_empty()) {
+            return ending;
+        }
+        let mut room = match self.storage_room(&row.owner).await {
+            Ok(room) => room,
+            Err(e) => {
+                tracing::error!("execution {}: the storage quota of its key: {e}", row.id);
+                Some(Room {
+                    left: 0,
+                    max: 0,
+                    whose: "the server could not read this API key's quota".into(),
+                })
+            }
+        };
         for (i, items) in keep {
             if items.is_empty() {
                 continue;
             }
             let paths: Vec<String> = items.iter().map(|k| k.path.clone()).collect();
-            let kept = self.files.keep(&row.owner, limited, &row.id, items).await;
+            let kept = self
+                .files
+                .keep(&row.owner, room.as_mut(), &row.id, items)
+                .await;
             if let Some(result) = ending.result.as_mut().and_then(|r| r.program_mut(i)) {
                 result.kept.extend(paths.into_iter().zip(kept));
             }
         }
         ending
+    }
+
+    /// What `owner`'s storage quota leaves for kept files (`None`: the master token's, no
+    /// quota). The key's own quota is read again: the run may have outlived a change.
+    async fn storage_room(&self, owner: &str) -> Result<Option<Room>> {
+        if owner == Principal::Master.owner() {
+            return Ok(None);
+        }
+        let key = match owner.strip_prefix("key:") {
+            Some(id) => self.store.api_key_by_id(id).await?,
+            None => None,
+        };
+        // A key deleted meanwhile keeps nothing (the file store refuses it by name).
+        let quota = key.map(|k| k.quota).unwrap_or_default();
+        let usage = self.store.usage(owner).await?;
+        let (max, whose) = storage_quota(&quota, &self.policy.quotas);
+        Ok(Some(Room {
+            left: storage_left(&usage, &quota, &self.policy.quotas),
+            max,
+            whose,
+        }))
     }
 }
 
@@ -577,7 +792,7 @@ fn in_program(e: Error, in_group: bool, i: usize) -> Error {
     }
     match e {
         Error::Invalid(m) => Error::Invalid(format!("programs[{i}].{m}")),
-        Error::OverKeyLimit(m) => Error::OverKeyLimit(format!("programs[{i}].{m}")),
+        Error::OverLimit(m) => Error::OverLimit(format!("programs[{i}].{m}")),
         Error::NotFound(m) => Error::NotFound(format!("programs[{i}].{m}")),
         e => e,
     }

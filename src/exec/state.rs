@@ -112,6 +112,10 @@ impl fmt::Display for EndReason {
     }
 }
 
+/// What an execution says of a failure of the engine or the sandbox (the details are logged).
+pub const FAILURE_MESSAGE: &str =
+    "the sandbox failed to run this execution (not the program's fault); the server's log says why";
+
 /// How an execution ended: what every waiter, the live log and (later) callbacks and metrics
 /// are told, and what the store keeps.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,6 +133,13 @@ impl Ending {
             message: Some(message.into()),
             result: None,
         }
+    }
+
+    /// The engine or the sandbox failed: `detail` goes to the server's log, the execution
+    /// says only that (a detail may name host paths, pids or internals).
+    pub fn failed(id: &str, detail: impl fmt::Display) -> Ending {
+        tracing::error!("execution {id}: {detail}");
+        Ending::internal(FAILURE_MESSAGE)
     }
 
     pub fn stopped_before_start() -> Ending {
@@ -259,6 +270,12 @@ impl Transition {
     pub fn change(&self) -> &Change {
         &self.change
     }
+}
+
+/// Whether input may still be added: only while the execution can still be started (checked
+/// where an upload commits, under the lifecycle's gate, never only before its body arrives).
+pub fn takes_input(status: Status) -> bool {
+    Step::Enqueue.from().contains(&status)
 }
 
 /// The one "must be in this state" guard: `WrongState` saying what was tried and what it is.

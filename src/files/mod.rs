@@ -17,11 +17,14 @@
 //! Rules (for the API and for the grading pipeline, which uses the same calls):
 //! - Only the owner (or the master token) can see, use, download or delete a file; to anyone
 //!   else, and once expired, it does not exist (`NotFound`).
-//! - Each key may keep at most `max_files` files of at most `max_bytes` in all (server-wide
-//!   settings, [`FileConfig`]; the master token has no quota). An execution that asks to keep
-//!   files is refused at creation when its key is already at a quota (`OverCountQuota`,
-//!   `OverBytesQuota`); a file that does not fit when its run ends is not kept, and the result
-//!   says why, path by path ([`Kept::Refused`]).
+//! - Each key may keep at most `max_files` files at once (a server-wide setting,
+//!   [`FileConfig`]), and their bytes count against the key's storage quota
+//!   (`max_storage_bytes`, the one quota of everything a key keeps on disk: its executions and
+//!   its files; see `exec::admission`). The master token has no quota. An execution that asks
+//!   to keep files is refused at creation when its key is already at a quota
+//!   (`OverCountQuota`, `OverQuota`); a file that does not fit when its run ends is not kept,
+//!   and the result says why, path by path ([`Kept::Refused`]).
+//! - A key's files are owned by its id (`key:<id>`): deleting the key deletes them.
 //! - An execution reads the content a file had when the execution was accepted: the blobs it
 //!   references are kept until it has ended, even if their files are deleted or expire
 //!   meanwhile.
@@ -54,10 +57,9 @@ use crate::store::{FileRow, Store};
 pub struct FileConfig {
     /// How long a kept file lives.
     pub ttl: Duration,
-    /// Most files a key keeps at once (`None`: no limit).
+    /// Most files a key keeps at once (`None`: no limit). Their bytes count against the key's
+    /// storage quota (`max_storage_bytes`), given to [`FileStore::keep`] as a [`Room`].
     pub max_files: Option<u64>,
-    /// Most bytes a key keeps at once, all its files together.
-    pub max_bytes: Option<u64>,
     /// How often expired files and unneeded blobs are removed.
     pub sweep_every: Duration,
 }
@@ -67,7 +69,6 @@ impl Default for FileConfig {
         FileConfig {
             ttl: Duration::from_secs(86_400),
             max_files: Some(1000),
-            max_bytes: Some(1 << 30),
             sweep_every: Duration::from_secs(60),
         }
     }
@@ -80,6 +81,16 @@ pub struct KeepItem {
     pub path: String,
     /// The bytes, or why they could not be read back (a symlink, too large, missing).
     pub bytes: std::result::Result<Vec<u8>, String>,
+}
+
+/// What a key's storage quota leaves for the files a run keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Room {
+    /// Bytes left.
+    pub left: u64,
+    /// The quota, and whose it is (for the message).
+    pub max: u64,
+    pub whose: String,
 }
 
 /// What a sweep removed.
@@ -161,11 +172,12 @@ fn quota_count_message(n: i64, max: u64) -> String {
     )
 }
 
-fn quota_bytes_message(used: i64, more: Option<usize>, max: u64) -> String {
-    let adding = more.map_or(String::new(), |b| format!(", {b} more would not fit"));
+fn quota_bytes_message(room: &Room, size: usize) -> String {
     format!(
-        "this API key keeps {used} bytes of files{adding}: at most {max} bytes (the server's \
-         --file-max-bytes); delete some (DELETE /api/v1/files/{{id}}) or let them expire"
+        "this API key may keep at most {} bytes on the server ({}), executions and kept files \
+         together; {} are left and this file has {size}: delete files (DELETE \
+         /api/v1/files/{{id}}) or executions it no longer needs",
+        room.max, room.whose, room.left
     )
 }
 
@@ -271,23 +283,32 @@ impl FileStore {
         Ok(rows.len())
     }
 
-    /// Refuses a new execution that asks to keep files when its key is already at a quota.
+    /// Refuses a new execution that asks to keep files when its key already keeps as many
+    /// files as it may (its bytes are the storage quota's business: `exec::admission`).
     pub async fn check_room(&self, who: &Principal) -> Result<()> {
         if who.is_master() {
             return Ok(());
         }
-        let (n, bytes) = self.store.file_usage(&who.owner(), Micros::now()).await?;
+        let (n, _) = self.store.file_usage(&who.owner(), Micros::now()).await?;
         if let Some(max) = self.cfg.max_files {
             if n >= i64::try_from(max).unwrap_or(i64::MAX) {
                 return Err(Error::OverCountQuota(quota_count_message(n, max)));
             }
         }
-        if let Some(max) = self.cfg.max_bytes {
-            if bytes >= i64::try_from(max).unwrap_or(i64::MAX) {
-                return Err(Error::OverBytesQuota(quota_bytes_message(bytes, None, max)));
-            }
-        }
         Ok(())
+    }
+
+    /// At start: the files of keys that no longer exist go (a key's deletion a crash
+    /// interrupted); their blobs go with the first sweep. Returns how many files.
+    pub async fn recover(&self) -> Result<usize> {
+        let orphans = {
+            let _held = self.hold().await;
+            self.store.delete_orphaned_files().await?.len()
+        };
+        if orphans > 0 {
+            tracing::warn!("erased {orphans} kept file(s) of deleted API keys");
+        }
+        Ok(orphans)
     }
 
     /// Resolves inputs by reference for a new execution of `who`: each file must be live and
@@ -337,12 +358,12 @@ impl FileStore {
         Ok(out)
     }
 
-    /// Keeps what a run of `execution` left, for `owner` (`limited`: within the key quotas).
-    /// One answer per item, in order.
+    /// Keeps what a run of `execution` left, for `owner` (`room`: within the key's quotas,
+    /// less what is kept; `None` for the master token). One answer per item, in order.
     pub async fn keep(
         &self,
         owner: &str,
-        limited: bool,
+        mut room: Option<&mut Room>,
         execution: &str,
         items: Vec<KeepItem>,
     ) -> Vec<Kept> {
@@ -352,7 +373,14 @@ impl FileStore {
             let kept = match item.bytes {
                 Err(why) => Kept::Refused { error: why },
                 Ok(bytes) => match self
-                    .keep_one(&held, owner, limited, execution, &item.path, bytes)
+                    .keep_one(
+                        &held,
+                        owner,
+                        room.as_deref_mut(),
+                        execution,
+                        &item.path,
+                        bytes,
+                    )
                     .await
                 {
                     Ok(kept) => kept,
@@ -370,28 +398,22 @@ impl FileStore {
         &self,
         held: &Held<'_>,
         owner: &str,
-        limited: bool,
+        room: Option<&mut Room>,
         execution: &str,
         path: &str,
         bytes: Vec<u8>,
     ) -> Result<Kept> {
         let now = Micros::now();
         let size = bytes.len();
-        if limited {
-            let (n, used) = self.store.file_usage(owner, now).await?;
+        if let Some(room) = &room {
+            let (n, _) = self.store.file_usage(owner, now).await?;
             if let Some(max) = self.cfg.max_files {
                 if u64::try_from(n).unwrap_or(0) >= max {
                     return Err(Error::OverCountQuota(quota_count_message(n, max)));
                 }
             }
-            if let Some(max) = self.cfg.max_bytes {
-                if u64::try_from(used).unwrap_or(0).saturating_add(size as u64) > max {
-                    return Err(Error::OverBytesQuota(quota_bytes_message(
-                        used,
-                        Some(size),
-                        max,
-                    )));
-                }
+            if size as u64 > room.left {
+                return Err(Error::OverQuota(quota_bytes_message(room, size)));
             }
         }
         let sha256 = hex(&Sha256::digest(&bytes));
@@ -415,9 +437,19 @@ impl FileStore {
             created_at: now,
             expires_at: Micros(now.0.saturating_add(ttl)),
         };
-        if let Err(e) = self.store.insert_file(&row).await {
-            self.collect_blob(held, &sha256).await?;
-            return Err(e.into());
+        match self.store.insert_file(&row).await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.collect_blob(held, &sha256).await?;
+                return Err(Error::Unauthorized("the API key was deleted".into()));
+            }
+            Err(e) => {
+                self.collect_blob(held, &sha256).await?;
+                return Err(e.into());
+            }
+        }
+        if let Some(room) = room {
+            room.left -= size as u64;
         }
         Ok(Kept::File {
             file_id: row.id,
@@ -530,7 +562,7 @@ mod tests {
         let kept = files
             .keep(
                 "master",
-                false,
+                None,
                 "exec_1",
                 vec![item("a", b"same"), item("b", b"same"), item("c", b"other")],
             )
@@ -589,9 +621,7 @@ mod tests {
             ..FileConfig::default()
         };
         let (_db, files) = store_in(tmp.path(), cfg).await;
-        let kept = files
-            .keep("master", false, "e", vec![item("a", b"x")])
-            .await;
+        let kept = files.keep("master", None, "e", vec![item("a", b"x")]).await;
         assert!(matches!(
             files.get(&Principal::Master, &file_id(&kept[0])).await,
             Err(Error::NotFound(_))
@@ -606,14 +636,29 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let cfg = FileConfig {
             max_files: Some(2),
-            max_bytes: Some(10),
             ..FileConfig::default()
         };
-        let (_db, files) = store_in(tmp.path(), cfg).await;
+        let (db, files) = store_in(tmp.path(), cfg).await;
+        let key = crate::store::ApiKeyRow {
+            id: "key_k".into(),
+            name: "k".into(),
+            token_hash: "h".into(),
+            quota: crate::auth::Quota::default(),
+            manage_projects: false,
+            created_at: Micros::now(),
+        };
+        assert!(crate::store::ApiKeys::insert_api_key(db.as_ref(), &key)
+            .await
+            .unwrap());
+        let mut room = Room {
+            left: 10,
+            max: 100,
+            whose: "this API key's max_storage_bytes".into(),
+        };
         let kept = files
             .keep(
-                "key:k",
-                true,
+                "key:key_k",
+                Some(&mut room),
                 "e",
                 vec![
                     item("big", &[0; 11]),
@@ -624,18 +669,26 @@ mod tests {
             )
             .await;
         assert!(
-            matches!(&kept[0], Kept::Refused { error } if error.contains("--file-max-bytes")),
+            matches!(&kept[0], Kept::Refused { error }
+                if error.contains("max_storage_bytes") && error.contains("10 are left")),
             "{kept:?}"
         );
         file_id(&kept[1]);
         file_id(&kept[2]);
+        assert_eq!(room.left, 0, "what is kept is taken from the room");
         assert!(
             matches!(&kept[3], Kept::Refused { error } if error.contains("--file-max-count")),
             "{kept:?}"
         );
+        // A key deleted meanwhile keeps nothing.
+        room.left = 100;
+        let gone = files
+            .keep("key:key_gone", Some(&mut room), "e", vec![item("z", b"z")])
+            .await;
+        assert!(matches!(&gone[0], Kept::Refused { error } if error.contains("deleted")));
         // The master token has no quota.
         let more = files
-            .keep("master", false, "e", vec![item("m", &[1; 100])])
+            .keep("master", None, "e", vec![item("m", &[1; 100])])
             .await;
         file_id(&more[0]);
     }

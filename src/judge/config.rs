@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use sandbox::RelPath;
 
-use crate::exec::admission::MAX_SECONDS;
+use crate::exec::admission::LimitCaps;
 
 /// The stages, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -188,9 +188,11 @@ impl SphereConfig {
             }
             for (stage, cfg) in &sc.stages {
                 if let Some(t) = cfg.timeout {
-                    if !(t > 0.0 && t <= MAX_SECONDS) {
+                    // A stage runs as long as an execution may (the default maxima).
+                    let max = LimitCaps::default().wall_time_s;
+                    if !(t > 0.0 && t <= max) {
                         return Err(format!(
-                            "{at}.stages.{stage}.timeout must be more than 0 and at most {MAX_SECONDS} seconds"
+                            "{at}.stages.{stage}.timeout must be more than 0 and at most {max} seconds"
                         ));
                     }
                 }

@@ -35,15 +35,18 @@ impl Lifecycle {
         self.dirs.of(id).append_progress(&event.line());
     }
 
-    /// Records a new submission, waiting in the queue.
-    pub async fn create(&self, mut row: SubmissionRow) -> Result<SubmissionRow> {
+    /// Records a new submission, waiting in the queue; `None` when its owner is a key that
+    /// no longer exists.
+    pub async fn create(&self, mut row: SubmissionRow) -> Result<Option<SubmissionRow>> {
         let now = Micros::now();
         row.status = Status::Waiting;
         row.created_at = now;
         row.queued_at = Some(now);
-        self.store.insert_submission(&row).await?;
+        if !self.store.insert_submission(&row).await? {
+            return Ok(None);
+        }
         self.progress(&row.id, &ProgressEvent::status(Status::Waiting));
-        Ok(row)
+        Ok(Some(row))
     }
 
     /// The oldest waiting submission → preparation on `node`.

@@ -25,7 +25,7 @@ use sandbox::RelPath;
 
 use super::config::{SphereConfig, Stage};
 use crate::auth::Quota;
-use crate::exec::admission::effective_limits;
+use crate::exec::admission::{effective_limits, LimitCaps};
 use crate::exec::{Limits, RequestedLimits};
 use crate::ids::valid_envid;
 
@@ -471,7 +471,9 @@ impl ProjectFiles {
             pids: Some(TEST_PIDS),
             output_bytes: Some(TEST_OUTPUT),
         });
-        effective_limits(&with_defaults, &Quota::default()).map_err(|e| e.to_string())
+        // Grading runs outside executions' admission: within the default maxima.
+        effective_limits(&with_defaults, &Quota::default(), &LimitCaps::default())
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -520,7 +522,9 @@ pub fn checker_limits(asked: &RequestedLimits) -> Result<Limits, String> {
         pids: Some(TEST_PIDS),
         output_bytes: Some(1 << 20),
     });
-    effective_limits(&with_defaults, &Quota::default()).map_err(|e| e.to_string())
+    // Grading runs outside executions' admission: within the default maxima.
+    effective_limits(&with_defaults, &Quota::default(), &LimitCaps::default())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

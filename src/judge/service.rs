@@ -446,6 +446,7 @@ impl Service {
             let owner = who.owner();
             let active = self.store.count_active(&owner).await?
                 + self.store.count_active_submissions(&owner).await?;
+            let active = u64::try_from(active).unwrap_or(0);
             if active >= max {
                 return Err(Error::TooMany {
                     message: format!(
@@ -532,7 +533,11 @@ impl Service {
                             ended_at: None,
                             node: None,
                         };
-                        self.life.create(row).await.map_err(Error::from)
+                        match self.life.create(row).await {
+                            Ok(Some(row)) => Ok(row),
+                            Ok(None) => Err(Error::Unauthorized("the API key was deleted".into())),
+                            Err(e) => Err(Error::from(e)),
+                        }
                     }
                 },
             }
@@ -627,6 +632,24 @@ impl Service {
         Ok(row)
     }
 
+    /// Stops and erases every submission of `owner`, with its callbacks (a deleted key's: its
+    /// id is never used again, so nothing of it stays reachable). Returns how many.
+    pub async fn erase_owned(&self, owner: &str) -> Result<usize> {
+        let ids = self.store.submission_ids_of(owner).await?;
+        self.erase_all(ids).await
+    }
+
+    async fn erase_all(&self, ids: Vec<String>) -> Result<usize> {
+        for id in &ids {
+            match self.delete(&Principal::Master, id).await {
+                // Gone already: someone else erased it.
+                Ok(_) | Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ids.len())
+    }
+
     /// Waits until the submission has ended (or is gone), at most `timeout`; false on timeout.
     pub async fn wait_ended(&self, id: &str, timeout: Duration) -> bool {
         let mut ended = self.events().subscribe();
@@ -679,6 +702,15 @@ impl Service {
                     resumed += 1;
                 }
             }
+        }
+        // Those of keys whose deletion a crash interrupted (none is being graded now).
+        let orphans = self.store.orphaned_submission_ids().await?;
+        if !orphans.is_empty() {
+            tracing::warn!(
+                "erasing {} submission(s) of deleted API keys",
+                orphans.len()
+            );
+            self.erase_all(orphans).await?;
         }
         for id in self.dirs.ids().await {
             if self.store.get_submission(&id).await?.is_none() {

@@ -13,8 +13,8 @@ pub mod code {
     pub const MALFORMED_BODY: u32 = 1000;
     /// A field or parameter has a wrong or missing value.
     pub const INVALID_INPUT: u32 = 1001;
-    /// A requested limit is over what the API key allows.
-    pub const OVER_KEY_LIMIT: u32 = 1002;
+    /// A requested limit is over the server's maximum or the API key's.
+    pub const OVER_LIMIT: u32 = 1002;
     /// A path leaves the work directory.
     pub const BAD_PATH: u32 = 1003;
     /// No token, or an unknown one.
@@ -37,8 +37,13 @@ pub mod code {
     pub const IN_USE: u32 = 1403;
     /// The body is over the size limit.
     pub const TOO_LARGE: u32 = 1500;
-    /// A per-key quota on kept bytes is used up (files kept by reference).
-    pub const OVER_BYTES_QUOTA: u32 = 1501;
+    /// Over a storage quota of the API key: files per execution, bytes kept
+    /// on disk (executions and kept files together).
+    pub const OVER_QUOTA: u32 = 1501;
+    /// The request took too long to arrive (a body that stalls).
+    pub const TOO_SLOW: u32 = 1800;
+    /// The server is at capacity (connections, memory for request bodies); try again.
+    pub const UNAVAILABLE: u32 = 1900;
     /// The content type is not one this route accepts.
     pub const UNSUPPORTED_MEDIA_TYPE: u32 = 1600;
     /// Too many executions at once for this API key.
@@ -48,6 +53,9 @@ pub mod code {
     /// The server failed.
     pub const INTERNAL: u32 = 2000;
 }
+
+/// What a caller sees of a server failure.
+pub const INTERNAL_MESSAGE: &str = "the server failed to handle this request; its log says why";
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -121,8 +129,26 @@ impl ApiError {
         }
     }
 
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL, message)
+    /// A failure of the server: `detail` goes to the log, the caller gets a fixed text (the
+    /// detail may name host paths, pids or internals).
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!("internal error: {detail}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            code::INTERNAL,
+            INTERNAL_MESSAGE,
+        )
+    }
+
+    pub fn unavailable(message: impl Into<String>, retry_after: u64) -> Self {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code::UNAVAILABLE, message)
+        }
+    }
+
+    pub fn too_slow(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, code::TOO_SLOW, message)
     }
 
     pub fn body(&self) -> serde_json::Value {
@@ -136,18 +162,16 @@ impl From<Error> for ApiError {
         match e {
             Error::Invalid(_) => ApiError::bad_request(message),
             Error::BadPath(_) => ApiError::bad_path(message),
-            Error::OverKeyLimit(_) => {
-                ApiError::new(StatusCode::BAD_REQUEST, code::OVER_KEY_LIMIT, message)
+            Error::OverLimit(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, code::OVER_LIMIT, message)
+            }
+            Error::OverQuota(_) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code::OVER_QUOTA, message)
             }
             Error::TooMany { retry_after, .. } => ApiError::too_many(message, retry_after),
             Error::OverCountQuota(_) => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 code::OVER_COUNT_QUOTA,
-                message,
-            ),
-            Error::OverBytesQuota(_) => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                code::OVER_BYTES_QUOTA,
                 message,
             ),
             Error::Unauthorized(_) => ApiError::unauthorized(message),
@@ -172,14 +196,12 @@ impl From<EnvError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        tracing::error!("store: {e}");
         ApiError::internal(format!("the store failed: {e}"))
     }
 }
 
 impl From<std::io::Error> for ApiError {
     fn from(e: std::io::Error) -> Self {
-        tracing::error!("io: {e}");
         ApiError::internal(format!("file system: {e}"))
     }
 }

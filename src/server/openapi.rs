@@ -1,19 +1,49 @@
-//! The OpenAPI document of the whole API, served at `GET /api/v1/openapi.json`. A test keeps it
+//! The OpenAPI document of the whole API, served at `GET /api/v1/openapi.json`, with what
+//! this server was configured with filled in (the maximum of every limit, files per
+//! execution, the environments there are), so that it is exact for this server. Tests keep it
 //! true: every route in [`super::router::ROUTES`] is in it with the security it has, and it
-//! has nothing else.
+//! has nothing else; schemathesis checks it against a live server (`tests/server_schema.rs`).
 
-use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::Response;
+use std::sync::Arc;
 
-use super::http::{full, Resp};
+use hyper::StatusCode;
+use serde_json::Value;
+
+use super::errors::ApiResult;
+use super::http::{json_response, Resp};
+use crate::app::App;
+use crate::error::blocking;
+use crate::exec::admission::Policy;
 
 pub const DOCUMENT: &str = include_str!("openapi.json");
 
-pub fn serve() -> Resp {
-    let mut resp = Response::new(full(DOCUMENT));
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
+/// The document for a server with `policy` and these environments.
+pub fn document(policy: &Policy, envids: &[String]) -> Value {
+    let mut doc: Value = serde_json::from_str(DOCUMENT).unwrap_or(Value::Null);
+    let schemas = &mut doc["components"]["schemas"];
+    let caps = &policy.caps;
+    let limits = &mut schemas["Limits"]["properties"];
+    limits["memory_bytes"]["maximum"] = caps.memory_bytes.into();
+    limits["cpu_time_s"]["maximum"] = caps.cpu_time_s.into();
+    limits["wall_time_s"]["maximum"] = caps.wall_time_s.into();
+    limits["pids"]["maximum"] = caps.pids.into();
+    limits["output_bytes"]["maximum"] = caps.output_bytes.into();
+    let new = &mut schemas["NewExecution"]["properties"];
+    new["files"]["maxProperties"] = policy.quotas.max_files.into();
+    if !envids.is_empty() {
+        new["environment"]["enum"] = envids.iter().map(|e| Value::from(e.as_str())).collect();
+    }
+    doc
+}
+
+pub async fn serve(app: Arc<App>) -> ApiResult<Resp> {
+    let envs = app.envs.clone();
+    let listed = blocking(move || Ok(envs.list()?)).await?;
+    let envids: Vec<String> = listed.iter().map(|e| e.envid().to_string()).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &document(&app.cfg.policy, &envids),
+    ))
 }
 
 #[cfg(test)]
@@ -22,6 +52,18 @@ mod tests {
 
     use super::super::router::{Auth, ROUTES};
     use super::DOCUMENT;
+
+    #[test]
+    fn the_served_document_has_the_servers_maxima() {
+        let policy = crate::exec::admission::Policy::default();
+        let doc = super::document(&policy, &["busybox".to_string()]);
+        let limits = &doc["components"]["schemas"]["Limits"]["properties"];
+        assert_eq!(limits["pids"]["maximum"], policy.caps.pids);
+        assert_eq!(limits["output_bytes"]["maximum"], policy.caps.output_bytes);
+        let new = &doc["components"]["schemas"]["NewExecution"]["properties"];
+        assert_eq!(new["environment"]["enum"], serde_json::json!(["busybox"]));
+        assert_eq!(new["files"]["maxProperties"], policy.quotas.max_files);
+    }
 
     #[test]
     fn document_lists_exactly_the_routes_served() {
@@ -44,6 +86,34 @@ mod tests {
         let extra: Vec<_> = documented.difference(&served).collect();
         assert!(missing.is_empty(), "served but not documented: {missing:?}");
         assert!(extra.is_empty(), "documented but not served: {extra:?}");
+    }
+
+    #[test]
+    fn every_operation_has_its_own_id_and_the_servers_errors() {
+        let doc: serde_json::Value = serde_json::from_str(DOCUMENT).expect("valid JSON");
+        let mut ids = BTreeSet::new();
+        for r in ROUTES {
+            let op = &doc["paths"][r.pattern][r.method.as_str().to_lowercase()];
+            let shown = format!("{} {}", r.method, r.pattern);
+            let id = op["operationId"].as_str().expect(&shown);
+            assert!(
+                ids.insert(id.to_string()),
+                "{shown}: operationId {id} twice"
+            );
+            let responses = op["responses"].as_object().expect("responses");
+            assert!(responses.contains_key("503"), "{shown}: no 503 documented");
+            if !matches!(r.auth, Auth::None) {
+                assert!(responses.contains_key("500"), "{shown}: no 500 documented");
+            }
+            if op.get("requestBody").is_some() {
+                for code in ["400", "408", "413"] {
+                    assert!(
+                        responses.contains_key(code),
+                        "{shown}: no {code} documented"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
@@ -101,7 +171,10 @@ mod tests {
         for c in [
             MALFORMED_BODY,
             INVALID_INPUT,
-            OVER_KEY_LIMIT,
+            OVER_LIMIT,
+            OVER_QUOTA,
+            TOO_SLOW,
+            UNAVAILABLE,
             BAD_PATH,
             UNAUTHORIZED,
             FORBIDDEN,
@@ -115,7 +188,6 @@ mod tests {
             TOO_LARGE,
             UNSUPPORTED_MEDIA_TYPE,
             TOO_MANY,
-            OVER_BYTES_QUOTA,
             OVER_COUNT_QUOTA,
             INTERNAL,
         ] {
@@ -149,7 +221,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_examples_are_what_the_server_accepts() {
-        use super::super::body::{fields_to_json, parse_object, Field};
+        use super::super::body::{fields_to_json, parse_object, Field, ParseLimits};
         use super::super::requests::{from_body, new_execution, CreateApiKey};
         use crate::callbacks::AllowList;
         use hyper::header::{HeaderMap, CONTENT_TYPE};
@@ -175,7 +247,11 @@ mod tests {
         let wire = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(fields)
             .finish();
-        let map = parse_object(&headers, wire.clone().into())
+        let limits = ParseLimits {
+            max_items: 1000,
+            stall: std::time::Duration::from_secs(1),
+        };
+        let map = parse_object(&headers, wire.clone().into(), &limits)
             .await
             .expect(&wire);
         let new = new_execution(map, &AllowList::default())
@@ -194,7 +270,7 @@ mod tests {
                 other => parts.push((k, Field::Text(other.to_string()))),
             }
         }
-        let map = object(&fields_to_json(parts).expect("fields"));
+        let map = object(&fields_to_json(parts, &limits).expect("fields"));
         new_execution(map, &AllowList::default())
             .unwrap_or_else(|e| panic!("multipart example: {}", e.message));
         // Projects and submissions.

@@ -17,7 +17,6 @@ use crate::exec::parse::EncodedFileContent as FileContent;
 pub use crate::exec::parse::Mode;
 use crate::exec::{InputFile, NewExecution};
 use crate::judge::service::{InlineProject, InlineTest, NewSubmission};
-use crate::units;
 
 /// Reads a typed body; a wrong field is a 400 that names it (`'limits.pids': …`).
 pub fn from_body<T: serde::de::DeserializeOwned>(map: Map<String, Value>) -> ApiResult<T> {
@@ -37,15 +36,46 @@ pub fn new_execution(map: Map<String, Value>, allow: &AllowList) -> ApiResult<Ne
     )?)
 }
 
-/// A size in bytes: a positive number, or text like `256M` (read by `units::de`).
+/// Text of 1-`max` digits, the first not 0 (`^[1-9][0-9]{0,max-1}`), and what follows.
+fn leading_number(text: &str, max: usize) -> Option<(u64, &str)> {
+    let end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let digits = &text[..end];
+    if digits.is_empty() || digits.len() > max || digits.starts_with('0') {
+        return None;
+    }
+    Some((digits.parse().ok()?, &text[end..]))
+}
+
+/// A size in bytes: a positive number (at most 2^63-1), or text like `256M`
+/// (`^[1-9][0-9]{0,8}[KMG]?$`, powers of 1024).
 #[derive(Debug, Clone, Copy)]
-pub struct ByteSize(pub i64);
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    fn parse(text: &str) -> Option<u64> {
+        let (n, unit) = leading_number(text, 9)?;
+        let shift = match unit {
+            "" => 0,
+            "K" => 10,
+            "M" => 20,
+            "G" => 30,
+            _ => return None,
+        };
+        Some(n << shift)
+    }
+}
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        units::de::size(d)?
-            .filter(|b| *b > 0)
-            .and_then(|b| i64::try_from(b).ok())
+        let bytes = match Value::deserialize(d)? {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => ByteSize::parse(&s),
+            _ => None,
+        };
+        bytes
+            .filter(|b| *b > 0 && i64::try_from(*b).is_ok())
             .map(ByteSize)
             .ok_or_else(|| {
                 de::Error::custom("must be a positive number of bytes (or e.g. \"256M\")")
@@ -53,14 +83,41 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
-/// Seconds: a positive number, or text like `2s` (read by `units::de`).
+/// Seconds: a positive number, or text like `2s`, `1.5`, `500ms`, `1m`
+/// (`^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m)?$`, not zero).
 #[derive(Debug, Clone, Copy)]
 pub struct Seconds(pub f64);
 
+impl Seconds {
+    fn parse(text: &str) -> Option<f64> {
+        let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+            (n, 1e-3)
+        } else if let Some(n) = text.strip_suffix('s') {
+            (n, 1.0)
+        } else if let Some(n) = text.strip_suffix('m') {
+            (n, 60.0)
+        } else {
+            (text, 1.0)
+        };
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        let digits = |t: &str, max: usize| {
+            !t.is_empty() && t.len() <= max && t.bytes().all(|b| b.is_ascii_digit())
+        };
+        if !digits(whole, 6) || (number.contains('.') && !digits(fraction, 3)) {
+            return None;
+        }
+        number.parse::<f64>().ok().map(|v| v * scale)
+    }
+}
+
 impl<'de> Deserialize<'de> for Seconds {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        units::de::seconds(d)?
-            .filter(|s| *s > 0.0 && s.is_finite())
+        let secs = match Value::deserialize(d)? {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => Seconds::parse(&s),
+            _ => None,
+        };
+        secs.filter(|s| *s > 0.0 && s.is_finite())
             .map(Seconds)
             .ok_or_else(|| {
                 de::Error::custom("must be a positive number of seconds (or e.g. \"2s\")")
@@ -68,15 +125,21 @@ impl<'de> Deserialize<'de> for Seconds {
     }
 }
 
-/// A whole number of at least 1, as a number or text (read by `units::de`).
+/// A whole number of at least 1 (at most 2^63-1), as a number or as text
+/// (`^[1-9][0-9]{0,17}$`).
 #[derive(Debug, Clone, Copy)]
-pub struct Count(pub i64);
+pub struct Count(pub u64);
 
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        units::de::count(d)?
-            .filter(|n| *n >= 1)
-            .and_then(|n| i64::try_from(n).ok())
+        let n = match Value::deserialize(d)? {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => leading_number(&s, 18)
+                .filter(|(_, rest)| rest.is_empty())
+                .map(|(n, _)| n),
+            _ => None,
+        };
+        n.filter(|n| *n >= 1 && i64::try_from(*n).is_ok())
             .map(Count)
             .ok_or_else(|| de::Error::custom("must be a whole number of at least 1"))
     }
@@ -108,6 +171,11 @@ pub struct CreateApiKey {
     max_memory: Option<ByteSize>,
     max_time: Option<Seconds>,
     max_executions: Option<Count>,
+    max_pids: Option<Count>,
+    max_output_bytes: Option<ByteSize>,
+    max_pending: Option<Count>,
+    max_files: Option<Count>,
+    max_storage_bytes: Option<ByteSize>,
     manage_projects: Option<Flag>,
 }
 
@@ -118,6 +186,11 @@ impl CreateApiKey {
         "max_memory",
         "max_time",
         "max_executions",
+        "max_pids",
+        "max_output_bytes",
+        "max_pending",
+        "max_files",
+        "max_storage_bytes",
         "manage_projects",
     ];
 
@@ -127,9 +200,16 @@ impl CreateApiKey {
                 .name
                 .or(self.key_name)
                 .ok_or_else(|| ApiError::bad_request("'name' is required"))?,
-            max_memory: self.max_memory.map(|b| b.0),
-            max_time: self.max_time.map(|s| s.0),
-            max_executions: self.max_executions.map(|c| c.0),
+            quota: crate::auth::Quota {
+                max_memory: self.max_memory.map(|b| b.0),
+                max_time: self.max_time.map(|s| s.0),
+                max_executions: self.max_executions.map(|c| c.0),
+                max_pids: self.max_pids.map(|c| c.0),
+                max_output_bytes: self.max_output_bytes.map(|b| b.0),
+                max_pending: self.max_pending.map(|c| c.0),
+                max_files: self.max_files.map(|c| c.0),
+                max_storage_bytes: self.max_storage_bytes.map(|b| b.0),
+            },
             manage_projects: self.manage_projects.is_some_and(|f| f.0),
         })
     }
@@ -319,14 +399,48 @@ mod tests {
         .and_then(CreateApiKey::into_new)
         .unwrap();
         assert_eq!(
-            (k.name.as_str(), k.max_memory, k.max_time, k.max_executions),
+            (
+                k.name.as_str(),
+                k.quota.max_memory,
+                k.quota.max_time,
+                k.quota.max_executions
+            ),
             ("k", Some(64 << 20), Some(2.0), Some(3))
         );
         for bad in [
             json!({"name": "x", "max_memory": -1}),
+            json!({"name": "x", "max_memory": "0"}),
+            json!({"name": "x", "max_memory": "64MiB"}),
+            json!({"name": "x", "max_memory": "9999999999G"}),
             json!({"name": "x", "max_executions": 0}),
+            json!({"name": "x", "max_executions": " 3"}),
+            json!({"name": "x", "max_time": "0s"}),
+            json!({"name": "x", "max_time": "1.2345s"}),
+            json!({"name": "x", "max_time": null}),
         ] {
-            assert!(from_body::<CreateApiKey>(body(bad)).is_err());
+            assert!(
+                from_body::<CreateApiKey>(body(bad.clone())).is_err(),
+                "{bad}"
+            );
+        }
+        for (text, secs) in [
+            ("2s", 2.0),
+            ("1.5", 1.5),
+            ("500ms", 0.5),
+            ("1m", 60.0),
+            ("0.001s", 0.001),
+        ] {
+            assert_eq!(Seconds::parse(text), Some(secs), "{text}");
+        }
+        for (text, mode) in [
+            ("755", Some(0o755)),
+            ("0644", Some(0o644)),
+            ("0", Some(0)),
+            ("7777", None),
+            ("0o7", None),
+            ("8", None),
+        ] {
+            assert_eq!(Mode::parse(text).map(|m| m.0), mode, "{text}");
         }
     }
 }

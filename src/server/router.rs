@@ -14,7 +14,7 @@ use hyper::{Method, Request, StatusCode};
 use tracing::Instrument;
 
 use super::errors::{code, ApiError, ApiResult};
-use super::http::{error_response, Req, Resp};
+use super::http::{error_response, Req, RequestBounds, Resp};
 use super::observe::{self, Arrival, Routed};
 use super::openapi;
 use super::routes::{
@@ -117,7 +117,7 @@ pub static ROUTES: &[Route] = &[
     open(Method::GET, "/", |a, r| Box::pin(console::index(a, r))),
     open(Method::GET, "/console/{file}", |a, r| Box::pin(console::asset(a, r))),
     open(Method::GET, "/metrics", |a, r| Box::pin(metrics::scrape(a, r))),
-    open(Method::GET, "/api/v1/openapi.json", |_, _| Box::pin(async { Ok(openapi::serve()) })),
+    open(Method::GET, "/api/v1/openapi.json", |a, _| Box::pin(openapi::serve(a))),
     master(Method::GET, "/api/v1/audit", "read the audit log", h!(audit::list)),
     master(Method::GET, "/api/v1/api_keys", "list API keys", h!(api_keys::list)),
     master(Method::POST, "/api/v1/api_keys", "create API keys", h!(api_keys::create)),
@@ -231,7 +231,12 @@ async fn call(app: Arc<App>, route: &Route, req: Req, routed: &mut Routed) -> Ap
 /// Answers one request; `peer` is the client's address. Every request gets an id (the
 /// answer's `X-Request-Id`), a log line and its metrics; a state-changing one an audit row
 /// (`observe.rs`).
-pub async fn dispatch(app: Arc<App>, req: Request<Incoming>, peer: Option<SocketAddr>) -> Resp {
+pub async fn dispatch(
+    app: Arc<App>,
+    bounds: &Arc<RequestBounds>,
+    req: Request<Incoming>,
+    peer: Option<SocketAddr>,
+) -> Resp {
     let arrival = Arrival {
         id: observe::new_request_id(),
         at: Micros::now(),
@@ -244,7 +249,7 @@ pub async fn dispatch(app: Arc<App>, req: Request<Incoming>, peer: Option<Socket
     let span = tracing::info_span!("request", request_id = %arrival.id);
     async move {
         let mut routed = Routed::default();
-        let mut resp = route(app.clone(), req, &mut routed).await;
+        let mut resp = route(app.clone(), bounds, req, &mut routed).await;
         observe::finish(&app, arrival, routed, &mut resp).await;
         resp
     }
@@ -252,31 +257,61 @@ pub async fn dispatch(app: Arc<App>, req: Request<Incoming>, peer: Option<Socket
     .await
 }
 
-async fn route(app: Arc<App>, req: Request<Incoming>, routed: &mut Routed) -> Resp {
+/// Most parameters a query string may have (the routes take at most a handful).
+const MAX_QUERY_PAIRS: usize = 64;
+
+fn parse_query(query: Option<&str>) -> ApiResult<Vec<(String, String)>> {
+    let Some(q) = query else {
+        return Ok(Vec::new());
+    };
+    if q.bytes().filter(|&b| b == b'&').count() >= MAX_QUERY_PAIRS {
+        return Err(ApiError::bad_request(format!(
+            "the query string has more than {MAX_QUERY_PAIRS} parameters"
+        )));
+    }
+    Ok(form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+}
+
+async fn route(
+    app: Arc<App>,
+    bounds: &Arc<RequestBounds>,
+    req: Request<Incoming>,
+    routed: &mut Routed,
+) -> Resp {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
-    let query: Vec<(String, String)> = parts
-        .uri
-        .query()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
+    let query = match parse_query(parts.uri.query()) {
+        Ok(q) => q,
+        Err(e) => return error_response(&e),
+    };
+    // HEAD is GET without the body (hyper sends none).
+    let method = if parts.method == Method::HEAD {
+        Method::GET
+    } else {
+        parts.method.clone()
+    };
     let mut allowed = Vec::new();
     for route in ROUTES {
         let Some(params) = match_route(route.pattern, &path) else {
             continue;
         };
-        if parts.method != route.method {
+        if method != route.method {
             allowed.push(route.method.as_str());
+            if route.method == Method::GET {
+                allowed.push("HEAD");
+            }
             continue;
         }
         routed.route = Some(route.pattern);
         routed.target = params.first().cloned();
         let req = Req {
-            method: parts.method.clone(),
-            headers: parts.headers.clone(),
+            method,
+            headers: parts.headers,
             query,
             params,
             body: Some(body),
+            bounds: bounds.clone(),
+            held: bounds.budget.hold(),
         };
         return match call(app, route, req, routed).await {
             Ok(resp) => resp,

@@ -15,11 +15,15 @@ use crate::clock::Micros;
 use crate::env::{EnvEntry, Environment};
 use crate::error::{Error, Result};
 use crate::exec::result::Kept;
+use crate::exec::workdir::ProgramDir;
 use crate::exec::{self, ProgramRequest, ProgramResult, Status};
 use crate::judge;
 use crate::store::{
     ApiKeyRow, AttemptRow, AuditRow, CallbackRow, ExecutionRow, FileRow, ProjectRow, SubmissionRow,
 };
+
+/// How much of each stream the execution object shows (the log route has the rest).
+pub const INLINE_STREAM_BYTES: usize = 64 * 1024;
 
 /// What a pipe's capture shows inline (all of it is at `…/pipes/{n}`).
 const PIPE_INLINE_BYTES: usize = 64 << 10;
@@ -98,8 +102,32 @@ fn file_refs(p: &ProgramRequest) -> Value {
     )
 }
 
+/// One program's streams: `stdout_truncated`/`stderr_truncated` say when the object does not
+/// show all the program wrote (past its output limit, or past [`INLINE_STREAM_BYTES`]); with
+/// `show_log`, the streams' first [`INLINE_STREAM_BYTES`].
+async fn streams(v: &mut Value, dir: &ProgramDir, result: Option<&ProgramResult>, show_log: bool) {
+    if let Some(r) = result {
+        let inline = INLINE_STREAM_BYTES as u64;
+        v["stdout_truncated"] = Value::Bool(r.stdout_truncated || r.stdout_bytes > inline);
+        v["stderr_truncated"] = Value::Bool(r.stderr_truncated || r.stderr_bytes > inline);
+    }
+    if show_log {
+        for name in ["stdout", "stderr"] {
+            v[name] = match dir.stream_head(name, INLINE_STREAM_BYTES).await {
+                Some((text, cut)) => {
+                    if cut {
+                        v[format!("{name}_truncated")] = Value::Bool(true);
+                    }
+                    Value::String(text)
+                }
+                None => Value::Null,
+            };
+        }
+    }
+}
+
 /// The execution object; with `include_log`, the streams of an ended one (of each program in
-/// a group, and the start of each captured pipe).
+/// a group, and the start of each captured pipe): their first [`INLINE_STREAM_BYTES`].
 pub async fn execution(app: &App, row: &ExecutionRow, include_log: bool) -> Value {
     execution_of(&app.exec, row, include_log).await
 }
@@ -129,15 +157,7 @@ pub async fn execution_of(exec: &exec::Service, row: &ExecutionRow, include_log:
         v["files_by_reference"] = file_refs(p);
         v["keep"] = json!(p.keep);
         v["kept"] = kept(result);
-        if show_log {
-            let pdir = dir.program(false, 0);
-            for stream in ["stdout", "stderr"] {
-                v[stream] = pdir
-                    .read_stream(stream)
-                    .await
-                    .map_or(Value::Null, Value::String);
-            }
-        }
+        streams(&mut v, &dir.program(false, 0), result, show_log).await;
         return v;
     };
     let group = row.result.as_ref().and_then(|r| r.group());
@@ -158,15 +178,7 @@ pub async fn execution_of(exec: &exec::Service, row: &ExecutionRow, include_log:
         pv["files_by_reference"] = file_refs(p);
         pv["keep"] = json!(p.keep);
         pv["kept"] = kept(result);
-        if show_log {
-            let pdir = dir.program(true, i);
-            for stream in ["stdout", "stderr"] {
-                pv[stream] = pdir
-                    .read_stream(stream)
-                    .await
-                    .map_or(Value::Null, Value::String);
-            }
-        }
+        streams(&mut pv, &dir.program(true, i), result, show_log).await;
         programs.push(pv);
     }
     let mut pipes = Vec::with_capacity(g.pipes.len());
@@ -282,11 +294,18 @@ pub fn callback(c: &CallbackRow, attempts: &[AttemptRow]) -> Value {
 }
 
 pub fn api_key(k: &ApiKeyRow) -> Value {
+    let q = &k.quota;
     json!({
+        "id": k.id,
         "name": k.name,
-        "max_memory": k.max_memory,
-        "max_time": k.max_time,
-        "max_executions": k.max_executions,
+        "max_memory": q.max_memory,
+        "max_time": q.max_time,
+        "max_executions": q.max_executions,
+        "max_pids": q.max_pids,
+        "max_output_bytes": q.max_output_bytes,
+        "max_pending": q.max_pending,
+        "max_files": q.max_files,
+        "max_storage_bytes": q.max_storage_bytes,
         "manage_projects": k.manage_projects,
         "created_date": k.created_at.to_rfc3339(),
     })

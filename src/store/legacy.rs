@@ -46,7 +46,8 @@ pub(super) async fn upgrade(tx: &mut Transaction<'_, Sqlite>) -> Result<()> {
     )
     .execute(&mut **tx)
     .await?;
-    super::sqlite::apply_migrations(tx).await?;
+    // The schema of that time (version 1); later migrations convert its rows like any other.
+    super::sqlite::apply_migrations(tx, 1).await?;
 
     let keys = sqlx::query("SELECT * FROM legacy_api_keys")
         .fetch_all(&mut **tx)
@@ -162,7 +163,12 @@ mod tests {
             let store = SqliteStore::open(&path).await.expect("open");
             let keys = store.list_api_keys().await.expect("keys");
             assert_eq!(keys.len(), 1);
-            assert_eq!(keys[0].max_memory, Some(64 << 20));
+            assert_eq!(keys[0].quota.max_memory, Some(64 << 20));
+            // Executions belong to the key's id now, not to its name.
+            assert_eq!(
+                keys[0].id,
+                format!("legacy_grader_{}", keys[0].created_at.0)
+            );
             assert_eq!(
                 keys[0].created_at,
                 Micros::parse_rfc3339("2026-08-20T10:00:00.000001Z").unwrap()
@@ -173,6 +179,7 @@ mod tests {
                 .expect("get")
                 .expect("row");
             assert_eq!(done.status, Status::Ended);
+            assert_eq!(done.owner, format!("key:{}", keys[0].id));
             assert_eq!(done.end_reason, Some(EndReason::Normal));
             assert_eq!(done.request.programs()[0].outputs, ["out.txt"]);
             assert_eq!(

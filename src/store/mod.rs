@@ -11,6 +11,7 @@
 
 use async_trait::async_trait;
 
+use crate::auth::Quota;
 use crate::callbacks::{DeliveryState, Mode, Secret, Subject};
 use crate::clock::Micros;
 use crate::exec::request::ExecutionRequest;
@@ -49,21 +50,43 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// An API key as stored: the token itself is never stored, only its SHA-256.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiKeyRow {
+    /// Never reused (`key_<32 hex>`): executions belong to it, not to the name.
+    pub id: String,
     pub name: String,
     pub token_hash: String,
-    pub max_memory: Option<i64>,
-    pub max_time: Option<f64>,
-    pub max_executions: Option<i64>,
+    /// The key's own maxima and quotas (`None`: the server's).
+    pub quota: Quota,
     /// May create, replace and delete projects.
     pub manage_projects: bool,
     pub created_at: Micros,
+}
+
+/// What an owner holds: the store's answer to "may it have one more?".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Executions waiting for a start.
+    pub pending: u64,
+    /// Executions queued or running.
+    pub active: u64,
+    /// Bytes its executions keep on disk.
+    pub stored_bytes: u64,
+    /// Bytes of its kept files (live ones): with `stored_bytes`, what its storage quota
+    /// bounds.
+    pub kept_bytes: u64,
+}
+
+impl Usage {
+    /// Everything it keeps on disk: its executions' bytes and its kept files'.
+    pub fn total_bytes(&self) -> u64 {
+        self.stored_bytes.saturating_add(self.kept_bytes)
+    }
 }
 
 /// One execution; the big things (files, streams) live on disk under `DATA/executions/<id>/`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExecutionRow {
     pub id: String,
-    /// `master` or `key:<name>`.
+    /// `master` or `key:<key id>` (see [`crate::auth::Principal::owner`]).
     pub owner: String,
     pub environment: String,
     pub status: Status,
@@ -78,6 +101,8 @@ pub struct ExecutionRow {
     pub queued_at: Option<Micros>,
     /// The node that claimed it (for a fleet; the single server uses its own name).
     pub node: Option<String>,
+    /// Bytes it keeps on disk (inputs; after the run also streams, log and outputs).
+    pub stored_bytes: u64,
 }
 
 /// One state-changing API request, as the audit log keeps it.
@@ -104,7 +129,7 @@ pub struct AuditRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileRow {
     pub id: String,
-    /// As on executions: `master` or `key:<name>`.
+    /// As on executions: `master` or `key:<key id>`.
     pub owner: String,
     pub sha256: String,
     pub size: i64,
@@ -178,6 +203,7 @@ pub trait ApiKeys: Send + Sync {
     /// Sorted by name.
     async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>>;
     async fn api_key_by_hash(&self, token_hash: &str) -> Result<Option<ApiKeyRow>>;
+    async fn api_key_by_id(&self, id: &str) -> Result<Option<ApiKeyRow>>;
     /// The deleted key, or `None` when there was none.
     async fn delete_api_key(&self, name: &str) -> Result<Option<ApiKeyRow>>;
 }
@@ -185,8 +211,9 @@ pub trait ApiKeys: Send + Sync {
 #[async_trait]
 pub trait Executions: Send + Sync {
     /// Inserts the execution, and with it the blobs it reads by reference
-    /// ([`ExecutionRequest::blobs`]), atomically.
-    async fn insert_execution(&self, exec: &ExecutionRow) -> Result<()>;
+    /// ([`ExecutionRequest::blobs`]), atomically. False (and nothing inserted) when the owner
+    /// is a key that no longer exists.
+    async fn insert_execution(&self, exec: &ExecutionRow) -> Result<bool>;
     async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRow>>;
     /// Newest first; `owner: None` lists everyone's. Returns the page and the total.
     async fn list_executions(
@@ -201,12 +228,20 @@ pub trait Executions: Send + Sync {
     /// Deletes an execution that has ended, its blob references and its callbacks; false
     /// when there is no such ended execution.
     async fn delete_ended_execution(&self, id: &str) -> Result<bool>;
+    /// Records what the execution keeps on disk now.
+    async fn set_stored_bytes(&self, id: &str, bytes: u64) -> Result<()>;
+    /// Every execution of `owner`, oldest first.
+    async fn execution_ids_of(&self, owner: &str) -> Result<Vec<String>>;
+    /// Executions owned by a key that no longer exists (its deletion was interrupted).
+    async fn orphaned_execution_ids(&self) -> Result<Vec<String>>;
 }
 
 #[async_trait]
 pub trait Queue: Send + Sync {
     /// Executions of `owner` that hold or wait for a slot (queued or running).
     async fn count_active(&self, owner: &str) -> Result<i64>;
+    /// What `owner` holds: pending and active executions, bytes stored.
+    async fn usage(&self, owner: &str) -> Result<Usage>;
     /// The oldest queued execution takes the claim `t`; `None` when nothing is queued.
     async fn claim_next(&self, t: &Transition) -> Result<Option<ExecutionRow>>;
     /// After a crash: every execution `node` was running takes `t` (an abandon). Returns
@@ -227,7 +262,8 @@ pub trait AuditLog: Send + Sync {
 /// gone (every read skips it) until [`Files::delete_expired_files`] removes it.
 #[async_trait]
 pub trait Files: Send + Sync {
-    async fn insert_file(&self, file: &FileRow) -> Result<()>;
+    /// False (and nothing inserted) when the owner is a key that no longer exists.
+    async fn insert_file(&self, file: &FileRow) -> Result<bool>;
     /// A live file.
     async fn get_file(&self, id: &str, now: Micros) -> Result<Option<FileRow>>;
     /// Live files, newest first; `owner: None` lists everyone's. The page and the total.
@@ -244,6 +280,9 @@ pub trait Files: Send + Sync {
     async fn delete_file(&self, id: &str) -> Result<Option<FileRow>>;
     /// Deletes every file of `owner` (its key was deleted); returns them.
     async fn delete_files_of(&self, owner: &str) -> Result<Vec<FileRow>>;
+    /// Deletes the files of keys that no longer exist (a deletion a crash interrupted, or
+    /// kept under a key's name before keys had ids); returns them.
+    async fn delete_orphaned_files(&self) -> Result<Vec<FileRow>>;
     /// Deletes the files expired at `now`; returns them.
     async fn delete_expired_files(&self, now: Micros) -> Result<Vec<FileRow>>;
     /// Whether a blob is still needed: a live file has it, or an execution that has not
@@ -309,7 +348,8 @@ pub trait Projects: Send + Sync {
 
 #[async_trait]
 pub trait Submissions: Send + Sync {
-    async fn insert_submission(&self, s: &SubmissionRow) -> Result<()>;
+    /// False (and nothing inserted) when the owner is a key that no longer exists.
+    async fn insert_submission(&self, s: &SubmissionRow) -> Result<bool>;
     async fn get_submission(&self, id: &str) -> Result<Option<SubmissionRow>>;
     /// Newest first; the page and the total.
     async fn list_submissions(
@@ -341,6 +381,10 @@ pub trait Submissions: Send + Sync {
     async fn count_active_submissions(&self, owner: &str) -> Result<i64>;
     /// The revisions of a project that submissions not yet ended use.
     async fn active_revisions(&self, project_id: &str) -> Result<Vec<i64>>;
+    /// Every submission of `owner`, oldest first.
+    async fn submission_ids_of(&self, owner: &str) -> Result<Vec<String>>;
+    /// Submissions owned by a key that no longer exists (its deletion was interrupted).
+    async fn orphaned_submission_ids(&self) -> Result<Vec<String>>;
 }
 
 /// The callbacks outbox (see `crate::callbacks`).

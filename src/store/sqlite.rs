@@ -16,14 +16,15 @@ use sqlx::{Row, Sqlite, Transaction};
 use super::migrations::{self, MIGRATIONS};
 use super::{
     ApiKeyRow, ApiKeys, AuditLog, AuditRow, ExecutionRow, Executions, FileRow, Files, Queue,
-    Result, StoreError,
+    Result, StoreError, Usage,
 };
+use crate::auth::{Quota, MASTER_OWNER};
 use crate::callbacks::Subject;
 use crate::clock::Micros;
 use crate::exec::state::{Change, EndReason, Ending, Status, Transition};
 
 const EXEC_COLUMNS: &str = "id, owner, environment, status, request, result, end_reason, \
-     message, created_at, started_at, ended_at, queued_at, node";
+     message, created_at, started_at, ended_at, queued_at, node, stored_bytes";
 
 pub struct SqliteStore {
     pub(super) pool: SqlitePool,
@@ -79,16 +80,15 @@ impl SqliteStore {
         let mut tx = self.pool.begin().await?;
         if super::legacy::is_legacy(&mut tx).await? {
             super::legacy::upgrade(&mut tx).await?;
-        } else {
-            apply_migrations(&mut tx).await?;
         }
+        apply_migrations(&mut tx, i64::MAX).await?;
         tx.commit().await?;
         Ok(())
     }
 }
 
-/// Applies the migrations this database has not had yet.
-pub(super) async fn apply_migrations(tx: &mut Transaction<'_, Sqlite>) -> Result<()> {
+/// Applies the migrations this database has not had yet, up to version `up_to`.
+pub(super) async fn apply_migrations(tx: &mut Transaction<'_, Sqlite>, up_to: i64) -> Result<()> {
     sqlx::query(migrations::CREATE_TABLE)
         .execute(&mut **tx)
         .await?;
@@ -97,7 +97,7 @@ pub(super) async fn apply_migrations(tx: &mut Transaction<'_, Sqlite>) -> Result
         .await?;
     for m in MIGRATIONS
         .iter()
-        .filter(|m| m.version > version.unwrap_or(0))
+        .filter(|m| m.version > version.unwrap_or(0) && m.version <= up_to)
     {
         sqlx::raw_sql(m.sql).execute(&mut **tx).await?;
         sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
@@ -114,13 +114,34 @@ pub(super) fn corrupt(what: String) -> StoreError {
     StoreError::Corrupt(what)
 }
 
+/// A stored count or size: `BIGINT`, never negative.
+fn count(r: &SqliteRow, col: &str) -> Result<Option<u64>> {
+    r.try_get::<Option<i64>, _>(col)?
+        .map(|v| u64::try_from(v).map_err(|_| corrupt(format!("{col} = {v}"))))
+        .transpose()
+}
+
+/// A count or size to store: refused (never wrapped) above what `BIGINT` holds.
+fn bigint(v: Option<u64>) -> Result<Option<i64>> {
+    v.map(|v| i64::try_from(v).map_err(|_| StoreError::Misuse("a value above 2^63-1")))
+        .transpose()
+}
+
 fn key_row(r: &SqliteRow) -> Result<ApiKeyRow> {
     Ok(ApiKeyRow {
+        id: r.try_get("id")?,
         name: r.try_get("name")?,
         token_hash: r.try_get("token_hash")?,
-        max_memory: r.try_get("max_memory")?,
-        max_time: r.try_get("max_time")?,
-        max_executions: r.try_get("max_executions")?,
+        quota: Quota {
+            max_memory: count(r, "max_memory")?,
+            max_time: r.try_get("max_time")?,
+            max_executions: count(r, "max_executions")?,
+            max_pids: count(r, "max_pids")?,
+            max_output_bytes: count(r, "max_output_bytes")?,
+            max_pending: count(r, "max_pending")?,
+            max_files: count(r, "max_files")?,
+            max_storage_bytes: count(r, "max_storage_bytes")?,
+        },
         manage_projects: r.try_get::<i64, _>("manage_projects")? != 0,
         created_at: Micros(r.try_get("created_at")?),
     })
@@ -157,6 +178,7 @@ fn exec_row(r: &SqliteRow) -> Result<ExecutionRow> {
         ended_at: micros("ended_at")?,
         queued_at: micros("queued_at")?,
         node: r.try_get("node")?,
+        stored_bytes: count(r, "stored_bytes")?.unwrap_or(0),
         id,
     })
 }
@@ -206,16 +228,24 @@ fn ending_columns(e: &Ending) -> Result<EndingColumns> {
 #[async_trait]
 impl ApiKeys for SqliteStore {
     async fn insert_api_key(&self, key: &ApiKeyRow) -> Result<bool> {
+        let q = &key.quota;
         let done = sqlx::query(
-            "INSERT INTO api_keys (name, token_hash, max_memory, max_time, max_executions, \
-             manage_projects, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO api_keys (id, name, token_hash, max_memory, max_time, max_executions, \
+             max_pids, max_output_bytes, max_pending, max_files, max_storage_bytes, \
+             manage_projects, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
         )
+        .bind(&key.id)
         .bind(&key.name)
         .bind(&key.token_hash)
-        .bind(key.max_memory)
-        .bind(key.max_time)
-        .bind(key.max_executions)
+        .bind(bigint(q.max_memory)?)
+        .bind(q.max_time)
+        .bind(bigint(q.max_executions)?)
+        .bind(bigint(q.max_pids)?)
+        .bind(bigint(q.max_output_bytes)?)
+        .bind(bigint(q.max_pending)?)
+        .bind(bigint(q.max_files)?)
+        .bind(bigint(q.max_storage_bytes)?)
         .bind(i64::from(key.manage_projects))
         .bind(key.created_at.0)
         .execute(&self.pool)
@@ -238,6 +268,14 @@ impl ApiKeys for SqliteStore {
         row.as_ref().map(key_row).transpose()
     }
 
+    async fn api_key_by_id(&self, id: &str) -> Result<Option<ApiKeyRow>> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(key_row).transpose()
+    }
+
     async fn delete_api_key(&self, name: &str) -> Result<Option<ApiKeyRow>> {
         let row = sqlx::query("DELETE FROM api_keys WHERE name = ? RETURNING *")
             .bind(name)
@@ -249,10 +287,14 @@ impl ApiKeys for SqliteStore {
 
 #[async_trait]
 impl Executions for SqliteStore {
-    async fn insert_execution(&self, e: &ExecutionRow) -> Result<()> {
+    async fn insert_execution(&self, e: &ExecutionRow) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(&format!(
-            "INSERT INTO executions ({EXEC_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        // Only while the owning key exists: a create racing the key's deletion leaves nothing.
+        let done = sqlx::query(&format!(
+            "INSERT INTO executions ({EXEC_COLUMNS}) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             WHERE ? = '{MASTER_OWNER}' OR EXISTS \
+                 (SELECT 1 FROM api_keys WHERE 'key:' || api_keys.id = ?)"
         ))
         .bind(&e.id)
         .bind(&e.owner)
@@ -267,8 +309,14 @@ impl Executions for SqliteStore {
         .bind(e.ended_at.map(|t| t.0))
         .bind(e.queued_at.map(|t| t.0))
         .bind(&e.node)
+        .bind(bigint(Some(e.stored_bytes))?)
+        .bind(&e.owner)
+        .bind(&e.owner)
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
         for sha256 in e.request.blobs() {
             sqlx::query("INSERT INTO execution_blobs (execution_id, sha256) VALUES (?, ?)")
                 .bind(&e.id)
@@ -277,7 +325,7 @@ impl Executions for SqliteStore {
                 .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRow>> {
@@ -372,6 +420,34 @@ impl Executions for SqliteStore {
         tx.commit().await?;
         Ok(true)
     }
+
+    async fn set_stored_bytes(&self, id: &str, bytes: u64) -> Result<()> {
+        sqlx::query("UPDATE executions SET stored_bytes = ? WHERE id = ?")
+            .bind(bigint(Some(bytes))?)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn execution_ids_of(&self, owner: &str) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM executions WHERE owner = ? ORDER BY created_at, id")
+                .bind(owner)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn orphaned_execution_ids(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(&format!(
+            "SELECT id FROM executions WHERE owner <> '{MASTER_OWNER}' AND NOT EXISTS \
+             (SELECT 1 FROM api_keys WHERE 'key:' || api_keys.id = executions.owner) \
+             ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?)
+    }
 }
 
 #[async_trait]
@@ -383,6 +459,30 @@ impl Queue for SqliteStore {
         .bind(owner)
         .fetch_one(&self.pool)
         .await?)
+    }
+
+    async fn usage(&self, owner: &str) -> Result<Usage> {
+        let r = sqlx::query(
+            "SELECT \
+               COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0) AS pending, \
+               COALESCE(SUM(CASE WHEN status IN ('queued', 'running') THEN 1 ELSE 0 END), 0) \
+                 AS active, \
+               COALESCE(SUM(stored_bytes), 0) AS stored_bytes, \
+               (SELECT COALESCE(SUM(size), 0) FROM files \
+                 WHERE files.owner = ? AND files.expires_at > ?) AS kept_bytes \
+             FROM executions WHERE owner = ?",
+        )
+        .bind(owner)
+        .bind(Micros::now().0)
+        .bind(owner)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Usage {
+            pending: count(&r, "pending")?.unwrap_or(0),
+            active: count(&r, "active")?.unwrap_or(0),
+            stored_bytes: count(&r, "stored_bytes")?.unwrap_or(0),
+            kept_bytes: count(&r, "kept_bytes")?.unwrap_or(0),
+        })
     }
 
     async fn claim_next(&self, t: &Transition) -> Result<Option<ExecutionRow>> {
@@ -487,9 +587,12 @@ impl AuditLog for SqliteStore {
 
 #[async_trait]
 impl Files for SqliteStore {
-    async fn insert_file(&self, f: &FileRow) -> Result<()> {
-        sqlx::query(&format!(
-            "INSERT INTO files ({FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    async fn insert_file(&self, f: &FileRow) -> Result<bool> {
+        // Only while the owning key exists: a file kept as its key is deleted is not kept.
+        let done = sqlx::query(&format!(
+            "INSERT INTO files ({FILE_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ? \
+             WHERE ? = '{MASTER_OWNER}' OR EXISTS \
+                 (SELECT 1 FROM api_keys WHERE 'key:' || api_keys.id = ?)"
         ))
         .bind(&f.id)
         .bind(&f.owner)
@@ -499,9 +602,11 @@ impl Files for SqliteStore {
         .bind(&f.execution_id)
         .bind(f.created_at.0)
         .bind(f.expires_at.0)
+        .bind(&f.owner)
+        .bind(&f.owner)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     async fn get_file(&self, id: &str, now: Micros) -> Result<Option<FileRow>> {
@@ -571,6 +676,17 @@ impl Files for SqliteStore {
             "DELETE FROM files WHERE owner = ? RETURNING {FILE_COLUMNS}"
         ))
         .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(file_row).collect()
+    }
+
+    async fn delete_orphaned_files(&self) -> Result<Vec<FileRow>> {
+        let rows = sqlx::query(&format!(
+            "DELETE FROM files WHERE owner <> '{MASTER_OWNER}' AND NOT EXISTS \
+             (SELECT 1 FROM api_keys WHERE 'key:' || api_keys.id = files.owner) \
+             RETURNING {FILE_COLUMNS}"
+        ))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(file_row).collect()

@@ -9,6 +9,7 @@ use super::sqlite::{corrupt, json, SqliteStore};
 use super::{
     ProjectRow, Projects, Result, StoreError, SubmissionFilter, SubmissionRow, Submissions,
 };
+use crate::auth::MASTER_OWNER;
 use crate::callbacks::Subject;
 use crate::clock::Micros;
 use crate::judge::config::Stage;
@@ -141,9 +142,13 @@ impl Projects for SqliteStore {
 
 #[async_trait]
 impl Submissions for SqliteStore {
-    async fn insert_submission(&self, s: &SubmissionRow) -> Result<()> {
-        sqlx::query(&format!(
-            "INSERT INTO submissions ({SUB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    async fn insert_submission(&self, s: &SubmissionRow) -> Result<bool> {
+        // Only while the owning key exists: a create racing the key's deletion leaves nothing.
+        let done = sqlx::query(&format!(
+            "INSERT INTO submissions ({SUB_COLUMNS}) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             WHERE ? = '{MASTER_OWNER}' OR EXISTS \
+                 (SELECT 1 FROM api_keys WHERE 'key:' || api_keys.id = ?)"
         ))
         .bind(&s.id)
         .bind(&s.owner)
@@ -159,9 +164,11 @@ impl Submissions for SqliteStore {
         .bind(s.started_at.map(|t| t.0))
         .bind(s.ended_at.map(|t| t.0))
         .bind(&s.node)
+        .bind(&s.owner)
+        .bind(&s.owner)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     async fn get_submission(&self, id: &str) -> Result<Option<SubmissionRow>> {
@@ -406,6 +413,27 @@ impl Submissions for SqliteStore {
             executing_codes()
         ))
         .bind(project_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn submission_ids_of(&self, owner: &str) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar(
+                "SELECT id FROM submissions WHERE owner = ? ORDER BY created_at, id",
+            )
+            .bind(owner)
+            .fetch_all(&self.pool)
+            .await?,
+        )
+    }
+
+    async fn orphaned_submission_ids(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(&format!(
+            "SELECT id FROM submissions WHERE owner <> '{MASTER_OWNER}' AND NOT EXISTS \
+             (SELECT 1 FROM api_keys WHERE 'key:' || api_keys.id = submissions.owner) \
+             ORDER BY created_at, id"
+        ))
         .fetch_all(&self.pool)
         .await?)
     }

@@ -91,9 +91,33 @@ impl Server {
         }
     }
 
-    /// The server's process id (while it runs).
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+    /// The server's process id (for /proc/PID/status).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The server's resident memory now and at its peak, in KiB (VmRSS, VmHWM).
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/PID/status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} in {status}"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// A new API key (`fields` besides its name); returns its token.
+    pub fn key(&self, name: &str, fields: Value) -> String {
+        let mut body = fields;
+        body["name"] = Value::String(name.to_string());
+        let r = self.post_json("/api/v1/api_keys", TOKEN, &body);
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["key"].as_str().expect("key").to_string()
     }
 
     /// `kill -9` of this server (the child we started), and reaps it.
@@ -218,6 +242,52 @@ impl Resp {
         assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
         v
     }
+}
+
+/// One server-sent event: its name (`message` when none), data and id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub event: String,
+    pub data: String,
+    pub id: Option<String>,
+}
+
+/// The events of an SSE stream (comments skipped), as a browser's EventSource reads them:
+/// lines end at CR, LF or CRLF.
+pub fn parse_sse(text: &str) -> Vec<Event> {
+    let text = text.replace("\r\n", "\n").replace('\r', "\n");
+    let mut out = Vec::new();
+    let (mut event, mut data, mut id) = (String::new(), Vec::<String>::new(), None);
+    for line in text.split('\n') {
+        if line.is_empty() {
+            if !data.is_empty() {
+                out.push(Event {
+                    event: if event.is_empty() {
+                        "message".into()
+                    } else {
+                        event.clone()
+                    },
+                    data: data.join("\n"),
+                    id: id.clone(),
+                });
+            }
+            event.clear();
+            data.clear();
+            continue;
+        }
+        if line.starts_with(':') {
+            continue;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "event" => event = value.to_string(),
+            "data" => data.push(value.to_string()),
+            "id" => id = Some(value.to_string()),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// One request on its own connection (`Connection: close`), read to the end.

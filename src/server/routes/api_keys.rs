@@ -1,6 +1,11 @@
 //! API keys (PIFOP): created, listed and deleted by the master token (the route table says
 //! so). A key carries limits: `max_memory` (bytes), `max_time` (seconds, CPU and wall),
-//! `max_executions` (at once). Deleting a key deletes the files it kept.
+//! `max_executions` (at once), `max_pids`, `max_output_bytes`, and quotas: `max_pending`,
+//! `max_files` (per execution), `max_storage_bytes`; and `manage_projects` (may create,
+//! replace and delete projects). Deleting a key stops and erases its executions, its
+//! submissions (with their callbacks) and the files it kept (their blobs too, once nothing
+//! needs them): its id is never used again, so nothing of it stays reachable. Its projects stay: they are shared (anyone may submit to them, and keys that
+//! manage projects manage every project).
 
 use std::sync::Arc;
 
@@ -46,9 +51,15 @@ pub async fn list(app: Arc<App>, _: Req, _: Principal) -> ApiResult<Resp> {
 }
 
 pub async fn delete(app: Arc<App>, req: Req, _: Principal) -> ApiResult<Resp> {
+    // The key stops authenticating first, so it can make nothing new meanwhile.
     let row = auth::delete_key(app.store.as_ref(), req.param(0)).await?;
-    let out = views::api_key(&row);
-    // A later key of the same name must not find them.
-    app.files.remove_owner(&Principal::Key(row).owner()).await?;
+    let owner = auth::key_owner(&row.id);
+    let erased = app.exec.erase_owned(&owner).await?;
+    let submissions_erased = app.judge.erase_owned(&owner).await?;
+    let files_erased = app.files.remove_owner(&owner).await?;
+    let mut out = views::api_key(&row);
+    out["executions_erased"] = Value::from(erased);
+    out["submissions_erased"] = Value::from(submissions_erased);
+    out["files_erased"] = Value::from(files_erased);
     Ok(json_response(StatusCode::OK, &out))
 }

@@ -11,9 +11,10 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::auth::Principal;
-use crate::error::blocking;
-use crate::server::errors::{ApiError, ApiResult};
-use crate::server::http::{bytes_response, file_response, json_response, Req, Resp};
+use crate::exec::workdir::DEFAULT_INPUT_MODE;
+use crate::server::body::{self, Received};
+use crate::server::errors::{code, ApiError, ApiResult};
+use crate::server::http::{file_response, json_response, Req, Resp};
 use crate::server::observe;
 use crate::server::requests::{new_execution, Mode};
 use crate::server::views;
@@ -76,12 +77,12 @@ fn program_param(req: &Req) -> ApiResult<Option<usize>> {
         .map_err(|_| ApiError::not_found(format!("no program '{}'", req.param(1))))
 }
 
+/// `PUT …/input/{path}`: the body is received into scratch space as it arrives (never whole
+/// in memory), then committed, if the execution is still pending at that moment.
 pub async fn upload_input(app: Arc<App>, mut req: Req, who: Principal) -> ApiResult<Resp> {
-    let id = req.param(0).to_string();
     let rel = path_param(&app, &req, &who).await?;
-    let dir = app.exec.input_dir(&who, &id, program_param(&req)?).await?;
     let mode = match req.query("mode") {
-        None => 0o644,
+        None => DEFAULT_INPUT_MODE,
         Some(m) => {
             Mode::parse(m)
                 .ok_or_else(|| {
@@ -90,12 +91,49 @@ pub async fn upload_input(app: Arc<App>, mut req: Req, who: Principal) -> ApiRes
                 .0
         }
     };
-    let bytes = req.read_body(app.cfg.max_body).await?;
-    let (size, shown) = (bytes.len(), rel.to_string());
-    blocking(move || Ok(dir.write_input(&rel, &bytes, mode)?)).await?;
+    let target = app
+        .exec
+        .input_target(&who, req.param(0), program_param(&req)?)
+        .await?;
+    let max_body = app.cfg.max_body;
+    let limit = max_body.min(target.max_bytes);
+    let (mut file, path) = app.exec.dirs().scratch_file().await?;
+    let received = Received { path };
+    let incoming = req
+        .body
+        .take()
+        .ok_or_else(|| ApiError::malformed("no body"))?;
+    let size = body::save_to_file(
+        &req.headers,
+        incoming,
+        limit,
+        req.bounds.parse.stall,
+        &mut file,
+        || {
+            if limit < max_body {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    code::OVER_QUOTA,
+                    format!(
+                        "the file does not fit in what this API key may keep on the server \
+                         ({limit} bytes left of its max_storage_bytes): delete executions or \
+                         files it no longer needs"
+                    ),
+                )
+            } else {
+                ApiError::too_large(max_body)
+            }
+        },
+    )
+    .await?;
+    drop(file);
+    let shown = rel.to_string();
+    app.exec
+        .commit_input(&who, &target, rel, received.path.clone(), size, mode)
+        .await?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "id": id, "path": shown, "size": size }),
+        &json!({ "id": target.id, "path": shown, "size": size }),
     ))
 }
 
@@ -126,11 +164,11 @@ pub async fn delete(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp> 
 
 pub async fn output(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp> {
     let rel = path_param(&app, &req, &who).await?;
-    let bytes = app
+    let (file, len) = app
         .exec
         .output(&who, req.param(0), program_param(&req)?, &rel)
         .await?;
-    Ok(bytes_response("application/octet-stream", bytes))
+    Ok(file_response("application/octet-stream", file, len))
 }
 
 /// `GET /executions/{id}/pipes/{n}`: what passed through a captured pipe (up to its cap).
@@ -144,5 +182,5 @@ pub async fn pipe(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp> {
     };
     let file = app.exec.pipe_capture(&who, req.param(0), n).await?;
     let len = file.metadata().await?.len();
-    Ok(file_response(file, len, "application/octet-stream"))
+    Ok(file_response("application/octet-stream", file, len))
 }

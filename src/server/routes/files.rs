@@ -31,7 +31,7 @@ pub async fn download(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp
     let row = app.files.get(&who, req.param(0)).await?;
     let file = app.files.open_blob(&row).await?;
     let len = u64::try_from(row.size).unwrap_or(0);
-    let mut resp = file_response(file, len, "application/octet-stream");
+    let mut resp = file_response("application/octet-stream", file, len);
     let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", row.sha256)) {
         headers.insert(ETAG, v);

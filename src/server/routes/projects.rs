@@ -43,15 +43,18 @@ async fn read_project(
         environment: req.query("environment").map(str::to_string),
     };
     if is_tar(&body::media_type(&req.headers)) {
-        let tmp_dir = app.cfg.tmp_dir();
-        tokio::fs::create_dir_all(&tmp_dir).await?;
-        let upload = tmp_dir.join(format!("project-{}.tar", uuid::Uuid::new_v4().simple()));
+        let (mut file, upload) = app.exec.dirs().scratch_file().await?;
+        let limit = app.cfg.max_upload;
+        let stall = req.bounds.parse.stall;
         let saved = match req.body.take() {
-            Some(b) => body::save_to_file(&req.headers, b, app.cfg.max_upload, &upload)
-                .await
-                .map(drop),
+            Some(b) => body::save_to_file(&req.headers, b, limit, stall, &mut file, || {
+                ApiError::too_large(limit)
+            })
+            .await
+            .map(drop),
             None => Err(ApiError::malformed("no body")),
         };
+        drop(file);
         if let Err(e) = saved {
             let _ = tokio::fs::remove_file(&upload).await;
             return Err(e);

@@ -21,7 +21,7 @@ use crate::server::body;
 use crate::server::errors::{ApiError, ApiResult};
 use crate::server::http::{json_response, Req, Resp};
 use crate::server::requests::{from_body, BatchSubmissions, CreateSubmission};
-use crate::server::routes::live_log::{follow_file, wants_sse, EndWatch, Framing};
+use crate::server::routes::live_log::{follow_file, wants_sse, EndWatch};
 use crate::server::routes::projects::is_tar;
 use crate::server::views;
 
@@ -224,7 +224,6 @@ pub async fn progress(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp
     Ok(follow_file(
         path,
         wants_sse(&req),
-        Framing::Lines,
         "application/x-ndjson",
         end,
     ))
