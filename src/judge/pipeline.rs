@@ -154,8 +154,7 @@ pub fn grade(g: &Grading, done: Done, progress: &mut dyn Progress) -> Graded {
                         dir,
                         env: interactor_env,
                     }),
-                    Err(After::End(f)) => return Graded::of(f),
-                    Err(_) => return Graded::Stopped,
+                    Err(ended) => return ended,
                 },
                 None => None,
             };
@@ -562,7 +561,7 @@ fn prepare_interactor(
     g: &Grading,
     spec: &InteractorSpec,
     env: &Resolved,
-) -> Result<PathBuf, After> {
+) -> Result<PathBuf, Graded> {
     let own = g.project.interactor_dir();
     let Some(build) = &spec.build else {
         return Ok(own);
@@ -573,13 +572,13 @@ fn prepare_interactor(
     }
     let project_error = |why: String| {
         g.dir.debug(&format!("the interactor's build: {why}"));
-        After::End(Final::project_error(format!(
+        Graded::of(Final::project_error(format!(
             "the interactor's build failed ({}); see debug_log",
             why.lines().next().unwrap_or_default()
         )))
     };
     let files: Vec<FileIn> = top_level(&own)
-        .map_err(|e| After::End(Final::internal(format!("the interactor's files: {e}"))))?
+        .map_err(|e| Graded::of(Final::internal(format!("the interactor's files: {e}"))))?
         .into_iter()
         .map(|(name, path)| FileIn {
             path: PathBuf::from(name),
@@ -611,9 +610,9 @@ fn prepare_interactor(
         .run(&spec, io)
         .map_err(|e| project_error(format!("the sandbox refused it: {e}")))?;
     match o.end_reason {
-        sandbox::EndReason::Stopped => return Err(After::Stopped),
+        sandbox::EndReason::Stopped => return Err(Graded::Stopped),
         sandbox::EndReason::InternalError => {
-            return Err(After::End(Final::internal(format!(
+            return Err(Graded::of(Final::internal(format!(
                 "the sandbox failed building the interactor: {}",
                 o.message.unwrap_or_default()
             ))))
@@ -639,7 +638,7 @@ fn prepare_interactor(
     }
     g.dir
         .keep_helper(INTERACTOR, &own, &made)
-        .map_err(|e| After::End(Final::internal(format!("keeping the interactor: {e}"))))
+        .map_err(|e| Graded::of(Final::internal(format!("keeping the interactor: {e}"))))
 }
 
 /// An interactive problem's interactor, ready to run.
