@@ -6,6 +6,7 @@ pub mod digest;
 pub mod error;
 pub mod layout;
 pub mod lock;
+mod staging;
 pub mod store;
 pub mod tar_stream;
 pub mod unpack;
