@@ -134,3 +134,99 @@ fn a_build_error_and_bad_arguments() {
         assert!(text(&out.stderr).starts_with("sandpit: "), "{args:?}");
     }
 }
+
+/// The interactive example: the solution and the interactor as a group, wired both ways.
+#[test]
+fn the_guessing_game_is_judged_by_its_interactor() {
+    let (rc, v) = judge_json("guessing-game", "correct.c");
+    assert_eq!((rc, v["status"].as_u64()), (0, Some(15)), "{v}");
+    assert_eq!(v["score"].as_f64(), Some(100.0), "{v}");
+    let (rc, v) = judge_json("guessing-game", "wrong.c");
+    assert_eq!((rc, v["status"].as_u64()), (1, Some(14)), "{v}");
+    assert_eq!(v["score"].as_f64(), Some(40.0), "{v}");
+    let tests = v["tests"].as_array().expect("the per-test table");
+    let verdicts: Vec<&str> = tests
+        .iter()
+        .map(|t| t["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            "accepted",
+            "wrong-answer",
+            "accepted",
+            "wrong-answer",
+            "wrong-answer"
+        ]
+    );
+    // The interactor's verdict line is the test's message.
+    assert!(
+        tests[1]["checker_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no guesses left")),
+        "{v}"
+    );
+
+    // A solution that reads n and then never answers: its own (wall) time limit ends it.
+    let tmp = tempfile::tempdir().unwrap();
+    let silent = tmp.path().join("silent.c");
+    std::fs::write(
+        &silent,
+        "#include <stdio.h>\n#include <unistd.h>\n\
+         int main(void) { long long n; scanf(\"%lld\", &n); for (;;) sleep(1); }\n",
+    )
+    .unwrap();
+    let dir = example("guessing-game");
+    let out = judge(&[
+        dir.to_str().unwrap(),
+        &format!("{}:main.c", silent.display()),
+        "--json",
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"].as_u64(), Some(13), "{v}");
+    assert!(
+        v["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["verdict"] == "time-limit"),
+        "{v}"
+    );
+}
+
+/// An interactor that fails (testlib's exit 3) is the project's error, never the submission's.
+#[test]
+fn a_failing_interactor_is_a_project_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("game");
+    copy_dir(&example("guessing-game"), &project);
+    std::fs::write(
+        project.join("interactor/interactor.c"),
+        "#include <stdio.h>\nint main(void) { fputs(\"FAIL broken test\\n\", stderr); return 3; }\n",
+    )
+    .unwrap();
+    let src = example("guessing-game").join("solutions/correct.c");
+    let out = judge(&[project.to_str().unwrap(), src.to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)));
+    assert_eq!(v["status"].as_u64(), Some(22), "{v}");
+    assert!(
+        v["debug_log"]
+            .as_str()
+            .is_some_and(|d| d.contains("broken test")),
+        "{v}"
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}

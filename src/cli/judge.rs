@@ -21,7 +21,7 @@ use crate::env::Catalog;
 use crate::exec::request::InputFile;
 use crate::judge::config::Stage;
 use crate::judge::pipeline::{self, Done, Graded, Grading, Progress};
-use crate::judge::project::{CheckerSpec, ManifestDefaults, ProjectFiles, TestCase};
+use crate::judge::project::{ManifestDefaults, ProjectFiles, TestCase};
 use crate::judge::report::Final;
 use crate::judge::verdict::{StageRecord, TestResult};
 use crate::judge::workspace::SubmissionDir;
@@ -197,15 +197,7 @@ pub fn main(data: &Path, args: JudgeArgs) -> ExitCode {
             )
         }
     };
-    let mut wanted = vec![project.def.environment.clone()];
-    if let CheckerSpec::Program {
-        environment: Some(e),
-        ..
-    } = &project.def.checker
-    {
-        wanted.push(e.clone());
-    }
-    for env in wanted {
+    for env in project.def.environments() {
         match envs.get(&env) {
             Ok(Some(_)) => {}
             Ok(None) => {

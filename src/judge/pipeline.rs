@@ -5,7 +5,9 @@
 //! run stage's command runs once per test instead, in a sandbox where the workspace (the
 //! build's outputs) is bound read-only, and each output is judged by the checker (built in, or
 //! a program in a sandbox of its own with the input, the output and the answer bound
-//! read-only). A failing stage ends the submission; its later stages do not run.
+//! read-only). An interactive problem's interactor (built once, before the tests, when it has
+//! a build) runs beside each test's program instead of a checker, and its exit judges it.
+//! A failing stage ends the submission; its later stages do not run.
 //!
 //! Blocking: called on a blocking thread. What happens is told to a [`Progress`] as it
 //! happens (the server records it, so that after a restart grading resumes from the last
@@ -18,10 +20,12 @@ use sandbox::{FileIn, FileSource, Io, Outcome, Pool, RelPath, Spec, Stdin, StopH
 
 use super::checker::{self, Checked, CheckerRun};
 use super::config::{PlannedStage, Stage};
-use super::project::{checker_limits, CheckerSpec, ProjectFiles, TestCase, CHECKER_ARGS};
+use super::project::{
+    checker_limits, CheckerSpec, InteractorSpec, ProjectFiles, TestCase, CHECKER_ARGS, INTERACTOR,
+};
 use super::report::{of_tests, of_tests_report, parse_tests_report, tests_report_of, Final, Text};
 use super::state::Status;
-use super::testrun::{TestJob, TestRunner};
+use super::testrun::{TestJob, TestRun, TestRunner};
 use super::verdict::{how, of_run, StageRecord, TestResult, Verdict};
 use super::workspace::{top_level, SubmissionDir, TESTS_REPORT};
 use crate::env::{Catalog, EnvError, Resolved};
@@ -104,15 +108,21 @@ pub fn grade(g: &Grading, done: Done, progress: &mut dyn Progress) -> Graded {
         Ok(env) => env,
         Err(f) => return Graded::Final(f),
     };
-    let checker_env = match &def.checker {
-        CheckerSpec::Program {
-            environment: Some(id),
-            ..
-        } if id != &def.environment => match resolve(g.envs, id) {
-            Ok(env) => Some(env),
-            Err(f) => return Graded::Final(f),
-        },
+    let own_env = |id: Option<&String>| match id {
+        Some(id) if id != &def.environment => resolve(g.envs, id).map(Some),
+        _ => Ok(None),
+    };
+    let checker_env = match own_env(match &def.checker {
+        CheckerSpec::Program { environment, .. } => environment.as_ref(),
         _ => None,
+    }) {
+        Ok(env) => env,
+        Err(f) => return Graded::Final(f),
+    };
+    let interactor_env = match own_env(def.interactor.as_ref().and_then(|i| i.environment.as_ref()))
+    {
+        Ok(env) => env,
+        Err(f) => return Graded::Final(f),
     };
     let resumed = !done.stages.is_empty() || !done.tests.is_empty();
     if resumed {
@@ -136,10 +146,23 @@ pub fn grade(g: &Grading, done: Done, progress: &mut dyn Progress) -> Graded {
             return Graded::Stopped;
         }
         if p.stage == Stage::Run && has_tests {
+            let interactor_env = interactor_env.as_ref().unwrap_or(&env);
+            let interactor = match &def.interactor {
+                Some(spec) => match prepare_interactor(g, spec, interactor_env) {
+                    Ok(dir) => Some(Interactor {
+                        spec,
+                        dir,
+                        env: interactor_env,
+                    }),
+                    Err(ended) => return ended,
+                },
+                None => None,
+            };
             let run = TestsRun {
                 g,
                 env: &env,
                 checker_env: checker_env.as_ref().unwrap_or(&env),
+                interactor,
                 argv: &p.argv,
             };
             if run.all(&mut tests, progress).is_err() {
@@ -531,11 +554,107 @@ fn conclude(g: &Grading, stages: &[StageRecord], tests: &[TestResult]) -> Final 
     fail_by_test_stage(f.measured_by(run))
 }
 
+/// The interactor's files: its own directory, or its build's copy of it with what it made.
+/// Built once per submission (a resumed one finds it built); a build that fails is the
+/// project's error, with its streams in the debug log.
+fn prepare_interactor(
+    g: &Grading,
+    spec: &InteractorSpec,
+    env: &Resolved,
+) -> Result<PathBuf, Graded> {
+    let own = g.project.interactor_dir();
+    let Some(build) = &spec.build else {
+        return Ok(own);
+    };
+    let built = g.dir.helper(INTERACTOR);
+    if build.outputs.iter().all(|o| built.join(o).is_file()) {
+        return Ok(built);
+    }
+    let project_error = |why: String| {
+        g.dir.debug(&format!("the interactor's build: {why}"));
+        Graded::of(Final::project_error(format!(
+            "the interactor's build failed ({}); see debug_log",
+            why.lines().next().unwrap_or_default()
+        )))
+    };
+    let files: Vec<FileIn> = top_level(&own)
+        .map_err(|e| Graded::of(Final::internal(format!("the interactor's files: {e}"))))?
+        .into_iter()
+        .map(|(name, path)| FileIn {
+            path: PathBuf::from(name),
+            source: FileSource::Host(path),
+            mode: None,
+        })
+        .collect();
+    let limits = Limits {
+        memory_bytes: STAGE_MEMORY,
+        cpu_time_s: STAGE_TIMEOUT_S,
+        wall_time_s: STAGE_TIMEOUT_S,
+        pids: STAGE_PIDS,
+        output_bytes: STAGE_OUTPUT,
+    };
+    let spec = SpecBuilder::new(env.rootfs.clone())
+        .defaults(&env.defaults)
+        .command(build.command.clone())
+        .cwd(PathBuf::from(sandbox::DEFAULT_WORKDIR))
+        .limits(&overrides(&limits))
+        .files(files)
+        .collect(build.outputs.iter().map(PathBuf::from))
+        .build();
+    let io = Io {
+        stop: Some(g.stop.clone()),
+        ..Io::default()
+    };
+    let o = g
+        .pool
+        .run(&spec, io)
+        .map_err(|e| project_error(format!("the sandbox refused it: {e}")))?;
+    match o.end_reason {
+        sandbox::EndReason::Stopped => return Err(Graded::Stopped),
+        sandbox::EndReason::InternalError => {
+            return Err(Graded::of(Final::internal(format!(
+                "the sandbox failed building the interactor: {}",
+                o.message.unwrap_or_default()
+            ))))
+        }
+        _ => {}
+    }
+    let record = record_of(Stage::Build, &o);
+    if !record.succeeded() {
+        return Err(project_error(format!(
+            "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            record.how(),
+            String::from_utf8_lossy(&o.stdout).trim_end(),
+            String::from_utf8_lossy(&o.stderr).trim_end()
+        )));
+    }
+    let mut made = Vec::new();
+    for (path, got) in o.files {
+        let rel = RelPath::parse(&path).map_err(|e| project_error(format!("{path}: {e}")))?;
+        match got {
+            Ok(bytes) => made.push((rel, bytes)),
+            Err(why) => return Err(project_error(format!("it did not make {path}: {why}"))),
+        }
+    }
+    g.dir
+        .keep_helper(INTERACTOR, &own, &made)
+        .map_err(|e| Graded::of(Final::internal(format!("keeping the interactor: {e}"))))
+}
+
+/// An interactive problem's interactor, ready to run.
+struct Interactor<'a> {
+    spec: &'a InteractorSpec,
+    /// Its files (built).
+    dir: PathBuf,
+    env: &'a Resolved,
+}
+
 /// The tests of a project with test cases, one after the other.
 struct TestsRun<'a> {
     g: &'a Grading<'a>,
     env: &'a Resolved,
     checker_env: &'a Resolved,
+    interactor: Option<Interactor<'a>>,
     argv: &'a [String],
 }
 
@@ -596,13 +715,25 @@ impl TestsRun<'_> {
             Ok(spec) => spec,
             Err(e) => return failed(e),
         };
-        let outcome = match runner.run(TestJob {
+        let interactor = match &self.interactor {
+            Some(i) => match self.interactor_spec(i, test, &spec) {
+                Ok(spec) => Some(spec),
+                Err(e) => return failed(e),
+            },
+            None => None,
+        };
+        let run = match runner.run(TestJob {
             program: spec,
+            interactor,
             stop: self.g.stop.clone(),
         }) {
             Ok(o) => o,
             Err(e) => return failed(format!("the sandbox: {e}")),
         };
+        let TestRun {
+            program: outcome,
+            interactor,
+        } = run;
         let evidence = ProgramResult::from_outcome(&outcome, Default::default());
         let end_reason: EndReason = outcome.end_reason.into();
         let mut result = TestResult {
@@ -618,11 +749,31 @@ impl TestsRun<'_> {
             evidence: Some(evidence),
             ..base.clone()
         };
-        if let Some(v) = of_run(end_reason, outcome.exit_code, outcome.signal) {
-            result.verdict = v;
-            return result;
-        }
-        let checked = self.check(index, test, &outcome.stdout);
+        let own_verdict = of_run(end_reason, outcome.exit_code, outcome.signal);
+        let checked = match interactor {
+            None => {
+                if let Some(v) = own_verdict {
+                    result.verdict = v;
+                    return result;
+                }
+                self.check(index, test, &outcome.stdout)
+            }
+            Some(i) => {
+                // The solution's own limits and crashes first. Ended with the interactor
+                // (stopped, or SIGPIPE once the interactor closed its end), the interactor's
+                // verdict decides.
+                let with_interactor = (end_reason == EndReason::Stopped
+                    && !self.g.stop.requested())
+                    || outcome.signal == Some(libc::SIGPIPE);
+                match own_verdict {
+                    Some(v) if !with_interactor => {
+                        result.verdict = v;
+                        return result;
+                    }
+                    _ => self.judge_by(&i, test, "interactor"),
+                }
+            }
+        };
         match checked {
             Ok(c) => {
                 result.verdict = c.verdict;
@@ -636,6 +787,57 @@ impl TestsRun<'_> {
             }
         }
         result
+    }
+
+    /// The interactor beside a test's program: `COMMAND input output answer` in its files,
+    /// with the test's input and answer bound read-only (`output` is its to write). Its wall
+    /// time outlasts the solution's, so that a solution that never answers is the one ended.
+    fn interactor_spec(
+        &self,
+        i: &Interactor,
+        test: &TestCase,
+        solution: &Spec,
+    ) -> Result<Spec, String> {
+        let project = self.g.project;
+        let mut limits =
+            checker_limits(&i.spec.limits).map_err(|e| format!("the interactor: {e}"))?;
+        if let Some(wall) = solution.limits.wall_time {
+            limits.wall_time_s = limits.wall_time_s.max(wall.as_secs_f64() + 1.0);
+        }
+        let empty = self
+            .g
+            .dir
+            .empty()
+            .map_err(|e| format!("an empty file: {e}"))?;
+        let mut files: Vec<FileIn> = top_level(&i.dir)
+            .map_err(|e| format!("the interactor's files: {e}"))?
+            .into_iter()
+            .map(|(name, path)| FileIn {
+                path: PathBuf::from(name),
+                source: FileSource::Bind(path),
+                mode: None,
+            })
+            .collect();
+        for (name, host) in [
+            (CHECKER_ARGS[0], project.test_input(&test.name)),
+            (CHECKER_ARGS[2], project.test_answer(&test.name)),
+        ] {
+            files.push(FileIn {
+                path: PathBuf::from(name),
+                source: FileSource::Bind(host.unwrap_or(empty.clone())),
+                mode: None,
+            });
+        }
+        let mut argv = i.spec.command.clone();
+        argv.extend(CHECKER_ARGS.iter().map(|s| s.to_string()));
+        Ok(SpecBuilder::new(i.env.rootfs.clone())
+            .defaults(&i.env.defaults)
+            .command(argv)
+            .cwd(PathBuf::from(sandbox::DEFAULT_WORKDIR))
+            .limits(&overrides(&limits))
+            .files(files)
+            .setenv(&format!("SE_TEST_NAME={}", test.name))
+            .build())
     }
 
     /// The test's program: the run command in the workspace (bound read-only), with the
@@ -770,12 +972,26 @@ impl TestsRun<'_> {
                 format!("the checker could not run: {e}"),
             )
         })?;
+        self.judge_by(&o, test, "checker")
+    }
+
+    /// What a testlib-speaking helper's run (the checker's, the interactor's) says of a test;
+    /// its failure is the project's, with its streams in the debug log.
+    fn judge_by(
+        &self,
+        o: &Outcome,
+        test: &TestCase,
+        what: &str,
+    ) -> Result<Checked, (Verdict, String)> {
         match o.end_reason {
             sandbox::EndReason::InternalError => {
-                return Err(internal(format!(
-                    "the sandbox failed running the checker: {}",
-                    o.message.unwrap_or_default()
-                )))
+                return Err((
+                    Verdict::InternalError,
+                    format!(
+                        "the sandbox failed running the {what}: {}",
+                        o.message.clone().unwrap_or_default()
+                    ),
+                ))
             }
             sandbox::EndReason::Stopped => return Err((Verdict::Stopped, "stopped".into())),
             _ => {}
@@ -788,12 +1004,13 @@ impl TestsRun<'_> {
             stderr: &o.stderr,
         };
         checker::testlib(&run, test.weight).map_err(|why| {
+            let why = why.replacen("the checker", &format!("the {what}"), 1);
             let detail = format!(
-                "{why}\n--- checker stdout ---\n{}\n--- checker stderr ---\n{}",
+                "{why}\n--- {what} stdout ---\n{}\n--- {what} stderr ---\n{}",
                 String::from_utf8_lossy(&o.stdout).trim_end(),
                 String::from_utf8_lossy(&o.stderr).trim_end()
             );
-            dir.debug(&format!("test {}: {detail}", test.name));
+            self.g.dir.debug(&format!("test {}: {detail}", test.name));
             (
                 Verdict::CheckerError,
                 format!(

@@ -12,6 +12,8 @@
 //! tests/<name>/output       the expected output (the answer)
 //! tests/<name>/files/...    files put into the work directory for this test only
 //! checker/...               a checker program and its files (type "program")
+//! interactor/...            an interactive problem's interactor and its files (built once
+//!                           per submission by its own `build` command when it has one)
 //! ```
 //!
 //! The store keeps the checked definition as `project.json` (config inline, tests listed).
@@ -34,10 +36,12 @@ pub const CONFIG: &str = "config.json";
 pub const WORKSPACE: &str = "workspace";
 pub const TESTS: &str = "tests";
 pub const CHECKER: &str = "checker";
+pub const INTERACTOR: &str = "interactor";
 pub const TEST_INPUT: &str = "input";
 pub const TEST_ANSWER: &str = "output";
 pub const TEST_FILES: &str = "files";
-/// The names a program checker finds its three files under (testlib's argument order).
+/// The names a program checker finds its three files under (testlib's argument order). An
+/// interactor gets the same arguments: `output` is the file it may write (testlib's `tout`).
 pub const CHECKER_ARGS: [&str; 3] = ["input", "output", "answer"];
 /// Most test cases in one project.
 pub const MAX_TESTS: usize = 10_000;
@@ -89,6 +93,34 @@ pub enum CheckerSpec {
     },
 }
 
+/// An interactive problem's interactor: a program in `interactor/` speaking testlib's exit
+/// codes, run as `COMMAND input output answer` beside each test's solution, its stdout the
+/// solution's stdin and the solution's stdout its stdin. Its verdict replaces the checker's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InteractorSpec {
+    pub command: Vec<String>,
+    /// Its environment (default: the project's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// Its own limits (its wall time stretches to outlast the solution's).
+    #[serde(default, skip_serializing_if = "RequestedLimits::is_empty")]
+    pub limits: RequestedLimits,
+    /// Compiles it from its sources, once per submission before the tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<HelperBuild>,
+}
+
+/// How a helper program (the interactor) is built from its files: a command run in a sandbox
+/// of its environment with a copy of its directory, and the files it makes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HelperBuild {
+    pub command: Vec<String>,
+    /// The files the build makes (relative to the helper's directory), kept for the tests.
+    pub outputs: Vec<String>,
+}
+
 fn one() -> f64 {
     1.0
 }
@@ -129,6 +161,7 @@ pub struct Manifest {
     pub limits: RequestedLimits,
     pub tests: Option<Vec<TestCase>>,
     pub checker: Option<CheckerSpec>,
+    pub interactor: Option<InteractorSpec>,
 }
 
 /// What a caller gives besides the directory (an archive uploaded with `?environment=`).
@@ -154,6 +187,31 @@ pub struct ProjectDef {
     #[serde(default)]
     pub tests: Vec<TestCase>,
     pub checker: CheckerSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interactor: Option<InteractorSpec>,
+}
+
+impl ProjectDef {
+    /// Every environment grading uses: the project's, the checker's, the interactor's.
+    pub fn environments(&self) -> Vec<String> {
+        let mut out = vec![self.environment.clone()];
+        if let CheckerSpec::Program {
+            environment: Some(e),
+            ..
+        } = &self.checker
+        {
+            out.push(e.clone());
+        }
+        if let Some(InteractorSpec {
+            environment: Some(e),
+            ..
+        }) = &self.interactor
+        {
+            out.push(e.clone());
+        }
+        out.dedup();
+        out
+    }
 }
 
 /// A project's directory and its definition.
@@ -295,6 +353,7 @@ impl ProjectFiles {
                 limits: manifest.limits,
                 tests,
                 checker: manifest.checker.unwrap_or(CheckerSpec::Tokens {}),
+                interactor: manifest.interactor,
             },
         };
         files.check()?;
@@ -357,7 +416,8 @@ impl ProjectFiles {
             }
         }
         let mut seen = BTreeSet::new();
-        let builtin = !matches!(d.checker, CheckerSpec::Program { .. });
+        // With an interactor the checker does not run: no answer is needed.
+        let builtin = !matches!(d.checker, CheckerSpec::Program { .. }) && d.interactor.is_none();
         for t in &d.tests {
             if !valid_test_name(&t.name) {
                 return Err(format!(
@@ -388,7 +448,7 @@ impl ProjectFiles {
                 ));
             }
         }
-        for part in [TESTS, CHECKER] {
+        for part in [TESTS, CHECKER, INTERACTOR] {
             readable_by_all(&self.root.join(part), part)?;
         }
         match &d.checker {
@@ -401,25 +461,50 @@ impl ProjectFiles {
                 command,
                 environment,
                 limits,
-            } => {
-                if command.first().is_none_or(|p| p.is_empty()) {
-                    return Err("checker: 'command' must name a program".into());
+            } => self.check_helper(CHECKER, command, environment.as_deref(), limits)?,
+            CheckerSpec::Exact {} | CheckerSpec::Tokens {} => {}
+        }
+        if let Some(i) = &d.interactor {
+            self.check_helper(INTERACTOR, &i.command, i.environment.as_deref(), &i.limits)?;
+            if let Some(b) = &i.build {
+                if b.command.first().is_none_or(|p| p.is_empty()) {
+                    return Err("interactor: build: 'command' must name a program".into());
                 }
-                if let Some(env) = environment {
-                    if !valid_envid(env) {
-                        return Err(format!("checker: 'environment': '{env}' is not an envid"));
-                    }
+                if b.outputs.is_empty() {
+                    return Err("interactor: build: 'outputs' names the files it makes".into());
                 }
-                checker_limits(limits).map_err(|e| format!("checker: limits: {e}"))?;
-                let names = entries(&self.checker_dir())?;
-                if let Some(clash) = names.iter().find(|n| CHECKER_ARGS.contains(&n.as_str())) {
-                    return Err(format!(
-                        "{CHECKER}/{clash}: the checker's files may not be named input, output \
-                         or answer (those are the test's files)"
-                    ));
+                for o in &b.outputs {
+                    RelPath::parse(o).map_err(|e| format!("interactor: build: 'outputs': {e}"))?;
                 }
             }
-            CheckerSpec::Exact {} | CheckerSpec::Tokens {} => {}
+        }
+        Ok(())
+    }
+
+    /// A helper program (a checker, an interactor) in its directory `part`: a command, a
+    /// usable environment and limits, and no file named like the test's files it is given.
+    fn check_helper(
+        &self,
+        part: &str,
+        command: &[String],
+        environment: Option<&str>,
+        limits: &RequestedLimits,
+    ) -> Result<(), String> {
+        if command.first().is_none_or(|p| p.is_empty()) {
+            return Err(format!("{part}: 'command' must name a program"));
+        }
+        if let Some(env) = environment {
+            if !valid_envid(env) {
+                return Err(format!("{part}: 'environment': '{env}' is not an envid"));
+            }
+        }
+        checker_limits(limits).map_err(|e| format!("{part}: limits: {e}"))?;
+        let names = entries(&self.root.join(part))?;
+        if let Some(clash) = names.iter().find(|n| CHECKER_ARGS.contains(&n.as_str())) {
+            return Err(format!(
+                "{part}/{clash}: its files may not be named input, output or answer (those are \
+                 the test's files)"
+            ));
         }
         Ok(())
     }
@@ -430,6 +515,10 @@ impl ProjectFiles {
 
     pub fn checker_dir(&self) -> PathBuf {
         self.root.join(CHECKER)
+    }
+
+    pub fn interactor_dir(&self) -> PathBuf {
+        self.root.join(INTERACTOR)
     }
 
     fn test_dir(&self, name: &str) -> PathBuf {
@@ -512,7 +601,8 @@ fn readable_by_all(dir: &Path, shown: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A program checker's limits: its own, else 10 s of CPU, 512 MiB.
+/// A helper program's limits (a checker's, an interactor's): its own, else 10 s of CPU,
+/// 512 MiB.
 pub fn checker_limits(asked: &RequestedLimits) -> Result<Limits, String> {
     let cpu = asked.cpu_time_s.unwrap_or(CHECKER_CPU_S);
     let with_defaults = asked.over(&RequestedLimits {

@@ -20,8 +20,8 @@ use super::events::{Events, ProgressEvent};
 use super::lifecycle::Lifecycle;
 use super::pipeline::{self, Done, Graded, Grading, Progress};
 use super::project::{
-    valid_test_name, CheckerSpec, ManifestDefaults, ProjectFiles, TestCase, CHECKER, MANIFEST,
-    TESTS, TEST_ANSWER, TEST_FILES, TEST_INPUT, WORKSPACE,
+    valid_test_name, ManifestDefaults, ProjectFiles, TestCase, CHECKER, MANIFEST, TESTS,
+    TEST_ANSWER, TEST_FILES, TEST_INPUT, WORKSPACE,
 };
 use super::report::Final;
 use super::state::Status;
@@ -251,15 +251,7 @@ impl Service {
                 return Err(e);
             }
         };
-        let mut envs = vec![files.def.environment.clone()];
-        if let CheckerSpec::Program {
-            environment: Some(e),
-            ..
-        } = &files.def.checker
-        {
-            envs.push(e.clone());
-        }
-        for env in envs {
+        for env in files.def.environments() {
             if self.envs.get(&env)?.is_none() {
                 let _ = tokio::fs::remove_dir_all(&stage).await;
                 return Err(invalid(format!(

@@ -147,6 +147,35 @@ impl SubmissionDir {
             .join("stdout")
     }
 
+    /// Where a helper program (the interactor) is built: a copy of its files with what its
+    /// build made.
+    pub fn helper(&self, name: &str) -> PathBuf {
+        self.dir.join("helpers").join(name)
+    }
+
+    /// Lays a helper's build out afresh: its files, then what its build made (executable).
+    pub fn keep_helper(
+        &self,
+        name: &str,
+        files: &Path,
+        made: &[(RelPath, Vec<u8>)],
+    ) -> std::io::Result<PathBuf> {
+        let dir = self.helper(name);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        for (n, path) in top_level(files)? {
+            copy_tree(&path, &dir.join(n))?;
+        }
+        for (rel, bytes) in made {
+            write_file(&dir.join(rel), bytes, 0o755)?;
+        }
+        Ok(dir)
+    }
+
     pub fn progress(&self) -> PathBuf {
         self.dir.join("progress")
     }
