@@ -443,11 +443,14 @@ fn quotas_refuse_with_a_clear_message() {
 /// 2: the solution went away without guessing.
 const INTERACTOR_C: &str = r#"#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 int main(int argc, char **argv) {
     long secret = argc > 1 ? atol(argv[1]) : 0;
     char line[64];
     for (int i = 0; i < 20; i++) {
-        if (!fgets(line, sizeof line, stdin)) { fprintf(stderr, "unexpected eof\n"); return 2; }
+        /* On EOF, a pause before ending: a peer's pipes close before its parent hears of its
+           end, so without it this program could be reaped first and `first_ended` race. */
+        if (!fgets(line, sizeof line, stdin)) { fprintf(stderr, "unexpected eof\n"); usleep(200000); return 2; }
         char *end;
         long g = strtol(line, &end, 10);
         if (end == line || (*end != '\n' && *end != 0)) {
