@@ -2,13 +2,12 @@
 
 use std::time::Duration;
 
-use tokio::sync::broadcast::error::RecvError;
-
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::exec::admission::admit;
+use crate::exec::events;
 use crate::exec::state::{require, Status};
-use crate::store::ExecutionRow;
+use crate::store::{ExecutionRow, StoreError};
 
 use super::Service;
 
@@ -107,33 +106,11 @@ impl Service {
 
     /// Waits until the execution has ended (or is gone), at most `timeout`; false on timeout.
     pub async fn wait_ended(&self, id: &str, timeout: Duration) -> bool {
-        // Subscribed before the store is read, so no end slips in between.
-        let mut ended = self.events().subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match self.store.get_execution(id).await {
-                Ok(Some(row)) if row.status != Status::Ended => {}
-                Ok(_) => return true,
-                Err(e) => {
-                    tracing::warn!("waiting for {id}: {e}");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
-                        _ = tokio::time::sleep_until(deadline) => return false,
-                    }
-                }
-            }
-            loop {
-                tokio::select! {
-                    event = ended.recv() => match event {
-                        Ok(e) if e.id == id => return true,
-                        Ok(_) => {}
-                        // Fell behind: the store says whether it ended meanwhile.
-                        Err(RecvError::Lagged(_)) => break,
-                        Err(RecvError::Closed) => return false,
-                    },
-                    _ = tokio::time::sleep_until(deadline) => return false,
-                }
-            }
-        }
+        let ended = self.events().subscribe();
+        events::wait_ended(ended, id, timeout, || async {
+            let row = self.store.get_execution(id).await?;
+            Ok::<_, StoreError>(row.is_none_or(|r| r.status == Status::Ended))
+        })
+        .await
     }
 }

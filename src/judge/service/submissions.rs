@@ -3,19 +3,18 @@
 
 use std::time::Duration;
 
-use tokio::sync::broadcast::error::RecvError;
-
 use super::{invalid, Service};
 use crate::auth::Principal;
 use crate::callbacks::{Callback, Subject};
 use crate::clock::Micros;
 use crate::error::{blocking, Error, Result};
+use crate::exec::events;
 use crate::exec::request::InputFile;
 use crate::ids::{new_submission_id, valid_project_id, valid_submission_id};
 use crate::judge::state::Status;
 use crate::judge::submission;
 use crate::judge::verdict::{StageRecord, TestResult};
-use crate::store::{SubmissionFilter, SubmissionRow};
+use crate::store::{StoreError, SubmissionFilter, SubmissionRow};
 
 /// How long a `DELETE` waits for a submission being graded to stop.
 const STOP_WAIT: Duration = Duration::from_secs(15);
@@ -250,31 +249,11 @@ impl Service {
 
     /// Waits until the submission has ended (or is gone), at most `timeout`; false on timeout.
     pub async fn wait_ended(&self, id: &str, timeout: Duration) -> bool {
-        let mut ended = self.events().subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match self.store.get_submission(id).await {
-                Ok(Some(row)) if row.status.executing() => {}
-                Ok(_) => return true,
-                Err(e) => {
-                    tracing::warn!("waiting for {id}: {e}");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
-                        _ = tokio::time::sleep_until(deadline) => return false,
-                    }
-                }
-            }
-            loop {
-                tokio::select! {
-                    event = ended.recv() => match event {
-                        Ok(e) if e.id == id => return true,
-                        Ok(_) => {}
-                        Err(RecvError::Lagged(_)) => break,
-                        Err(RecvError::Closed) => return false,
-                    },
-                    _ = tokio::time::sleep_until(deadline) => return false,
-                }
-            }
-        }
+        let ended = self.events().subscribe();
+        events::wait_ended(ended, id, timeout, || async {
+            let row = self.store.get_submission(id).await?;
+            Ok::<_, StoreError>(row.is_none_or(|r| !r.status.executing()))
+        })
+        .await
     }
 }
