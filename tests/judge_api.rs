@@ -55,14 +55,9 @@ fn tar_bytes(entries: &[(&str, &[u8])]) -> Vec<u8> {
     b.into_inner().expect("tar")
 }
 
-fn post_bytes(s: &Server, path: &str, token: &str, ct: &str, body: &[u8]) -> common::Resp {
-    s.req("POST", path, Some(token), Some((ct, body)))
-}
-
 /// Creates an example project from its directory, as a tar; the id is the example's name.
 fn create_example(s: &Server, name: &str) -> Value {
-    let r = post_bytes(
-        s,
+    let r = s.post_bytes(
         &format!("/api/v1/projects?id={name}"),
         TOKEN,
         "application/x-tar",
@@ -247,8 +242,7 @@ fn the_python_float_and_unit_test_examples() {
     .into_bytes();
     form.extend_from_slice(solution("aplusb-python", "wrong.py").as_bytes());
     form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let r = post_bytes(
-        &s,
+    let r = s.post_bytes(
         "/api/v1/submissions",
         TOKEN,
         &format!("multipart/form-data; boundary={boundary}"),
@@ -292,8 +286,7 @@ fn the_python_float_and_unit_test_examples() {
         "workspace/calc.py",
         solution("unit-tests", "correct.py").as_bytes(),
     )]);
-    let r = post_bytes(
-        &s,
+    let r = s.post_bytes(
         "/api/v1/submissions?project_id=unit-tests&wait=true",
         TOKEN,
         "application/x-tar",
@@ -699,13 +692,13 @@ fn live_progress_listing_batch_and_delete() {
     );
 
     // Delete: the submission and its files go.
-    let r = s.req(
+    s.req(
         "DELETE",
         &format!("/api/v1/submissions/{id}"),
         Some(TOKEN),
         None,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    )
+    .assert_status(200);
     s.get(&format!("/api/v1/submissions/{id}"))
         .assert_error(404);
     assert!(!data.path().join("submissions").join(&id).exists());
@@ -720,13 +713,13 @@ fn live_progress_listing_batch_and_delete() {
         s.get(&format!("/api/v1/submissions/{slow}")).json()["stage"] == "run"
     });
     let t = Instant::now();
-    let r = s.req(
+    s.req(
         "DELETE",
         &format!("/api/v1/submissions/{slow}"),
         Some(TOKEN),
         None,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    )
+    .assert_status(200);
     assert!(t.elapsed() < Duration::from_secs(15));
     s.get(&format!("/api/v1/submissions/{slow}"))
         .assert_error(404);
@@ -751,18 +744,18 @@ fn projects_crud_errors_and_permissions() {
     let teacher = key("teacher", true);
     let tar = tar_of(&examples().join("aplusb-python"));
     // A key without manage_projects may not create, replace or delete projects.
-    let e = post_bytes(&s, "/api/v1/projects", &user, "application/x-tar", &tar).assert_error(403);
+    let e = s
+        .post_bytes("/api/v1/projects", &user, "application/x-tar", &tar)
+        .assert_error(403);
     assert!(e["message"].as_str().unwrap().contains("manage_projects"));
-    let r = post_bytes(
-        &s,
+    let r = s.post_bytes(
         "/api/v1/projects?id=apb",
         &teacher,
         "application/x-tar",
         &tar,
     );
     assert_eq!(r.status, 201, "{}", r.text());
-    post_bytes(
-        &s,
+    s.post_bytes(
         "/api/v1/projects?id=apb",
         &teacher,
         "application/x-tar",
@@ -796,13 +789,13 @@ fn projects_crud_errors_and_permissions() {
         "{}",
         r.text()
     );
-    let r = s.req(
+    s.req(
         "PUT",
         "/api/v1/projects/apb2",
         Some(TOKEN),
         Some(("application/x-tar", &tar)),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
+    )
+    .assert_status(201);
     // Only the current revision is kept on disk (no submission uses the old one).
     let revisions: Vec<String> = std::fs::read_dir(data.path().join("projects/apb"))
         .unwrap()
@@ -876,14 +869,14 @@ fn projects_crud_errors_and_permissions() {
     h.set_path("workspace/link").unwrap();
     h.set_cksum();
     b.append(&h, &b"x"[..]).unwrap();
-    let e = post_bytes(
-        &s,
-        "/api/v1/projects?environment=busybox",
-        TOKEN,
-        "application/x-tar",
-        &b.into_inner().unwrap(),
-    )
-    .assert_error(400);
+    let e = s
+        .post_bytes(
+            "/api/v1/projects?environment=busybox",
+            TOKEN,
+            "application/x-tar",
+            &b.into_inner().unwrap(),
+        )
+        .assert_error(400);
     assert!(
         e["message"].as_str().unwrap().contains("symbolic link"),
         "{e}"
@@ -905,8 +898,8 @@ fn projects_crud_errors_and_permissions() {
     .assert_error(400);
 
     // Delete: gone for everyone; its submissions keep their grades.
-    let r = s.req("DELETE", "/api/v1/projects/apb", Some(&teacher), None);
-    assert_eq!(r.status, 200, "{}", r.text());
+    s.req("DELETE", "/api/v1/projects/apb", Some(&teacher), None)
+        .assert_status(200);
     s.get("/api/v1/projects/apb").assert_error(404);
     assert!(!data.path().join("projects/apb").exists());
     assert_eq!(
@@ -925,8 +918,9 @@ fn projects_crud_errors_and_permissions() {
     assert_eq!(r.status, 201, "{}", r.text());
     let called = r.json()["id"].as_str().unwrap().to_string();
     assert_eq!(sql_count(&data, "SELECT COUNT(*) FROM callbacks"), 1);
-    let r = s.req("DELETE", "/api/v1/api_keys/student", Some(TOKEN), None);
-    assert_eq!(r.status, 200, "{}", r.text());
+    let r = s
+        .req("DELETE", "/api/v1/api_keys/student", Some(TOKEN), None)
+        .assert_status(200);
     assert_eq!(r.json()["submissions_erased"], 2, "{}", r.text());
     for id in [&mine, &called] {
         s.get(&format!("/api/v1/submissions/{id}"))
@@ -950,13 +944,13 @@ fn projects_crud_errors_and_permissions() {
     let student2 = key("student", false);
     let r = s.req("GET", "/api/v1/submissions", Some(&student2), None);
     assert_eq!(r.json()["paging"]["total"], 0);
-    let r = s.req(
+    s.req(
         "PUT",
         "/api/v1/projects/apb3",
         Some(&teacher),
         Some(("application/x-tar", &tar)),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
+    )
+    .assert_status(201);
     let r = s.req("DELETE", "/api/v1/api_keys/teacher", Some(TOKEN), None);
     assert_eq!(r.json()["submissions_erased"], 0, "{}", r.text());
     assert_eq!(s.get("/api/v1/projects/apb3").status, 200);
@@ -1192,11 +1186,11 @@ fn a_submission_callback_arrives_signed_with_the_final_object() {
     assert!(e["message"].as_str().unwrap().contains("10.1.2.3"), "{e}");
     assert_eq!(s.get("/api/v1/submissions").json()["paging"]["total"], 1);
     // Deleting the submission deletes its callbacks.
-    let r = s.req(
+    s.req(
         "DELETE",
         &format!("/api/v1/submissions/{id}"),
         Some(TOKEN),
         None,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    )
+    .assert_status(200);
 }

@@ -245,12 +245,13 @@ fn kill_9_and_restart_loses_nothing() {
         assert_eq!(starts, sorted, "queued work runs oldest first");
     }
     // The pending one still works after the restart.
-    let r = s.req(
-        "POST",
-        &format!("/api/v1/executions/{pending}/start?wait=true"),
-        Some(TOKEN),
-        None,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    let r = s
+        .req(
+            "POST",
+            &format!("/api/v1/executions/{pending}/start?wait=true"),
+            Some(TOKEN),
+            None,
+        )
+        .assert_status(200);
     assert_eq!(r.json()["status"], "ended");
 }
