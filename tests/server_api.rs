@@ -111,13 +111,8 @@ fn api_keys_routes() {
     assert!(k["key"].as_str().is_some_and(|t| t.starts_with("apikey_")));
     assert_eq!(k["max_memory"], 67108864);
     // PIFOP style: in the query.
-    s.req(
-        "POST",
-        "/api/v1/api_keys?key_name=q&max_executions=2",
-        Some(TOKEN),
-        None,
-    )
-    .assert_status(201);
+    s.post("/api/v1/api_keys?key_name=q&max_executions=2")
+        .assert_status(201);
     // Duplicate: 409. Bad name / bad limit: 400.
     s.post_json("/api/v1/api_keys", TOKEN, &json!({"name": "grader"}))
         .assert_error(409);
@@ -143,20 +138,15 @@ fn api_keys_routes() {
         list["items"][0].get("key").is_none(),
         "secrets are never listed"
     );
-    assert_eq!(
-        s.req("DELETE", "/api/v1/api_keys/q", Some(TOKEN), None)
-            .status,
-        200
-    );
-    s.req("DELETE", "/api/v1/api_keys/q", Some(TOKEN), None)
-        .assert_error(404);
+    assert_eq!(s.delete("/api/v1/api_keys/q").status, 200);
+    s.delete("/api/v1/api_keys/q").assert_error(404);
     // A deleted key no longer authenticates.
     let key = k["key"].as_str().expect("key");
     assert_eq!(
         s.req("GET", "/api/v1/executions", Some(key), None).status,
         200
     );
-    s.req("DELETE", "/api/v1/api_keys/grader", Some(TOKEN), None);
+    s.delete("/api/v1/api_keys/grader");
     s.req("GET", "/api/v1/executions", Some(key), None)
         .assert_error(401);
 }
@@ -321,15 +311,9 @@ fn body_and_route_errors() {
         s.get("/api/v1/executions/exec_nope").assert_error(404)["error_code"],
         1300
     );
-    s.req(
-        "POST",
-        "/api/v1/executions/exec_nope/start",
-        Some(TOKEN),
-        None,
-    )
-    .assert_error(404);
-    s.req("DELETE", "/api/v1/executions/exec_nope", Some(TOKEN), None)
+    s.post("/api/v1/executions/exec_nope/start")
         .assert_error(404);
+    s.delete("/api/v1/executions/exec_nope").assert_error(404);
     s.get("/api/v1/executions?limit=1000").assert_error(400);
     s.get("/api/v1/executions/x?include_log=maybe")
         .assert_error(400);
@@ -379,12 +363,7 @@ fn form_and_multipart_bodies() {
     }
     for (id, want) in [(form_id, "from a form"), (mp_id, "from multipart")] {
         let r = s
-            .req(
-                "POST",
-                &format!("/api/v1/executions/{id}/start?wait=true"),
-                Some(TOKEN),
-                None,
-            )
+            .post(&format!("/api/v1/executions/{id}/start?wait=true"))
             .assert_status(200);
         assert_eq!(r.json()["stdout"], want);
     }
@@ -416,10 +395,8 @@ fn environments_routes() {
         b"not a tar",
     )
     .assert_error(400);
-    s.req("DELETE", "/api/v1/environments/nope", Some(TOKEN), None)
-        .assert_error(404);
-    s.req("DELETE", "/api/v1/environments/busybox", Some(TOKEN), None)
-        .assert_error(403);
+    s.delete("/api/v1/environments/nope").assert_error(404);
+    s.delete("/api/v1/environments/busybox").assert_error(403);
 }
 
 #[test]
@@ -462,9 +439,7 @@ fn lifecycle_pending_upload_start_download_delete() {
     // Downloads before the end: 409.
     s.get(&format!("{base}/output/out.txt")).assert_error(409);
     // Start.
-    let r = s
-        .req("POST", &format!("{base}/start"), Some(TOKEN), None)
-        .assert_status(200);
+    let r = s.post(&format!("{base}/start")).assert_status(200);
     assert!(["queued", "running", "ended"].contains(&r.json()["status"].as_str().unwrap_or("")));
     // Now too late to upload or start again.
     s.req(
@@ -474,8 +449,7 @@ fn lifecycle_pending_upload_start_download_delete() {
         Some(("application/octet-stream", b"x")),
     )
     .assert_error(409);
-    s.req("POST", &format!("{base}/start"), Some(TOKEN), None)
-        .assert_error(409);
+    s.post(&format!("{base}/start")).assert_error(409);
     let v = s.wait_ended(&id, TOKEN);
     assert!(
         is_rfc3339(&v["start_date"]) && is_rfc3339(&v["end_date"]),
@@ -515,8 +489,7 @@ fn lifecycle_pending_upload_start_download_delete() {
         .assert_error(400);
     s.get(&format!("{base}/output/other.txt")).assert_error(404);
     // Stop after the end: 409. Delete: gone, every byte.
-    s.req("POST", &format!("{base}/stop"), Some(TOKEN), None)
-        .assert_error(409);
+    s.post(&format!("{base}/stop")).assert_error(409);
     assert_eq!(s.req("DELETE", &base, Some(TOKEN), None).status, 200);
     s.get(&base).assert_error(404);
     s.get(&format!("{base}/output/out.txt")).assert_error(404);
@@ -533,12 +506,7 @@ fn stop_and_delete_of_waiting_and_running_executions() {
         &json!({"environment": "busybox", "command": ["true"]}),
     );
     let r = s
-        .req(
-            "POST",
-            &format!("/api/v1/executions/{id}/stop"),
-            Some(TOKEN),
-            None,
-        )
+        .post(&format!("/api/v1/executions/{id}/stop"))
         .assert_status(200);
     assert_eq!(r.json()["status"], "ended");
     assert_eq!(r.json()["end_reason"], "stopped");
@@ -553,12 +521,7 @@ fn stop_and_delete_of_waiting_and_running_executions() {
     let t = std::time::Instant::now();
     s.wait_running(&id);
     let r = s
-        .req(
-            "POST",
-            &format!("/api/v1/executions/{id}/stop"),
-            Some(TOKEN),
-            None,
-        )
+        .post(&format!("/api/v1/executions/{id}/stop"))
         .assert_status(200);
     assert_eq!(r.json()["end_reason"], "stopped");
     assert!(t.elapsed().as_secs() < 10);
@@ -568,16 +531,7 @@ fn stop_and_delete_of_waiting_and_running_executions() {
         &json!({"environment": "busybox", "command": ["sleep", "30"], "start": true}),
     );
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(
-        s.req(
-            "DELETE",
-            &format!("/api/v1/executions/{id}"),
-            Some(TOKEN),
-            None
-        )
-        .status,
-        200
-    );
+    assert_eq!(s.delete(&format!("/api/v1/executions/{id}")).status, 200);
     s.get(&format!("/api/v1/executions/{id}")).assert_error(404);
     assert!(!data.path().join("executions").join(&id).exists());
 }
@@ -642,18 +596,12 @@ fn environment_import_run_and_delete() {
         );
         let id = run.json()["id"].as_str().expect("id").to_string();
         s.wait_running(&id);
-        s.req("DELETE", "/api/v1/environments/bb", Some(TOKEN), None)
-            .assert_error(409);
+        s.delete("/api/v1/environments/bb").assert_error(409);
         s.wait_ended(&id, TOKEN);
     }
-    assert_eq!(
-        s.req("DELETE", "/api/v1/environments/bb", Some(TOKEN), None)
-            .status,
-        200
-    );
+    assert_eq!(s.delete("/api/v1/environments/bb").status, 200);
     s.get("/api/v1/environments/bb").assert_error(404);
-    s.req("DELETE", "/api/v1/environments/bb", Some(TOKEN), None)
-        .assert_error(404);
+    s.delete("/api/v1/environments/bb").assert_error(404);
 }
 
 /// A stop that comes between the claim and the program's start (while the core still sets
@@ -671,19 +619,9 @@ fn stop_right_after_start() {
             &json!({"environment": "busybox", "command": ["sleep", "30"]}),
         );
         let t = std::time::Instant::now();
-        s.req(
-            "POST",
-            &format!("/api/v1/executions/{id}/start"),
-            Some(TOKEN),
-            None,
-        );
+        s.post(&format!("/api/v1/executions/{id}/start"));
         let r = s
-            .req(
-                "POST",
-                &format!("/api/v1/executions/{id}/stop"),
-                Some(TOKEN),
-                None,
-            )
+            .post(&format!("/api/v1/executions/{id}/stop"))
             .assert_status(200);
         assert_eq!(r.json()["end_reason"], "stopped");
         assert!(t.elapsed().as_secs() < 5, "{:?}", t.elapsed());

@@ -354,13 +354,8 @@ fn every_mode_arrives_and_verifies() {
     );
     assert!(callbacks(&s, &bare).is_empty());
     let (_, first) = &ids[0];
-    s.req(
-        "DELETE",
-        &format!("/api/v1/executions/{first}"),
-        Some(TOKEN),
-        None,
-    )
-    .assert_status(200);
+    s.delete(&format!("/api/v1/executions/{first}"))
+        .assert_status(200);
     s.get(&format!("/api/v1/executions/{first}/callbacks"))
         .assert_error(404);
     assert_eq!(receiver.received().len(), 4, "nothing more was sent");

@@ -283,9 +283,7 @@ fn only_the_owner_sees_a_file_and_a_deleted_key_takes_its_files() {
     );
     assert_eq!(v["stdout"], "secret\n");
     // Deleting the key deletes its files: a new "alice" finds nothing.
-    let r = s
-        .req("DELETE", "/api/v1/api_keys/alice", Some(TOKEN), None)
-        .assert_status(200);
+    let r = s.delete("/api/v1/api_keys/alice").assert_status(200);
     assert_eq!(r.json()["files_erased"], 1, "{}", r.text());
     m.req("GET", &format!("/api/v1/files/{id}"), None)
         .assert_error(404);

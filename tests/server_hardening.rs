@@ -565,9 +565,7 @@ fn deleting_a_key_erases_its_executions_and_a_new_key_of_its_name_inherits_nothi
         &alice,
         &json!({"environment": "busybox", "command": ["true"], "files": {"a.txt": "secret"}}),
     );
-    let r = s
-        .req("DELETE", "/api/v1/api_keys/alice", Some(TOKEN), None)
-        .assert_status(200);
+    let r = s.delete("/api/v1/api_keys/alice").assert_status(200);
     assert_eq!(r.json()["executions_erased"], 4);
     for id in [&ended, &running, &queued, &pending] {
         s.get(&format!("/api/v1/executions/{id}")).assert_error(404);
@@ -627,12 +625,7 @@ fn a_slow_upload_never_lands_in_a_started_or_deleted_execution() {
     let id = s.create_id(TOKEN, &busybox(&["sh", "-c", "ls late.txt"]));
     let upload = start_upload(&s, &id, "late.txt", 1000);
     std::thread::sleep(Duration::from_millis(300));
-    let r = s.req(
-        "POST",
-        &format!("/api/v1/executions/{id}/start?wait=true"),
-        Some(TOKEN),
-        None,
-    );
+    let r = s.post(&format!("/api/v1/executions/{id}/start?wait=true"));
     assert_eq!(r.json()["exit_code"], 1, "{}", r.text());
     finish_upload(upload, 1000).assert_error(409);
     assert!(!data
@@ -645,13 +638,8 @@ fn a_slow_upload_never_lands_in_a_started_or_deleted_execution() {
     let id = s.create_id(TOKEN, &busybox(&["true"]));
     let upload = start_upload(&s, &id, "sub/dir/f.txt", 1000);
     std::thread::sleep(Duration::from_millis(300));
-    s.req(
-        "DELETE",
-        &format!("/api/v1/executions/{id}"),
-        Some(TOKEN),
-        None,
-    )
-    .assert_status(200);
+    s.delete(&format!("/api/v1/executions/{id}"))
+        .assert_status(200);
     finish_upload(upload, 1000).assert_error(404);
     assert!(!data.path().join("executions").join(&id).exists());
     // Nothing is left of either upload in the scratch space.
@@ -804,13 +792,8 @@ fn the_live_log_cannot_be_forged_and_says_which_stream() {
     read_stream_until(&mut c, &mut seen, "following", Duration::from_secs(10));
     assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"));
     read_stream_until(&mut c, &mut seen, ": keep-alive", Duration::from_secs(60));
-    s.req(
-        "POST",
-        &format!("/api/v1/executions/{id}/start"),
-        Some(TOKEN),
-        None,
-    )
-    .assert_status(200);
+    s.post(&format!("/api/v1/executions/{id}/start"))
+        .assert_status(200);
     read_stream_until(&mut c, &mut seen, "\nevent: end\n", Duration::from_secs(60));
     let events = parse_sse(&dechunked(&seen));
     let ends: Vec<&common::Event> = events.iter().filter(|e| e.event == "end").collect();
@@ -902,12 +885,7 @@ fn idle_followers_cost_no_cpu() {
     // Polling every 50 ms cost half a core (~250 ticks here); waiting on events, nothing.
     assert!(used < 50, "{used} ticks");
     // They all end with the execution.
-    s.req(
-        "DELETE",
-        &format!("/api/v1/executions/{id}"),
-        Some(TOKEN),
-        None,
-    );
+    s.delete(&format!("/api/v1/executions/{id}"));
     for mut f in followers {
         read_until_closed(&mut f, Duration::from_secs(30));
     }
@@ -1023,12 +1001,7 @@ fn data_files_are_root_only() {
         Some(("application/octet-stream", b"#!/bin/sh\n")),
     )
     .assert_status(200);
-    let r = s.req(
-        "POST",
-        &format!("/api/v1/executions/{id}/start?wait=true"),
-        Some(TOKEN),
-        None,
-    );
+    let r = s.post(&format!("/api/v1/executions/{id}/start?wait=true"));
     // In the sandbox the files have the modes asked for; on the host, root's only.
     assert_eq!(r.json()["stdout"], "755\n750\n", "{}", r.text());
     // The data directory lets nobody else in; the database, the executions' files and the

@@ -465,13 +465,8 @@ fn metrics_count_ends_queue_slots_and_requests() {
     assert_eq!(value(&m, "sandpit_slots_busy", &[]), 1.0);
     assert_eq!(value(&m, "sandpit_queue_depth", &[]), 1.0);
     for id in [&queued, &running] {
-        s.req(
-            "POST",
-            &format!("/api/v1/executions/{id}/stop"),
-            Some(TOKEN),
-            None,
-        )
-        .assert_status(200);
+        s.post(&format!("/api/v1/executions/{id}/stop"))
+            .assert_status(200);
     }
     let m = scrape_until(&s, "the stops and a free slot", |m| {
         value(
@@ -640,12 +635,7 @@ fn every_state_changing_request_is_audited() {
     ));
 
     let r = s
-        .req(
-            "DELETE",
-            &format!("/api/v1/executions/{id}"),
-            Some(TOKEN),
-            None,
-        )
+        .delete(&format!("/api/v1/executions/{id}"))
         .assert_status(200);
     expected.push((
         request_id(&r),
@@ -656,9 +646,7 @@ fn every_state_changing_request_is_audited() {
         200,
     ));
 
-    let r = s
-        .req("DELETE", "/api/v1/api_keys/k", Some(TOKEN), None)
-        .assert_status(200);
+    let r = s.delete("/api/v1/api_keys/k").assert_status(200);
     expected.push((
         request_id(&r),
         "master",

@@ -162,6 +162,16 @@ impl Server {
         self.req("GET", path, Some(TOKEN), None)
     }
 
+    /// A bodiless `POST` with the master token (start, stop).
+    pub fn post(&self, path: &str) -> Resp {
+        self.req("POST", path, Some(TOKEN), None)
+    }
+
+    /// A `DELETE` with the master token.
+    pub fn delete(&self, path: &str) -> Resp {
+        self.req("DELETE", path, Some(TOKEN), None)
+    }
+
     pub fn post_json(&self, path: &str, token: &str, body: &Value) -> Resp {
         let text = body.to_string();
         self.req(
