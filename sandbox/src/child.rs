@@ -77,7 +77,6 @@ fn do_step(step: &Step) -> Result<(), i32> {
                 }
             }
             Step::Hostname { name } => libc::sethostname(name.as_ptr(), name.as_bytes().len()),
-            Step::LoopbackUp => return crate::namespaces::loopback_up(),
             Step::UnshareCgroupNs => libc::unshare(libc::CLONE_NEWCGROUP),
         }
     };

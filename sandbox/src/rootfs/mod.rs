@@ -46,8 +46,6 @@ pub enum Step {
     Hostname {
         name: CString,
     },
-    /// Brings `lo` up in the run's own network namespace.
-    LoopbackUp,
     /// Enters a new cgroup namespace (its root: the run's cgroup).
     UnshareCgroupNs,
 }
@@ -416,10 +414,6 @@ pub fn plan(spec: &EnvSpec, opts: &RootOptions) -> Result<RootPlan, Error> {
             new_root: cstr(&root)?,
         },
         "pivot_root into the new root".into(),
-    );
-    b.push(
-        Step::LoopbackUp,
-        "bringing up the loopback interface".into(),
     );
     if opts.unshare_cgroupns {
         b.push(
