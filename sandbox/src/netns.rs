@@ -17,8 +17,10 @@ use crate::error::Error;
 use crate::namespaces;
 use crate::sys::errno;
 
-/// How many the engine keeps ready.
-const KEEP_READY: usize = 2;
+/// How many the engine keeps ready. One: a run that finds none makes its own, so more would
+/// only help bursts of fresh sandboxes (the pool of prepared sandboxes absorbs those), and a
+/// one-shot `sandpit run` would make them for nothing.
+const KEEP_READY: usize = 1;
 
 #[derive(Default)]
 struct State {
