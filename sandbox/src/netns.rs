@@ -1,6 +1,6 @@
 //! Network namespaces made ahead. Creating one is the dearest part of a sandbox's start
 //! (about 0.6 ms here: loopback, sysctl tables, IPv6 address configuration), and nothing in
-//! it depends on the program, so the engine keeps a few ready, made by a background thread,
+//! it depends on the program, so the engine keeps one ready, made by a background thread,
 //! and a sandbox's init is cloned into one (the cloning thread joins it for the clone3 and
 //! returns to the host's right after).
 //!
