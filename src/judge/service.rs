@@ -20,8 +20,8 @@ use super::events::{Events, ProgressEvent};
 use super::lifecycle::Lifecycle;
 use super::pipeline::{self, Done, Graded, Grading, Progress};
 use super::project::{
-    valid_test_name, ManifestDefaults, ProjectFiles, TestCase, CHECKER, MANIFEST, TESTS,
-    TEST_ANSWER, TEST_FILES, TEST_INPUT, WORKSPACE,
+    valid_test_name, ManifestDefaults, ProjectFiles, TestCase, CHECKER, INTERACTOR, MANIFEST,
+    TESTS, TEST_ANSWER, TEST_FILES, TEST_INPUT, WORKSPACE,
 };
 use super::report::Final;
 use super::state::Status;
@@ -50,7 +50,7 @@ pub const MAX_BATCH: usize = 20;
 
 /// A project as a face gives it.
 pub enum ProjectInput {
-    /// A tar (plain, gzip or zstd) of a project directory.
+    /// An archive (a tar, plain, gzip'd or zstd'd, or a zip) of a project directory.
     Archive(PathBuf),
     Inline(InlineProject),
 }
@@ -64,6 +64,8 @@ pub struct InlineProject {
     pub tests: Vec<InlineTest>,
     /// The checker program's files.
     pub checker_files: Vec<InputFile>,
+    /// The interactor's files (its sources, or its program).
+    pub interactor_files: Vec<InputFile>,
 }
 
 /// A test's contents, given inline.
@@ -85,7 +87,7 @@ pub struct NewSubmission {
     pub project_id: String,
     pub scenario: Option<String>,
     pub files: Vec<InputFile>,
-    /// A tar (plain, gzip or zstd) of files, besides `files`.
+    /// An archive (tar or zip) of files, besides `files`.
     pub archive: Option<Vec<u8>>,
     /// Answer once it has been graded.
     pub wait: bool,
@@ -145,8 +147,13 @@ fn write_inline(p: &InlineProject, dir: &Path) -> Result<()> {
     for f in &p.files {
         write_file(&dir.join(WORKSPACE).join(&f.path), &f.bytes, f.mode)?;
     }
-    for f in &p.checker_files {
-        write_file(&dir.join(CHECKER).join(&f.path), &f.bytes, f.mode)?;
+    for (part, files) in [
+        (CHECKER, &p.checker_files),
+        (INTERACTOR, &p.interactor_files),
+    ] {
+        for f in files {
+            write_file(&dir.join(part).join(&f.path), &f.bytes, f.mode)?;
+        }
     }
     for t in &p.tests {
         if !valid_test_name(&t.name) {

@@ -383,6 +383,7 @@ pub fn project(p: &ProjectRow) -> Value {
         "limits": p.def.limits,
         "tests": p.def.tests,
         "checker": p.def.checker,
+        "interactor": p.def.interactor,
         "created_date": p.created_at.to_rfc3339(),
         "updated_date": p.updated_at.to_rfc3339(),
     })

@@ -22,11 +22,11 @@ use crate::server::errors::{ApiError, ApiResult};
 use crate::server::http::{json_response, Req, Resp};
 use crate::server::requests::{from_body, BatchSubmissions, CreateSubmission};
 use crate::server::routes::live_log::{follow_file, wants_sse, EndWatch};
-use crate::server::routes::projects::is_tar;
+use crate::server::routes::projects::is_archive;
 use crate::server::views;
 
 pub async fn create(app: Arc<App>, mut req: Req, who: Principal) -> ApiResult<Resp> {
-    let new = if is_tar(&body::media_type(&req.headers)) {
+    let new = if is_archive(&body::media_type(&req.headers)) {
         let archive = req.read_body(app.cfg.max_body).await?.to_vec();
         NewSubmission {
             project_id: req
