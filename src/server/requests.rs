@@ -317,7 +317,7 @@ pub fn project_from_body(
 }
 
 /// `POST /submissions`: the project, an optional scenario, the files (a map, file parts of
-/// a multipart form, or `archive`: a tar), `wait`.
+/// a multipart form, or `archive`: a tar or a zip), `wait`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubmission {

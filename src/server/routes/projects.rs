@@ -1,8 +1,9 @@
 //! Projects (Sphere Engine Containers): list and show for every token; create, replace and
 //! delete for the master token and API keys allowed to (`manage_projects`). A project comes
-//! as JSON (`project.json`'s fields and the files' contents) or as a tar of a project
-//! directory (`application/x-tar`, gzip'd or not; `?id=`, and `?environment=` for an archive
-//! without `project.json`). The judge service (`crate::judge`) does the work.
+//! as JSON (`project.json`'s fields and the files' contents) or as an archive of a project
+//! directory (a tar, compressed or not, or a zip, sent as `application/x-tar`,
+//! `application/zip` or `application/octet-stream`; `?id=`, and `?environment=` for an
+//! archive without `project.json`). The judge service (`crate::judge`) does the work.
 
 use std::sync::Arc;
 

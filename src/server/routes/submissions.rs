@@ -1,5 +1,5 @@
 //! Submissions (Sphere Engine Containers): create (JSON with a files map, a multipart form
-//! with file parts, or a tar as the body with `?project_id=`), batch create, get (status 0–22,
+//! with file parts, or an archive — tar or zip — as the body with `?project_id=`), batch create, get (status 0–22,
 //! `executing`, the per-test table, the HwScore report, the streams), list (filters
 //! `project`, `status`; paging), delete, and the live progress stream. The judge service
 //! (`crate::judge`) does the work.
@@ -33,14 +33,16 @@ pub async fn create(app: Arc<App>, mut req: Req, who: Principal) -> ApiResult<Re
                 .query("project_id")
                 .filter(|p| !p.is_empty())
                 .ok_or_else(|| {
-                    ApiError::bad_request("'project_id' is required (in the query with a tar body)")
+                    ApiError::bad_request(
+                        "'project_id' is required (in the query with an archive body)",
+                    )
                 })?
                 .to_string(),
             scenario: req.query("scenario").map(str::to_string),
             files: Vec::new(),
             archive: Some(archive),
             wait: req.query_bool("wait", false)?,
-            // A tar body has no room for one: JSON or a form carries it.
+            // An archive body has no room for one: JSON or a form carries it.
             callback: None,
         }
     } else {
