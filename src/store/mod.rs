@@ -26,8 +26,12 @@ use crate::judge::verdict::{StageRecord, TestResult};
 mod legacy;
 pub mod migrations;
 mod sqlite;
+mod sqlite_audit;
 mod sqlite_callbacks;
+mod sqlite_exec;
+mod sqlite_files;
 mod sqlite_judge;
+mod sqlite_keys;
 
 pub use sqlite::SqliteStore;
 
