@@ -125,10 +125,8 @@ impl Service {
         if !valid_execution_id(id) {
             return Err(missing());
         }
-        match self.store.get_execution(id).await? {
-            Some(row) if who.may_see(&row.owner) => Ok(row),
-            _ => Err(missing()),
-        }
+        who.seen(self.store.get_execution(id).await?)
+            .ok_or_else(missing)
     }
 
     /// Newest first: a key's own, or everyone's for the master token. The page and the total.
@@ -138,7 +136,7 @@ impl Service {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<ExecutionRow>, i64)> {
-        let owner = (!who.is_master()).then(|| who.owner());
+        let owner = who.listed_owner();
         Ok(self
             .store
             .list_executions(owner.as_deref(), limit, offset)

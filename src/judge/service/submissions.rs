@@ -182,10 +182,8 @@ impl Service {
         if !valid_submission_id(id) {
             return Err(missing());
         }
-        match self.store.get_submission(id).await? {
-            Some(row) if who.may_see(&row.owner) => Ok(row),
-            _ => Err(missing()),
-        }
+        who.seen(self.store.get_submission(id).await?)
+            .ok_or_else(missing)
     }
 
     /// Newest first: a key's own, or everyone's for the master token.
@@ -197,7 +195,7 @@ impl Service {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<SubmissionRow>, i64)> {
-        let owner = (!who.is_master()).then(|| who.owner());
+        let owner = who.listed_owner();
         let filter = SubmissionFilter {
             owner: owner.as_deref(),
             project,
