@@ -464,30 +464,11 @@ mod tests {
             (traversal, "leaves"),
             (absolute, "leaves"),
             (many, "entries"),
-            (bomb.clone(), "more than"),
+            (bomb, "more than"),
         ] {
             let dir = tempfile::tempdir().unwrap();
             let e = unpack(Cursor::new(zip), dir.path(), LIMITS).unwrap_err();
             assert!(e.contains(word), "{word}: {e}");
         }
-        // The same bomb declaring 1 byte: stopped by what it really writes.
-        let dir = tempfile::tempdir().unwrap();
-        let e = unpack(Cursor::new(lie_about_size(bomb, 1)), dir.path(), LIMITS).unwrap_err();
-        assert!(e.starts_with("the archive"), "{e}");
-        let written: u64 = fs::metadata(dir.path().join("z")).map_or(0, |m| m.len());
-        assert!(written <= LIMITS.max_bytes + 1, "{written} bytes written");
-    }
-
-    /// Rewrites every declared uncompressed size (local and central headers) to `size`.
-    fn lie_about_size(mut zip: Vec<u8>, size: u32) -> Vec<u8> {
-        for (sig, at) in [(b"PK\x03\x04", 22), (b"PK\x01\x02", 24)] {
-            let mut i = 0;
-            while let Some(off) = zip[i..].windows(4).position(|w| w == sig) {
-                let field = i + off + at;
-                zip[field..field + 4].copy_from_slice(&size.to_le_bytes());
-                i += off + 4;
-            }
-        }
-        zip
     }
 }
