@@ -1583,11 +1583,8 @@ fn zip_uploads_are_read_by_content_under_the_tar_rules() {
     drop(big);
     assert!(bomb.len() < 2 << 20, "{} bytes compressed", bomb.len());
     for body in [bomb.clone(), declare_size(bomb, 10)] {
-        let e = post_bytes(&s, submission, TOKEN, "application/zip", &body).assert_error(400);
-        assert!(
-            e["message"].as_str().unwrap().starts_with("the archive"),
-            "{e}"
-        );
+        s.post_bytes(submission, TOKEN, "application/zip", &body)
+            .assert_refused(400, "the archive");
     }
     let after = s
         .req("GET", "/api/v1/submissions", Some(TOKEN), None)
