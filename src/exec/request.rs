@@ -14,40 +14,56 @@ use serde::{Deserialize, Serialize};
 use crate::units;
 
 /// Limits as asked for; `None` takes the default (within the key's maxima). Sizes and times
-/// are numbers or text as users type them (`"128M"`, `"2s"`), as API-key limits are.
+/// are numbers or text as users type them (`"128M"`, `"2s"`), as API-key limits are. Read
+/// from a JSON object only (serde would also take a list of the fields in order).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "serde_json::Map<String, serde_json::Value>")]
 pub struct RequestedLimits {
-    #[serde(
-        default,
-        deserialize_with = "units::de::size",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,
-    #[serde(
-        default,
-        deserialize_with = "units::de::seconds",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_time_s: Option<f64>,
-    #[serde(
-        default,
-        deserialize_with = "units::de::seconds",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub wall_time_s: Option<f64>,
-    #[serde(
-        default,
-        deserialize_with = "units::de::count",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pids: Option<u64>,
-    #[serde(
-        default,
-        deserialize_with = "units::de::size",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub output_bytes: Option<u64>,
+}
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for RequestedLimits {
+    type Error = String;
+
+    fn try_from(map: serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
+        let f: LimitFields = serde_path_to_error::deserialize(serde_json::Value::Object(map))
+            .map_err(|e| match e.path().to_string().as_str() {
+                "." => e.inner().to_string(),
+                field => format!("{field}: {}", e.inner()),
+            })?;
+        Ok(RequestedLimits {
+            memory_bytes: f.memory_bytes,
+            cpu_time_s: f.cpu_time_s,
+            wall_time_s: f.wall_time_s,
+            pids: f.pids,
+            output_bytes: f.output_bytes,
+        })
+    }
+}
+
+/// The fields of [`RequestedLimits`] as read.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitFields {
+    #[serde(default, deserialize_with = "units::de::size")]
+    memory_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "units::de::seconds")]
+    cpu_time_s: Option<f64>,
+    #[serde(default, deserialize_with = "units::de::seconds")]
+    wall_time_s: Option<f64>,
+    #[serde(default, deserialize_with = "units::de::count")]
+    pids: Option<u64>,
+    #[serde(default, deserialize_with = "units::de::size")]
+    output_bytes: Option<u64>,
 }
 
 impl RequestedLimits {

@@ -31,7 +31,9 @@ pub fn document(policy: &Policy, envids: &[String]) -> Value {
     let new = &mut schemas["NewExecution"]["properties"];
     new["files"]["maxProperties"] = policy.quotas.max_files.into();
     if !envids.is_empty() {
-        new["environment"]["enum"] = envids.iter().map(|e| Value::from(e.as_str())).collect();
+        let envids: Value = envids.iter().map(|e| Value::from(e.as_str())).collect();
+        new["environment"]["enum"] = envids.clone();
+        schemas["NewExecutionMultipart"]["properties"]["environment"]["enum"] = envids;
     }
     doc
 }

@@ -254,6 +254,12 @@ fn take<T: serde::de::DeserializeOwned>(
 pub fn project_from_body(
     mut map: Map<String, Value>,
 ) -> ApiResult<(Option<String>, InlineProject)> {
+    // As everywhere: no field takes null (leave it out for the default).
+    if let Some(path) = crate::exec::parse::null_member(&map, "") {
+        return Err(ApiError::bad_request(format!(
+            "'{path}' may not be null (leave it out for the default)"
+        )));
+    }
     let id: Option<String> = take(&mut map, "id", "id")?;
     let files = input_files(take(&mut map, "files", "files")?, "files")?;
     let mut tests = Vec::new();

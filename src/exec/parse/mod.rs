@@ -36,7 +36,7 @@ mod files;
 mod typed;
 
 pub use files::{EncodedFileContent, FileContent, Mode};
-pub use typed::typed;
+pub use typed::{null_member, typed};
 
 /// Most programs in a group.
 pub const MAX_PROGRAMS: usize = 16;

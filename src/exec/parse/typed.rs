@@ -5,20 +5,29 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
-/// The first member that is `null`, by its path: no field takes `null` (leave it out).
-fn null_member(map: &serde_json::Map<String, Value>, at: &str) -> Option<String> {
+/// The first member that is `null`, by its path (`tests[0].limits.pids`), in objects and
+/// in the objects of lists: no field takes `null` (leave it out).
+pub fn null_member(map: &serde_json::Map<String, Value>, at: &str) -> Option<String> {
     map.iter().find_map(|(k, v)| {
         let path = if at.is_empty() {
             k.clone()
         } else {
             format!("{at}.{k}")
         };
-        match v {
-            Value::Null => Some(path),
-            Value::Object(inner) => null_member(inner, &path),
-            _ => None,
-        }
+        null_within(v, path)
     })
+}
+
+fn null_within(v: &Value, path: String) -> Option<String> {
+    match v {
+        Value::Null => Some(path),
+        Value::Object(inner) => null_member(inner, &path),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| match item {
+            Value::Object(_) => null_within(item, format!("{path}[{i}]")),
+            _ => None,
+        }),
+        _ => None,
+    }
 }
 
 /// Reads a typed value; a wrong field is an `Invalid` error that names it, and no field

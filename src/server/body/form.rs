@@ -73,6 +73,7 @@ const TEXT_KEYS: &[&str] = &[
     "project_id",
     "scenario",
     "callback",
+    "archive",
 ];
 /// Keys that are lists: repeated fields, `key[]`, or one field holding a JSON array.
 const LIST_KEYS: &[&str] = &["command", "outputs"];
