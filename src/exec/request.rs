@@ -15,9 +15,8 @@ use crate::units;
 
 /// Limits as asked for; `None` takes the default (within the key's maxima). Sizes and times
 /// are numbers or text as users type them (`"128M"`, `"2s"`), as API-key limits are. Read
-/// from a JSON object only (serde would also take a list of the fields in order).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "serde_json::Map<String, serde_json::Value>")]
+/// from a JSON object only (serde's derive would also take a list of the fields in order).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct RequestedLimits {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,
@@ -31,22 +30,31 @@ pub struct RequestedLimits {
     pub output_bytes: Option<u64>,
 }
 
-impl TryFrom<serde_json::Map<String, serde_json::Value>> for RequestedLimits {
-    type Error = String;
-
-    fn try_from(map: serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
-        let f: LimitFields = serde_path_to_error::deserialize(serde_json::Value::Object(map))
-            .map_err(|e| match e.path().to_string().as_str() {
-                "." => e.inner().to_string(),
-                field => format!("{field}: {}", e.inner()),
-            })?;
-        Ok(RequestedLimits {
-            memory_bytes: f.memory_bytes,
-            cpu_time_s: f.cpu_time_s,
-            wall_time_s: f.wall_time_s,
-            pids: f.pids,
-            output_bytes: f.output_bytes,
-        })
+impl<'de> Deserialize<'de> for RequestedLimits {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Map;
+        impl<'de> serde::de::Visitor<'de> for Map {
+            type Value = RequestedLimits;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of limits")
+            }
+            // The fields are read through the same map, so an error still names its field.
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let f =
+                    LimitFields::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(RequestedLimits {
+                    memory_bytes: f.memory_bytes,
+                    cpu_time_s: f.cpu_time_s,
+                    wall_time_s: f.wall_time_s,
+                    pids: f.pids,
+                    output_bytes: f.output_bytes,
+                })
+            }
+        }
+        d.deserialize_map(Map)
     }
 }
 
