@@ -46,6 +46,12 @@ pub fn key_owner(key_id: &str) -> String {
     format!("key:{key_id}")
 }
 
+/// Something a principal owns (an execution, a submission, a kept file).
+pub trait Owned {
+    /// `master` or `key:<key id>`.
+    fn owner(&self) -> &str;
+}
+
 impl Principal {
     /// The owner recorded on executions: `master` or `key:<key id>`.
     pub fn owner(&self) -> String {
@@ -65,6 +71,18 @@ impl Principal {
             Principal::Master => true,
             Principal::Key(_) => self.owner() == owner,
         }
+    }
+
+    /// What a lookup found, as this principal sees it: another key's is not there (a key's
+    /// things do not exist for other keys).
+    pub fn seen<T: Owned>(&self, found: Option<T>) -> Option<T> {
+        found.filter(|t| self.may_see(t.owner()))
+    }
+
+    /// Whose things a listing shows: the key's own, or everyone's (`None`) for the master
+    /// token.
+    pub fn listed_owner(&self) -> Option<String> {
+        (!self.is_master()).then(|| self.owner())
     }
 
     /// May create, replace and delete projects: the master token, and keys allowed to.

@@ -55,14 +55,18 @@ fn tar_bytes(entries: &[(&str, &[u8])]) -> Vec<u8> {
     b.into_inner().expect("tar")
 }
 
-fn post_bytes(s: &Server, path: &str, token: &str, ct: &str, body: &[u8]) -> common::Resp {
-    s.req("POST", path, Some(token), Some((ct, body)))
+/// Asserts a submission's status code and score (the object shown when they differ).
+fn assert_graded(v: &Value, status: u64, score: f64) {
+    assert_eq!(
+        (v["status"].clone(), v["score"].clone()),
+        (json!(status), json!(score)),
+        "{v}"
+    );
 }
 
 /// Creates an example project from its directory, as a tar; the id is the example's name.
 fn create_example(s: &Server, name: &str) -> Value {
-    let r = post_bytes(
-        s,
+    let r = s.post_bytes(
         &format!("/api/v1/projects?id={name}"),
         TOKEN,
         "application/x-tar",
@@ -230,11 +234,7 @@ fn the_python_float_and_unit_test_examples() {
         "aplusb-python",
         json!({ "main.py": solution("aplusb-python", "correct.py") }),
     );
-    assert_eq!(
-        (ok["status"].clone(), ok["score"].clone()),
-        (json!(15), json!(100.0)),
-        "{ok}"
-    );
+    assert_graded(&ok, 15, 100.0);
     assert_hwscore(&ok);
     // The source as a multipart upload (a file part named `files`).
     let boundary = "sandpit-test-boundary";
@@ -247,8 +247,7 @@ fn the_python_float_and_unit_test_examples() {
     .into_bytes();
     form.extend_from_slice(solution("aplusb-python", "wrong.py").as_bytes());
     form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let r = post_bytes(
-        &s,
+    let r = s.post_bytes(
         "/api/v1/submissions",
         TOKEN,
         &format!("multipart/form-data; boundary={boundary}"),
@@ -256,11 +255,7 @@ fn the_python_float_and_unit_test_examples() {
     );
     assert_eq!(r.status, 201, "{}", r.text());
     let wrong = r.json();
-    assert_eq!(
-        (wrong["status"].clone(), wrong["score"].clone()),
-        (json!(14), json!(10.0)),
-        "{wrong}"
-    );
+    assert_graded(&wrong, 14, 10.0);
 
     // Floats within 1e-6: pi × r².
     create_example(&s, "circle-area");
@@ -275,11 +270,7 @@ fn the_python_float_and_unit_test_examples() {
         "circle-area",
         json!({ "a.py": solution("circle-area", "wrong.py") }),
     );
-    assert_eq!(
-        (wrong["status"].clone(), wrong["score"].clone()),
-        (json!(14), json!(20.0)),
-        "{wrong}"
-    );
+    assert_graded(&wrong, 14, 20.0);
     assert!(wrong["tests"][0]["checker_message"]
         .as_str()
         .unwrap()
@@ -292,8 +283,7 @@ fn the_python_float_and_unit_test_examples() {
         "workspace/calc.py",
         solution("unit-tests", "correct.py").as_bytes(),
     )]);
-    let r = post_bytes(
-        &s,
+    let r = s.post_bytes(
         "/api/v1/submissions?project_id=unit-tests&wait=true",
         TOKEN,
         "application/x-tar",
@@ -301,11 +291,7 @@ fn the_python_float_and_unit_test_examples() {
     );
     assert_eq!(r.status, 201, "{}", r.text());
     let ok = r.json();
-    assert_eq!(
-        (ok["status"].clone(), ok["score"].clone()),
-        (json!(15), json!(100.0)),
-        "{ok}"
-    );
+    assert_graded(&ok, 15, 100.0);
     let report = ok["streams"]["tests_report"]
         .as_array()
         .expect("tests_report");
@@ -476,11 +462,7 @@ fn every_status_code_and_verdict() {
 
     // 14: a wrong answer on the heavier test: 1 of 4 points.
     let v = grade("#include <stdio.h>\nint main(void){int a,b;scanf(\"%d %d\",&a,&b);printf(\"%d\\n\",a==1?3:5);return 0;}\n");
-    assert_eq!(
-        (v["status"].clone(), v["score"].clone()),
-        (json!(14), json!(25.0)),
-        "{v}"
-    );
+    assert_graded(&v, 14, 25.0);
     assert_eq!(verdicts(&v), ["accepted", "wrong-answer"]);
 
     // presentation-error: the exact checker, whitespace differs.
@@ -699,13 +681,8 @@ fn live_progress_listing_batch_and_delete() {
     );
 
     // Delete: the submission and its files go.
-    let r = s.req(
-        "DELETE",
-        &format!("/api/v1/submissions/{id}"),
-        Some(TOKEN),
-        None,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    s.delete(&format!("/api/v1/submissions/{id}"))
+        .assert_status(200);
     s.get(&format!("/api/v1/submissions/{id}"))
         .assert_error(404);
     assert!(!data.path().join("submissions").join(&id).exists());
@@ -720,13 +697,8 @@ fn live_progress_listing_batch_and_delete() {
         s.get(&format!("/api/v1/submissions/{slow}")).json()["stage"] == "run"
     });
     let t = Instant::now();
-    let r = s.req(
-        "DELETE",
-        &format!("/api/v1/submissions/{slow}"),
-        Some(TOKEN),
-        None,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    s.delete(&format!("/api/v1/submissions/{slow}"))
+        .assert_status(200);
     assert!(t.elapsed() < Duration::from_secs(15));
     s.get(&format!("/api/v1/submissions/{slow}"))
         .assert_error(404);
@@ -751,18 +723,18 @@ fn projects_crud_errors_and_permissions() {
     let teacher = key("teacher", true);
     let tar = tar_of(&examples().join("aplusb-python"));
     // A key without manage_projects may not create, replace or delete projects.
-    let e = post_bytes(&s, "/api/v1/projects", &user, "application/x-tar", &tar).assert_error(403);
+    let e = s
+        .post_bytes("/api/v1/projects", &user, "application/x-tar", &tar)
+        .assert_error(403);
     assert!(e["message"].as_str().unwrap().contains("manage_projects"));
-    let r = post_bytes(
-        &s,
+    let r = s.post_bytes(
         "/api/v1/projects?id=apb",
         &teacher,
         "application/x-tar",
         &tar,
     );
     assert_eq!(r.status, 201, "{}", r.text());
-    post_bytes(
-        &s,
+    s.post_bytes(
         "/api/v1/projects?id=apb",
         &teacher,
         "application/x-tar",
@@ -796,13 +768,13 @@ fn projects_crud_errors_and_permissions() {
         "{}",
         r.text()
     );
-    let r = s.req(
+    s.req(
         "PUT",
         "/api/v1/projects/apb2",
         Some(TOKEN),
         Some(("application/x-tar", &tar)),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
+    )
+    .assert_status(201);
     // Only the current revision is kept on disk (no submission uses the old one).
     let revisions: Vec<String> = std::fs::read_dir(data.path().join("projects/apb"))
         .unwrap()
@@ -876,14 +848,14 @@ fn projects_crud_errors_and_permissions() {
     h.set_path("workspace/link").unwrap();
     h.set_cksum();
     b.append(&h, &b"x"[..]).unwrap();
-    let e = post_bytes(
-        &s,
-        "/api/v1/projects?environment=busybox",
-        TOKEN,
-        "application/x-tar",
-        &b.into_inner().unwrap(),
-    )
-    .assert_error(400);
+    let e = s
+        .post_bytes(
+            "/api/v1/projects?environment=busybox",
+            TOKEN,
+            "application/x-tar",
+            &b.into_inner().unwrap(),
+        )
+        .assert_error(400);
     assert!(
         e["message"].as_str().unwrap().contains("symbolic link"),
         "{e}"
@@ -905,8 +877,8 @@ fn projects_crud_errors_and_permissions() {
     .assert_error(400);
 
     // Delete: gone for everyone; its submissions keep their grades.
-    let r = s.req("DELETE", "/api/v1/projects/apb", Some(&teacher), None);
-    assert_eq!(r.status, 200, "{}", r.text());
+    s.req("DELETE", "/api/v1/projects/apb", Some(&teacher), None)
+        .assert_status(200);
     s.get("/api/v1/projects/apb").assert_error(404);
     assert!(!data.path().join("projects/apb").exists());
     assert_eq!(
@@ -925,8 +897,7 @@ fn projects_crud_errors_and_permissions() {
     assert_eq!(r.status, 201, "{}", r.text());
     let called = r.json()["id"].as_str().unwrap().to_string();
     assert_eq!(sql_count(&data, "SELECT COUNT(*) FROM callbacks"), 1);
-    let r = s.req("DELETE", "/api/v1/api_keys/student", Some(TOKEN), None);
-    assert_eq!(r.status, 200, "{}", r.text());
+    let r = s.delete("/api/v1/api_keys/student").assert_status(200);
     assert_eq!(r.json()["submissions_erased"], 2, "{}", r.text());
     for id in [&mine, &called] {
         s.get(&format!("/api/v1/submissions/{id}"))
@@ -950,14 +921,14 @@ fn projects_crud_errors_and_permissions() {
     let student2 = key("student", false);
     let r = s.req("GET", "/api/v1/submissions", Some(&student2), None);
     assert_eq!(r.json()["paging"]["total"], 0);
-    let r = s.req(
+    s.req(
         "PUT",
         "/api/v1/projects/apb3",
         Some(&teacher),
         Some(("application/x-tar", &tar)),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let r = s.req("DELETE", "/api/v1/api_keys/teacher", Some(TOKEN), None);
+    )
+    .assert_status(201);
+    let r = s.delete("/api/v1/api_keys/teacher");
     assert_eq!(r.json()["submissions_erased"], 0, "{}", r.text());
     assert_eq!(s.get("/api/v1/projects/apb3").status, 200);
 }
@@ -1172,10 +1143,7 @@ fn a_submission_callback_arrives_signed_with_the_final_object() {
     let object: Value = serde_json::from_slice(&d.body).expect("JSON body");
     let v = s.get(&format!("/api/v1/submissions/{id}")).json();
     assert_eq!(object, v);
-    assert_eq!(
-        (object["status"].clone(), object["score"].clone()),
-        (json!(14), json!(10.0))
-    );
+    assert_graded(&object, 14, 10.0);
     wait_until("the attempt is recorded as delivered", 30, || {
         let items = s.get(&format!("/api/v1/submissions/{id}/callbacks")).json();
         items["items"][0]["state"] == "delivered"
@@ -1192,11 +1160,6 @@ fn a_submission_callback_arrives_signed_with_the_final_object() {
     assert!(e["message"].as_str().unwrap().contains("10.1.2.3"), "{e}");
     assert_eq!(s.get("/api/v1/submissions").json()["paging"]["total"], 1);
     // Deleting the submission deletes its callbacks.
-    let r = s.req(
-        "DELETE",
-        &format!("/api/v1/submissions/{id}"),
-        Some(TOKEN),
-        None,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    s.delete(&format!("/api/v1/submissions/{id}"))
+        .assert_status(200);
 }

@@ -38,13 +38,13 @@ fn auth_errors() {
     s.req("GET", "/api/v1/executions", Some("nope"), None)
         .assert_error(401);
     // ?access_token= works.
-    let r = s.req(
+    s.req(
         "GET",
         &format!("/api/v1/executions?access_token={TOKEN}"),
         None,
         None,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    )
+    .assert_status(200);
     // A key may not manage keys or environments: 403.
     let key = s
         .post_json("/api/v1/api_keys", TOKEN, &json!({"name": "k1"}))
@@ -111,13 +111,8 @@ fn api_keys_routes() {
     assert!(k["key"].as_str().is_some_and(|t| t.starts_with("apikey_")));
     assert_eq!(k["max_memory"], 67108864);
     // PIFOP style: in the query.
-    let r = s.req(
-        "POST",
-        "/api/v1/api_keys?key_name=q&max_executions=2",
-        Some(TOKEN),
-        None,
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
+    s.post("/api/v1/api_keys?key_name=q&max_executions=2")
+        .assert_status(201);
     // Duplicate: 409. Bad name / bad limit: 400.
     s.post_json("/api/v1/api_keys", TOKEN, &json!({"name": "grader"}))
         .assert_error(409);
@@ -143,20 +138,15 @@ fn api_keys_routes() {
         list["items"][0].get("key").is_none(),
         "secrets are never listed"
     );
-    assert_eq!(
-        s.req("DELETE", "/api/v1/api_keys/q", Some(TOKEN), None)
-            .status,
-        200
-    );
-    s.req("DELETE", "/api/v1/api_keys/q", Some(TOKEN), None)
-        .assert_error(404);
+    assert_eq!(s.delete("/api/v1/api_keys/q").status, 200);
+    s.delete("/api/v1/api_keys/q").assert_error(404);
     // A deleted key no longer authenticates.
     let key = k["key"].as_str().expect("key");
     assert_eq!(
         s.req("GET", "/api/v1/executions", Some(key), None).status,
         200
     );
-    s.req("DELETE", "/api/v1/api_keys/grader", Some(TOKEN), None);
+    s.delete("/api/v1/api_keys/grader");
     s.req("GET", "/api/v1/executions", Some(key), None)
         .assert_error(401);
 }
@@ -182,8 +172,7 @@ fn key_limits_400_and_429() {
         (json!({"wall_time_s": 3}), "max_time"),
     ] {
         let body = json!({"environment": "busybox", "command": ["true"], "limits": limits});
-        let v = create(&s, &key, body).assert_error(400);
-        assert!(v["message"].as_str().unwrap_or("").contains(says), "{v}");
+        let v = create(&s, &key, body).assert_refused(400, says);
         assert_eq!(v["error_code"], 1002, "{v}");
     }
     // Within the limits, defaults are clamped to the key's maxima.
@@ -225,13 +214,14 @@ fn key_limits_400_and_429() {
     .assert_error(429);
     // Once the first has ended, there is room again.
     s.wait_ended(first.json()["id"].as_str().expect("id"), &key);
-    let r = s.req(
-        "POST",
-        &format!("/api/v1/executions/{pending_id}/start?wait=true"),
-        Some(&key),
-        None,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    let r = s
+        .req(
+            "POST",
+            &format!("/api/v1/executions/{pending_id}/start?wait=true"),
+            Some(&key),
+            None,
+        )
+        .assert_status(200);
     assert_eq!(r.json()["end_reason"], "normal");
 }
 
@@ -257,12 +247,7 @@ fn body_and_route_errors() {
     );
     // Wrong content type: 415.
     let v = s
-        .req(
-            "POST",
-            "/api/v1/executions",
-            Some(TOKEN),
-            Some(("text/plain", b"hello")),
-        )
+        .post_bytes("/api/v1/executions", TOKEN, "text/plain", b"hello")
         .assert_error(415);
     assert_eq!(v["error_code"], 1600);
     // Too large: 413.
@@ -326,15 +311,9 @@ fn body_and_route_errors() {
         s.get("/api/v1/executions/exec_nope").assert_error(404)["error_code"],
         1300
     );
-    s.req(
-        "POST",
-        "/api/v1/executions/exec_nope/start",
-        Some(TOKEN),
-        None,
-    )
-    .assert_error(404);
-    s.req("DELETE", "/api/v1/executions/exec_nope", Some(TOKEN), None)
+    s.post("/api/v1/executions/exec_nope/start")
         .assert_error(404);
+    s.delete("/api/v1/executions/exec_nope").assert_error(404);
     s.get("/api/v1/executions?limit=1000").assert_error(400);
     s.get("/api/v1/executions/x?include_log=maybe")
         .assert_error(400);
@@ -345,13 +324,14 @@ fn form_and_multipart_bodies() {
     let data = temp_data();
     let s = Server::start(data.path(), &[]);
     let form = b"environment=busybox&command=sh&command=-c&command=cat+a.txt&files%5Ba.txt%5D=from+a+form&limits%5Bmemory_bytes%5D=67108864";
-    let r = s.req(
-        "POST",
-        "/api/v1/executions",
-        Some(TOKEN),
-        Some(("application/x-www-form-urlencoded", form)),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
+    let r = s
+        .post_bytes(
+            "/api/v1/executions",
+            TOKEN,
+            "application/x-www-form-urlencoded",
+            form,
+        )
+        .assert_status(201);
     let v = r.json();
     assert_eq!(v["status"], "pending");
     assert_eq!(v["command"], json!(["sh", "-c", "cat a.txt"]));
@@ -368,8 +348,9 @@ fn form_and_multipart_bodies() {
     }
     mp.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"up.txt\"\r\nContent-Type: application/octet-stream\r\n\r\nfrom multipart\r\n--{boundary}--\r\n").as_bytes());
     let ct = format!("multipart/form-data; boundary={boundary}");
-    let r = s.req("POST", "/api/v1/executions", Some(TOKEN), Some((&ct, &mp)));
-    assert_eq!(r.status, 201, "{}", r.text());
+    let r = s
+        .req("POST", "/api/v1/executions", Some(TOKEN), Some((&ct, &mp)))
+        .assert_status(201);
     let mp_id = r.json()["id"].as_str().expect("id").to_string();
     assert!(data
         .path()
@@ -381,13 +362,9 @@ fn form_and_multipart_bodies() {
         return;
     }
     for (id, want) in [(form_id, "from a form"), (mp_id, "from multipart")] {
-        let r = s.req(
-            "POST",
-            &format!("/api/v1/executions/{id}/start?wait=true"),
-            Some(TOKEN),
-            None,
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
+        let r = s
+            .post(&format!("/api/v1/executions/{id}/start?wait=true"))
+            .assert_status(200);
         assert_eq!(r.json()["stdout"], want);
     }
 }
@@ -409,24 +386,17 @@ fn environments_routes() {
     let one = s.get("/api/v1/environments/busybox").json();
     assert!(one["description"].is_string());
     s.get("/api/v1/environments/nope").assert_error(404);
-    s.req(
-        "POST",
-        "/api/v1/environments",
-        Some(TOKEN),
-        Some(("text/plain", b"x")),
-    )
-    .assert_error(415);
-    s.req(
-        "POST",
+    s.post_bytes("/api/v1/environments", TOKEN, "text/plain", b"x")
+        .assert_error(415);
+    s.post_bytes(
         "/api/v1/environments?envid=bad",
-        Some(TOKEN),
-        Some(("application/x-tar", b"not a tar")),
+        TOKEN,
+        "application/x-tar",
+        b"not a tar",
     )
     .assert_error(400);
-    s.req("DELETE", "/api/v1/environments/nope", Some(TOKEN), None)
-        .assert_error(404);
-    s.req("DELETE", "/api/v1/environments/busybox", Some(TOKEN), None)
-        .assert_error(403);
+    s.delete("/api/v1/environments/nope").assert_error(404);
+    s.delete("/api/v1/environments/busybox").assert_error(403);
 }
 
 #[test]
@@ -452,13 +422,13 @@ fn lifecycle_pending_upload_start_download_delete() {
     let id = v["id"].as_str().expect("id").to_string();
     let base = format!("/api/v1/executions/{id}");
     // Upload while pending; a path that leaves the work dir is refused.
-    let r = s.req(
+    s.req(
         "PUT",
         &format!("{base}/input/in/data.txt"),
         Some(TOKEN),
         Some(("application/octet-stream", b"hello output")),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    )
+    .assert_status(200);
     s.req(
         "PUT",
         &format!("{base}/input/..%2F..%2Fescape"),
@@ -469,8 +439,7 @@ fn lifecycle_pending_upload_start_download_delete() {
     // Downloads before the end: 409.
     s.get(&format!("{base}/output/out.txt")).assert_error(409);
     // Start.
-    let r = s.req("POST", &format!("{base}/start"), Some(TOKEN), None);
-    assert_eq!(r.status, 200, "{}", r.text());
+    let r = s.post(&format!("{base}/start")).assert_status(200);
     assert!(["queued", "running", "ended"].contains(&r.json()["status"].as_str().unwrap_or("")));
     // Now too late to upload or start again.
     s.req(
@@ -480,8 +449,7 @@ fn lifecycle_pending_upload_start_download_delete() {
         Some(("application/octet-stream", b"x")),
     )
     .assert_error(409);
-    s.req("POST", &format!("{base}/start"), Some(TOKEN), None)
-        .assert_error(409);
+    s.post(&format!("{base}/start")).assert_error(409);
     let v = s.wait_ended(&id, TOKEN);
     assert!(
         is_rfc3339(&v["start_date"]) && is_rfc3339(&v["end_date"]),
@@ -521,8 +489,7 @@ fn lifecycle_pending_upload_start_download_delete() {
         .assert_error(400);
     s.get(&format!("{base}/output/other.txt")).assert_error(404);
     // Stop after the end: 409. Delete: gone, every byte.
-    s.req("POST", &format!("{base}/stop"), Some(TOKEN), None)
-        .assert_error(409);
+    s.post(&format!("{base}/stop")).assert_error(409);
     assert_eq!(s.req("DELETE", &base, Some(TOKEN), None).status, 200);
     s.get(&base).assert_error(404);
     s.get(&format!("{base}/output/out.txt")).assert_error(404);
@@ -538,13 +505,9 @@ fn stop_and_delete_of_waiting_and_running_executions() {
         TOKEN,
         &json!({"environment": "busybox", "command": ["true"]}),
     );
-    let r = s.req(
-        "POST",
-        &format!("/api/v1/executions/{id}/stop"),
-        Some(TOKEN),
-        None,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    let r = s
+        .post(&format!("/api/v1/executions/{id}/stop"))
+        .assert_status(200);
     assert_eq!(r.json()["status"], "ended");
     assert_eq!(r.json()["end_reason"], "stopped");
     if !core_works() {
@@ -557,13 +520,9 @@ fn stop_and_delete_of_waiting_and_running_executions() {
     );
     let t = std::time::Instant::now();
     s.wait_running(&id);
-    let r = s.req(
-        "POST",
-        &format!("/api/v1/executions/{id}/stop"),
-        Some(TOKEN),
-        None,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    let r = s
+        .post(&format!("/api/v1/executions/{id}/stop"))
+        .assert_status(200);
     assert_eq!(r.json()["end_reason"], "stopped");
     assert!(t.elapsed().as_secs() < 10);
     // Running: DELETE stops it and erases it.
@@ -572,16 +531,7 @@ fn stop_and_delete_of_waiting_and_running_executions() {
         &json!({"environment": "busybox", "command": ["sleep", "30"], "start": true}),
     );
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(
-        s.req(
-            "DELETE",
-            &format!("/api/v1/executions/{id}"),
-            Some(TOKEN),
-            None
-        )
-        .status,
-        200
-    );
+    assert_eq!(s.delete(&format!("/api/v1/executions/{id}")).status, 200);
     s.get(&format!("/api/v1/executions/{id}")).assert_error(404);
     assert!(!data.path().join("executions").join(&id).exists());
 }
@@ -592,13 +542,13 @@ fn environment_import_run_and_delete() {
     let s = Server::start(data.path(), &[]);
     let archive = common::busybox_oci_archive(data.path());
     let bytes = std::fs::read(&archive).expect("archive");
-    let r = s.req(
-        "POST",
+    s.post_bytes(
         "/api/v1/environments?envid=bb&name=BusyBox&authors=Ann,Bob&description=tiny",
-        Some(TOKEN),
-        Some(("application/x-tar", &bytes)),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
+        TOKEN,
+        "application/x-tar",
+        &bytes,
+    )
+    .assert_status(201);
     let v = s.get("/api/v1/environments/bb").json();
     assert_eq!(v["name"], "BusyBox");
     assert_eq!(v["authors"], json!(["Ann", "Bob"]));
@@ -611,11 +561,11 @@ fn environment_import_run_and_delete() {
         .iter()
         .any(|e| e["envid"] == "bb"));
     // The same id again: 409.
-    s.req(
-        "POST",
+    s.post_bytes(
         "/api/v1/environments?envid=bb",
-        Some(TOKEN),
-        Some(("application/x-tar", &bytes)),
+        TOKEN,
+        "application/x-tar",
+        &bytes,
     )
     .assert_error(409);
     // Multipart works too.
@@ -646,18 +596,12 @@ fn environment_import_run_and_delete() {
         );
         let id = run.json()["id"].as_str().expect("id").to_string();
         s.wait_running(&id);
-        s.req("DELETE", "/api/v1/environments/bb", Some(TOKEN), None)
-            .assert_error(409);
+        s.delete("/api/v1/environments/bb").assert_error(409);
         s.wait_ended(&id, TOKEN);
     }
-    assert_eq!(
-        s.req("DELETE", "/api/v1/environments/bb", Some(TOKEN), None)
-            .status,
-        200
-    );
+    assert_eq!(s.delete("/api/v1/environments/bb").status, 200);
     s.get("/api/v1/environments/bb").assert_error(404);
-    s.req("DELETE", "/api/v1/environments/bb", Some(TOKEN), None)
-        .assert_error(404);
+    s.delete("/api/v1/environments/bb").assert_error(404);
 }
 
 /// A stop that comes between the claim and the program's start (while the core still sets
@@ -675,19 +619,10 @@ fn stop_right_after_start() {
             &json!({"environment": "busybox", "command": ["sleep", "30"]}),
         );
         let t = std::time::Instant::now();
-        s.req(
-            "POST",
-            &format!("/api/v1/executions/{id}/start"),
-            Some(TOKEN),
-            None,
-        );
-        let r = s.req(
-            "POST",
-            &format!("/api/v1/executions/{id}/stop"),
-            Some(TOKEN),
-            None,
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
+        s.post(&format!("/api/v1/executions/{id}/start"));
+        let r = s
+            .post(&format!("/api/v1/executions/{id}/stop"))
+            .assert_status(200);
         assert_eq!(r.json()["end_reason"], "stopped");
         assert!(t.elapsed().as_secs() < 5, "{:?}", t.elapsed());
     }

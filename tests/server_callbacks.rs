@@ -354,13 +354,8 @@ fn every_mode_arrives_and_verifies() {
     );
     assert!(callbacks(&s, &bare).is_empty());
     let (_, first) = &ids[0];
-    let r = s.req(
-        "DELETE",
-        &format!("/api/v1/executions/{first}"),
-        Some(TOKEN),
-        None,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    s.delete(&format!("/api/v1/executions/{first}"))
+        .assert_status(200);
     s.get(&format!("/api/v1/executions/{first}/callbacks"))
         .assert_error(404);
     assert_eq!(receiver.received().len(), 4, "nothing more was sent");
@@ -672,13 +667,13 @@ fn a_form_body_carries_a_callback() {
         .append_pair("callback[url]", &url)
         .append_pair("callback[secret]", secret)
         .finish();
-    let r = s.req(
-        "POST",
+    s.post_bytes(
         "/api/v1/executions",
-        Some(TOKEN),
-        Some(("application/x-www-form-urlencoded", form.as_bytes())),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
+        TOKEN,
+        "application/x-www-form-urlencoded",
+        form.as_bytes(),
+    )
+    .assert_status(201);
     let got = receiver.wait_for(1);
     assert_eq!(
         got[0].header("x-sphere-engine-signature").unwrap(),

@@ -305,8 +305,7 @@ fn the_parser_is_strict() {
 // ---- helpers ------------------------------------------------------------------------------
 
 fn scrape(s: &Server) -> BTreeMap<String, Family> {
-    let r = s.req("GET", "/metrics", None, None);
-    assert_eq!(r.status, 200, "{}", r.text());
+    let r = s.req("GET", "/metrics", None, None).assert_status(200);
     assert!(
         r.header("content-type")
             .is_some_and(|t| t.starts_with("application/openmetrics-text")),
@@ -466,13 +465,8 @@ fn metrics_count_ends_queue_slots_and_requests() {
     assert_eq!(value(&m, "sandpit_slots_busy", &[]), 1.0);
     assert_eq!(value(&m, "sandpit_queue_depth", &[]), 1.0);
     for id in [&queued, &running] {
-        let r = s.req(
-            "POST",
-            &format!("/api/v1/executions/{id}/stop"),
-            Some(TOKEN),
-            None,
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
+        s.post(&format!("/api/v1/executions/{id}/stop"))
+            .assert_status(200);
     }
     let m = scrape_until(&s, "the stops and a free slot", |m| {
         value(
@@ -640,13 +634,9 @@ fn every_state_changing_request_is_audited() {
         401,
     ));
 
-    let r = s.req(
-        "DELETE",
-        &format!("/api/v1/executions/{id}"),
-        Some(TOKEN),
-        None,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    let r = s
+        .delete(&format!("/api/v1/executions/{id}"))
+        .assert_status(200);
     expected.push((
         request_id(&r),
         "master",
@@ -656,8 +646,7 @@ fn every_state_changing_request_is_audited() {
         200,
     ));
 
-    let r = s.req("DELETE", "/api/v1/api_keys/k", Some(TOKEN), None);
-    assert_eq!(r.status, 200, "{}", r.text());
+    let r = s.delete("/api/v1/api_keys/k").assert_status(200);
     expected.push((
         request_id(&r),
         "master",
@@ -761,13 +750,13 @@ fn json_logs_have_a_line_per_request_and_per_end_and_no_secrets() {
     let secret = r.json()["key"].as_str().expect("key").to_string();
     let logs_owner = format!("key:{}", r.json()["id"].as_str().expect("id"));
     let create_rid = request_id(&r);
-    let r = s.req(
+    s.req(
         "GET",
         &format!("/api/v1/executions?access_token={secret}"),
         None,
         None,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    )
+    .assert_status(200);
     let wrong = "Wrong-Token-3f9a7c";
     s.req(
         "GET",
@@ -960,12 +949,7 @@ fn json_without_its_content_type_is_read_as_json() {
     }
     // Anything else: 415, saying what to send.
     let v = s
-        .req(
-            "POST",
-            "/api/v1/executions",
-            Some(TOKEN),
-            Some(("application/xml", b"<x/>")),
-        )
+        .post_bytes("/api/v1/executions", TOKEN, "application/xml", b"<x/>")
         .assert_error(415);
     assert!(
         v["message"]
@@ -994,16 +978,17 @@ fn execution_limits_take_sizes_and_durations_as_text() {
     assert_eq!(limits["pids"], 8, "{limits}");
     assert_eq!(limits["output_bytes"], 1024, "{limits}");
     // A form sends text too.
-    let r = s.req(
-        "POST",
-        "/api/v1/executions",
-        Some(TOKEN),
-        Some((
-            "application/x-www-form-urlencoded",
-            b"environment=busybox&command=true&limits[memory_bytes]=32M&limits[wall_time_s]=2s",
-        )),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
+    let r = s
+        .req(
+            "POST",
+            "/api/v1/executions",
+            Some(TOKEN),
+            Some((
+                "application/x-www-form-urlencoded",
+                b"environment=busybox&command=true&limits[memory_bytes]=32M&limits[wall_time_s]=2s",
+            )),
+        )
+        .assert_status(201);
     assert_eq!(r.json()["limits"]["memory_bytes"], 32 << 20);
     // Over a key's limit, both written as text: 400 naming both.
     let key = s

@@ -189,12 +189,7 @@ fn kill_9_and_restart_loses_nothing() {
     };
     let pending = post(&s, "echo pending", false);
     let ended = post(&s, "echo ended", false);
-    let r = s.req(
-        "POST",
-        &format!("/api/v1/executions/{ended}/start?wait=true"),
-        Some(TOKEN),
-        None,
-    );
+    let r = s.post(&format!("/api/v1/executions/{ended}/start?wait=true"));
     assert_eq!(r.status, 200);
     let ended_before = s.get(&format!("/api/v1/executions/{ended}")).json();
     let (running, queued) = if real {
@@ -245,12 +240,8 @@ fn kill_9_and_restart_loses_nothing() {
         assert_eq!(starts, sorted, "queued work runs oldest first");
     }
     // The pending one still works after the restart.
-    let r = s.req(
-        "POST",
-        &format!("/api/v1/executions/{pending}/start?wait=true"),
-        Some(TOKEN),
-        None,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    let r = s
+        .post(&format!("/api/v1/executions/{pending}/start?wait=true"))
+        .assert_status(200);
     assert_eq!(r.json()["status"], "ended");
 }

@@ -77,7 +77,6 @@ fn do_step(step: &Step) -> Result<(), i32> {
                 }
             }
             Step::Hostname { name } => libc::sethostname(name.as_ptr(), name.as_bytes().len()),
-            Step::LoopbackUp => return crate::namespaces::loopback_up(),
             Step::UnshareCgroupNs => libc::unshare(libc::CLONE_NEWCGROUP),
         }
     };
@@ -421,10 +420,8 @@ fn program_main(start: &ProgramStart) -> ! {
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
         program_fail(start, Stage::NoNewPrivs, errno());
     }
-    for filter in [&env.filters.prelude, &env.filters.allow] {
-        if let Err(e) = install_filter(&filter.prog, false) {
-            program_fail(start, Stage::Seccomp, e);
-        }
+    if let Err(e) = install_filter(&env.filters.allow.prog, false) {
+        program_fail(start, Stage::Seccomp, e);
     }
     let listener = match install_filter(&env.filters.deny.prog, true) {
         Ok(fd) => fd,

@@ -8,9 +8,11 @@ use crate::error::Error;
 use crate::group::{Group, GroupOutcome};
 use crate::ids::IdRanges;
 use crate::io::Io;
+use crate::netns::NetPool;
 use crate::outcome::Outcome;
 use crate::plan::EngineImage;
 use crate::prepared::Prepared;
+use crate::reaper::Reaper;
 use crate::seccomp::{self, CompiledPolicy};
 use crate::spec::{EnvSpec, Spec};
 
@@ -51,6 +53,9 @@ fn make_runtime_dir(dir: &std::path::Path) -> Result<(), Error> {
 
 /// The sandbox engine. Share it between threads (`&Sandbox` is `Sync`).
 pub struct Sandbox {
+    /// First: dropped (joined) before the cgroups its sandboxes' ends remove.
+    pub(crate) reaper: Reaper,
+    pub(crate) netns: NetPool,
     pub(crate) config: SandboxConfig,
     pub(crate) cgroups: CgroupManager,
     pub(crate) policy: CompiledPolicy,
@@ -79,7 +84,11 @@ impl Sandbox {
         let cgroups = CgroupManager::detect(config.cgroup_parent.as_deref())?;
         let policy = seccomp::default_policy()?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        let reaper =
+            Reaper::start().map_err(|e| Error::Setup(format!("starting the reaper: {e}")))?;
         Ok(Sandbox {
+            reaper,
+            netns: NetPool::start()?,
             config,
             cgroups,
             policy,
@@ -88,6 +97,13 @@ impl Sandbox {
             ids,
             image: EngineImage::of_this_process(),
         })
+    }
+
+    /// Returns once every sandbox whose run returned has ended too: init reaped, cgroup
+    /// removed. (A run returns as soon as its verdict is in; the rest is done in the
+    /// background, and dropping the engine waits for it.)
+    pub fn settle(&self) {
+        self.reaper.settle();
     }
 
     /// The cgroup interface in use.

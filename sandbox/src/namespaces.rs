@@ -7,17 +7,16 @@ use crate::error::Error;
 /// How many ids the sandbox's user namespace maps (inside 0..65536).
 pub const ID_RANGE: u32 = 65536;
 
-/// clone3 flags: every namespace at once, all owned by the new user namespace (a network
-/// namespace owned by the host's would receive the host's device uevents). The cgroup
-/// namespace is entered by the child itself on cgroup v1, after it was moved into its cgroup,
-/// so that its root is the run's cgroup.
+/// clone3 flags: every namespace at once, owned by the new user namespace, but the network
+/// namespace: the child starts in one made ahead ([`crate::netns`]). The cgroup namespace is
+/// entered by the child itself on cgroup v1, after it was moved into its cgroup, so that its
+/// root is the run's cgroup.
 pub fn clone_flags(new_cgroup: bool) -> u64 {
     let mut flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWNET;
+        | libc::CLONE_NEWUTS;
     if new_cgroup {
         flags |= libc::CLONE_NEWCGROUP;
     }
@@ -44,8 +43,8 @@ struct IfReqFlags {
     _pad: [u8; 22],
 }
 
-/// Brings `lo` up in the calling thread's network namespace. Async-signal-safe (the child
-/// calls it after clone).
+/// Brings `lo` up in the calling thread's network namespace. Async-signal-safe (the maker of
+/// a network namespace calls it after clone).
 pub fn loopback_up() -> Result<(), i32> {
     // SAFETY: socket/ioctl/close on a struct laid out as the kernel's ifreq.
     unsafe {

@@ -2,10 +2,10 @@
 //! program. Preparing does everything that does not depend on the program; running writes the
 //! program's plan, copies its files in and lets init start it.
 //!
-//! The spawn path, top to bottom: plan the mounts → shared arena → clone3 (every namespace,
-//! into the cgroup on v2, a pooled network namespace joined) → id maps (+ cgroup on v1) → `Go`
+//! The spawn path, top to bottom: plan the mounts → shared arena → a network namespace made
+//! ahead → clone3 in it (every other namespace, into the cgroup on v2) → id maps (+ cgroup on v1) → `Go`
 //! → init mounts → `EnvReady`. Then per program: plan into the arena → limits → files → `Run`
-//! with the program's stdio → supervise → verdict.
+//! with the program's stdio → supervise → verdict → init's end handed to the reaper.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -22,6 +22,7 @@ use crate::io::{stdin_fd, Io};
 use crate::namespaces;
 use crate::outcome::{verdict, Captured, Evidence, KillCause, Outcome};
 use crate::plan::{Arena, EnvPlan};
+use crate::reaper;
 use crate::report::{Channel, Kind, Received, Stage};
 use crate::rlimits;
 use crate::root_mount;
@@ -54,6 +55,8 @@ pub struct Prepared {
     /// Whether init still has to be killed and reaped.
     init_alive: bool,
     timeline: Timeline,
+    /// Where this sandbox goes to end once its program's verdict is in.
+    reaper: reaper::Handle,
 }
 
 fn failed(what: impl std::fmt::Display) -> Error {
@@ -102,7 +105,12 @@ impl Prepared {
         timeline.mark("plan");
         let cgroup = engine.cgroups.create().map_err(failed)?;
         timeline.mark("cgroup");
-        let spawned = spawn(&plan, &cgroup, &ids, v1);
+        let net = engine.netns.take()?;
+        timeline.mark("network namespace");
+        let spawned = engine
+            .netns
+            .cloned_into(&net, || spawn(&plan, &cgroup, &ids, v1))
+            .and_then(|spawned| spawned);
         timeline.mark("clone3 + id maps");
         // init holds its own copies now.
         drop((child_end, root_fd));
@@ -120,6 +128,7 @@ impl Prepared {
             cgroup_version: engine.cgroups.version(),
             init_alive: true,
             timeline,
+            reaper: engine.reaper.handle(),
         };
         prepared.handshake(&steps)?;
         prepared.timeline.mark("init's mounts");
@@ -313,15 +322,17 @@ impl Prepared {
         };
         let (pid, workdir) = (self.init_pid, self.workdir.clone());
         let (paths, max) = (&spec.collect, spec.collect_max_bytes);
-        let (watch, out, err) = supervisor.watch(&mut || files::collect(pid, &workdir, paths, max));
-        self.init_alive = false;
+        let (mut watch, out, err) =
+            supervisor.watch(&mut || files::collect(pid, &workdir, paths, max));
+        self.channel = watch.init_waiting.take();
+        self.init_alive = self.channel.is_some();
         if let Some(started) = watch.started_at {
             self.timeline.mark_at("program started", started);
         }
         if let Some((_, ended)) = watch.exited {
             self.timeline.mark_at("program ended", ended);
         }
-        self.timeline.mark("init reaped");
+        self.timeline.mark("the rest gone");
         let setup_ns = watch.started_at.map(|s| s - self.timeline.asked);
         let outcome = verdict(
             Evidence {
@@ -343,10 +354,13 @@ impl Prepared {
             seccomp::syscall_name,
         );
         self.timeline.mark("verdict");
-        Ok(Ran {
+        let ran = Ran {
             outcome,
             ended_at: watch.exited.map(|(_, at)| at),
-        })
+        };
+        // Nothing of the program is left to wait for: init's end is the reaper's.
+        self.reaper.clone().retire(self);
+        Ok(ran)
     }
 
     /// Ends the sandbox before its program started, for `cause`.

@@ -128,6 +128,9 @@ pub struct Watch {
     pub cpu_baseline_ns: u64,
     pub violations: BTreeMap<i32, u64>,
     pub files: BTreeMap<String, Result<Vec<u8>, String>>,
+    /// init's socket when the program ended and init, alone in the sandbox, waits for its
+    /// end; None when init is already gone (reaped).
+    pub init_waiting: Option<Channel>,
 }
 
 pub struct Limits {
@@ -259,8 +262,9 @@ impl Supervisor<'_> {
         }
     }
 
-    /// Runs until the program and every process of the sandbox ended. `collect` reads the
-    /// output files while init still holds the mount namespace.
+    /// Runs until the program and every process of the sandbox but init ended (or init too,
+    /// when it ended first). `collect` reads the output files while init still holds the
+    /// mount namespace.
     pub fn watch(
         mut self,
         collect: &mut dyn FnMut() -> BTreeMap<String, Result<Vec<u8>, String>>,
@@ -274,6 +278,7 @@ impl Supervisor<'_> {
             cpu_baseline_ns: 0,
             violations: BTreeMap::new(),
             files: BTreeMap::new(),
+            init_waiting: None,
         };
         let mut listener: Option<OwnedFd> = None;
         let mut init_alive = true;
@@ -284,6 +289,15 @@ impl Supervisor<'_> {
                 collected = true;
                 if watch.setup_error.is_none() {
                     watch.files = collect();
+                }
+                if init_alive {
+                    // init killed and reaped every other process of the sandbox before it
+                    // reported the exit: the verdict can be made now. init waits on the
+                    // socket; its end (the namespaces' teardown) is the reaper's.
+                    watch.init_waiting = self.channel.take();
+                    if watch.init_waiting.is_some() {
+                        break;
+                    }
                 }
                 // init exits once its end of the socket sees EOF.
                 self.channel = None;
@@ -362,8 +376,10 @@ impl Supervisor<'_> {
                 self.channel = None;
             }
         }
-        // Reap init (exit_signal 0: only we can, through the pidfd).
-        sys::pidfd_reap(self.pidfd);
+        if watch.init_waiting.is_none() {
+            // Reap init (exit_signal 0: only we can, through the pidfd).
+            sys::pidfd_reap(self.pidfd);
+        }
         (watch, self.stdout, self.stderr)
     }
 }

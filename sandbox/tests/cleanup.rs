@@ -43,6 +43,8 @@ fn nothing_is_left_after_runs_of_every_kind() {
         .run_group(&group, vec![Default::default(), Default::default()])
         .unwrap();
     assert_eq!(o.programs[1].end_reason, sandbox::EndReason::Stopped);
+    // Runs return once their verdict is in; the sandboxes end in the background.
+    engine().settle();
     assert!(own_cgroups().is_empty(), "left: {:?}", own_cgroups());
     assert_eq!(processes_of_uid_range(), 0);
     let mounts_after = std::fs::read_to_string("/proc/self/mountinfo").unwrap();

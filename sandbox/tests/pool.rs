@@ -130,6 +130,8 @@ fn dropping_the_pool_ends_every_sandbox_it_kept() {
         wait_ready(&pool, &spec, 3);
         assert!(own_cgroups().len() >= before + 3);
     }
+    // The one that ran ended in the engine's background (settle waits for it).
+    shared_engine().settle();
     let after = own_cgroups().len();
     assert!(after <= before, "cgroups left: {:?}", own_cgroups());
 }

@@ -83,7 +83,9 @@ fn sandboxes_prepared_ahead_and_dropped_unused_leave_nothing() {
         assert_eq!(stdout(&o), "one\n");
     }
     drop(iter);
-    // Dropping kills and reaps init and removes the cgroup before it returns.
+    // Dropping kills and reaps init and removes the cgroup before it returns; the ends of
+    // the two that ran are the reaper's, and settle waits for those.
+    engine().settle();
     assert!(own_cgroups().is_empty(), "left: {:?}", own_cgroups());
     assert_eq!(processes_of_uid_range(), 0);
     let mounts_after = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -103,6 +105,7 @@ fn a_sandbox_whose_setup_fails_is_an_error_of_the_sandbox() {
     }
     let o = engine().run(&s, Io::default()).unwrap();
     assert_eq!(o.end_reason, EndReason::InternalError, "{o:?}");
+    engine().settle();
     assert!(own_cgroups().is_empty(), "left: {:?}", own_cgroups());
 }
 

@@ -143,6 +143,8 @@ fn sandboxes_that_exist_at_once_have_their_own_host_ids() {
         let o = run(&sh("cat /proc/self/uid_map"));
         stdout(&o)
     });
+    // Once the others have ended (in the engine's background), a sandbox exists alone.
+    engine().settle();
     let alone = stdout(&run(&sh("cat /proc/self/uid_map")));
     // Inside both: 0 → some base, 65536 ids; a sandbox that exists beside another gets
     // another range than one that exists alone.

@@ -16,6 +16,7 @@ pub mod judge;
 pub mod run;
 mod run_spec;
 pub mod serve;
+mod serve_args;
 
 /// Exit status for a bad argument.
 pub const EXIT_USAGE: u8 = 2;

@@ -4,8 +4,12 @@
 //! stop, delete), the live log, and later callbacks and metrics subscribe; none of them polls.
 
 use std::collections::HashMap;
+use std::fmt::Display;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 
 use crate::exec::state::Ending;
@@ -15,6 +19,62 @@ use crate::exec::state::Ending;
 pub struct Ended {
     pub id: String,
     pub ending: Arc<Ending>,
+}
+
+/// An end announced on a broadcast channel: an execution's, a submission's.
+pub trait EndOf: Clone {
+    /// The id of what ended.
+    fn id(&self) -> &str;
+}
+
+impl EndOf for Ended {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// Waits until `id` has ended (or is gone), at most `timeout`; false on timeout. `ended` is
+/// subscribed before the store is first read, so no end slips in between; `in_store` reads
+/// the store: true when it has ended or is gone. A subscriber that falls behind reads the
+/// store again.
+pub async fn wait_ended<E, F, Fut, Err>(
+    mut ended: broadcast::Receiver<E>,
+    id: &str,
+    timeout: Duration,
+    mut in_store: F,
+) -> bool
+where
+    E: EndOf,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool, Err>>,
+    Err: Display,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match in_store().await {
+            Ok(false) => {}
+            Ok(true) => return true,
+            Err(e) => {
+                tracing::warn!("waiting for {id}: {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    _ = tokio::time::sleep_until(deadline) => return false,
+                }
+            }
+        }
+        loop {
+            tokio::select! {
+                event = ended.recv() => match event {
+                    Ok(e) if e.id() == id => return true,
+                    Ok(_) => {}
+                    // Fell behind: the store says whether it ended meanwhile.
+                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => return false,
+                },
+                _ = tokio::time::sleep_until(deadline) => return false,
+            }
+        }
+    }
 }
 
 /// One execution's output channel: the length of its log that is written whole. Followers

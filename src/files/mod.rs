@@ -226,10 +226,8 @@ impl FileStore {
         if !valid_file_id(id) {
             return Err(missing());
         }
-        match self.store.get_file(id, Micros::now()).await? {
-            Some(row) if who.may_see(&row.owner) => Ok(row),
-            _ => Err(missing()),
-        }
+        who.seen(self.store.get_file(id, Micros::now()).await?)
+            .ok_or_else(missing)
     }
 
     /// Live files, newest first: a key's own, or everyone's for the master token.
@@ -239,7 +237,7 @@ impl FileStore {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<FileRow>, i64)> {
-        let owner = (!who.is_master()).then(|| who.owner());
+        let owner = who.listed_owner();
         Ok(self
             .store
             .list_files(owner.as_deref(), Micros::now(), limit, offset)

@@ -10,6 +10,7 @@ use tokio::sync::broadcast;
 use super::config::Stage;
 use super::state::Status;
 use super::verdict::{StageRecord, TestResult, Verdict};
+use crate::exec::events::EndOf;
 use crate::exec::EndReason;
 
 /// A submission ended (its grade is in the store before this is sent).
@@ -17,6 +18,12 @@ use crate::exec::EndReason;
 pub struct SubmissionEnded {
     pub id: String,
     pub status: Status,
+}
+
+impl EndOf for SubmissionEnded {
+    fn id(&self) -> &str {
+        &self.id
+    }
 }
 
 /// The fan-out; a subscriber that falls behind gets `Lagged` and re-reads the store.

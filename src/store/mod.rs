@@ -11,7 +11,7 @@
 
 use async_trait::async_trait;
 
-use crate::auth::Quota;
+use crate::auth::{Owned, Quota};
 use crate::callbacks::{DeliveryState, Mode, Secret, Subject};
 use crate::clock::Micros;
 use crate::exec::request::ExecutionRequest;
@@ -26,8 +26,12 @@ use crate::judge::verdict::{StageRecord, TestResult};
 mod legacy;
 pub mod migrations;
 mod sqlite;
+mod sqlite_audit;
 mod sqlite_callbacks;
+mod sqlite_exec;
+mod sqlite_files;
 mod sqlite_judge;
+mod sqlite_keys;
 
 pub use sqlite::SqliteStore;
 
@@ -435,4 +439,22 @@ pub trait Store:
 impl<T: ApiKeys + Executions + Queue + Callbacks + AuditLog + Projects + Submissions + Files> Store
     for T
 {
+}
+
+impl Owned for ExecutionRow {
+    fn owner(&self) -> &str {
+        &self.owner
+    }
+}
+
+impl Owned for FileRow {
+    fn owner(&self) -> &str {
+        &self.owner
+    }
+}
+
+impl Owned for SubmissionRow {
+    fn owner(&self) -> &str {
+        &self.owner
+    }
 }

@@ -2,6 +2,7 @@
 //! speak, but for its placeholders and its claims).
 
 use async_trait::async_trait;
+use serde::de::DeserializeOwned;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
@@ -45,6 +46,22 @@ fn project_row(r: &SqliteRow) -> Result<ProjectRow> {
     })
 }
 
+/// A submission's JSON column `col` of each row (its stage records, its test results).
+fn json_rows<T: DeserializeOwned>(
+    rows: &[SqliteRow],
+    col: &str,
+    id: &str,
+    what: &str,
+) -> Result<Vec<T>> {
+    rows.iter()
+        .map(|r| {
+            let text: String = r.try_get(col)?;
+            serde_json::from_str(&text)
+                .map_err(|e| corrupt(format!("submission {id}: {what}: {e}")))
+        })
+        .collect()
+}
+
 fn submission_row(r: &SqliteRow) -> Result<SubmissionRow> {
     let id: String = r.try_get("id")?;
     let status: i64 = r.try_get("status")?;
@@ -78,6 +95,14 @@ fn submission_row(r: &SqliteRow) -> Result<SubmissionRow> {
     })
 }
 
+impl SqliteStore {
+    /// The project row a statement on one id returns (a `SELECT`, a `DELETE … RETURNING`).
+    async fn project_by_id(&self, sql: &str, id: &str) -> Result<Option<ProjectRow>> {
+        let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(project_row).transpose()
+    }
+}
+
 #[async_trait]
 impl Projects for SqliteStore {
     async fn insert_project(&self, p: &ProjectRow) -> Result<bool> {
@@ -97,11 +122,8 @@ impl Projects for SqliteStore {
     }
 
     async fn get_project(&self, id: &str) -> Result<Option<ProjectRow>> {
-        let row = sqlx::query("SELECT * FROM projects WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(project_row).transpose()
+        self.project_by_id("SELECT * FROM projects WHERE id = ?", id)
+            .await
     }
 
     async fn list_projects(&self, limit: i64, offset: i64) -> Result<(Vec<ProjectRow>, i64)> {
@@ -132,11 +154,8 @@ impl Projects for SqliteStore {
     }
 
     async fn delete_project(&self, id: &str) -> Result<Option<ProjectRow>> {
-        let row = sqlx::query("DELETE FROM projects WHERE id = ? RETURNING *")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(project_row).transpose()
+        self.project_by_id("DELETE FROM projects WHERE id = ? RETURNING *", id)
+            .await
     }
 }
 
@@ -346,14 +365,7 @@ impl Submissions for SqliteStore {
                 .bind(id)
                 .fetch_all(&self.pool)
                 .await?;
-        let mut stages: Vec<StageRecord> = Vec::new();
-        for r in &stage_rows {
-            let text: String = r.try_get("record")?;
-            stages.push(
-                serde_json::from_str(&text)
-                    .map_err(|e| corrupt(format!("submission {id}: stage record: {e}")))?,
-            );
-        }
+        let mut stages: Vec<StageRecord> = json_rows(&stage_rows, "record", id, "stage record")?;
         stages.sort_by_key(|s| s.stage);
         let test_rows = sqlx::query(
             "SELECT result FROM submission_tests WHERE submission_id = ? ORDER BY position",
@@ -361,14 +373,7 @@ impl Submissions for SqliteStore {
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
-        let mut tests = Vec::new();
-        for r in &test_rows {
-            let text: String = r.try_get("result")?;
-            tests.push(
-                serde_json::from_str(&text)
-                    .map_err(|e| corrupt(format!("submission {id}: test result: {e}")))?,
-            );
-        }
+        let tests = json_rows(&test_rows, "result", id, "test result")?;
         Ok((stages, tests))
     }
 

@@ -153,8 +153,23 @@ impl Server {
         )
     }
 
+    /// A body of any type, posted with `token`.
+    pub fn post_bytes(&self, path: &str, token: &str, content_type: &str, body: &[u8]) -> Resp {
+        self.req("POST", path, Some(token), Some((content_type, body)))
+    }
+
     pub fn get(&self, path: &str) -> Resp {
         self.req("GET", path, Some(TOKEN), None)
+    }
+
+    /// A bodiless `POST` with the master token (start, stop).
+    pub fn post(&self, path: &str) -> Resp {
+        self.req("POST", path, Some(TOKEN), None)
+    }
+
+    /// A `DELETE` with the master token.
+    pub fn delete(&self, path: &str) -> Resp {
+        self.req("DELETE", path, Some(TOKEN), None)
     }
 
     pub fn post_json(&self, path: &str, token: &str, body: &Value) -> Resp {
@@ -232,6 +247,20 @@ impl Resp {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Asserts the status (the body in the failure's message).
+    pub fn assert_status(self, status: u16) -> Resp {
+        assert_eq!(self.status, status, "{}", self.text());
+        self
+    }
+
+    /// Asserts an error response whose message says `says`; returns its `{error_code,
+    /// message}`.
+    pub fn assert_refused(&self, status: u16, says: &str) -> Value {
+        let v = self.assert_error(status);
+        assert!(v["message"].as_str().unwrap_or("").contains(says), "{v}");
+        v
     }
 
     /// Asserts an error response: status, `{error_code, message}`.

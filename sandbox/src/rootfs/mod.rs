@@ -46,8 +46,6 @@ pub enum Step {
     Hostname {
         name: CString,
     },
-    /// Brings `lo` up in the run's own network namespace.
-    LoopbackUp,
     /// Enters a new cgroup namespace (its root: the run's cgroup).
     UnshareCgroupNs,
 }
@@ -255,7 +253,10 @@ pub fn plan(spec: &EnvSpec, opts: &RootOptions) -> Result<RootPlan, Error> {
     // Masked as runc masks them, and read-only: a file is covered by a read-only bind of an
     // empty regular file (reads return nothing, writes fail with EROFS; a read-only bind of
     // /dev/null would still take writes: a device ignores the mount's read-only flag), a
-    // directory by an empty read-only tmpfs. Each is optional: a kernel may lack any of them.
+    // directory by an empty read-only tmpfs. A bind takes its source mount's flags, so one
+    // read-only mount of each serves every mask: one mount per masked path. Each mask is
+    // optional: a kernel may lack any of them.
+    let masked_ro = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     let empty = opts.scratch_dir.join("empty");
     b.push(
         Step::Touch {
@@ -263,6 +264,15 @@ pub fn plan(spec: &EnvSpec, opts: &RootOptions) -> Result<RootPlan, Error> {
         },
         "creating the empty file /proc masks are bound from".into(),
     );
+    b.bind_source(&empty, &empty, "binding the empty file onto itself".into())?;
+    b.mount(
+        None,
+        &empty,
+        None,
+        libc::MS_REMOUNT | libc::MS_BIND | masked_ro,
+        None,
+        "making the empty file's mount read-only".into(),
+    )?;
     for f in [
         "kcore",
         "keys",
@@ -272,41 +282,35 @@ pub fn plan(spec: &EnvSpec, opts: &RootOptions) -> Result<RootPlan, Error> {
         "latency_stats",
         "sysrq-trigger",
     ] {
-        let target = cstr(&proc_dir.join(f))?;
         b.optional(
             Step::Mount {
                 source: Some(cstr(&empty)?),
-                target: target.clone(),
+                target: cstr(&proc_dir.join(f))?,
                 fstype: None,
                 flags: libc::MS_BIND,
                 data: None,
             },
             format!("masking /proc/{f}"),
         );
-        b.optional(
-            Step::Mount {
-                source: None,
-                target,
-                fstype: None,
-                flags: libc::MS_REMOUNT
-                    | libc::MS_BIND
-                    | libc::MS_RDONLY
-                    | libc::MS_NOSUID
-                    | libc::MS_NODEV
-                    | libc::MS_NOEXEC,
-                data: None,
-            },
-            format!("making the mask of /proc/{f} read-only"),
-        );
     }
+    let empty_dir = opts.scratch_dir.join("empty-dir");
+    b.mkdir(&empty_dir, 0o555)?;
+    b.mount(
+        Some("tmpfs"),
+        &empty_dir,
+        Some("tmpfs"),
+        masked_ro,
+        Some("mode=0555".into()),
+        "mounting the empty read-only tmpfs /proc directories are masked with".into(),
+    )?;
     for d in ["acpi", "asound", "scsi"] {
         b.optional(
             Step::Mount {
-                source: Some(cs("tmpfs")),
+                source: Some(cstr(&empty_dir)?),
                 target: cstr(&proc_dir.join(d))?,
-                fstype: Some(cs("tmpfs")),
-                flags: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                data: Some(cs("mode=0555")),
+                fstype: None,
+                flags: libc::MS_BIND,
+                data: None,
             },
             format!("masking /proc/{d}"),
         );
@@ -416,10 +420,6 @@ pub fn plan(spec: &EnvSpec, opts: &RootOptions) -> Result<RootPlan, Error> {
             new_root: cstr(&root)?,
         },
         "pivot_root into the new root".into(),
-    );
-    b.push(
-        Step::LoopbackUp,
-        "bringing up the loopback interface".into(),
     );
     if opts.unshare_cgroupns {
         b.push(

@@ -1,42 +1,39 @@
-//! The default seccomp policy (data: tables of syscalls), compiled with seccompiler.
+//! The default seccomp policy (data: tables of syscalls), compiled to classic BPF.
 //!
 //! An allow-list, as Docker's default profile is: a syscall the policy does not know (a newer
-//! one, say) fails with ENOSYS, so programs fall back to an older equivalent. Three filters are
+//! one, say) fails with ENOSYS, so programs fall back to an older equivalent. Two filters are
 //! installed, in this order:
-//! 1. a prelude that kills the process on any syscall of another ABI (32-bit i386 through
-//!    `int 0x80`, and x32, whose numbers carry bit 30): the tables are written for one ABI;
-//! 2. `allow`: the allowed syscalls, plus the denied ones (filter 3 decides those: the kernel
+//! 1. `allow`: kills the process on any syscall of another ABI (32-bit i386 through
+//!    `int 0x80`, and x32, whose numbers carry bit 30: the tables are written for one ABI);
+//!    allows the allowed syscalls, plus the denied ones (filter 2 decides those: the kernel
 //!    takes the strictest action of all filters, and ERRNO would hide a notification); every
 //!    other syscall fails with ENOSYS (clone3 among them: its flags are in memory, where a
 //!    filter cannot look, and libc falls back to clone);
-//! 3. `deny`: the denied syscalls. They reach the supervisor as seccomp user notifications, so
-//!    each attempt is counted and reported by name as kernel evidence, and the program gets
-//!    EPERM.
-
-use std::collections::BTreeMap;
-
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
-};
+//! 2. `deny`: the denied syscalls, `clone` with a namespace flag and `socket` of a denied
+//!    family. They reach the supervisor as seccomp user notifications, so each attempt is
+//!    counted and reported by name as kernel evidence, and the program gets EPERM.
+//!
+//! Both are searches over ranges of syscall numbers ([`bpf`]): attaching a filter costs in
+//! proportion to its length, on every sandbox's start.
 
 use crate::error::Error;
 
+mod bpf;
 mod tables;
 
+use bpf::{jump, load, ret, Arg0};
 use tables::{ALLOWED, CLONE_NAMESPACE_FLAGS, DENIED, DENIED_SOCKET_FAMILIES, EXTRA_NAMES};
 
-/// seccompiler emits SECCOMP_RET_TRACE|data for Trace(data); we rewrite these returns to
-/// SECCOMP_RET_USER_NOTIF, an action seccompiler does not know.
-const NOTIFY_MARK: u32 = 0x5a9d;
-const SECCOMP_RET_TRACE: u32 = 0x7ff0_0000;
 const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
 const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
 const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
 
-/// The compiled policy: three BPF programs, installed in order by the child.
+/// A classic BPF program, as seccomp(2) takes it.
+pub type BpfProgram = Vec<libc::sock_filter>;
+
+/// The compiled policy: two BPF programs, installed in order by the child.
 pub struct CompiledPolicy {
-    pub prelude: BpfProgram,
     pub allow: BpfProgram,
     pub deny: BpfProgram,
 }
@@ -48,21 +45,19 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn new(insns: &[seccompiler::sock_filter]) -> Self {
+    fn new(insns: &[libc::sock_filter]) -> Self {
         Filter {
             prog: libc::sock_fprog {
-                // BPF programs have at most 4096 instructions (BPF_MAXINSNS): no truncation.
+                // The programs are far below BPF_MAXINSNS (4096): no truncation.
                 len: u16::try_from(insns.len()).unwrap_or(u16::MAX),
-                // Same layout: both are the kernel's struct sock_filter.
                 filter: insns.as_ptr() as *mut libc::sock_filter,
             },
         }
     }
 }
 
-/// The three filters of a policy, in installation order; the last one has a listener.
+/// The filters of a policy, in installation order; the last one has a listener.
 pub struct Filters {
-    pub prelude: Filter,
     pub allow: Filter,
     pub deny: Filter,
 }
@@ -72,7 +67,6 @@ impl CompiledPolicy {
     /// process, which has its own copy).
     pub fn filters(&self) -> Filters {
         Filters {
-            prelude: Filter::new(&self.prelude),
             allow: Filter::new(&self.allow),
             deny: Filter::new(&self.deny),
         }
@@ -90,119 +84,65 @@ pub fn syscall_name(nr: i32) -> String {
         .unwrap_or_else(|| format!("syscall {nr}"))
 }
 
-fn arch() -> TargetArch {
-    #[cfg(target_arch = "x86_64")]
-    return TargetArch::x86_64;
-    #[cfg(target_arch = "aarch64")]
-    return TargetArch::aarch64;
+fn numbers(table: &[(&str, i64)]) -> Vec<u32> {
+    table.iter().map(|(_, nr)| *nr as u32).collect()
 }
 
-/// Compiles `rules`: a matching syscall gets `matched`, every other one `otherwise`.
-fn compile(
-    rules: BTreeMap<i64, Vec<SeccompRule>>,
-    otherwise: SeccompAction,
-    matched: SeccompAction,
-) -> Result<BpfProgram, Error> {
-    let filter = SeccompFilter::new(rules, otherwise, matched, arch())
-        .map_err(|e| Error::Seccomp(e.to_string()))?;
-    filter
-        .try_into()
-        .map_err(|e: seccompiler::BackendError| Error::Seccomp(e.to_string()))
-}
-
-fn arg_rules(index: u8, values: &[u64], masked: bool) -> Result<Vec<SeccompRule>, Error> {
-    values
-        .iter()
-        .map(|&v| {
-            let op = if masked {
-                SeccompCmpOp::MaskedEq(v)
-            } else {
-                SeccompCmpOp::Eq
-            };
-            let cond = SeccompCondition::new(index, SeccompCmpArgLen::Qword, op, v)
-                .map_err(|e| Error::Seccomp(e.to_string()))?;
-            SeccompRule::new(vec![cond]).map_err(|e| Error::Seccomp(e.to_string()))
-        })
-        .collect()
+fn too_long(which: &str) -> Error {
+    Error::Seccomp(format!(
+        "the {which} filter needs jumps longer than BPF has"
+    ))
 }
 
 /// Compiles the default policy.
 pub fn default_policy() -> Result<CompiledPolicy, Error> {
-    let mut deny: BTreeMap<i64, Vec<SeccompRule>> =
-        DENIED.iter().map(|(_, nr)| (*nr, Vec::new())).collect();
-    deny.insert(libc::SYS_clone, arg_rules(0, CLONE_NAMESPACE_FLAGS, true)?);
-    deny.insert(
-        libc::SYS_socket,
-        arg_rules(0, DENIED_SOCKET_FAMILIES, false)?,
+    let mut known = numbers(ALLOWED);
+    known.extend(numbers(DENIED));
+    let mut allow = native_abi_only();
+    allow.extend(
+        bpf::by_number(
+            &known,
+            SECCOMP_RET_ALLOW,
+            SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+        )
+        .ok_or_else(|| too_long("allow"))?,
     );
-    let mut deny = compile(
-        deny,
-        SeccompAction::Allow,
-        SeccompAction::Trace(NOTIFY_MARK),
-    )?;
-    for insn in deny.iter_mut() {
-        if insn.code == (libc::BPF_RET | libc::BPF_K) as u16
-            && insn.k == SECCOMP_RET_TRACE | NOTIFY_MARK
-        {
-            insn.k = SECCOMP_RET_USER_NOTIF;
-        }
-    }
-    let allow = compile(
-        ALLOWED
-            .iter()
-            .chain(DENIED)
-            .map(|(_, nr)| (*nr, Vec::new()))
-            .collect(),
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        SeccompAction::Allow,
-    )?;
-    Ok(CompiledPolicy {
-        prelude: prelude(),
-        allow,
-        deny,
-    })
+    // The flags clone takes are in the low word of its first argument (the kernel reads no
+    // more of it), as is socket's int family.
+    let clone_flags = CLONE_NAMESPACE_FLAGS.iter().fold(0, |all, f| all | f);
+    let checked = [
+        (libc::SYS_clone as u32, Arg0::AnyBitOf(clone_flags)),
+        (libc::SYS_socket as u32, Arg0::OneOf(DENIED_SOCKET_FAMILIES)),
+    ];
+    let mut deny = vec![load(0)];
+    deny.extend(
+        bpf::by_number_and_arg0(
+            &numbers(DENIED),
+            &checked,
+            SECCOMP_RET_USER_NOTIF,
+            SECCOMP_RET_ALLOW,
+        )
+        .ok_or_else(|| too_long("deny"))?,
+    );
+    Ok(CompiledPolicy { allow, deny })
 }
 
-/// Kills the process on a syscall of another ABI than the native one.
-fn prelude() -> BpfProgram {
-    use seccompiler::sock_filter;
-    let stmt = |code: u32, k: u32| sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    };
-    let jump = |code: u32, k: u32, jt: u8, jf: u8| sock_filter {
-        code: code as u16,
-        jt,
-        jf,
-        k,
-    };
+/// Kills the process on a syscall of another ABI than the native one; leaves the syscall
+/// number in A.
+fn native_abi_only() -> BpfProgram {
+    use libc::{BPF_JEQ, BPF_JGE, BPF_JMP, BPF_K};
     #[cfg(target_arch = "x86_64")]
     const AUDIT_ARCH_NATIVE: u32 = 0xc000_003e;
     #[cfg(target_arch = "aarch64")]
     const AUDIT_ARCH_NATIVE: u32 = 0xc000_00b7;
     const X32_SYSCALL_BIT: u32 = 0x4000_0000;
     vec![
-        // A = seccomp_data.arch
-        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 4),
-        jump(
-            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
-            AUDIT_ARCH_NATIVE,
-            1,
-            0,
-        ),
-        stmt(libc::BPF_RET | libc::BPF_K, SECCOMP_RET_KILL_PROCESS),
-        // A = seccomp_data.nr
-        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
-        jump(
-            libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K,
-            X32_SYSCALL_BIT,
-            0,
-            1,
-        ),
-        stmt(libc::BPF_RET | libc::BPF_K, SECCOMP_RET_KILL_PROCESS),
-        stmt(libc::BPF_RET | libc::BPF_K, SECCOMP_RET_ALLOW),
+        load(4),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_NATIVE, 1, 0),
+        ret(SECCOMP_RET_KILL_PROCESS),
+        load(0),
+        jump(BPF_JMP | BPF_JGE | BPF_K, X32_SYSCALL_BIT, 0, 1),
+        ret(SECCOMP_RET_KILL_PROCESS),
     ]
 }
 
@@ -211,17 +151,66 @@ mod tests {
     use super::*;
 
     #[test]
-    fn policy_compiles_and_marks_notifications() {
-        let p = default_policy().unwrap();
-        assert!(p.deny.iter().any(
-            |i| i.code == (libc::BPF_RET | libc::BPF_K) as u16 && i.k == SECCOMP_RET_USER_NOTIF
-        ));
-        assert!(!p
-            .deny
-            .iter()
-            .any(|i| i.k == SECCOMP_RET_TRACE | NOTIFY_MARK));
-        assert!(!p.allow.is_empty());
+    fn syscalls_are_named_as_the_tables_say() {
         assert_eq!(syscall_name(libc::SYS_mount as i32), "mount");
         assert_eq!(syscall_name(libc::SYS_clone as i32), "clone");
+    }
+
+    /// Both filters, run by an interpreter for every syscall number, decide as the tables say.
+    #[test]
+    fn the_filters_decide_every_number_as_the_tables_say() {
+        use bpf::interpret::run;
+        let p = default_policy().unwrap();
+        let native = native_abi_only()[1].k;
+        let listed = |table: &[(&str, i64)], nr: u32| table.iter().any(|(_, n)| *n == nr as i64);
+        for nr in 0..1024u32 {
+            let allow = run(&p.allow, nr, native, [0; 6]);
+            if listed(ALLOWED, nr) || listed(DENIED, nr) {
+                assert_eq!(allow, SECCOMP_RET_ALLOW, "{}", syscall_name(nr as i32));
+            } else {
+                let enosys = SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+                assert_eq!(allow, enosys, "{}", syscall_name(nr as i32));
+            }
+            // Another ABI: i386 through int 0x80, or x32's numbers.
+            assert_eq!(
+                run(&p.allow, nr, 0x4000_0003, [0; 6]),
+                SECCOMP_RET_KILL_PROCESS
+            );
+            assert_eq!(
+                run(&p.allow, nr | 0x4000_0000, native, [0; 6]),
+                SECCOMP_RET_KILL_PROCESS
+            );
+            let deny = run(&p.deny, nr, native, [0; 6]);
+            let notified =
+                listed(DENIED, nr) && ![libc::SYS_clone, libc::SYS_socket].contains(&(nr as i64));
+            let want = if notified {
+                SECCOMP_RET_USER_NOTIF
+            } else {
+                SECCOMP_RET_ALLOW
+            };
+            assert_eq!(deny, want, "{}", syscall_name(nr as i32));
+        }
+        let clone = libc::SYS_clone as u32;
+        let thread = (libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_SIGHAND) as u64;
+        assert_eq!(
+            run(&p.deny, clone, native, [thread, 0, 0, 0, 0, 0]),
+            SECCOMP_RET_ALLOW
+        );
+        for flags in CLONE_NAMESPACE_FLAGS {
+            let args = [thread | *flags as u64, 0, 0, 0, 0, 0];
+            assert_eq!(run(&p.deny, clone, native, args), SECCOMP_RET_USER_NOTIF);
+        }
+        let socket = libc::SYS_socket as u32;
+        let vsock = [libc::AF_VSOCK as u64, 1, 0, 0, 0, 0];
+        assert_eq!(run(&p.deny, socket, native, vsock), SECCOMP_RET_USER_NOTIF);
+        let inet = [libc::AF_INET as u64, 1, 0, 0, 0, 0];
+        assert_eq!(run(&p.deny, socket, native, inet), SECCOMP_RET_ALLOW);
+        // The point of the ranges: short filters (seccompiler's lines were 1,100 and 429).
+        assert!(
+            p.allow.len() + p.deny.len() < 200,
+            "{} + {}",
+            p.allow.len(),
+            p.deny.len()
+        );
     }
 }

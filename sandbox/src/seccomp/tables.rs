@@ -396,18 +396,18 @@ pub(super) const DENIED: &[(&str, i64)] = syscalls![
 ];
 
 /// Namespace flags that `clone` may not carry.
-pub(super) const CLONE_NAMESPACE_FLAGS: &[u64] = &[
-    libc::CLONE_NEWNS as u64,
-    libc::CLONE_NEWUSER as u64,
-    libc::CLONE_NEWPID as u64,
-    libc::CLONE_NEWNET as u64,
-    libc::CLONE_NEWIPC as u64,
-    libc::CLONE_NEWUTS as u64,
-    libc::CLONE_NEWCGROUP as u64,
+pub(super) const CLONE_NAMESPACE_FLAGS: &[u32] = &[
+    libc::CLONE_NEWNS as u32,
+    libc::CLONE_NEWUSER as u32,
+    libc::CLONE_NEWPID as u32,
+    libc::CLONE_NEWNET as u32,
+    libc::CLONE_NEWIPC as u32,
+    libc::CLONE_NEWUTS as u32,
+    libc::CLONE_NEWCGROUP as u32,
 ];
 
 /// Socket families that may not be created: AF_VSOCK talks to the hypervisor.
-pub(super) const DENIED_SOCKET_FAMILIES: &[u64] = &[libc::AF_VSOCK as u64];
+pub(super) const DENIED_SOCKET_FAMILIES: &[u32] = &[libc::AF_VSOCK as u32];
 
 /// Names for numbers that are in neither table (clone3 fails with ENOSYS, unlisted).
 pub(super) const EXTRA_NAMES: &[(&str, i64)] = syscalls![SYS_clone3];
