@@ -266,7 +266,7 @@ pub struct NewGroup {
 }
 
 /// A new execution, parsed and path-checked by a face (the HTTP API, `sandpit run --spec`;
-/// see `parse.rs`), not yet admitted.
+/// see `parse/`), not yet admitted.
 #[derive(Debug, Clone)]
 pub struct NewExecution {
     /// The environment of every program that names none.

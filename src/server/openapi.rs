@@ -2,7 +2,8 @@
 //! this server was configured with filled in (the maximum of every limit, files per
 //! execution, the environments there are), so that it is exact for this server. Tests keep it
 //! true: every route in [`super::router::ROUTES`] is in it with the security it has, and it
-//! has nothing else; schemathesis checks it against a live server (`tests/server_schema.rs`).
+//! has nothing else; schemathesis (`--checks all`) checks it against a live server
+//! (`tests/sh/test_schemathesis.sh`).
 
 use std::sync::Arc;
 

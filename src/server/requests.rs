@@ -1,4 +1,4 @@
-//! The request bodies, typed: each route's body (normalised to one JSON object by `body.rs`,
+//! The request bodies, typed: each route's body (normalised to one JSON object by `body/`,
 //! whichever encoding it came in) is read into one of these structs, unknown fields refused,
 //! and every error names the field it is about. A new execution's body is the execution
 //! domain's own shape (`crate::exec::parse`), shared with `sandpit run --spec`.
