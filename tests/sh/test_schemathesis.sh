@@ -84,11 +84,12 @@ run() {
   local who=$1 token=$2 examples=$3 started rc=0
   started=$(date +%s)
   echo "--- schemathesis $version, --checks all, $who token, $examples examples per operation, seed $seed"
-  "$st" --config-file "$here/schemathesis.toml" run "$base/api/v1/openapi.json" \
+  # From the temp dir: schemathesis keeps .hypothesis/ and .schemathesis/ where it runs.
+  (cd "$work" && "$st" --config-file "$here/schemathesis.toml" run "$base/api/v1/openapi.json" \
     --checks all -H "Authorization: Bearer $token" \
     --max-examples "$examples" --seed "$seed" --workers 2 \
     --request-timeout 30 --output-truncate true --no-color \
-    >"$work/st-$who.out" 2>&1 || rc=$?
+    >"$work/st-$who.out" 2>&1) || rc=$?
   tail -n 40 "$work/st-$who.out"
   echo "--- $who: exit $rc in $(($(date +%s) - started)) s"
   if [ "$rc" -ne 0 ]; then
