@@ -13,6 +13,20 @@ use std::time::Duration;
 use sandbox::StopHandle;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+/// Queued work the dispatcher claims and runs in a slot (executions, submissions).
+pub trait Dispatched: Send + Sync + 'static {
+    type Work: Send + 'static;
+    type Error: Display + Send;
+    /// The next queued work, claimed for this node; `None` when nothing waits.
+    fn claim(&self) -> impl Future<Output = Result<Option<Self::Work>, Self::Error>> + Send;
+    /// Runs claimed work in its slot; dropping the permit frees the slot.
+    fn run(
+        self: Arc<Self>,
+        work: Self::Work,
+        permit: OwnedSemaphorePermit,
+    ) -> impl Future<Output = ()> + Send + 'static;
+}
+
 #[derive(Default)]
 struct Live {
     /// Stop handles of the runs in progress.
@@ -68,17 +82,9 @@ impl Scheduler {
         self.wake.notify_one();
     }
 
-    /// While a slot is free, `claim`s the next queued work and hands it to `run` with its
-    /// slot (dropping the permit frees the slot).
-    pub fn spawn_dispatcher<T, E, C, CF, R, RF>(&self, claim: C, run: R)
-    where
-        T: Send + 'static,
-        E: Display + Send,
-        C: Fn() -> CF + Send + 'static,
-        CF: Future<Output = Result<Option<T>, E>> + Send,
-        R: Fn(T, OwnedSemaphorePermit) -> RF + Send + 'static,
-        RF: Future<Output = ()> + Send + 'static,
-    {
+    /// From now on, while a slot is free, claims `queue`'s next work and runs it with its
+    /// slot (dropping the permit frees the slot); work queued before a restart too.
+    pub fn dispatch<Q: Dispatched>(&self, queue: Arc<Q>) {
         let permits = self.permits.clone();
         let wake = self.wake.clone();
         tokio::spawn(async move {
@@ -86,9 +92,9 @@ impl Scheduler {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
-                match claim().await {
+                match queue.claim().await {
                     Ok(Some(work)) => {
-                        tokio::spawn(run(work, permit));
+                        tokio::spawn(queue.clone().run(work, permit));
                     }
                     Ok(None) => {
                         drop(permit);
@@ -102,6 +108,7 @@ impl Scheduler {
                 }
             }
         });
+        self.kick();
     }
 
     /// A run begins: records its stop handle. Returns true when a stop was already asked for.

@@ -1163,3 +1163,447 @@ fn a_submission_callback_arrives_signed_with_the_final_object() {
     s.delete(&format!("/api/v1/submissions/{id}"))
         .assert_status(200);
 }
+
+/// The guessing game's interactor in busybox sh: `interactor.sh input output answer`; tells
+/// the solution n, answers each guess with <, > or =, and gives as many guesses as binary
+/// search needs. testlib's exit codes: 0 ok, 1 wrong answer, 2 presentation error.
+const GUESS_INTERACTOR: &str = r#"read n secret < "$1"
+limit=0
+while [ $((1 << limit)) -le "$n" ]; do limit=$((limit + 1)); done
+echo "$n"
+g=0
+while :; do
+  if ! read x; then echo "wrong output format: unexpected end of file after $g guesses" >&2; exit 2; fi
+  g=$((g + 1))
+  case "$x" in ''|*[!0-9]*) echo "wrong output format: guess $g is not a number" >&2; exit 2;; esac
+  if [ "$x" -lt 1 ] || [ "$x" -gt "$n" ]; then echo "wrong answer: guess $g is outside 1..$n" >&2; exit 1; fi
+  if [ "$x" -eq "$secret" ]; then
+    echo "="; echo "$g" > "$2"; echo "ok: found $secret in $g guesses" >&2; exit 0
+  fi
+  if [ "$g" -ge "$limit" ]; then echo "wrong answer: no guesses left after $g" >&2; exit 1; fi
+  if [ "$secret" -lt "$x" ]; then echo "<"; else echo ">"; fi
+done
+"#;
+
+/// Binary search: accepted.
+const GUESS_CORRECT: &str = r#"read n
+lo=1; hi=$n
+while :; do
+  mid=$(( (lo + hi) / 2 ))
+  echo "$mid"
+  read r
+  case "$r" in
+    "=") exit 0;;
+    "<") hi=$((mid - 1));;
+    ">") lo=$((mid + 1));;
+  esac
+done
+"#;
+
+/// Guesses 1, 2, 3…: right on a secret of 1, out of guesses on a large one.
+const GUESS_LINEAR: &str = r#"read n
+i=1
+while :; do echo "$i"; read r; [ "$r" = "=" ] && exit 0; i=$((i + 1)); done
+"#;
+
+/// Reads n, then waits for an answer to a guess it never made.
+const GUESS_SILENT: &str = "read n\nread never\n";
+
+/// Reads n and leaves.
+const GUESS_QUITS: &str = "read n\nexit 0\n";
+
+fn guessing_project(id: &str, interactor: Value) -> Value {
+    json!({
+        "id": id,
+        "environment": "busybox",
+        "source": "main.sh",
+        "limits": {"cpu_time_s": 1, "wall_time_s": 2, "memory_bytes": 67108864},
+        "config": {"version": 2.1, "scenarios": {"default": {"stages": {
+            "run": {"command": "/bin/sh main.sh"}}}}},
+        "tests": [
+            {"name": "small", "stdin": "10 1\n"},
+            {"name": "large", "stdin": "1000 777\n", "weight": 2},
+        ],
+        "interactor": interactor,
+    })
+}
+
+/// An interactive problem given as JSON (the interactor's files in the body), graded over
+/// HTTP with a correct solution, a wrong one, one that never answers and one that quits
+/// early; the per-test verdicts come from the interactor's exit codes, the solution's own
+/// limits first. Bad interactor input is a 400 naming it, and nothing is left running.
+#[test]
+fn an_interactive_project_in_json_is_judged_by_its_interactor() {
+    let data = data_with_envs();
+    // No sandbox kept ready: every sandbox process or cgroup found at the end was left by a
+    // test's run.
+    let s = Server::start(data.path(), &["--prepared", "0"]);
+    let interactor = json!({"command": ["/bin/sh", "interactor.sh"], "files": {"interactor.sh": GUESS_INTERACTOR}});
+
+    for (bad, word) in [
+        (
+            json!({"command": ["sh", "i.sh"], "files": ["i.sh"]}),
+            "interactor.files",
+        ),
+        (
+            json!({"command": ["sh", "i.sh"], "files": {"../i.sh": "x"}}),
+            "interactor.files",
+        ),
+        (
+            json!({"command": ["sh", "i.sh"], "files": {"/i.sh": "x"}}),
+            "interactor.files",
+        ),
+        (
+            json!({"command": ["sh", "i.sh"], "files": {"i.sh": {"content": "!", "encoding": "base64"}}}),
+            "interactor.files",
+        ),
+        (
+            json!({"command": ["sh", "input"], "files": {"input": "x"}}),
+            "input, output or answer",
+        ),
+        (json!({"command": [], "files": {"i.sh": "x"}}), "command"),
+        (json!({"files": {"i.sh": "x"}}), "command"),
+        (
+            json!({"command": ["sh", "i.sh"], "surprise": 1}),
+            "surprise",
+        ),
+        (
+            json!({"command": ["sh", "i.sh"], "environment": "nope"}),
+            "nope",
+        ),
+    ] {
+        let r = s.post_json(
+            "/api/v1/projects",
+            TOKEN,
+            &guessing_project("bad", bad.clone()),
+        );
+        let e = r.assert_error(400);
+        let message = e["message"].as_str().unwrap_or_default();
+        assert!(message.contains(word), "{bad}: {e}");
+    }
+
+    let r = s.post_json(
+        "/api/v1/projects",
+        TOKEN,
+        &guessing_project("guess", interactor),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let p = r.json();
+    assert_eq!(
+        p["interactor"]["command"],
+        json!(["/bin/sh", "interactor.sh"]),
+        "{p}"
+    );
+    assert!(
+        p["interactor"]["files"].is_null(),
+        "the files are not echoed: {p}"
+    );
+
+    let grade = |src: &str| submit(&s, "guess", json!({ "main.sh": src }));
+    let message = |v: &Value, i: usize| {
+        v["tests"][i]["checker_message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+
+    let ok = grade(GUESS_CORRECT);
+    assert_eq!(
+        (ok["status"].clone(), ok["score"].clone()),
+        (json!(15), json!(100.0)),
+        "{ok}"
+    );
+    assert_eq!(verdicts(&ok), ["accepted", "accepted"]);
+    assert!(message(&ok, 1).contains("found 777"), "{ok}");
+    assert_hwscore(&ok);
+    // One partial for the test cases, a line of detail per test with the interactor's word.
+    let detail = ok["report"]["partials"][0]["detail"]
+        .as_array()
+        .expect("detail");
+    assert_eq!(detail.len(), 2, "{ok}");
+    assert_eq!(detail[1]["kwargs"]["test"], "large");
+    assert!(
+        detail[1]["kwargs"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("found 777"),
+        "{ok}"
+    );
+    assert_eq!(ok["report"]["accepted"], true);
+
+    // Wrong: out of guesses on the large test, by the interactor's exit 1.
+    let wrong = grade(GUESS_LINEAR);
+    assert_eq!(wrong["status"], 14, "{wrong}");
+    assert_eq!(verdicts(&wrong), ["accepted", "wrong-answer"]);
+    assert!(message(&wrong, 1).contains("no guesses left"), "{wrong}");
+    let score = wrong["score"].as_f64().unwrap();
+    assert!((score - 100.0 / 3.0).abs() < 0.01, "{wrong}");
+    assert_hwscore(&wrong);
+    assert_eq!(wrong["report"]["accepted"], false);
+    assert!(
+        wrong["reason"].as_str().unwrap().contains("large"),
+        "{wrong}"
+    );
+
+    // Never answers: its own wall limit ends it, the interactor then reads the end of file
+    // and ends too; the verdict is the solution's time limit, not the interactor's word.
+    let silent = grade(GUESS_SILENT);
+    assert_eq!(silent["status"], 13, "{silent}");
+    assert_eq!(verdicts(&silent), ["time-limit", "time-limit"]);
+    for t in silent["tests"].as_array().unwrap() {
+        assert_eq!(t["timeout"], "wall", "{t}");
+        let wall = t["wall_time"].as_f64().unwrap();
+        assert!(
+            (2.0..12.0).contains(&wall),
+            "ended by its 2 s wall limit: {t}"
+        );
+        assert_eq!(t["score"], 0.0);
+    }
+    assert_hwscore(&silent);
+
+    // Quits after reading n: the interactor reads the end of file (exit 2).
+    let quits = grade(GUESS_QUITS);
+    assert_eq!(quits["status"], 14, "{quits}");
+    assert_eq!(
+        verdicts(&quits),
+        ["presentation-error", "presentation-error"]
+    );
+    assert!(message(&quits, 0).contains("end of file"), "{quits}");
+    assert_eq!(
+        quits["tests"][0]["exit_code"], 0,
+        "the solution exited by itself"
+    );
+    assert_hwscore(&quits);
+
+    // Every program of every test ended: no sandbox process, no cgroup of the server's
+    // (once the engine's background teardown of the last one is through).
+    let (processes, cgroups) = common::left_behind_settled(&s);
+    assert_eq!(processes, 0, "sandboxed processes left running");
+    assert!(cgroups.is_empty(), "{cgroups:?}");
+}
+
+/// A zip of files (deflated).
+fn zip_bytes(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    zip_with(entries, |_| {})
+}
+
+/// A zip of files, then of what `extra` adds.
+fn zip_with(
+    entries: &[(&str, &[u8])],
+    extra: impl FnOnce(&mut zip::ZipWriter<std::io::Cursor<Vec<u8>>>),
+) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default().unix_permissions(0o644);
+    for (path, data) in entries {
+        w.start_file(*path, opts).expect("zip");
+        w.write_all(data).expect("zip");
+    }
+    extra(&mut w);
+    w.finish().expect("zip").into_inner()
+}
+
+/// A zip of a directory's files (its contents at the archive's root).
+fn zip_of(dir: &Path) -> Vec<u8> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for e in std::fs::read_dir(dir).expect("dir").flatten() {
+            if e.file_type().expect("type").is_dir() {
+                walk(root, &e.path(), out);
+            } else {
+                let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+                out.push((rel, std::fs::read(e.path()).expect("read")));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files);
+    let entries: Vec<(&str, &[u8])> = files.iter().map(|(p, d)| (p.as_str(), &d[..])).collect();
+    zip_bytes(&entries)
+}
+
+/// Rewrites the uncompressed size every header of a zip declares.
+fn declare_size(mut zip: Vec<u8>, size: u32) -> Vec<u8> {
+    for (sig, at) in [(b"PK\x03\x04", 22), (b"PK\x01\x02", 24)] {
+        let mut i = 0;
+        while let Some(off) = zip[i..].windows(4).position(|w| w == sig) {
+            let field = i + off + at;
+            zip[field..field + 4].copy_from_slice(&size.to_le_bytes());
+            i += off + 4;
+        }
+    }
+    zip
+}
+
+/// Projects and submissions may be zips: told from tars by their content (whatever type the
+/// request says), under the same rules: a path leaving the directory, an absolute path, a
+/// link, too many entries and a zip bomb (declared, or lying about its size) are each a 400
+/// that says why, and nothing of them is kept.
+#[test]
+fn zip_uploads_are_read_by_content_under_the_tar_rules() {
+    let data = data_with_envs();
+    let s = Server::start(data.path(), &["--max-upload", "1M"]);
+    let zip = zip_of(&examples().join("aplusb-c"));
+    for (id, media) in [
+        ("zipped", "application/zip"),
+        ("sniffed", "application/octet-stream"),
+        ("named-tar", "application/x-tar"),
+    ] {
+        let r = s.post_bytes(&format!("/api/v1/projects?id={id}"), TOKEN, media, &zip);
+        assert_eq!(r.status, 201, "{media}: {}", r.text());
+        assert_eq!(r.json()["tests"].as_array().unwrap().len(), 10);
+    }
+    // A submission as a zip body, and as a zip in the JSON's `archive` (Sphere's workspace/
+    // folder as its root).
+    let correct = solution("aplusb-c", "correct.c");
+    let r = s.post_bytes(
+        "/api/v1/submissions?project_id=zipped&wait=true",
+        TOKEN,
+        "application/zip",
+        &zip_bytes(&[("main.c", correct.as_bytes())]),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["status"], 15, "{}", r.text());
+    use base64::Engine as _;
+    let inner = zip_bytes(&[("workspace/main.c", correct.as_bytes())]);
+    let r = s.post_json(
+        "/api/v1/submissions",
+        TOKEN,
+        &json!({"project_id": "sniffed", "wait": true, "archive": {
+            "content": base64::engine::general_purpose::STANDARD.encode(inner), "encoding": "base64"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["status"], 15, "{}", r.text());
+    let submissions_before = s
+        .req("GET", "/api/v1/submissions", Some(TOKEN), None)
+        .json()["paging"]["total"]
+        .clone();
+
+    let project_files: Vec<(String, Vec<u8>)> = [
+        "project.json",
+        "config.json",
+        "tests/1/input",
+        "tests/1/output",
+    ]
+    .iter()
+    .map(|f| {
+        (
+            f.to_string(),
+            std::fs::read(
+                examples()
+                    .join("aplusb-c")
+                    .join(f.replace("tests/1", "tests/01")),
+            )
+            .expect("example file"),
+        )
+    })
+    .collect();
+    let project_with = |extra: &[(&str, &[u8])]| {
+        let mut entries: Vec<(&str, &[u8])> = project_files
+            .iter()
+            .map(|(p, d)| (p.as_str(), &d[..]))
+            .collect();
+        entries.extend_from_slice(extra);
+        zip_bytes(&entries)
+    };
+    let zeros = vec![0u8; 2 << 20];
+    let many: Vec<(String, Vec<u8>)> = (0..10_001)
+        .map(|i| (format!("f/{i}"), Vec::new()))
+        .collect();
+    let many: Vec<(&str, &[u8])> = many.iter().map(|(p, d)| (p.as_str(), &d[..])).collect();
+    let link = zip_with(&[("main.c", b"int main;")], |w| {
+        w.add_symlink(
+            "lib.h",
+            "/etc/shadow",
+            zip::write::SimpleFileOptions::default(),
+        )
+        .expect("zip")
+    });
+    // (what, route, body, words the 400 says)
+    let project = "/api/v1/projects";
+    let submission = "/api/v1/submissions?project_id=zipped";
+    let cases: Vec<(&str, &str, Vec<u8>, &str)> = vec![
+        (
+            "traversal",
+            project,
+            project_with(&[("workspace/../../x", b"1")]),
+            "leaves",
+        ),
+        (
+            "traversal",
+            submission,
+            zip_bytes(&[("../main.c", b"1")]),
+            "leaves",
+        ),
+        (
+            "absolute",
+            project,
+            project_with(&[("/etc/cron.d/x", b"1")]),
+            "leaves",
+        ),
+        (
+            "absolute",
+            submission,
+            zip_bytes(&[("/main.c", b"1")]),
+            "leaves",
+        ),
+        ("symlink", submission, link.clone(), "symbolic link"),
+        (
+            "too many entries",
+            submission,
+            zip_bytes(&many),
+            "more than 10000 entries",
+        ),
+        (
+            "bomb",
+            project,
+            project_with(&[("workspace/zeros", &zeros)]),
+            "more than 1048576 bytes",
+        ),
+        (
+            "lying bomb",
+            project,
+            declare_size(project_with(&[("workspace/zeros", &zeros)]), 1),
+            "the archive",
+        ),
+        (
+            "not a zip",
+            submission,
+            b"PK\x03\x04 and then nothing".to_vec(),
+            "not a readable zip",
+        ),
+    ];
+    for (what, route, body, word) in cases {
+        let r = s.post_bytes(route, TOKEN, "application/zip", &body);
+        assert_eq!(r.status, 400, "{what} at {route}: {}", r.text());
+        r.assert_refused(400, word);
+    }
+    // A zip bomb past a submission's 256 MiB, declared and lying: refused, nothing kept.
+    let big = vec![0u8; 257 << 20];
+    let bomb = zip_bytes(&[("main.c", &big)]);
+    drop(big);
+    assert!(bomb.len() < 2 << 20, "{} bytes compressed", bomb.len());
+    for body in [bomb.clone(), declare_size(bomb, 10)] {
+        s.post_bytes(submission, TOKEN, "application/zip", &body)
+            .assert_refused(400, "the archive");
+    }
+    let after = s
+        .req("GET", "/api/v1/submissions", Some(TOKEN), None)
+        .json()["paging"]["total"]
+        .clone();
+    assert_eq!(
+        after, submissions_before,
+        "a refused archive made no submission"
+    );
+    let left: Vec<_> = std::fs::read_dir(data.path().join("submissions"))
+        .expect("submissions")
+        .flatten()
+        .collect();
+    assert_eq!(
+        left.len(),
+        2,
+        "only the two graded submissions' files: {left:?}"
+    );
+    let staging = data.path().join("projects/.staging");
+    let staged = std::fs::read_dir(&staging).map_or(0, |d| d.count());
+    assert_eq!(staged, 0, "a refused project left nothing staged");
+}

@@ -139,7 +139,7 @@ mod tests {
     use super::*;
     use crate::exec::request::{ExecutionRequest, Limits, ProgramRequest};
     use crate::exec::state::EndReason;
-    use crate::store::{Executions, SqliteStore};
+    use crate::store::{Executions, Queue, SqliteStore};
 
     fn row(id: &str) -> ExecutionRow {
         ExecutionRow {
@@ -262,6 +262,19 @@ mod tests {
         let started = life.create(row("s"), true).await.unwrap().unwrap();
         assert_eq!(started.status, Status::Queued);
         assert!(started.queued_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_claim_stamped_before_the_queueing_starts_when_it_was_queued() {
+        let store = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let life = Lifecycle::new(store.clone(), Events::new());
+        life.create(row("e"), true).await.unwrap();
+        let queued = store.get_execution("e").await.unwrap().unwrap().queued_at;
+        let queued = queued.expect("queued_at");
+        // A claimer that took its time a microsecond before the row was queued.
+        let early = Transition::claim("n1", Micros(queued.0 - 1));
+        let r = store.claim_next(&early).await.unwrap().expect("claimed");
+        assert_eq!(r.started_at, Some(queued));
     }
 
     #[tokio::test]

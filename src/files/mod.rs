@@ -35,9 +35,7 @@
 //! execution that will read it is being recorded.
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +49,10 @@ use crate::exec::request::{FileRef, NewFileRef};
 use crate::exec::result::Kept;
 use crate::ids::{new_file_id, valid_file_id};
 use crate::store::{FileRow, Store};
+
+mod blob;
+
+use blob::{copy_blob, hex, is_sha256, private_dir, write_blob};
 
 /// The file store's settings (`sandpit serve --file-…`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -108,61 +110,6 @@ pub struct FileStore {
     store: Arc<dyn Store>,
     cfg: FileConfig,
     lock: Mutex<()>,
-}
-
-fn is_sha256(hex: &str) -> bool {
-    hex.len() == 64
-        && hex
-            .bytes()
-            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn private_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-}
-
-/// Writes `bytes` as a new file in `tmp` with `mode`, synced, then renames it to `dest`.
-fn write_blob(tmp: &Path, dest: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let part = tmp.join(uuid::Uuid::new_v4().simple().to_string());
-    let written = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&part)?;
-        f.write_all(bytes)?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.sync_all()?;
-        std::fs::rename(&part, dest)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&part);
-    }
-    written
-}
-
-/// Copies the blob `from` to `dest` with `mode`, through a file in `tmp`.
-fn copy_blob(tmp: &Path, from: &Path, dest: &Path, mode: u32) -> std::io::Result<()> {
-    let part = tmp.join(uuid::Uuid::new_v4().simple().to_string());
-    let copied = (|| {
-        std::fs::copy(from, &part)?;
-        let f = std::fs::File::open(&part)?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.sync_all()?;
-        std::fs::rename(&part, dest)
-    })();
-    if copied.is_err() {
-        let _ = std::fs::remove_file(&part);
-    }
-    copied
 }
 
 fn quota_count_message(n: i64, max: u64) -> String {
@@ -520,174 +467,4 @@ impl FileStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::SqliteStore;
-
-    async fn store_in(dir: &Path, cfg: FileConfig) -> (Arc<SqliteStore>, FileStore) {
-        let db = Arc::new(SqliteStore::in_memory().await.unwrap());
-        let files = FileStore::open(dir.join("files"), db.clone(), cfg).unwrap();
-        (db, files)
-    }
-
-    fn item(path: &str, bytes: &[u8]) -> KeepItem {
-        KeepItem {
-            path: path.into(),
-            bytes: Ok(bytes.to_vec()),
-        }
-    }
-
-    fn blobs(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(dir.join("files/sha256"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-
-    fn file_id(k: &Kept) -> String {
-        match k {
-            Kept::File { file_id, .. } => file_id.clone(),
-            Kept::Refused { error } => panic!("refused: {error}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn same_bytes_one_blob_root_only_and_collected_with_the_last_file() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (_db, files) = store_in(tmp.path(), FileConfig::default()).await;
-        let kept = files
-            .keep(
-                "master",
-                None,
-                "exec_1",
-                vec![item("a", b"same"), item("b", b"same"), item("c", b"other")],
-            )
-            .await;
-        assert_eq!(blobs(tmp.path()).len(), 2, "deduplicated");
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
-        assert_eq!(mode(&tmp.path().join("files")), 0o700);
-        assert_eq!(mode(&tmp.path().join("files/sha256")), 0o700);
-        let Kept::File { sha256, size, .. } = &kept[0] else {
-            panic!()
-        };
-        assert_eq!(*size, 4);
-        assert_eq!(mode(&files.blob_path(sha256, true)), 0o555);
-        // Read-only form on demand.
-        let held = files.hold().await;
-        let refs = files
-            .resolve(
-                &held,
-                &Principal::Master,
-                &[NewFileRef {
-                    path: sandbox::RelPath::parse("x").unwrap(),
-                    file_id: file_id(&kept[0]),
-                    mode: Some(0o644),
-                }],
-            )
-            .await
-            .unwrap();
-        drop(held);
-        assert!(!refs[0].executable);
-        assert_eq!(mode(&files.blob_path(sha256, false)), 0o444);
-        // The blob goes with the last file that has it.
-        files
-            .delete(&Principal::Master, &file_id(&kept[0]))
-            .await
-            .unwrap();
-        assert!(files.blob_path(sha256, true).exists());
-        files
-            .delete(&Principal::Master, &file_id(&kept[1]))
-            .await
-            .unwrap();
-        assert!(!files.blob_path(sha256, true).exists());
-        assert!(!files.blob_path(sha256, false).exists());
-        assert_eq!(blobs(tmp.path()).len(), 1);
-        // Gone is gone.
-        assert!(matches!(
-            files.get(&Principal::Master, &file_id(&kept[0])).await,
-            Err(Error::NotFound(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn expired_files_are_not_found_and_swept() {
-        let tmp = tempfile::tempdir().unwrap();
-        let cfg = FileConfig {
-            ttl: Duration::ZERO,
-            ..FileConfig::default()
-        };
-        let (_db, files) = store_in(tmp.path(), cfg).await;
-        let kept = files.keep("master", None, "e", vec![item("a", b"x")]).await;
-        assert!(matches!(
-            files.get(&Principal::Master, &file_id(&kept[0])).await,
-            Err(Error::NotFound(_))
-        ));
-        assert_eq!(blobs(tmp.path()).len(), 1);
-        assert_eq!(files.sweep().await.unwrap(), Swept { files: 1, blobs: 1 });
-        assert!(blobs(tmp.path()).is_empty());
-    }
-
-    #[tokio::test]
-    async fn quotas_refuse_with_the_reason() {
-        let tmp = tempfile::tempdir().unwrap();
-        let cfg = FileConfig {
-            max_files: Some(2),
-            ..FileConfig::default()
-        };
-        let (db, files) = store_in(tmp.path(), cfg).await;
-        let key = crate::store::ApiKeyRow {
-            id: "key_k".into(),
-            name: "k".into(),
-            token_hash: "h".into(),
-            quota: crate::auth::Quota::default(),
-            manage_projects: false,
-            created_at: Micros::now(),
-        };
-        assert!(crate::store::ApiKeys::insert_api_key(db.as_ref(), &key)
-            .await
-            .unwrap());
-        let mut room = Room {
-            left: 10,
-            max: 100,
-            whose: "this API key's max_storage_bytes".into(),
-        };
-        let kept = files
-            .keep(
-                "key:key_k",
-                Some(&mut room),
-                "e",
-                vec![
-                    item("big", &[0; 11]),
-                    item("a", b"12345"),
-                    item("b", b"12345"),
-                    item("c", b"1"),
-                ],
-            )
-            .await;
-        assert!(
-            matches!(&kept[0], Kept::Refused { error }
-                if error.contains("max_storage_bytes") && error.contains("10 are left")),
-            "{kept:?}"
-        );
-        file_id(&kept[1]);
-        file_id(&kept[2]);
-        assert_eq!(room.left, 0, "what is kept is taken from the room");
-        assert!(
-            matches!(&kept[3], Kept::Refused { error } if error.contains("--file-max-count")),
-            "{kept:?}"
-        );
-        // A key deleted meanwhile keeps nothing.
-        room.left = 100;
-        let gone = files
-            .keep("key:key_gone", Some(&mut room), "e", vec![item("z", b"z")])
-            .await;
-        assert!(matches!(&gone[0], Kept::Refused { error } if error.contains("deleted")));
-        // The master token has no quota.
-        let more = files
-            .keep("master", None, "e", vec![item("m", &[1; 100])])
-            .await;
-        file_id(&more[0]);
-    }
-}
+mod tests;

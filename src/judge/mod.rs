@@ -6,8 +6,8 @@
 //! | concern | where |
 //! |---|---|
 //! | Sphere's `config.json`: scenarios, stages | [`config`] |
-//! | a project: directory layout, the one loader, limits | [`project`] |
-//! | uploaded tars, unpacked safely | [`archive`] |
+//! | a project: directory layout, definition (`def.rs`), the one loader (`load.rs`), limits | [`project`] |
+//! | uploaded archives (tar or zip), unpacked safely | [`archive`] |
 //! | a submission's source into the workspace | [`submission`] |
 //! | a submission's files on disk | [`workspace`] |
 //! | the stages, the tests, the checker | [`pipeline`] |

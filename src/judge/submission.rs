@@ -1,5 +1,5 @@
 //! A submission's source as it goes into the workspace: the same rules for an upload and for
-//! `sandpit judge`. A tar whose only top-level entry is `workspace/` (Sphere's convention) has
+//! `sandpit judge`. An archive (tar or zip) whose only top-level entry is `workspace/` (Sphere's convention) has
 //! its files there; a lone file goes where the project says (`source`, e.g. `main.c`); no file
 //! may land on a path the project keeps read-only (`config.json`'s `files.read_only`).
 
@@ -35,9 +35,9 @@ fn files_below(root: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Unpacks a tar of the submission's files into its `source/` (blocking).
-pub fn unpack_source(dir: &SubmissionDir, tar: &[u8]) -> Result<(), String> {
-    archive::unpack(tar, &dir.source(), LIMITS).map(drop)
+/// Unpacks an archive (tar or zip) of the submission's files into its `source/` (blocking).
+pub fn unpack_source(dir: &SubmissionDir, bytes: &[u8]) -> Result<(), String> {
+    archive::unpack(std::io::Cursor::new(bytes), &dir.source(), LIMITS).map(drop)
 }
 
 /// Puts the files in `source/` in shape (blocking); the error is the caller's fault.

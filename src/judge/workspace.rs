@@ -282,26 +282,6 @@ impl SubmissionDir {
         }
     }
 
-    /// A stream as text, when it exists.
-    pub async fn read_stream(&self, name: &str) -> Option<String> {
-        tokio::fs::read(self.stream(name))
-            .await
-            .ok()
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-    }
-
-    /// The names of the streams there are.
-    pub async fn stream_names(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if let Ok(mut dir) = tokio::fs::read_dir(self.dir.join("streams")).await {
-            while let Ok(Some(entry)) = dir.next_entry().await {
-                out.push(entry.file_name().to_string_lossy().into_owned());
-            }
-        }
-        out.sort();
-        out
-    }
-
     /// Removes everything (an absent directory is fine).
     pub async fn remove(&self) -> std::io::Result<()> {
         match tokio::fs::remove_dir_all(&self.dir).await {

@@ -318,7 +318,12 @@ mod tests {
                     continue;
                 };
                 for (media, m) in content {
-                    let raw = ["application/x-tar", "application/octet-stream", "*/*"];
+                    let raw = [
+                        "application/x-tar",
+                        "application/zip",
+                        "application/octet-stream",
+                        "*/*",
+                    ];
                     if raw.contains(&media.as_str())
                         || media == "multipart/form-data" && path.ends_with("/environments")
                     {

@@ -184,10 +184,23 @@ fn take<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// A helper program's files (`checker.files`, `interactor.files`), taken out of its object;
+/// the rest of the object is `project.json`'s.
+fn helper_files(map: &mut Map<String, Value>, helper: &str) -> ApiResult<Vec<InputFile>> {
+    match map.get_mut(helper) {
+        Some(Value::Object(h)) => {
+            let what = format!("{helper}.files");
+            input_files(take(h, "files", &what)?, &what)
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
 /// `POST /projects` and `PUT /projects/{id}` as JSON: `project.json`'s fields (`name`,
-/// `environment`, `config`, `source`, `artifacts`, `limits`, `tests`, `checker`) plus the
-/// contents: `files` (the workspace), each test's `stdin`, `expected` and `files`, and the
-/// checker's `files`. Returns the id asked for and the project.
+/// `environment`, `config`, `source`, `artifacts`, `limits`, `tests`, `checker`,
+/// `interactor`) plus the contents: `files` (the workspace), each test's `stdin`, `expected`
+/// and `files`, the checker's `files` and the interactor's `files`. Returns the id asked for
+/// and the project.
 pub fn project_from_body(
     mut map: Map<String, Value>,
 ) -> ApiResult<(Option<String>, InlineProject)> {
@@ -232,10 +245,8 @@ pub fn project_from_body(
             });
         }
     }
-    let checker_files = match map.get_mut("checker") {
-        Some(Value::Object(c)) => input_files(take(c, "files", "checker.files")?, "checker.files")?,
-        _ => Vec::new(),
-    };
+    let checker_files = helper_files(&mut map, "checker")?;
+    let interactor_files = helper_files(&mut map, "interactor")?;
     Ok((
         id,
         InlineProject {
@@ -243,12 +254,13 @@ pub fn project_from_body(
             files,
             tests,
             checker_files,
+            interactor_files,
         },
     ))
 }
 
 /// `POST /submissions`: the project, an optional scenario, the files (a map, file parts of
-/// a multipart form, or `archive`: a tar), `wait`.
+/// a multipart form, or `archive`: a tar or a zip), `wait`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubmission {

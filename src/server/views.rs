@@ -370,7 +370,7 @@ pub fn entry(e: &EnvEntry) -> Value {
 pub fn project(p: &ProjectRow) -> Value {
     let scenarios: Vec<&String> = p.def.config.scenarios.keys().collect();
     let default = p.def.config.scenario(None).ok().map(|(name, _)| name);
-    json!({
+    let mut v = json!({
         "id": p.id,
         "name": p.def.name,
         "environment": p.def.environment,
@@ -385,7 +385,11 @@ pub fn project(p: &ProjectRow) -> Value {
         "checker": p.def.checker,
         "created_date": p.created_at.to_rfc3339(),
         "updated_date": p.updated_at.to_rfc3339(),
-    })
+    });
+    if let Some(i) = &p.def.interactor {
+        v["interactor"] = json!(i);
+    }
+    v
 }
 
 /// A submission. With `detail`: the per-test table, the stages, the HwScore report, the

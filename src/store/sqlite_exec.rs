@@ -276,9 +276,11 @@ impl Queue for SqliteStore {
             return Err(StoreError::Misuse("claim_next takes a claim"));
         };
         // One statement, so two claimers can never take the same row (SQLite serialises
-        // writers; PostgreSQL would add FOR UPDATE SKIP LOCKED to the subquery).
+        // writers; PostgreSQL would add FOR UPDATE SKIP LOCKED to the subquery). The claim's
+        // time is taken before it finds its row, so under load it can read earlier than the
+        // row's queueing: it starts no earlier than it was queued.
         let row = sqlx::query(&format!(
-            "UPDATE executions SET status = 'running', started_at = ?, node = ? \
+            "UPDATE executions SET status = 'running', started_at = MAX(?, queued_at), node = ? \
              WHERE id = (SELECT id FROM executions WHERE status = 'queued' \
                          ORDER BY queued_at, id LIMIT 1) AND status IN ({}) \
              RETURNING {EXEC_COLUMNS}",

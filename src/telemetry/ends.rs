@@ -16,9 +16,7 @@ fn seconds_between(
     to: Option<crate::clock::Micros>,
 ) -> Option<f64> {
     match (from, to) {
-        // A claim stamps its time before it finds the row, so under load it can read earlier
-        // than the row's queueing: that run waited no time.
-        (Some(a), Some(b)) => Some((b.0 - a.0).max(0) as f64 / 1e6),
+        (Some(a), Some(b)) if b >= a => Some((b.0 - a.0) as f64 / 1e6),
         _ => None,
     }
 }

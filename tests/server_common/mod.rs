@@ -444,3 +444,67 @@ pub fn busybox_oci_archive(dir: &Path) -> PathBuf {
     assert!(ok, "tar failed");
     archive
 }
+
+/// Processes the server's engine started that are still alive (sandboxed: uid ≥ 1,000,000),
+/// and its cgroups left (`sandpit-<pid>-…`).
+pub fn left_behind(s: &Server) -> (usize, Vec<String>) {
+    let pid = s.pid().to_string();
+    let mut processes = 0;
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|l| l.split_whitespace().next())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let uid: u64 = field("Uid:").parse().unwrap_or(0);
+        if field("PPid:") == pid && uid >= 1_000_000 {
+            processes += 1;
+        }
+    }
+    let prefix = format!("sandpit-{pid}-");
+    let mut cgroups = Vec::new();
+    for line in std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+    {
+        if !line.contains(" - cgroup") {
+            continue;
+        }
+        let mount = line.split_whitespace().nth(4).unwrap_or("/nonexistent");
+        let mut stack = vec![(PathBuf::from(mount), 0)];
+        while let Some((dir, depth)) = stack.pop() {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if name.starts_with(&prefix) {
+                        cgroups.push(e.path().display().to_string());
+                    }
+                    if depth < 4 {
+                        stack.push((e.path(), depth + 1));
+                    }
+                }
+            }
+        }
+    }
+    (processes, cgroups)
+}
+
+/// What [`left_behind`] finds once the engine's background teardown has had its time (a run
+/// is answered once its verdict is in; its sandbox ends right after): polls up to 10 s.
+pub fn left_behind_settled(s: &Server) -> (usize, Vec<String>) {
+    let mut left = left_behind(s);
+    for _ in 0..200 {
+        if left.0 == 0 && left.1.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        left = left_behind(s);
+    }
+    left
+}

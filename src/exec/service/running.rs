@@ -13,7 +13,8 @@ use crate::exec::admission::{storage_left, storage_quota};
 use crate::exec::runner::{self, RunEnd};
 use crate::exec::state::Ending;
 use crate::files::Room;
-use crate::store::ExecutionRow;
+use crate::scheduler::Dispatched;
+use crate::store::{ExecutionRow, StoreError};
 
 use super::Service;
 
@@ -38,16 +39,7 @@ impl Service {
 
     /// Claims queued work into free slots from now on (work queued before a restart too).
     pub fn spawn_dispatcher(self: &Arc<Self>) {
-        let claimer = self.clone();
-        let runner = self.clone();
-        self.sched.spawn_dispatcher(
-            move || {
-                let s = claimer.clone();
-                async move { s.life.claim_next(&s.node).await }
-            },
-            move |row, permit| runner.clone().run_claimed(row, permit),
-        );
-        self.sched.kick();
+        self.sched.dispatch(self.clone());
     }
 
     /// Runs a claimed execution in its slot, keeps the files it asked to keep, and records
@@ -163,5 +155,18 @@ impl Service {
             max,
             whose,
         }))
+    }
+}
+
+impl Dispatched for Service {
+    type Work = ExecutionRow;
+    type Error = StoreError;
+
+    async fn claim(&self) -> std::result::Result<Option<ExecutionRow>, StoreError> {
+        self.life.claim_next(&self.node).await
+    }
+
+    async fn run(self: Arc<Self>, row: ExecutionRow, permit: OwnedSemaphorePermit) {
+        self.run_claimed(row, permit).await
     }
 }

@@ -17,7 +17,8 @@ use crate::judge::project::{ProjectFiles, TestCase};
 use crate::judge::report::Final;
 use crate::judge::verdict::{StageRecord, TestResult};
 use crate::judge::workspace::{top_level, SubmissionDir};
-use crate::store::SubmissionRow;
+use crate::scheduler::Dispatched;
+use crate::store::{StoreError, SubmissionRow};
 
 /// Restarts of the server a submission survives (resumed each time); the next ends it as
 /// internal error.
@@ -74,16 +75,7 @@ impl Service {
 
     /// Claims waiting submissions into free slots from now on.
     pub fn spawn_dispatcher(self: &Arc<Self>) {
-        let claimer = self.clone();
-        let runner = self.clone();
-        self.sched.spawn_dispatcher(
-            move || {
-                let s = claimer.clone();
-                async move { s.life.claim_next(&s.node).await }
-            },
-            move |row, permit| runner.clone().run_claimed(row, permit),
-        );
-        self.sched.kick();
+        self.sched.dispatch(self.clone());
     }
 
     /// Grades a claimed submission in its slot and records its grade.
@@ -223,5 +215,18 @@ impl Progress for Recorder<'_> {
         self.store("a test", r);
         self.dir
             .append_progress(&ProgressEvent::test(result).line());
+    }
+}
+
+impl Dispatched for Service {
+    type Work = SubmissionRow;
+    type Error = StoreError;
+
+    async fn claim(&self) -> std::result::Result<Option<SubmissionRow>, StoreError> {
+        self.life.claim_next(&self.node).await
+    }
+
+    async fn run(self: Arc<Self>, row: SubmissionRow, permit: OwnedSemaphorePermit) {
+        self.run_claimed(row, permit).await
     }
 }

@@ -13,15 +13,15 @@ use crate::exec::request::InputFile;
 use crate::ids::{new_project_id, valid_project_id};
 use crate::judge::archive::{self, UnpackLimits};
 use crate::judge::project::{
-    valid_test_name, ManifestDefaults, ProjectFiles, CHECKER, MANIFEST, TESTS, TEST_ANSWER,
-    TEST_FILES, TEST_INPUT, WORKSPACE,
+    valid_test_name, ManifestDefaults, ProjectFiles, CHECKER, INTERACTOR, MANIFEST, TESTS,
+    TEST_ANSWER, TEST_FILES, TEST_INPUT, WORKSPACE,
 };
 use crate::judge::workspace::top_level;
 use crate::store::ProjectRow;
 
 /// A project as a face gives it.
 pub enum ProjectInput {
-    /// A tar (plain, gzip or zstd) of a project directory.
+    /// An archive (a tar, plain, gzip'd or zstd'd, or a zip) of a project directory.
     Archive(PathBuf),
     Inline(InlineProject),
 }
@@ -35,6 +35,8 @@ pub struct InlineProject {
     pub tests: Vec<InlineTest>,
     /// The checker program's files.
     pub checker_files: Vec<InputFile>,
+    /// The interactor's files (its sources, or its program).
+    pub interactor_files: Vec<InputFile>,
 }
 
 /// A test's contents, given inline.
@@ -67,8 +69,13 @@ fn write_inline(p: &InlineProject, dir: &Path) -> Result<()> {
     for f in &p.files {
         write_file(&dir.join(WORKSPACE).join(&f.path), &f.bytes, f.mode)?;
     }
-    for f in &p.checker_files {
-        write_file(&dir.join(CHECKER).join(&f.path), &f.bytes, f.mode)?;
+    for (part, files) in [
+        (CHECKER, &p.checker_files),
+        (INTERACTOR, &p.interactor_files),
+    ] {
+        for f in files {
+            write_file(&dir.join(part).join(&f.path), &f.bytes, f.mode)?;
+        }
     }
     for t in &p.tests {
         if !valid_test_name(&t.name) {

@@ -28,7 +28,7 @@ pub struct NewSubmission {
     pub project_id: String,
     pub scenario: Option<String>,
     pub files: Vec<InputFile>,
-    /// A tar (plain, gzip or zstd) of files, besides `files`.
+    /// An archive (tar or zip) of files, besides `files`.
     pub archive: Option<Vec<u8>>,
     /// Answer once it has been graded.
     pub wait: bool,

@@ -1,8 +1,9 @@
 //! Projects (Sphere Engine Containers): list and show for every token; create, replace and
 //! delete for the master token and API keys allowed to (`manage_projects`). A project comes
-//! as JSON (`project.json`'s fields and the files' contents) or as a tar of a project
-//! directory (`application/x-tar`, gzip'd or not; `?id=`, and `?environment=` for an archive
-//! without `project.json`). The judge service (`crate::judge`) does the work.
+//! as JSON (`project.json`'s fields and the files' contents) or as an archive of a project
+//! directory (a tar, compressed or not, or a zip, sent as `application/x-tar`,
+//! `application/zip` or `application/octet-stream`; `?id=`, and `?environment=` for an
+//! archive without `project.json`). The judge service (`crate::judge`) does the work.
 
 use std::sync::Arc;
 
@@ -19,11 +20,15 @@ use crate::server::http::{json_response, Req, Resp};
 use crate::server::requests::project_from_body;
 use crate::server::views;
 
-/// Media types of a tar upload.
-pub(crate) fn is_tar(media: &str) -> bool {
+/// Media types of an archive upload. Which format it is (tar, compressed or not, or zip) the
+/// unpacker tells from its first bytes: the type only says "an archive, not a form".
+pub(crate) fn is_archive(media: &str) -> bool {
     matches!(
         media,
         "application/x-tar"
+            | "application/zip"
+            | "application/x-zip-compressed"
+            | "application/octet-stream"
             | "application/tar"
             | "application/gzip"
             | "application/x-gzip"
@@ -42,7 +47,7 @@ async fn read_project(
         name: req.query("name").map(str::to_string),
         environment: req.query("environment").map(str::to_string),
     };
-    if is_tar(&body::media_type(&req.headers)) {
+    if is_archive(&body::media_type(&req.headers)) {
         let (mut file, upload) = app.exec.dirs().scratch_file().await?;
         let limit = app.cfg.max_upload;
         let stall = req.bounds.parse.stall;

@@ -1,5 +1,5 @@
 //! Submissions (Sphere Engine Containers): create (JSON with a files map, a multipart form
-//! with file parts, or a tar as the body with `?project_id=`), batch create, get (status 0–22,
+//! with file parts, or an archive — tar or zip — as the body with `?project_id=`), batch create, get (status 0–22,
 //! `executing`, the per-test table, the HwScore report, the streams), list (filters
 //! `project`, `status`; paging), delete, and the live progress stream. The judge service
 //! (`crate::judge`) does the work.
@@ -22,27 +22,29 @@ use crate::server::errors::{ApiError, ApiResult};
 use crate::server::http::{json_response, Req, Resp};
 use crate::server::requests::{from_body, BatchSubmissions, CreateSubmission};
 use crate::server::routes::live_log::{check_format, follow_file, wants_sse, EndWatch};
-use crate::server::routes::projects::is_tar;
+use crate::server::routes::projects::is_archive;
 use crate::server::views;
 
 pub async fn create(app: Arc<App>, mut req: Req, who: Principal) -> ApiResult<Resp> {
     // `?wait=true` answers once graded, whatever the body's encoding.
     let wait_asked = req.query_bool("wait", false)?;
-    let mut new = if is_tar(&body::media_type(&req.headers)) {
+    let mut new = if is_archive(&body::media_type(&req.headers)) {
         let archive = req.read_body(app.cfg.max_body).await?.to_vec();
         NewSubmission {
             project_id: req
                 .query("project_id")
                 .filter(|p| !p.is_empty())
                 .ok_or_else(|| {
-                    ApiError::bad_request("'project_id' is required (in the query with a tar body)")
+                    ApiError::bad_request(
+                        "'project_id' is required (in the query with an archive body)",
+                    )
                 })?
                 .to_string(),
             scenario: req.query("scenario").map(str::to_string),
             files: Vec::new(),
             archive: Some(archive),
             wait: wait_asked,
-            // A tar body has no room for one: JSON or a form carries it.
+            // An archive body has no room for one: JSON or a form carries it.
             callback: None,
         }
     } else {
