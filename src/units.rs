@@ -1,57 +1,90 @@
-//! Sizes (`64M`, `1G`, `512K`, `1000`) and durations (`2s`, `500ms`, `1.5`) as users type them.
+//! Sizes (`64M`, `1G`, `512K`, `1000`), durations (`2s`, `500ms`, `1.5`) and counts as users
+//! type them: the one reader of these for every face (the command line, the server's
+//! settings, execution limits and API-key limits in any body). Strict: the whole text is
+//! the grammar (no spaces, signs or exponents), and a value that does not fit is refused,
+//! never wrapped. The OpenAPI document states the same grammar as patterns.
 
 use std::time::Duration;
 
-/// Parses a byte size with an optional K/M/G/T suffix (powers of 1024; `B` and `iB` allowed).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let upper = t.to_ascii_uppercase();
-    let stripped = upper
-        .strip_suffix("IB")
-        .or_else(|| upper.strip_suffix('B'))
-        .unwrap_or(&upper);
-    let (number, shift) = match stripped.chars().last() {
-        Some('K') => (&stripped[..stripped.len() - 1], 10),
-        Some('M') => (&stripped[..stripped.len() - 1], 20),
-        Some('G') => (&stripped[..stripped.len() - 1], 30),
-        Some('T') => (&stripped[..stripped.len() - 1], 40),
-        _ => (stripped, 0),
-    };
-    let value: u64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{text}' is not a size (use e.g. 512K, 64M, 1G)"))?;
-    value
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("size '{text}' is too large"))
+/// The most a size or a count may be: what the store keeps (a signed 64-bit integer).
+pub const MAX_WHOLE: u64 = i64::MAX as u64;
+
+/// 1 to `max` digits as a number (`max` ≤ 18, so it always fits in [`MAX_WHOLE`]).
+fn digits(text: &str, max: usize) -> Option<u64> {
+    if text.is_empty() || text.len() > max || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
 
-/// Parses a duration: `2s`, `500ms`, `1.5s`, `250us`, `1m`, `12h`, `7d`, or a bare number of
-/// seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let bad = || format!("'{text}' is not a duration (use e.g. 2s, 500ms, 1.5)");
-    let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = t.strip_suffix("us") {
-        (n, 1e-6)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = t.strip_suffix('h') {
-        (n, 3600.0)
-    } else if let Some(n) = t.strip_suffix('d') {
-        (n, 86_400.0)
-    } else {
-        (t, 1.0)
+/// Parses a byte size: digits with an optional K/M/G/T suffix (powers of 1024, either
+/// case). At most 18 digits (15 with K, 12 with M, 9 with G, 6 with T),
+/// so that every size fits in 2^63-1 bytes: a longer one is refused, never wrapped.
+/// The OpenAPI document's `ByteSize` pattern says the same.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(end);
+    let (max, shift) = match unit.to_ascii_uppercase().as_str() {
+        "" => (18, 0),
+        "K" => (15, 10),
+        "M" => (12, 20),
+        "G" => (9, 30),
+        "T" => (6, 40),
+        _ => return Err(format!("'{text}' is not a size (use e.g. 512K, 64M, 1G)")),
     };
-    let value: f64 = number.trim().parse().map_err(|_| bad())?;
-    let secs = value * scale;
-    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+    match digits(number, max) {
+        Some(n) => Ok(n << shift),
+        None if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) => Err(format!(
+            "size '{text}' is too large: at most {max} digits{}",
+            if shift > 0 { " with that unit" } else { "" }
+        )),
+        None => Err(format!("'{text}' is not a size (use e.g. 512K, 64M, 1G)")),
+    }
+}
+
+/// Parses a duration: a number of seconds with an optional unit, `us`, `ms`, `s`, `m`, `h`
+/// or `d`: `^[0-9]{1,9}(?:\.[0-9]{1,3})?(?:us|ms|s|m|h|d)?$` (`2s`, `500ms`, `1.5`, `7d`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(parse_seconds(text)?)
+        .map_err(|_| format!("'{text}' is not a duration (use e.g. 2s, 500ms, 1.5)"))
+}
+
+/// A duration as [`parse_duration`] reads it, in seconds (not rounded to nanoseconds).
+pub fn parse_seconds(text: &str) -> Result<f64, String> {
+    let bad = || format!("'{text}' is not a duration (use e.g. 2s, 500ms, 1.5)");
+    let number_end = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(number_end);
+    let scale = match unit {
+        "us" => 1e-6,
+        "ms" => 1e-3,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => return Err(bad()),
+    };
+    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+    let ok = |t: &str, max: usize| t.len() <= max && t.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty() || !ok(int, 9) || !ok(frac, 3) || number.ends_with('.') {
         return Err(bad());
     }
-    Ok(Duration::from_secs_f64(secs))
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    Ok(value * scale)
+}
+
+/// Parses a count: 1 to 18 digits (so that it always fits in 2^63-1).
+pub fn parse_count(text: &str) -> Result<u64, String> {
+    digits(text, 18).ok_or_else(|| {
+        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+            format!("'{text}' is too large: at most 18 digits")
+        } else {
+            format!("'{text}' is not a whole number")
+        }
+    })
 }
 
 /// Readers for serde fields that take a size, a duration or a count either as a number or as
@@ -78,7 +111,7 @@ pub mod de {
     pub fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         match Option::<Given>::deserialize(d).map_err(|_| de::Error::custom(SIZE))? {
             None => Ok(None),
-            Some(Given::Whole(n)) => Ok(Some(n)),
+            Some(Given::Whole(n)) => super::fits(n, SIZE).map(Some).map_err(de::Error::custom),
             Some(Given::Text(t)) => super::parse_size(&t)
                 .map(Some)
                 .map_err(|e| de::Error::custom(format!("{e}: {SIZE}"))),
@@ -94,8 +127,8 @@ pub mod de {
             Some(Given::Whole(n)) => Ok(Some(n as f64)),
             Some(Given::Real(x)) if x.is_finite() && x >= 0.0 => Ok(Some(x)),
             Some(Given::Real(_)) => Err(de::Error::custom(SECONDS)),
-            Some(Given::Text(t)) => super::parse_duration(&t)
-                .map(|d| Some(d.as_secs_f64()))
+            Some(Given::Text(t)) => super::parse_seconds(&t)
+                .map(Some)
                 .map_err(|e| de::Error::custom(format!("{e}: {SECONDS}"))),
         }
     }
@@ -104,14 +137,21 @@ pub mod de {
     pub fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         match Option::<Given>::deserialize(d).map_err(|_| de::Error::custom(COUNT))? {
             None => Ok(None),
-            Some(Given::Whole(n)) => Ok(Some(n)),
-            Some(Given::Text(t)) => t
-                .trim()
-                .parse()
+            Some(Given::Whole(n)) => super::fits(n, COUNT).map(Some).map_err(de::Error::custom),
+            Some(Given::Text(t)) => super::parse_count(&t)
                 .map(Some)
-                .map_err(|_| de::Error::custom(COUNT)),
+                .map_err(|e| de::Error::custom(format!("{e}: {COUNT}"))),
             Some(Given::Real(_)) => Err(de::Error::custom(COUNT)),
         }
+    }
+}
+
+/// `n` when it is at most [`MAX_WHOLE`]; else why not, with what the field takes.
+fn fits(n: u64, takes: &str) -> Result<u64, String> {
+    if n <= MAX_WHOLE {
+        Ok(n)
+    } else {
+        Err(format!("{n} is too large (at most 2^63-1): {takes}"))
     }
 }
 
@@ -146,7 +186,7 @@ mod tests {
         assert_eq!(parse_size("4K").unwrap(), 4096);
         assert_eq!(parse_size("256M").unwrap(), 256 << 20);
         assert_eq!(parse_size("1g").unwrap(), 1 << 30);
-        assert_eq!(parse_size("2MiB").unwrap(), 2 << 20);
+        assert!(parse_size("2MiB").is_err());
         assert!(parse_size("12Q").is_err());
         assert!(parse_size("").is_err());
         assert!(parse_size("-1M").is_err());
@@ -163,6 +203,55 @@ mod tests {
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("nan").is_err());
+    }
+
+    #[test]
+    fn what_does_not_fit_is_refused_never_wrapped() {
+        assert_eq!(parse_size("999999T").unwrap(), 999_999 << 40);
+        assert_eq!(
+            parse_size("999999999999999999").unwrap(),
+            999_999_999_999_999_999
+        );
+        for (text, says) in [
+            ("9999999T", "too large"),
+            ("16777216T", "too large"),
+            ("9999999999G", "too large"),
+            ("18446744073709551616", "too large"),
+            ("1e3", "not a size"),
+            (" 1M", "not a size"),
+            ("1M ", "not a size"),
+        ] {
+            let e = parse_size(text).unwrap_err();
+            assert!(e.contains(says), "{text}: {e}");
+        }
+        assert!(parse_count("18446744073709551617")
+            .unwrap_err()
+            .contains("too large"));
+        for bad in [
+            "1e3",
+            "inf",
+            "1.",
+            ".5",
+            "1.5.2s",
+            "1234567890s",
+            "2 s",
+            "1.2345s",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad} accepted");
+        }
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        // As JSON numbers too: the store keeps a signed 64-bit integer.
+        let e = fields(r#"{"size": 9223372036854775808}"#)
+            .err()
+            .expect("refused");
+        assert!(e.contains("too large"), "{e}");
+        assert_eq!(
+            fields(r#"{"count": 9223372036854775807}"#).unwrap().count,
+            Some(MAX_WHOLE)
+        );
     }
 
     #[derive(serde::Deserialize)]

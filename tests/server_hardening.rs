@@ -1019,3 +1019,134 @@ fn data_files_are_root_only() {
         .join("output/out.txt")
         .is_file());
 }
+
+// 11. The server does what its OpenAPI document says (schemathesis checks the whole document
+// in tests/sh/test_schemathesis.sh; these are the answers it found wrong, one by one).
+
+#[test]
+fn the_server_answers_as_its_document_says() {
+    let data = temp_data();
+    let s = Server::start(data.path(), &[]);
+    // HEAD is GET without a body, on every GET route.
+    let mut c = raw(
+        &s,
+        format!(
+            "HEAD /api/v1/environments HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let answer =
+        String::from_utf8_lossy(&read_until_closed(&mut c, Duration::from_secs(30))).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (_, body) = answer.split_once("\r\n\r\n").expect("a head");
+    assert!(body.is_empty(), "HEAD answered a body: {body}");
+    // The scheme of `Authorization` in any case (RFC 7235).
+    for scheme in ["bearer", "BEARER", "BeArEr"] {
+        let r = common::request(
+            &s.addr,
+            "GET",
+            "/api/v1/environments",
+            &[("Authorization", &format!("{scheme} {TOKEN}"))],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{scheme}: {}", r.text());
+    }
+    // A boolean query parameter is true or false: empty or null is a 400 (documented).
+    let id = s.create_id(TOKEN, &busybox(&["echo", "hi"]));
+    for q in ["include_log=", "include_log=null"] {
+        s.get(&format!("/api/v1/executions/{id}?{q}"))
+            .assert_error(400);
+    }
+    s.req(
+        "POST",
+        &format!("/api/v1/executions/{id}/start?wait=null"),
+        Some(TOKEN),
+        None,
+    )
+    .assert_error(400);
+    s.req(
+        "POST",
+        "/api/v1/submissions?wait=null",
+        Some(TOKEN),
+        Some(("application/json", b"{\"project_id\": \"p\"}")),
+    )
+    .assert_error(400);
+    s.get("/api/v1/submissions/sub_nope/progress?format=null")
+        .assert_error(400);
+    // `program` of a single execution: its one program, 0.
+    let r = s.req(
+        "POST",
+        &format!("/api/v1/executions/{id}/start?wait=true"),
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = s.get(&format!("/api/v1/executions/{id}/log?program=0"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "hi\n");
+    s.get(&format!("/api/v1/executions/{id}/log?program=1"))
+        .assert_error(400);
+    // Allow lists the methods of the route the path is: /submissions/batch is not an id.
+    let r = s.req("OPTIONS", "/api/v1/submissions/batch", Some(TOKEN), None);
+    r.assert_error(405);
+    assert_eq!(r.header("Allow"), Some("POST"));
+    let r = s.req("PATCH", "/api/v1/submissions/sub_x", Some(TOKEN), None);
+    r.assert_error(405);
+    assert_eq!(r.header("Allow"), Some("GET, HEAD, DELETE"));
+    // Limits are an object (serde alone would read a list of them in order), and no field of
+    // a project takes null, however deep.
+    let v = create(
+        &s,
+        TOKEN,
+        json!({"environment": "busybox", "command": ["true"], "limits": [null, null]}),
+    )
+    .assert_error(400);
+    assert!(
+        v["message"].as_str().unwrap_or("").contains("limits"),
+        "{v}"
+    );
+    let project = json!({
+        "environment": "busybox",
+        "config": {"version": 2.1, "scenarios": {"default": {"default": true,
+            "stages": {"run": {"command": "/bin/sh main.sh"}}}}},
+        "tests": [{"name": "01", "stdin": "1\n", "expected": "1\n", "limits": {"pids": null}}],
+    });
+    let v = s
+        .post_json("/api/v1/projects", TOKEN, &project)
+        .assert_error(400);
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("'tests[0].limits.pids' may not be null"),
+        "{v}"
+    );
+    // A multipart part sent as application/json is its JSON value.
+    let boundary = "bNdRy";
+    let part = |name: &str, ct: &str, value: &str| {
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n{ct}\r\n{value}\r\n")
+    };
+    let json_part = "Content-Type: application/json\r\n";
+    let body = format!(
+        "{}{}{}{}--{boundary}--\r\n",
+        part("environment", "", "busybox"),
+        part("command", json_part, "[\"echo\", \"from JSON parts\"]"),
+        part("limits", json_part, "{\"pids\": 8}"),
+        part("wait", "", "true"),
+    );
+    let r = s.req(
+        "POST",
+        "/api/v1/executions",
+        Some(TOKEN),
+        Some((
+            &format!("multipart/form-data; boundary={boundary}"),
+            body.as_bytes(),
+        )),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["limits"]["pids"], 8, "{v}");
+    assert_eq!(v["stdout"], "from JSON parts\n", "{v}");
+    still_serves(&s);
+}

@@ -14,40 +14,64 @@ use serde::{Deserialize, Serialize};
 use crate::units;
 
 /// Limits as asked for; `None` takes the default (within the key's maxima). Sizes and times
-/// are numbers or text as users type them (`"128M"`, `"2s"`), as API-key limits are.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// are numbers or text as users type them (`"128M"`, `"2s"`), as API-key limits are. Read
+/// from a JSON object only (serde's derive would also take a list of the fields in order).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct RequestedLimits {
-    #[serde(
-        default,
-        deserialize_with = "units::de::size",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,
-    #[serde(
-        default,
-        deserialize_with = "units::de::seconds",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_time_s: Option<f64>,
-    #[serde(
-        default,
-        deserialize_with = "units::de::seconds",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub wall_time_s: Option<f64>,
-    #[serde(
-        default,
-        deserialize_with = "units::de::count",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pids: Option<u64>,
-    #[serde(
-        default,
-        deserialize_with = "units::de::size",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub output_bytes: Option<u64>,
+}
+
+impl<'de> Deserialize<'de> for RequestedLimits {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Map;
+        impl<'de> serde::de::Visitor<'de> for Map {
+            type Value = RequestedLimits;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of limits")
+            }
+            // The fields are read through the same map, so an error still names its field.
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let f =
+                    LimitFields::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(RequestedLimits {
+                    memory_bytes: f.memory_bytes,
+                    cpu_time_s: f.cpu_time_s,
+                    wall_time_s: f.wall_time_s,
+                    pids: f.pids,
+                    output_bytes: f.output_bytes,
+                })
+            }
+        }
+        d.deserialize_map(Map)
+    }
+}
+
+/// The fields of [`RequestedLimits`] as read.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitFields {
+    #[serde(default, deserialize_with = "units::de::size")]
+    memory_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "units::de::seconds")]
+    cpu_time_s: Option<f64>,
+    #[serde(default, deserialize_with = "units::de::seconds")]
+    wall_time_s: Option<f64>,
+    #[serde(default, deserialize_with = "units::de::count")]
+    pids: Option<u64>,
+    #[serde(default, deserialize_with = "units::de::size")]
+    output_bytes: Option<u64>,
 }
 
 impl RequestedLimits {
@@ -242,7 +266,7 @@ pub struct NewGroup {
 }
 
 /// A new execution, parsed and path-checked by a face (the HTTP API, `sandpit run --spec`;
-/// see `parse.rs`), not yet admitted.
+/// see `parse/`), not yet admitted.
 #[derive(Debug, Clone)]
 pub struct NewExecution {
     /// The environment of every program that names none.

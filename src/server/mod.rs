@@ -6,7 +6,7 @@
 //! Connections are bounded in number (a semaphore around accept: one more is answered 503
 //! and closed) and in time: hyper's own timer closes a connection whose request head does not
 //! arrive within the header-read timeout (also between requests on a kept-alive one), a body
-//! that stalls gets 408 (`body.rs`), and a response the client stops reading ends the
+//! that stalls gets 408 (`body/read.rs`), and a response the client stops reading ends the
 //! connection after the idle timeout.
 
 use std::convert::Infallible;

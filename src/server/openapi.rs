@@ -2,7 +2,8 @@
 //! this server was configured with filled in (the maximum of every limit, files per
 //! execution, the environments there are), so that it is exact for this server. Tests keep it
 //! true: every route in [`super::router::ROUTES`] is in it with the security it has, and it
-//! has nothing else; schemathesis checks it against a live server (`tests/server_schema.rs`).
+//! has nothing else; schemathesis (`--checks all`) checks it against a live server
+//! (`tests/sh/test_schemathesis.sh`).
 
 use std::sync::Arc;
 
@@ -31,7 +32,9 @@ pub fn document(policy: &Policy, envids: &[String]) -> Value {
     let new = &mut schemas["NewExecution"]["properties"];
     new["files"]["maxProperties"] = policy.quotas.max_files.into();
     if !envids.is_empty() {
-        new["environment"]["enum"] = envids.iter().map(|e| Value::from(e.as_str())).collect();
+        let envids: Value = envids.iter().map(|e| Value::from(e.as_str())).collect();
+        new["environment"]["enum"] = envids.clone();
+        schemas["NewExecutionMultipart"]["properties"]["environment"]["enum"] = envids;
     }
     doc
 }

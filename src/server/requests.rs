@@ -1,4 +1,4 @@
-//! The request bodies, typed: each route's body (normalised to one JSON object by `body.rs`,
+//! The request bodies, typed: each route's body (normalised to one JSON object by `body/`,
 //! whichever encoding it came in) is read into one of these structs, unknown fields refused,
 //! and every error names the field it is about. A new execution's body is the execution
 //! domain's own shape (`crate::exec::parse`), shared with `sandpit run --spec`.
@@ -17,6 +17,7 @@ use crate::exec::parse::EncodedFileContent as FileContent;
 pub use crate::exec::parse::Mode;
 use crate::exec::{InputFile, NewExecution};
 use crate::judge::service::{InlineProject, InlineTest, NewSubmission};
+use crate::units;
 
 /// Reads a typed body; a wrong field is a 400 that names it (`'limits.pids': …`).
 pub fn from_body<T: serde::de::DeserializeOwned>(map: Map<String, Value>) -> ApiResult<T> {
@@ -36,112 +37,48 @@ pub fn new_execution(map: Map<String, Value>, allow: &AllowList) -> ApiResult<Ne
     )?)
 }
 
-/// Text of 1-`max` digits, the first not 0 (`^[1-9][0-9]{0,max-1}`), and what follows.
-fn leading_number(text: &str, max: usize) -> Option<(u64, &str)> {
-    let end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let digits = &text[..end];
-    if digits.is_empty() || digits.len() > max || digits.starts_with('0') {
-        return None;
-    }
-    Some((digits.parse().ok()?, &text[end..]))
-}
-
-/// A size in bytes: a positive number (at most 2^63-1), or text like `256M`
-/// (`^[1-9][0-9]{0,8}[KMG]?$`, powers of 1024).
+/// A size in bytes, more than 0: a number, or text as [`units::parse_size`] reads it
+/// (`256M`); at most 2^63-1.
 #[derive(Debug, Clone, Copy)]
 pub struct ByteSize(pub u64);
 
-impl ByteSize {
-    fn parse(text: &str) -> Option<u64> {
-        let (n, unit) = leading_number(text, 9)?;
-        let shift = match unit {
-            "" => 0,
-            "K" => 10,
-            "M" => 20,
-            "G" => 30,
-            _ => return None,
-        };
-        Some(n << shift)
-    }
-}
-
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let bytes = match Value::deserialize(d)? {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => ByteSize::parse(&s),
-            _ => None,
-        };
-        bytes
-            .filter(|b| *b > 0 && i64::try_from(*b).is_ok())
-            .map(ByteSize)
-            .ok_or_else(|| {
-                de::Error::custom("must be a positive number of bytes (or e.g. \"256M\")")
-            })
+        match units::de::size(d)? {
+            Some(b) if b > 0 => Ok(ByteSize(b)),
+            _ => Err(de::Error::custom(
+                "must be a positive number of bytes (or e.g. \"256M\")",
+            )),
+        }
     }
 }
 
-/// Seconds: a positive number, or text like `2s`, `1.5`, `500ms`, `1m`
-/// (`^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m)?$`, not zero).
+/// Seconds, more than 0: a number, or text as [`units::parse_duration`] reads it (`2s`,
+/// `1.5`, `500ms`, `1m`).
 #[derive(Debug, Clone, Copy)]
 pub struct Seconds(pub f64);
 
-impl Seconds {
-    fn parse(text: &str) -> Option<f64> {
-        let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
-            (n, 1e-3)
-        } else if let Some(n) = text.strip_suffix('s') {
-            (n, 1.0)
-        } else if let Some(n) = text.strip_suffix('m') {
-            (n, 60.0)
-        } else {
-            (text, 1.0)
-        };
-        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-        let digits = |t: &str, max: usize| {
-            !t.is_empty() && t.len() <= max && t.bytes().all(|b| b.is_ascii_digit())
-        };
-        if !digits(whole, 6) || (number.contains('.') && !digits(fraction, 3)) {
-            return None;
-        }
-        number.parse::<f64>().ok().map(|v| v * scale)
-    }
-}
-
 impl<'de> Deserialize<'de> for Seconds {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let secs = match Value::deserialize(d)? {
-            Value::Number(n) => n.as_f64(),
-            Value::String(s) => Seconds::parse(&s),
-            _ => None,
-        };
-        secs.filter(|s| *s > 0.0 && s.is_finite())
-            .map(Seconds)
-            .ok_or_else(|| {
-                de::Error::custom("must be a positive number of seconds (or e.g. \"2s\")")
-            })
+        match units::de::seconds(d)? {
+            Some(s) if s > 0.0 => Ok(Seconds(s)),
+            _ => Err(de::Error::custom(
+                "must be a positive number of seconds (or e.g. \"2s\")",
+            )),
+        }
     }
 }
 
-/// A whole number of at least 1 (at most 2^63-1), as a number or as text
-/// (`^[1-9][0-9]{0,17}$`).
+/// A whole number of at least 1 (at most 2^63-1), as a number or as text.
 #[derive(Debug, Clone, Copy)]
 pub struct Count(pub u64);
 
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = match Value::deserialize(d)? {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => leading_number(&s, 18)
-                .filter(|(_, rest)| rest.is_empty())
-                .map(|(n, _)| n),
-            _ => None,
-        };
-        n.filter(|n| *n >= 1 && i64::try_from(*n).is_ok())
-            .map(Count)
-            .ok_or_else(|| de::Error::custom("must be a whole number of at least 1"))
+        match units::de::count(d)? {
+            Some(n) if n >= 1 => Ok(Count(n)),
+            _ => Err(de::Error::custom("must be a whole number of at least 1")),
+        }
     }
 }
 
@@ -267,6 +204,12 @@ fn helper_files(map: &mut Map<String, Value>, helper: &str) -> ApiResult<Vec<Inp
 pub fn project_from_body(
     mut map: Map<String, Value>,
 ) -> ApiResult<(Option<String>, InlineProject)> {
+    // As everywhere: no field takes null (leave it out for the default).
+    if let Some(path) = crate::exec::parse::null_member(&map, "") {
+        return Err(ApiError::bad_request(format!(
+            "'{path}' may not be null (leave it out for the default)"
+        )));
+    }
     let id: Option<String> = take(&mut map, "id", "id")?;
     let files = input_files(take(&mut map, "files", "files")?, "files")?;
     let mut tests = Vec::new();
@@ -442,7 +385,7 @@ mod tests {
             ("1m", 60.0),
             ("0.001s", 0.001),
         ] {
-            assert_eq!(Seconds::parse(text), Some(secs), "{text}");
+            assert_eq!(crate::units::parse_seconds(text), Ok(secs), "{text}");
         }
         for (text, mode) in [
             ("755", Some(0o755)),

@@ -290,11 +290,20 @@ async fn route(
     } else {
         parts.method.clone()
     };
+    // A path that a route matches with fewer parameters is that route's: `/submissions/batch`
+    // is not a submission's id, so its methods alone are allowed there.
+    let fewest = ROUTES
+        .iter()
+        .filter_map(|r| match_route(r.pattern, &path).map(|p| p.len()))
+        .min();
     let mut allowed = Vec::new();
     for route in ROUTES {
         let Some(params) = match_route(route.pattern, &path) else {
             continue;
         };
+        if Some(params.len()) != fewest {
+            continue;
+        }
         if method != route.method {
             allowed.push(route.method.as_str());
             if route.method == Method::GET {

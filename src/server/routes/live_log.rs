@@ -229,14 +229,7 @@ impl Drop for Follower {
 
 pub async fn follow(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp> {
     let sse = wants_sse(&req);
-    match req.query("format") {
-        None | Some("sse" | "text") => {}
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "query parameter 'format' must be sse or text, not '{other}'"
-            )))
-        }
-    }
+    check_format(&req, &["sse", "text"])?;
     let only = match req.query("stream") {
         None => None,
         Some(s) => Some(Stream::parse(s).ok_or_else(|| {
@@ -263,7 +256,8 @@ pub async fn follow(app: Arc<App>, req: Req, who: Principal) -> ApiResult<Resp> 
     let program = match req.query("program") {
         None => None,
         Some(p) => match p.parse::<usize>() {
-            Ok(i) if row.request.is_group() && i < programs => Some(i),
+            // A single execution's one program is program 0: the whole log.
+            Ok(i) if i < programs => row.request.is_group().then_some(i),
             _ => {
                 return Err(ApiError::bad_request(format!(
                     "query parameter 'program' must name a program of this group (0 to {}), \
@@ -350,6 +344,17 @@ fn sse_data(chunk: &[u8]) -> Bytes {
     }
     out.push('\n');
     Bytes::from(out)
+}
+
+/// The `format` query parameter, when given, is one of `accepted`.
+pub(crate) fn check_format(req: &Req, accepted: &[&str]) -> ApiResult<()> {
+    match req.query("format") {
+        Some(f) if !accepted.contains(&f) => Err(ApiError::bad_request(format!(
+            "query parameter 'format' must be {}, not '{f}'",
+            accepted.join(" or ")
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Whether the client asked for server-sent events.
