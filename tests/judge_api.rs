@@ -696,10 +696,9 @@ fn live_progress_listing_batch_and_delete() {
     wait_until("the slow submission runs its tests", 60, || {
         s.get(&format!("/api/v1/submissions/{slow}")).json()["stage"] == "run"
     });
-    let t = Instant::now();
+    // 200: it stopped (a stop that does not take within its wait is a 500).
     s.delete(&format!("/api/v1/submissions/{slow}"))
         .assert_status(200);
-    assert!(t.elapsed() < Duration::from_secs(15));
     s.get(&format!("/api/v1/submissions/{slow}"))
         .assert_error(404);
 }
