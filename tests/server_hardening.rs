@@ -1122,6 +1122,13 @@ fn the_server_answers_as_its_document_says() {
             .contains("'tests[0].limits.pids' may not be null"),
         "{v}"
     );
+    // `key_name` is another name for `name`: one of them, not both (each checked).
+    s.post_json(
+        "/api/v1/api_keys",
+        TOKEN,
+        &json!({"name": "a", "key_name": ".tER*"}),
+    )
+    .assert_error(400);
     // A multipart part sent as application/json is its JSON value.
     let boundary = "bNdRy";
     let part = |name: &str, ct: &str, value: &str| {

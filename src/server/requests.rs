@@ -133,10 +133,15 @@ impl CreateApiKey {
 
     pub fn into_new(self) -> ApiResult<crate::auth::NewApiKey> {
         Ok(crate::auth::NewApiKey {
-            name: self
-                .name
-                .or(self.key_name)
-                .ok_or_else(|| ApiError::bad_request("'name' is required"))?,
+            name: match (self.name, self.key_name) {
+                (Some(_), Some(_)) => {
+                    return Err(ApiError::bad_request(
+                        "'key_name' is another name for 'name': give one of them",
+                    ))
+                }
+                (Some(n), None) | (None, Some(n)) => n,
+                (None, None) => return Err(ApiError::bad_request("'name' is required")),
+            },
             quota: crate::auth::Quota {
                 max_memory: self.max_memory.map(|b| b.0),
                 max_time: self.max_time.map(|s| s.0),

@@ -93,7 +93,7 @@ run() {
   tail -n 40 "$work/st-$who.out"
   echo "--- $who: exit $rc in $(($(date +%s) - started)) s"
   if [ "$rc" -ne 0 ]; then
-    sed -n '/^=* FAILURES =*$/,/^=* WARNINGS =*$/p' "$work/st-$who.out" | head -n 300
+    sed -n '/^=* \(FAILURES\|ERRORS\) =*$/,/^=* SUMMARY =*$/p' "$work/st-$who.out" | head -n 300
     fail "schemathesis found failures with the $who token"
   fi
 }
