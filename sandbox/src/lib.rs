@@ -13,7 +13,10 @@
 //!
 //! A run is two steps, which [`Sandbox::run`] composes: [`Sandbox::prepare`] sets a sandbox up
 //! for an [`EnvSpec`] (namespaces, cgroup, root filesystem; init waiting), and
-//! [`Prepared::run`] starts the program in it, supervises it and ends the sandbox.
+//! [`Prepared::run`] starts the program in it, supervises it and ends the sandbox. A run
+//! returns once its verdict is in; the sandbox's end (init's exit and the namespaces'
+//! teardown, the cgroup's removal) is the engine's background work ([`Sandbox::settle`] waits
+//! for it). Network namespaces are made ahead, also in the background.
 //!
 //! ```no_run
 //! use sandbox::{Io, RootFs, Sandbox, SandboxConfig, Spec};
@@ -58,6 +61,7 @@ mod root_mount;
 mod rootfs;
 mod seccomp;
 mod signals;
+mod spawn;
 mod spec;
 mod supervisor;
 mod sys;
