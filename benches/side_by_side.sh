@@ -18,8 +18,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 sandpit=${SANDPIT:-$here/../target/release/sandpit}
 work=$(mktemp -d /tmp/sandpit-sbs.XXXXXX)
 cleanup() {
-  for c in memory pids cpu cpuacct devices freezer blkio cpuset; do
-    find /sys/fs/cgroup/$c/sandpit-bench -depth -type d -exec rmdir {} + 2>/dev/null || true
+  # runc/crun put `sandpit-bench` below this process's own cgroup of each hierarchy (which
+  # need not be the hierarchy's root, and includes the named systemd one): every one of them.
+  find /sys/fs/cgroup -maxdepth 4 -type d -name sandpit-bench 2>/dev/null | while read -r d; do
+    find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
   done
   rm -rf "$work"
 }
