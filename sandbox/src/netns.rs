@@ -75,7 +75,8 @@ impl NetPool {
     }
 
     /// Runs `clone` with the calling thread in network namespace `net`, then puts the thread
-    /// back into the host's: what `clone` creates starts in `net`.
+    /// back into the host's: what `clone` creates starts in `net`. (The child of a clone made
+    /// in `clone` must never return from it.)
     pub(crate) fn cloned_into<T>(
         &self,
         net: &OwnedFd,

@@ -107,10 +107,7 @@ impl Prepared {
         timeline.mark("cgroup");
         let net = engine.netns.take()?;
         timeline.mark("network namespace");
-        let spawned = engine
-            .netns
-            .cloned_into(&net, || spawn::init(&plan, &cgroup, &ids, v1))
-            .and_then(|spawned| spawned);
+        let spawned = spawn::init(&plan, &cgroup, &ids, v1, (&engine.netns, &net));
         timeline.mark("clone3 + id maps");
         // init holds its own copies now.
         drop((child_end, root_fd));

@@ -9,16 +9,19 @@ use crate::child;
 use crate::error::Error;
 use crate::ids::{ActingAs, IdRange};
 use crate::namespaces;
+use crate::netns::NetPool;
 use crate::plan::EnvPlan;
 use crate::sys::{self, CloneArgs, CLONE_INTO_CGROUP, CLONE_PIDFD};
 
-/// clone3 with every namespace, the user namespace owned by the sandbox's id range; the child
+/// clone3 with every namespace but the network's (init starts in `net`, which this thread
+/// joins for the clone3 alone), the user namespace owned by the sandbox's id range; the child
 /// runs `init_main` and never returns here.
 pub(crate) fn init(
     plan: &EnvPlan,
     cgroup: &RunCgroup,
     ids: &IdRange,
     v1: bool,
+    (netns, net): (&NetPool, &OwnedFd),
 ) -> Result<(i32, OwnedFd), Error> {
     let mut pidfd: libc::c_int = -1;
     let mut args = CloneArgs {
@@ -32,17 +35,19 @@ pub(crate) fn init(
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = dir.as_raw_fd() as u64;
     }
-    let acting = ActingAs::new(ids.base())?;
-    let no_writers = crate::fork_guard::cloning();
-    // SAFETY: the child only runs `init_main`, which uses raw syscalls on `plan` (prepared
-    // above) and ends in _exit.
-    let result = unsafe { sys::clone3(&mut args) };
-    drop((no_writers, acting));
-    if let Ok(0) = result {
-        // SAFETY: we are the child of clone3.
-        unsafe { child::init_main(plan) }
-    }
-    let pid = result.map_err(|e| Error::Setup(format!("clone3: {e}")))?;
+    let pid = netns.cloned_into(net, || {
+        let acting = ActingAs::new(ids.base())?;
+        let no_writers = crate::fork_guard::cloning();
+        // SAFETY: the child only runs `init_main`, which uses raw syscalls on `plan` (prepared
+        // above) and ends in _exit.
+        let result = unsafe { sys::clone3(&mut args) };
+        drop((no_writers, acting));
+        if let Ok(0) = result {
+            // SAFETY: we are the child of clone3.
+            unsafe { child::init_main(plan) }
+        }
+        result.map_err(|e| Error::Setup(format!("clone3: {e}")))
+    })??;
     // SAFETY: the kernel stored a fresh pidfd for the child.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let setup = || -> Result<(), Error> {

@@ -290,17 +290,13 @@ impl Supervisor<'_> {
                 if watch.setup_error.is_none() {
                     watch.files = collect();
                 }
-                if init_alive {
-                    // init killed and reaped every other process of the sandbox before it
-                    // reported the exit: the verdict can be made now. init waits on the
-                    // socket; its end (the namespaces' teardown) is the reaper's.
-                    watch.init_waiting = self.channel.take();
-                    if watch.init_waiting.is_some() {
-                        break;
-                    }
+                // init killed and reaped every other process of the sandbox before it
+                // reported the exit: the verdict can be made now. init waits on the socket;
+                // its end (the namespaces' teardown) is the reaper's.
+                watch.init_waiting = self.channel.take().filter(|_| init_alive);
+                if watch.init_waiting.is_some() {
+                    break;
                 }
-                // init exits once its end of the socket sees EOF.
-                self.channel = None;
             }
             if !init_alive && !streams_open {
                 break;

@@ -158,21 +158,19 @@ pub(super) fn by_number_and_arg0(
         .map(|(_, test)| {
             let mut block = vec![load(16)];
             match test {
-                Arg0::AnyBitOf(mask) => block.push(jump(BPF_JMP | BPF_JSET | BPF_K, *mask, 0, 1)),
+                Arg0::AnyBitOf(mask) => block.extend([
+                    jump(BPF_JMP | BPF_JSET | BPF_K, *mask, 0, 1),
+                    ret(member),
+                    ret(other),
+                ]),
                 Arg0::OneOf(values) => {
                     // Each match jumps over the ones after it and the `other` return.
                     for (j, v) in values.iter().enumerate() {
                         let over = u8::try_from(values.len() - j).ok()?;
                         block.push(jump(BPF_JMP | BPF_JEQ | BPF_K, *v, over, 0));
                     }
-                    block.push(ret(other));
+                    block.extend([ret(other), ret(member)]);
                 }
-            }
-            if matches!(test, Arg0::AnyBitOf(_)) {
-                block.push(ret(member));
-                block.push(ret(other));
-            } else {
-                block.push(ret(member));
             }
             Some(block)
         })
