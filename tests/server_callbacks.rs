@@ -46,23 +46,27 @@ impl Received {
 }
 
 /// A callback receiver on 127.0.0.1: records every request; answers 500 ("busy") to the
-/// first `busy` ones, then 200. It can be stopped and started again on the same port.
+/// first `busy` ones, then 200. It can be created down (connections refused) and started
+/// later on the same port.
 struct Receiver {
     rt: tokio::runtime::Runtime,
     port: u16,
+    /// While down: the port, bound but not listening, so connections are refused and no other
+    /// socket of a test running alongside can take it.
+    reserved: Option<tokio::net::TcpSocket>,
     got: Arc<Mutex<Vec<Received>>>,
     busy: Arc<AtomicUsize>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Receiver {
-    /// Not listening yet: its port is reserved, then released (connections are refused).
+    /// Not listening yet: its port is bound and held, so connections to it are refused.
     fn down() -> Receiver {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind");
+        let port = socket.local_addr().expect("addr").port();
         Receiver {
             rt: tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
@@ -70,6 +74,7 @@ impl Receiver {
                 .build()
                 .expect("runtime"),
             port,
+            reserved: Some(socket),
             got: Arc::default(),
             busy: Arc::default(),
             task: None,
@@ -83,11 +88,11 @@ impl Receiver {
     }
 
     fn start(&mut self) {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let listener = self
-            .rt
-            .block_on(tokio::net::TcpListener::bind(addr))
-            .expect("bind the receiver's port again");
+        let socket = self.reserved.take().expect("the receiver is down");
+        let listener = {
+            let _runtime = self.rt.enter();
+            socket.listen(64).expect("listen on the receiver's port")
+        };
         let (got, busy) = (self.got.clone(), self.busy.clone());
         self.task = Some(self.rt.spawn(async move {
             loop {
