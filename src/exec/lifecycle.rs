@@ -90,13 +90,19 @@ impl Lifecycle {
     /// pending or queued → ended (`stopped`); false when it had already started or ended.
     pub async fn cancel(&self, id: &str) -> Result<bool> {
         let _gate = self.pending_gate.lock().await;
-        self.end(id, Step::Cancel, Ending::stopped_before_start())
+        self.end(id, Step::Cancel, Ending::stopped_before_start(), None)
             .await
     }
 
-    /// running → ended, as the run ended; false when it was not running.
-    pub async fn finish(&self, id: &str, ending: Ending) -> Result<bool> {
-        self.end(id, Step::Finish, ending).await
+    /// running → ended, as the run ended, with what the execution now keeps on disk (when it
+    /// could be measured); false when it was not running.
+    pub async fn finish(
+        &self,
+        id: &str,
+        ending: Ending,
+        stored_bytes: Option<u64>,
+    ) -> Result<bool> {
+        self.end(id, Step::Finish, ending, stored_bytes).await
     }
 
     /// After a crash: what `node` was running → ended (`internal-error`). Returns their ids.
@@ -104,7 +110,7 @@ impl Lifecycle {
         let ending = Ending::internal(
             "the server stopped while this execution was running; it was not finished",
         );
-        let t = Transition::end(Step::Abandon, ending.clone(), Micros::now());
+        let t = Transition::end(Step::Abandon, ending.clone(), None, Micros::now());
         let ids = self.store.abandon_running(node, &t).await?;
         let ending = Arc::new(ending);
         for id in &ids {
@@ -121,8 +127,14 @@ impl Lifecycle {
         self.store.delete_ended_execution(id).await
     }
 
-    async fn end(&self, id: &str, step: Step, ending: Ending) -> Result<bool> {
-        let t = Transition::end(step, ending.clone(), Micros::now());
+    async fn end(
+        &self,
+        id: &str,
+        step: Step,
+        ending: Ending,
+        stored_bytes: Option<u64>,
+    ) -> Result<bool> {
+        let t = Transition::end(step, ending.clone(), stored_bytes, Micros::now());
         let done = self.store.transition(id, &t).await?;
         if done {
             self.events.emit(Ended {
@@ -207,7 +219,7 @@ mod tests {
             Step::Claim => life.claim_next("n1").await.expect("claim").is_some(),
             Step::Cancel => life.cancel("e").await.expect("cancel"),
             Step::Finish => life
-                .finish("e", Ending::internal("done"))
+                .finish("e", Ending::internal("done"), None)
                 .await
                 .expect("finish"),
             Step::Abandon => !life
@@ -250,7 +262,10 @@ mod tests {
         assert!(r.queued_at.is_some() && r.started_at.is_some());
         assert_eq!(r.node.as_deref(), Some("n1"));
         let mut ended = life.events().subscribe();
-        assert!(life.finish("e", Ending::internal("boom")).await.unwrap());
+        assert!(life
+            .finish("e", Ending::internal("boom"), Some(42))
+            .await
+            .unwrap());
         let event = ended.try_recv().expect("announced");
         assert_eq!(event.id, "e");
         assert_eq!(event.ending.reason, EndReason::InternalError);
@@ -258,6 +273,7 @@ mod tests {
         assert_eq!(r.end_reason, Some(EndReason::InternalError));
         assert_eq!(r.message.as_deref(), Some("boom"));
         assert!(r.ended_at >= r.started_at);
+        assert_eq!(r.stored_bytes, 42, "the size rides on the finish");
         // Created started: queued at once, in queue order.
         let started = life.create(row("s"), true).await.unwrap().unwrap();
         assert_eq!(started.status, Status::Queued);

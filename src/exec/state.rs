@@ -207,8 +207,12 @@ pub enum Change {
     Queued,
     /// `started_at` = the transition's time, on `node`.
     Claimed { node: String },
-    /// `ended_at` = the transition's time, and how it ended.
-    Ended(Box<Ending>),
+    /// `ended_at` = the transition's time, and how it ended; `stored_bytes` when the run
+    /// measured what its execution now keeps on disk (one write for both).
+    Ended {
+        ending: Box<Ending>,
+        stored_bytes: Option<u64>,
+    },
 }
 
 /// One status change, ready for the store to apply atomically (only when the execution is in
@@ -239,13 +243,22 @@ impl Transition {
         }
     }
 
-    /// `Cancel`, `Finish` or `Abandon`, with how it ended.
-    pub(in crate::exec) fn end(step: Step, ending: Ending, at: Micros) -> Transition {
+    /// `Cancel`, `Finish` or `Abandon`, with how it ended, and what the execution keeps on
+    /// disk when that was measured.
+    pub(in crate::exec) fn end(
+        step: Step,
+        ending: Ending,
+        stored_bytes: Option<u64>,
+        at: Micros,
+    ) -> Transition {
         debug_assert_eq!(step.to(), Status::Ended);
         Transition {
             step,
             at,
-            change: Change::Ended(Box::new(ending)),
+            change: Change::Ended {
+                ending: Box::new(ending),
+                stored_bytes,
+            },
         }
     }
 

@@ -173,16 +173,23 @@ impl Executions for SqliteStore {
                 .execute(&self.pool)
                 .await?
             }
-            Change::Ended(ending) => {
+            Change::Ended {
+                ending,
+                stored_bytes,
+            } => {
                 let c = ending_columns(ending)?;
-                sqlx::query(&format!("UPDATE executions SET {ENDING_SET} {guard}"))
-                    .bind(c.reason)
-                    .bind(c.message)
-                    .bind(c.result)
-                    .bind(at)
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await?
+                sqlx::query(&format!(
+                    "UPDATE executions SET {ENDING_SET}, \
+                     stored_bytes = COALESCE(?, stored_bytes) {guard}"
+                ))
+                .bind(c.reason)
+                .bind(c.message)
+                .bind(c.result)
+                .bind(at)
+                .bind(bigint(*stored_bytes)?)
+                .bind(id)
+                .execute(&self.pool)
+                .await?
             }
         };
         Ok(done.rows_affected() == 1)
@@ -294,7 +301,7 @@ impl Queue for SqliteStore {
     }
 
     async fn abandon_running(&self, node: &str, t: &Transition) -> Result<Vec<String>> {
-        let Change::Ended(ending) = t.change() else {
+        let Change::Ended { ending, .. } = t.change() else {
             return Err(StoreError::Misuse("abandon_running takes an ending"));
         };
         let c = ending_columns(ending)?;

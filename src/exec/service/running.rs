@@ -8,7 +8,7 @@ use sandbox::StopHandle;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::auth::Principal;
-use crate::error::{blocking, Result};
+use crate::error::Result;
 use crate::exec::admission::{storage_left, storage_quota};
 use crate::exec::runner::{self, RunEnd};
 use crate::exec::state::Ending;
@@ -46,6 +46,8 @@ impl Service {
     /// its end.
     async fn run_claimed(self: Arc<Self>, row: ExecutionRow, permit: OwnedSemaphorePermit) {
         let id = row.id.clone();
+        // What the execution keeps on disk once it ran, recorded with its end.
+        let mut stored_bytes = None;
         let ending = match StopHandle::new() {
             // Stopped before its slot came: it never starts.
             Ok(stop) if self.sched.register(&id, stop.clone()) => Ending::stopped_before_start(),
@@ -53,61 +55,57 @@ impl Service {
                 let s = self.clone();
                 let claimed = row.clone();
                 let progress = self.events().output(&id);
-                let end = tokio::task::spawn_blocking(move || {
-                    runner::run(
-                        &s.pool,
-                        &s.envs,
-                        &s.files,
-                        &s.dirs.of(&claimed.id),
-                        &claimed,
-                        stop,
-                        progress,
-                    )
+                let joined = tokio::task::spawn_blocking(move || {
+                    let dir = s.dirs.of(&claimed.id);
+                    let end =
+                        runner::run(&s.pool, &s.envs, &s.files, &dir, &claimed, stop, progress);
+                    (end, dir.size_on_disk())
                 })
                 .await;
-                self.record_size(&id).await;
-                match end {
-                    Ok(mut end) => {
+                match joined {
+                    Ok((mut end, size)) => {
+                        stored_bytes = size
+                            .map_err(|e| tracing::error!("measuring the size of {id}: {e}"))
+                            .ok();
                         if let Some(env) = end.pooled.take() {
                             self.pooled
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
                                 .insert(row.environment.clone(), env);
                         }
-                        self.keep_files(&row, end).await
+                        self.keep_files(&row, end, stored_bytes).await
                     }
                     Err(e) => Ending::failed(&id, format!("the run panicked: {e}")),
                 }
             }
             Err(e) => Ending::failed(&id, format!("creating the stop handle: {e}")),
         };
-        if let Err(e) = self.life.finish(&id, ending).await {
+        if let Err(e) = self.life.finish(&id, ending, stored_bytes).await {
             tracing::error!("recording the end of {id}: {e}");
         }
         self.sched.unregister(&id);
         drop(permit);
     }
 
-    /// What the execution keeps on disk now counts against its owner's storage quota.
-    async fn record_size(&self, id: &str) {
-        let dir = self.dirs.of(id);
-        match blocking(move || Ok(dir.size_on_disk()?)).await {
-            Ok(bytes) => {
-                if let Err(e) = self.store.set_stored_bytes(id, bytes).await {
-                    tracing::error!("recording the size of {id}: {e}");
-                }
-            }
-            Err(e) => tracing::error!("measuring the size of {id}: {e}"),
-        }
-    }
-
     /// Keeps what the run left to keep, and says so in each program's result.
-    async fn keep_files(&self, row: &ExecutionRow, end: RunEnd) -> Ending {
+    async fn keep_files(
+        &self,
+        row: &ExecutionRow,
+        end: RunEnd,
+        stored_bytes: Option<u64>,
+    ) -> Ending {
         let RunEnd {
             mut ending, keep, ..
         } = end;
         if keep.iter().all(|(_, items)| items.is_empty()) {
             return ending;
+        }
+        // The room for kept files is what the quota leaves after this execution's own
+        // outputs: recorded now, before the end records it again.
+        if let Some(bytes) = stored_bytes {
+            if let Err(e) = self.store.set_stored_bytes(&row.id, bytes).await {
+                tracing::error!("recording the size of {}: {e}", row.id);
+            }
         }
         let mut room = match self.storage_room(&row.owner).await {
             Ok(room) => room,
