@@ -16,6 +16,9 @@ pub struct SandboxConfig {
     /// A directory the engine owns (it must be reachable by every user: sandboxes mount on
     /// directories below it, inside their own mount namespace; nothing is mounted on the host).
     pub runtime_dir: PathBuf,
+    /// The engine runs one sandbox and ends (`sandpit run`): what is made ahead for the next
+    /// sandboxes (a network namespace) is made for the first one only.
+    pub one_shot: bool,
 }
 
 impl Default for SandboxConfig {
@@ -25,6 +28,7 @@ impl Default for SandboxConfig {
             host_id_base: 1_000_000,
             max_sandboxes: 1024,
             runtime_dir: PathBuf::from("/run/sandpit"),
+            one_shot: false,
         }
     }
 }

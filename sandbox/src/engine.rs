@@ -82,13 +82,17 @@ impl Sandbox {
             make_runtime_dir(&config.runtime_dir.join(dir))?;
         }
         let cgroups = CgroupManager::detect(config.cgroup_parent.as_deref())?;
+        // Started as early as it may (once the engine sits where it stays, so the short-lived
+        // maker processes never share the cgroup it checked): the first run's is then made
+        // while the rest starts.
+        let netns = NetPool::start(!config.one_shot)?;
         let policy = seccomp::default_policy()?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
         let reaper =
             Reaper::start().map_err(|e| Error::Setup(format!("starting the reaper: {e}")))?;
         Ok(Sandbox {
             reaper,
-            netns: NetPool::start()?,
+            netns,
             config,
             cgroups,
             policy,

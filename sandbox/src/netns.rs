@@ -25,6 +25,8 @@ const KEEP_READY: usize = 1;
 #[derive(Default)]
 struct State {
     ready: Vec<OwnedFd>,
+    /// The thread is making one now: a take waits for it rather than making a second.
+    making: bool,
     closing: bool,
 }
 
@@ -33,6 +35,14 @@ struct Shared {
     state: Mutex<State>,
     /// Signalled when one is taken, and when the engine stops.
     taken: Condvar,
+    /// Signalled when the thread is done making one (made, or failed).
+    made: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The engine's network namespaces made ahead, and the thread that makes them.
@@ -44,7 +54,9 @@ pub(crate) struct NetPool {
 }
 
 impl NetPool {
-    pub(crate) fn start() -> Result<NetPool, Error> {
+    /// Starts the thread that makes them: it keeps one ready, or (not `refill`, an engine
+    /// that runs one sandbox) makes the first one only.
+    pub(crate) fn start(refill: bool) -> Result<NetPool, Error> {
         let host = std::fs::File::open("/proc/thread-self/ns/net")
             .map_err(|e| Error::Setup(format!("opening /proc/thread-self/ns/net: {e}")))?
             .into();
@@ -52,7 +64,7 @@ impl NetPool {
         let filler = shared.clone();
         let thread = std::thread::Builder::new()
             .name("sandpit-netns".into())
-            .spawn(move || fill(&filler))
+            .spawn(move || fill(&filler, refill))
             .map_err(|e| Error::Setup(format!("starting the network namespace thread: {e}")))?;
         Ok(NetPool {
             shared,
@@ -61,10 +73,18 @@ impl NetPool {
         })
     }
 
-    /// A fresh network namespace: one made ahead, or made now when none is ready.
+    /// A fresh network namespace: one made ahead, the one being made (it is further along
+    /// than a new one would be), or one made now.
     pub(crate) fn take(&self) -> Result<OwnedFd, Error> {
         let ready = {
-            let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut state = self.shared.lock();
+            while state.ready.is_empty() && state.making {
+                state = self
+                    .shared
+                    .made
+                    .wait(state)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
             state.ready.pop()
         };
         self.shared.taken.notify_one();
@@ -93,17 +113,13 @@ impl NetPool {
 
     #[cfg(test)]
     fn ready(&self) -> usize {
-        self.shared.state.lock().unwrap().ready.len()
+        self.shared.lock().ready.len()
     }
 }
 
 impl Drop for NetPool {
     fn drop(&mut self) {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .closing = true;
+        self.shared.lock().closing = true;
         self.shared.taken.notify_all();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -111,30 +127,40 @@ impl Drop for NetPool {
     }
 }
 
-/// The background thread: keeps [`KEEP_READY`] made until the engine stops.
-fn fill(shared: &Shared) {
+/// The background thread: keeps [`KEEP_READY`] made until the engine stops, or makes one
+/// only (not `refill`).
+fn fill(shared: &Shared, refill: bool) {
     loop {
         {
-            let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut state = shared.lock();
             while state.ready.len() >= KEEP_READY && !state.closing {
                 state = shared.taken.wait(state).unwrap_or_else(|e| e.into_inner());
             }
             if state.closing {
                 return;
             }
+            state.making = true;
         }
-        match make() {
-            Ok(fd) => shared
-                .state
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .ready
-                .push(fd),
-            Err(e) => {
-                // Taking makes one then, and says why it could not.
-                tracing::warn!("making a network namespace ahead failed: {e}");
-                return;
+        let made = make();
+        let failed = {
+            let mut state = shared.lock();
+            state.making = false;
+            match made {
+                Ok(fd) => {
+                    state.ready.push(fd);
+                    None
+                }
+                Err(e) => Some(e),
             }
+        };
+        shared.made.notify_all();
+        if let Some(e) = failed {
+            // Taking makes one then, and says why it could not.
+            tracing::warn!("making a network namespace ahead failed: {e}");
+            return;
+        }
+        if !refill {
+            return;
         }
     }
 }
@@ -238,7 +264,7 @@ mod tests {
             println!("skipped: needs root");
             return;
         }
-        let pool = NetPool::start().unwrap();
+        let pool = NetPool::start(true).unwrap();
         let host = std::fs::metadata("/proc/thread-self/ns/net").unwrap();
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..5 {
@@ -261,6 +287,44 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert_eq!(pool.ready(), KEEP_READY);
+    }
+
+    /// A one-shot engine's thread makes the first namespace, which the first take gets (it
+    /// waits for it rather than making another), and then makes none.
+    #[test]
+    fn a_one_shot_engine_makes_one_ahead_and_no_more() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            println!("skipped: needs root");
+            return;
+        }
+        let pool = NetPool::start(false).unwrap();
+        let made_ahead = {
+            let mut state = pool.shared.lock();
+            for _ in 0..100 {
+                if !state.ready.is_empty() {
+                    break;
+                }
+                let wait = std::time::Duration::from_millis(50);
+                state = pool.shared.made.wait_timeout(state, wait).unwrap().0;
+            }
+            state.ready.first().map(ns_id)
+        };
+        let net = pool.take().unwrap();
+        assert_eq!(
+            Some(ns_id(&net)),
+            made_ahead,
+            "the take got the one made ahead"
+        );
+        let thread = pool.thread.as_ref().unwrap();
+        for _ in 0..1000 {
+            if thread.is_finished() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(thread.is_finished(), "the thread stopped after its one");
+        assert_eq!(pool.ready(), 0);
     }
 
     /// Owned by a user namespace of its own: not the host's (which receives uevents).

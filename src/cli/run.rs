@@ -274,7 +274,11 @@ pub fn main(data: &Path, args: RunArgs) -> ExitCode {
             io.stderr_sink = Some(Box::new(std::io::stderr()));
         }
     }
-    let engine = match super::start_engine(engine_config) {
+    // One program, one sandbox.
+    let engine = match super::start_engine(SandboxConfig {
+        one_shot: true,
+        ..engine_config
+    }) {
         Ok(engine) => engine,
         Err(e) => return fail(EXIT_SANDBOX_FAILURE, e),
     };
