@@ -6,7 +6,7 @@
 use std::ffi::CString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 const V2_ROOT: &str = "/sys/fs/cgroup";
 
@@ -39,8 +39,20 @@ fn words(path: &Path) -> Vec<String> {
         .collect()
 }
 
-/// `sandpit run -- CMD` started in cgroup `dir` (None: where this test runs).
-fn run_in(dir: Option<&Path>, extra: &[&str], cmd: &[&str]) -> Output {
+/// Where the test starts `sandpit run`.
+enum Start<'a> {
+    /// Where this test runs.
+    Here,
+    /// In this cgroup.
+    In(&'a Path),
+    /// In this cgroup, in a cgroup namespace of its own rooted there, with a cgroup2 file
+    /// system mounted at /sys/fs/cgroup in a mount namespace of its own: what a container's
+    /// runtime gives its processes (`docker run --cgroupns=private`).
+    ContainerIn(&'a Path),
+}
+
+/// `sandpit run -- CMD`, started as `start` says.
+fn run_in(start: Start, extra: &[&str], cmd: &[&str]) -> Output {
     let data = tempfile::tempdir().unwrap();
     let root = rootfs();
     let mut c = Command::new(env!("CARGO_BIN_EXE_sandpit"));
@@ -50,19 +62,47 @@ fn run_in(dir: Option<&Path>, extra: &[&str], cmd: &[&str]) -> Output {
         .arg("--rootfs")
         .arg(&root);
     c.args(extra).arg("--").args(cmd);
-    if let Some(dir) = dir {
-        let procs = CString::new(dir.join("cgroup.procs").to_str().unwrap()).unwrap();
-        // SAFETY: between fork and exec only open/write/close on a prepared path.
-        unsafe {
-            c.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                if fd < 0 || libc::write(fd, b"0".as_ptr() as *const _, 1) != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                libc::close(fd);
-                Ok(())
-            });
-        }
+    let (dir, container) = match start {
+        Start::Here => return c.output().unwrap(),
+        Start::In(dir) => (dir, false),
+        Start::ContainerIn(dir) => (dir, true),
+    };
+    let procs = CString::new(dir.join("cgroup.procs").to_str().unwrap()).unwrap();
+    let mountpoint = CString::new(V2_ROOT).unwrap();
+    let fstype = CString::new("cgroup2").unwrap();
+    let slash = CString::new("/").unwrap();
+    // SAFETY: between fork and exec only open/write/close/unshare/mount/umount2 on prepared
+    // strings.
+    unsafe {
+        c.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::write(fd, b"0".as_ptr() as *const _, 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            if container
+                && (libc::unshare(libc::CLONE_NEWCGROUP | libc::CLONE_NEWNS) != 0
+                    || libc::mount(
+                        std::ptr::null(),
+                        slash.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        std::ptr::null(),
+                    ) != 0
+                    // The same file system on the same mount point is refused (EBUSY).
+                    || libc::umount2(mountpoint.as_ptr(), libc::MNT_DETACH) != 0
+                    || libc::mount(
+                        fstype.as_ptr(),
+                        mountpoint.as_ptr(),
+                        fstype.as_ptr(),
+                        0,
+                        std::ptr::null(),
+                    ) != 0)
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
     c.output().unwrap()
 }
@@ -94,6 +134,84 @@ impl Drop for TestCgroup {
     }
 }
 
+/// A cgroup that enables memory and pids for its children, in which the test makes the
+/// cgroup it starts sandpit in: the root in the VM's root placement, the test's own cgroup's
+/// parent in the others. None (and says why) when there is none.
+fn delegating_parent() -> Option<PathBuf> {
+    let own = own_v2();
+    let parent = if own == Path::new(V2_ROOT) {
+        own
+    } else {
+        own.parent().unwrap().to_path_buf()
+    };
+    let enabled = words(&parent.join("cgroup.subtree_control"));
+    if !(enabled.contains(&"memory".to_string()) && enabled.contains(&"pids".to_string())) {
+        println!(
+            "skipped: {} does not enable memory and pids below itself (the whole suite runs \
+             beside its test binaries in the VM's --nested placement instead)",
+            parent.display()
+        );
+        return None;
+    }
+    Some(parent)
+}
+
+/// A sleeping process started in cgroup `dir`: the script or shell beside the engine.
+fn sleeper_in(dir: &Path) -> Child {
+    let procs = CString::new(dir.join("cgroup.procs").to_str().unwrap()).unwrap();
+    let mut sleeper = Command::new("sleep");
+    sleeper.arg("60").stdout(Stdio::null());
+    // SAFETY: only open/write/close between fork and exec.
+    unsafe {
+        sleeper.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::write(fd, b"0".as_ptr() as *const _, 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        });
+    }
+    sleeper.spawn().unwrap()
+}
+
+/// What an engine may change in the cgroup it started in, read after it stopped.
+struct CgroupState {
+    procs: String,
+    children: Vec<String>,
+    subtree: String,
+}
+
+impl CgroupState {
+    fn of(dir: &Path) -> CgroupState {
+        CgroupState {
+            procs: std::fs::read_to_string(dir.join("cgroup.procs")).unwrap(),
+            children: std::fs::read_dir(dir)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            subtree: std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap(),
+        }
+    }
+
+    /// As the engine found it: only `beside` in it, no child, no controller enabled.
+    fn is_as_found(&self, beside: &Child) {
+        assert_eq!(
+            self.procs.trim(),
+            beside.id().to_string(),
+            "the process beside the engine is back where it was"
+        );
+        assert!(self.children.is_empty(), "{:?}", self.children);
+        assert!(
+            self.subtree.trim().is_empty(),
+            "controllers left enabled: {}",
+            self.subtree
+        );
+    }
+}
+
 /// Started in a cgroup to which nothing is delegated, `sandpit run` refuses at start, in one
 /// line that says what to enable, with the setup-failure status, and creates nothing.
 #[test]
@@ -117,7 +235,11 @@ fn sandpit_run_without_delegation_is_refused_in_one_line() {
         made = None;
         None
     };
-    let o = run_in(target.as_deref(), &[], &["/bin/true"]);
+    let o = run_in(
+        target.as_deref().map_or(Start::Here, Start::In),
+        &[],
+        &["/bin/true"],
+    );
     let err = text(&o.stderr);
     println!("{err}");
     assert_eq!(o.status.code(), Some(125), "{err}");
@@ -146,44 +268,16 @@ fn sandpit_run_beside_a_script_in_its_cgroup_leaves_it_as_found() {
         println!("skipped: a cgroup v2 property (this host is on v1); the VM runs it");
         return;
     }
-    // A "service" cgroup below one that enables memory and pids for its children (the root,
-    // in the VM's root placement).
-    let own = own_v2();
-    let parent = if own == Path::new(V2_ROOT) {
-        own
-    } else {
-        own.parent().unwrap().to_path_buf()
-    };
-    let enabled = words(&parent.join("cgroup.subtree_control"));
-    if !(enabled.contains(&"memory".to_string()) && enabled.contains(&"pids".to_string())) {
-        println!(
-            "skipped: {} does not enable memory and pids below itself (the whole suite runs \
-             beside its test binaries in the VM's --nested placement instead)",
-            parent.display()
-        );
+    let Some(parent) = delegating_parent() else {
         return;
-    }
+    };
     let service = TestCgroup(parent.join(format!("service-test-{}.service", std::process::id())));
     std::fs::create_dir(&service.0).unwrap();
     // The script: a sleeper in the service's cgroup.
     let dir = service.0.clone();
-    let procs = CString::new(dir.join("cgroup.procs").to_str().unwrap()).unwrap();
-    let mut script = Command::new("sleep");
-    script.arg("60").stdout(Stdio::null());
-    // SAFETY: only open/write/close between fork and exec.
-    unsafe {
-        script.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-            if fd < 0 || libc::write(fd, b"0".as_ptr() as *const _, 1) != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::close(fd);
-            Ok(())
-        });
-    }
-    let mut script = script.spawn().unwrap();
+    let mut script = sleeper_in(&dir);
     let o = run_in(
-        Some(&dir),
+        Start::In(&dir),
         &["--json", "--memory", "32M", "--pids", "8"],
         &[
             "/bin/sh",
@@ -191,14 +285,7 @@ fn sandpit_run_beside_a_script_in_its_cgroup_leaves_it_as_found() {
             "cat /proc/self/cgroup; head -c 10000000 /dev/zero | tail -c 1 >/dev/null",
         ],
     );
-    let procs_after = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
-    let children: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    let subtree = std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap();
+    let after = CgroupState::of(&dir);
     let _ = script.kill();
     let _ = script.wait();
     let out: serde_json::Value = serde_json::from_slice(&o.stdout)
@@ -206,16 +293,56 @@ fn sandpit_run_beside_a_script_in_its_cgroup_leaves_it_as_found() {
     assert_eq!(out["end_reason"], "normal", "{out}");
     assert_eq!(out["cgroup_version"], 2, "{out}");
     assert!(out["peak_memory_bytes"].as_u64().unwrap() > 0, "{out}");
-    assert_eq!(
-        procs_after.trim(),
-        script.id().to_string(),
-        "the script is back where it was"
+    after.is_as_found(&script);
+}
+
+/// Inside a container with a cgroup namespace of its own (`docker run --cgroupns=private`
+/// with a delegated cgroup, as on a v2 host): the engine sees itself at `/`, beside the
+/// container's first process, in a cgroup that is not the hierarchy's root. Runs work with
+/// their limits (memory crossed here), and afterwards the container's cgroup is as found.
+#[test]
+fn sandpit_run_in_a_containers_cgroup_namespace_works_and_leaves_it_as_found() {
+    if !is_v2() {
+        println!("skipped: a cgroup v2 property (this host is on v1); the VM runs it");
+        return;
+    }
+    let Some(parent) = delegating_parent() else {
+        return;
+    };
+    let container = TestCgroup(parent.join(format!("container-test-{}", std::process::id())));
+    std::fs::create_dir(&container.0).unwrap();
+    let dir = container.0.clone();
+    let mut first = sleeper_in(&dir);
+    let o = run_in(
+        Start::ContainerIn(&dir),
+        &["--json", "--memory", "32M", "--pids", "8"],
+        &["/bin/sh", "-c", "cat /proc/self/cgroup"],
     );
-    assert!(children.is_empty(), "{children:?}");
-    assert!(
-        subtree.trim().is_empty(),
-        "controllers left enabled: {subtree}"
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {} {}", text(&o.stdout), text(&o.stderr)));
+    assert_eq!(out["end_reason"], "normal", "{out}");
+    assert_eq!(out["cgroup_version"], 2, "{out}");
+    assert!(out["peak_memory_bytes"].as_u64().unwrap() > 0, "{out}");
+    CgroupState::of(&dir).is_as_found(&first);
+    // The memory limit holds there: 64 MiB touched under 32 MiB.
+    let o = run_in(
+        Start::ContainerIn(&dir),
+        &["--json", "--memory", "32M"],
+        &[
+            "/bin/dd",
+            "if=/dev/zero",
+            "of=/dev/null",
+            "bs=64M",
+            "count=1",
+        ],
     );
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {} {}", text(&o.stdout), text(&o.stderr)));
+    assert_eq!(out["end_reason"], "out-of-memory", "{out}");
+    let after = CgroupState::of(&dir);
+    let _ = first.kill();
+    let _ = first.wait();
+    after.is_as_found(&first);
 }
 
 /// `--cgroup-parent` is accepted by `sandpit run` and its runs go there (and are removed).
@@ -241,7 +368,7 @@ fn cgroup_parent_is_where_runs_go() {
     }
     let parent = format!("/{name}");
     let o = run_in(
-        None,
+        Start::Here,
         &["--cgroup-parent", &parent, "--json"],
         &["/bin/sh", "-c", "echo ran"],
     );
@@ -258,7 +385,7 @@ fn cgroup_parent_is_where_runs_go() {
     }
     // A parent that does not exist: one line, the setup-failure status.
     let o = run_in(
-        None,
+        Start::Here,
         &["--cgroup-parent", "/no-such-parent-test"],
         &["/bin/true"],
     );
