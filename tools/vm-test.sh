@@ -6,8 +6,9 @@
 #   vm-test.sh [--only 'SUITE:PLACEMENT ...'] BIN...
 #
 # Default matrix (VM_TEST_MATRIX or --only overrides it): Debian 12's 6.1 ("stock") and 6.12
-# (bookworm-backports), each in the root cgroup and in a delegated service (--nested), plus the
-# refusal tests without delegation (--nodelegate) on 6.1: about 20 minutes on 2 cores. Inside each VM every binary runs with
+# (bookworm-backports), each in the root cgroup and in a delegated service (--nested), 6.1 in a
+# login session scope beside a shell (--session), plus the refusal tests without delegation
+# (--nodelegate) on 6.1: about 32 minutes on 2 cores. Inside each VM every binary runs with
 # two test threads; after them no `sandpit-*` cgroup may be left anywhere.
 # When no VM can be booted (no QEMU, no kernel package, no room) it says why, loudly, and exits
 # 0 unless VM_TEST_REQUIRED=1: a host that cannot boot VMs still runs the host suite.
@@ -70,7 +71,7 @@ only=${VM_TEST_MATRIX:-}
 if [ "${1:-}" = --only ]; then only=$2; shift 2; fi
 [ $# -gt 0 ] || { echo "usage: vm-test.sh [--only 'SUITE:PLACEMENT ...'] BIN..." >&2; exit 2; }
 bins=("$@")
-matrix=${only:-"stock:root stock:nested stock:nodelegate bookworm-backports:root bookworm-backports:nested"}
+matrix=${only:-"stock:root stock:nested stock:session stock:nodelegate bookworm-backports:root bookworm-backports:nested"}
 
 # Can a VM boot here at all? The first boot also fills the kernel cache (once per machine).
 skip() {
