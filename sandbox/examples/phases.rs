@@ -1,14 +1,15 @@
-//! Where a fresh run's time goes: runs busybox `true` N times (default 200) and prints the
-//! median of each phase of the sandbox's timeline, then the median whole run.
+//! Where a run's time goes: runs busybox `true` N times (default 200) and prints the median
+//! of each phase of the sandbox's timeline, then the median whole run. Fresh sandboxes, or
+//! with `--pool` prepared ones (each run arriving at an idle pool, its shelf full).
 //!
-//! `cargo run --release -p sandbox --example phases -- ROOTFS [N]` (as root)
+//! `cargo run --release -p sandbox --example phases -- ROOTFS [N] [--pool]` (as root)
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use sandbox::{Io, RootFs, Sandbox, SandboxConfig, Spec};
+use sandbox::{Io, Pool, PoolConfig, RootFs, Sandbox, SandboxConfig, Spec};
 
 #[derive(Clone, Default)]
 struct Lines(Arc<Mutex<Vec<String>>>);
@@ -30,9 +31,14 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let rootfs = args.next().expect("usage: phases ROOTFS [N]");
-    let n: usize = args.next().map_or(200, |a| a.parse().expect("N"));
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let pooled = args.iter().any(|a| a == "--pool");
+    args.retain(|a| a != "--pool");
+    let rootfs = args
+        .first()
+        .expect("usage: phases ROOTFS [N] [--pool]")
+        .clone();
+    let n: usize = args.get(1).map_or(200, |a| a.parse().expect("N"));
     let lines = Lines::default();
     let sink = lines.clone();
     tracing_subscriber::fmt()
@@ -40,19 +46,42 @@ fn main() {
         .with_writer(move || sink.clone())
         .with_ansi(false)
         .init();
-    let engine = Sandbox::new(SandboxConfig::default()).expect("engine (run as root)");
+    let engine = Arc::new(Sandbox::new(SandboxConfig::default()).expect("engine (run as root)"));
     let spec = Spec::new(RootFs::Dir(rootfs.into()), vec!["/bin/true".into()]);
+    let env = spec.env_spec();
+    let pool = pooled.then(|| Pool::new(engine.clone(), PoolConfig::default()).expect("pool"));
     let mut whole = Vec::new();
     let mut setup = Vec::new();
+    let mut measured: Vec<String> = Vec::new();
     for _ in 0..n {
+        if let Some(pool) = &pool {
+            // A request arriving at an idle pool: its shelf full, nothing being prepared.
+            // The runs that fill the shelf are not counted.
+            if pool.ready(&env) == 0 {
+                pool.run(&spec, Io::default()).expect("run");
+            }
+            while pool.ready(&env) < PoolConfig::default().per_env {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        engine.settle();
+        let before = lines.0.lock().unwrap().len();
         let t = Instant::now();
-        let o = engine.run(&spec, Io::default()).expect("run");
+        let o = match &pool {
+            Some(pool) => pool.run(&spec, Io::default()),
+            None => engine.run(&spec, Io::default()),
+        }
+        .expect("run");
         whole.push(t.elapsed().as_secs_f64() * 1e6);
         setup.push(o.setup_s * 1e6);
+        // The timeline is logged when the sandbox is gone, which may be after the outcome.
+        engine.settle();
+        measured.extend(lines.0.lock().unwrap()[before..].iter().cloned());
     }
+    drop(pool);
     let mut phases: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
-    for line in lines.0.lock().unwrap().iter() {
+    for line in &measured {
         let Some(t) = line.split("sandbox timeline: ").nth(1) else {
             continue;
         };
@@ -67,7 +96,8 @@ fn main() {
             phases.entry(what.to_string()).or_default().push(us);
         }
     }
-    println!("median of {n} fresh runs of /bin/true, per phase (µs since the previous mark):");
+    let kind = if pooled { "prepared" } else { "fresh" };
+    println!("median of {n} {kind} runs of /bin/true, per phase (µs since the previous mark):");
     for what in order {
         let v = phases.get_mut(&what).unwrap();
         println!("  {what:<24} {:>8.0}", median(v));

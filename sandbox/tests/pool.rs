@@ -90,6 +90,42 @@ fn a_run_takes_a_prepared_sandbox_and_the_pool_refills() {
     assert_eq!(pool.ready(&spec.env_spec()), 0);
 }
 
+/// Preparing beside a run slows it, so the pool prepares only while none of its runs is under
+/// way: the sandbox a run took is replaced after that run, not during it.
+#[test]
+fn the_pool_prepares_nothing_beside_its_runs() {
+    let _serial = one_at_a_time();
+    let pool = pool(1);
+    let spec = sh("sleep 1");
+    let env = spec.env_spec();
+    pool.run(&sh("true"), Io::default()).unwrap();
+    wait_ready(&pool, &spec, 1);
+    std::thread::scope(|s| {
+        let run = s.spawn(|| pool.run(&spec, Io::default()).unwrap());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while pool.ready(&env) > 0 {
+            assert!(Instant::now() < deadline, "the run never took the sandbox");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Taken. For the next 600 ms the run is under way (its program sleeps 1 s), and a
+        // preparing thread would have a new sandbox ready in a few milliseconds.
+        let taken = Instant::now();
+        let mut seen = Vec::new();
+        while taken.elapsed() < Duration::from_millis(600) {
+            seen.push(pool.ready(&env));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let o = run.join().unwrap();
+        assert_eq!(o.end_reason, EndReason::Normal, "{o:?}");
+        assert!(
+            seen.iter().all(|&n| n == 0),
+            "prepared during the run: {seen:?}"
+        );
+    });
+    // After it, the shelf is filled again.
+    wait_ready(&pool, &spec, 1);
+}
+
 #[test]
 fn no_run_sees_a_trace_of_an_earlier_one() {
     let _serial = one_at_a_time();
