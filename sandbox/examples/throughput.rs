@@ -53,10 +53,12 @@ fn main() {
     let mut pooled = Vec::new();
     let mut setup = Vec::new();
     for _ in 0..n / 2 {
-        // A sandbox ready, as for a request arriving at a pool that kept up.
-        while pool.ready(&env) == 0 {
+        // A request arriving at an idle pool: its shelf full, nothing being prepared.
+        if pool.ready(&env) == 0 {
             check(pool.run(&spec, Io::default()).expect("run"));
-            std::thread::sleep(Duration::from_millis(2));
+        }
+        while pool.ready(&env) < PoolConfig::default().per_env {
+            std::thread::sleep(Duration::from_millis(1));
         }
         engine.settle();
         let t = Instant::now();
