@@ -71,7 +71,7 @@ bench: rootfs build
 	bash benches/python_row.sh $(SANDPIT) $(TEST_DATA)
 	bash benches/cpu_overshoot.sh $(SANDPIT) $(ROOTFS)/busybox
 	$(CARGO) run --release -q -p sandbox --example phases -- $(ROOTFS)/busybox
-	$(CARGO) run --release -q -p sandbox --example phases -- $(ROOTFS)/busybox 200 --pool
+	$(CARGO) run --release -q -p sandbox --example phases -- $(ROOTFS)/busybox 100 --pool
 	$(CARGO) run --release -q -p sandbox --example throughput -- $(ROOTFS)/busybox
 	$(CARGO) bench --bench api
 	$(CARGO) bench --bench pipes

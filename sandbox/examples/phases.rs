@@ -1,6 +1,6 @@
 //! Where a run's time goes: runs busybox `true` N times (default 200) and prints the median
 //! of each phase of the sandbox's timeline, then the median whole run. Fresh sandboxes, or
-//! with `--pool` prepared ones (each run arriving at an idle pool, its shelf full).
+//! with `--pool` prepared ones (each run arriving at an idle pool, its shelf full, after a pause).
 //!
 //! `cargo run --release -p sandbox --example phases -- ROOTFS [N] [--pool]` (as root)
 
@@ -63,6 +63,8 @@ fn main() {
             while pool.ready(&env) < PoolConfig::default().per_env {
                 std::thread::sleep(Duration::from_millis(1));
             }
+            // After the pool's pause without an ask (100 ms): its refill then waits for the run.
+            std::thread::sleep(Duration::from_millis(150));
         }
         engine.settle();
         let before = lines.0.lock().unwrap().len();

@@ -90,40 +90,54 @@ fn a_run_takes_a_prepared_sandbox_and_the_pool_refills() {
     assert_eq!(pool.ready(&spec.env_spec()), 0);
 }
 
-/// Preparing beside a run slows it, so the pool prepares only while none of its runs is under
-/// way: the sandbox a run took is replaced after that run, not during it.
+/// Preparing beside a run slows it, so a shelf asked for after a pause that still holds a
+/// sandbox for the next run is refilled only after the pool's runs: the sandbox a run took is
+/// replaced after that run, not during it. An empty shelf is refilled at once, runs or not.
 #[test]
-fn the_pool_prepares_nothing_beside_its_runs() {
+fn the_pool_refills_a_shelf_that_can_serve_the_next_run_after_its_runs() {
     let _serial = one_at_a_time();
-    let pool = pool(1);
-    let spec = sh("sleep 1");
+    let pool = pool(2);
+    let spec = sh("sleep 2");
     let env = spec.env_spec();
     pool.run(&sh("true"), Io::default()).unwrap();
-    wait_ready(&pool, &spec, 1);
+    wait_ready(&pool, &spec, 2);
+    // The pool's pause (100 ms) without an ask.
+    std::thread::sleep(Duration::from_millis(300));
     std::thread::scope(|s| {
         let run = s.spawn(|| pool.run(&spec, Io::default()).unwrap());
         let deadline = Instant::now() + Duration::from_secs(60);
-        while pool.ready(&env) > 0 {
-            assert!(Instant::now() < deadline, "the run never took the sandbox");
+        while pool.ready(&env) > 1 {
+            assert!(Instant::now() < deadline, "the run never took a sandbox");
             std::thread::sleep(Duration::from_millis(1));
         }
-        // Taken. For the next 600 ms the run is under way (its program sleeps 1 s), and a
-        // preparing thread would have a new sandbox ready in a few milliseconds.
+        // Taken. For the next 600 ms the run is under way (its program sleeps 2 s), and a
+        // preparing thread would have the shelf full again in a few milliseconds.
         let taken = Instant::now();
         let mut seen = Vec::new();
         while taken.elapsed() < Duration::from_millis(600) {
             seen.push(pool.ready(&env));
             std::thread::sleep(Duration::from_millis(10));
         }
-        let o = run.join().unwrap();
-        assert_eq!(o.end_reason, EndReason::Normal, "{o:?}");
+        // A second run beside it empties the shelf (its take follows its start at once; the
+        // 100 ms only make sure it happened): that is refilled while both run.
+        let second = s.spawn(|| pool.run(&spec, Io::default()).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+        wait_ready(&pool, &spec, 1);
         assert!(
-            seen.iter().all(|&n| n == 0),
-            "prepared during the run: {seen:?}"
+            !run.is_finished(),
+            "the emptied shelf was refilled only after the first run had ended"
+        );
+        for run in [run, second] {
+            let o = run.join().unwrap();
+            assert_eq!(o.end_reason, EndReason::Normal, "{o:?}");
+        }
+        assert!(
+            seen.iter().all(|&n| n == 1),
+            "refilled during the run: {seen:?}"
         );
     });
-    // After it, the shelf is filled again.
-    wait_ready(&pool, &spec, 1);
+    // After them, the shelf is full again.
+    wait_ready(&pool, &spec, 2);
 }
 
 #[test]
