@@ -51,8 +51,8 @@ build: setup
 
 # The host run, then the same test binaries inside VMs booting Debian 12's kernels (6.1 and
 # 6.12) with cgroup v2, in the root cgroup, in a delegated service and (6.1) in a login session
-# scope (tools/vm-test.sh; about 32 minutes under emulation on 2 cores). A host that cannot boot a VM says so loudly and skips
-# that part; VM_TEST=0 skips it on purpose.
+# scope (tools/vm-test.sh; about 32 minutes under emulation on 2 cores). A host that cannot
+# boot a VM says so loudly and skips that part; VM_TEST=0 skips it on purpose.
 test: rootfs
 	$(CARGO) test --release --workspace -- --test-threads=2
 	bash tests/sh/run.sh

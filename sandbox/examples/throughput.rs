@@ -53,7 +53,8 @@ fn main() {
     let mut pooled = Vec::new();
     let mut setup = Vec::new();
     for _ in 0..n / 2 {
-        // A request arriving at an idle pool: its shelf full, nothing being prepared.
+        // A request finding its shelf full, soon after the last one (within the pool's pause,
+        // so the shelf is refilled beside it; `phases --pool` measures one after a pause).
         if pool.ready(&env) == 0 {
             check(pool.run(&spec, Io::default()).expect("run"));
         }
