@@ -111,6 +111,19 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The outcome `sandpit run --json` printed.
+fn outcome(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {} {}", text(&o.stdout), text(&o.stderr)))
+}
+
+/// The run ended normally, in a v2 cgroup that measured it.
+fn ran_measured_on_v2(out: &serde_json::Value) {
+    assert_eq!(out["end_reason"], "normal", "{out}");
+    assert_eq!(out["cgroup_version"], 2, "{out}");
+    assert!(out["peak_memory_bytes"].as_u64().unwrap() > 0, "{out}");
+}
+
 /// A cgroup the test makes, removed (with anything the test left in it) when dropped.
 struct TestCgroup(PathBuf);
 
@@ -154,6 +167,21 @@ fn delegating_parent() -> Option<PathBuf> {
         return None;
     }
     Some(parent)
+}
+
+/// A v2 cgroup `NAME-test-PID` made below a delegating parent, with a sleeping process in
+/// it (the script, shell or first process the engine will start beside). None (and says why)
+/// on v1 or without such a parent.
+fn cgroup_beside_a_process(name: &str) -> Option<(TestCgroup, Child)> {
+    if !is_v2() {
+        println!("skipped: a cgroup v2 property (this host is on v1); the VM runs it");
+        return None;
+    }
+    let parent = delegating_parent()?;
+    let made = TestCgroup(parent.join(format!("{name}-test-{}", std::process::id())));
+    std::fs::create_dir(&made.0).unwrap();
+    let sleeper = sleeper_in(&made.0);
+    Some((made, sleeper))
 }
 
 /// A sleeping process started in cgroup `dir`: the script or shell beside the engine.
@@ -264,18 +292,11 @@ fn sandpit_run_without_delegation_is_refused_in_one_line() {
 /// it was: the script back in it, no leaf, no controller left enabled.
 #[test]
 fn sandpit_run_beside_a_script_in_its_cgroup_leaves_it_as_found() {
-    if !is_v2() {
-        println!("skipped: a cgroup v2 property (this host is on v1); the VM runs it");
-        return;
-    }
-    let Some(parent) = delegating_parent() else {
+    // The script: a sleeper in the service's cgroup.
+    let Some((service, mut script)) = cgroup_beside_a_process("service") else {
         return;
     };
-    let service = TestCgroup(parent.join(format!("service-test-{}.service", std::process::id())));
-    std::fs::create_dir(&service.0).unwrap();
-    // The script: a sleeper in the service's cgroup.
     let dir = service.0.clone();
-    let mut script = sleeper_in(&dir);
     let o = run_in(
         Start::In(&dir),
         &["--json", "--memory", "32M", "--pids", "8"],
@@ -288,11 +309,8 @@ fn sandpit_run_beside_a_script_in_its_cgroup_leaves_it_as_found() {
     let after = CgroupState::of(&dir);
     let _ = script.kill();
     let _ = script.wait();
-    let out: serde_json::Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {} {}", text(&o.stdout), text(&o.stderr)));
-    assert_eq!(out["end_reason"], "normal", "{out}");
-    assert_eq!(out["cgroup_version"], 2, "{out}");
-    assert!(out["peak_memory_bytes"].as_u64().unwrap() > 0, "{out}");
+    let out = outcome(&o);
+    ran_measured_on_v2(&out);
     after.is_as_found(&script);
 }
 
@@ -302,27 +320,17 @@ fn sandpit_run_beside_a_script_in_its_cgroup_leaves_it_as_found() {
 /// their limits (memory crossed here), and afterwards the container's cgroup is as found.
 #[test]
 fn sandpit_run_in_a_containers_cgroup_namespace_works_and_leaves_it_as_found() {
-    if !is_v2() {
-        println!("skipped: a cgroup v2 property (this host is on v1); the VM runs it");
-        return;
-    }
-    let Some(parent) = delegating_parent() else {
+    let Some((container, mut first)) = cgroup_beside_a_process("container") else {
         return;
     };
-    let container = TestCgroup(parent.join(format!("container-test-{}", std::process::id())));
-    std::fs::create_dir(&container.0).unwrap();
     let dir = container.0.clone();
-    let mut first = sleeper_in(&dir);
     let o = run_in(
         Start::ContainerIn(&dir),
         &["--json", "--memory", "32M", "--pids", "8"],
         &["/bin/sh", "-c", "cat /proc/self/cgroup"],
     );
-    let out: serde_json::Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {} {}", text(&o.stdout), text(&o.stderr)));
-    assert_eq!(out["end_reason"], "normal", "{out}");
-    assert_eq!(out["cgroup_version"], 2, "{out}");
-    assert!(out["peak_memory_bytes"].as_u64().unwrap() > 0, "{out}");
+    let out = outcome(&o);
+    ran_measured_on_v2(&out);
     CgroupState::of(&dir).is_as_found(&first);
     // The memory limit holds there: 64 MiB touched under 32 MiB.
     let o = run_in(
@@ -336,8 +344,7 @@ fn sandpit_run_in_a_containers_cgroup_namespace_works_and_leaves_it_as_found() {
             "count=1",
         ],
     );
-    let out: serde_json::Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {} {}", text(&o.stdout), text(&o.stderr)));
+    let out = outcome(&o);
     assert_eq!(out["end_reason"], "out-of-memory", "{out}");
     let after = CgroupState::of(&dir);
     let _ = first.kill();
@@ -372,8 +379,7 @@ fn cgroup_parent_is_where_runs_go() {
         &["--cgroup-parent", &parent, "--json"],
         &["/bin/sh", "-c", "echo ran"],
     );
-    let out: serde_json::Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {} {}", text(&o.stdout), text(&o.stderr)));
+    let out = outcome(&o);
     assert_eq!(out["end_reason"], "normal", "{out}");
     for m in &made {
         let left: Vec<_> = std::fs::read_dir(&m.0)
