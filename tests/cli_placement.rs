@@ -39,6 +39,20 @@ fn words(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Moves the calling process into the cgroup whose `cgroup.procs` is `procs`. Only
+/// open/write/close: safe between fork and exec.
+fn enter_cgroup(procs: &CString) -> std::io::Result<()> {
+    // SAFETY: open/write/close on a NUL-terminated path and a static byte.
+    unsafe {
+        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+        if fd < 0 || libc::write(fd, b"0".as_ptr() as *const _, 1) != 1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        libc::close(fd);
+    }
+    Ok(())
+}
+
 /// Where the test starts `sandpit run`.
 enum Start<'a> {
     /// Where this test runs.
@@ -75,11 +89,7 @@ fn run_in(start: Start, extra: &[&str], cmd: &[&str]) -> Output {
     // strings.
     unsafe {
         c.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-            if fd < 0 || libc::write(fd, b"0".as_ptr() as *const _, 1) != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::close(fd);
+            enter_cgroup(&procs)?;
             if container
                 && (libc::unshare(libc::CLONE_NEWCGROUP | libc::CLONE_NEWNS) != 0
                     || libc::mount(
@@ -189,16 +199,9 @@ fn sleeper_in(dir: &Path) -> Child {
     let procs = CString::new(dir.join("cgroup.procs").to_str().unwrap()).unwrap();
     let mut sleeper = Command::new("sleep");
     sleeper.arg("60").stdout(Stdio::null());
-    // SAFETY: only open/write/close between fork and exec.
+    // SAFETY: between fork and exec only `enter_cgroup` (open/write/close).
     unsafe {
-        sleeper.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-            if fd < 0 || libc::write(fd, b"0".as_ptr() as *const _, 1) != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::close(fd);
-            Ok(())
-        });
+        sleeper.pre_exec(move || enter_cgroup(&procs));
     }
     sleeper.spawn().unwrap()
 }
