@@ -1,6 +1,7 @@
 //! Starting a sandbox's init: clone3 with every namespace but the network's (the calling
 //! thread is in the one made ahead), the user namespace owned by the sandbox's host id range,
-//! into the run's cgroup; then the id maps, init's OOM protection, and on v1 the cgroups.
+//! into the run's cgroup (v2: CLONE_INTO_CGROUP; v1: the thread clones from inside it); then
+//! the id maps and init's OOM protection.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -36,26 +37,25 @@ pub(crate) fn init(
         args.cgroup = dir.as_raw_fd() as u64;
     }
     let pid = netns.cloned_into(net, || {
-        let acting = ActingAs::new(ids.base())?;
-        let no_writers = crate::fork_guard::cloning();
-        // SAFETY: the child only runs `init_main`, which uses raw syscalls on `plan` (prepared
-        // above) and ends in _exit.
-        let result = unsafe { sys::clone3(&mut args) };
-        drop((no_writers, acting));
-        if let Ok(0) = result {
-            // SAFETY: we are the child of clone3.
-            unsafe { child::init_main(plan) }
-        }
-        result.map_err(|e| Error::Setup(format!("clone3: {e}")))
+        cgroup.cloned_inside(|| {
+            let acting = ActingAs::new(ids.base())?;
+            let no_writers = crate::fork_guard::cloning();
+            // SAFETY: the child only runs `init_main`, which uses raw syscalls on `plan`
+            // (prepared above) and ends in _exit.
+            let result = unsafe { sys::clone3(&mut args) };
+            drop((no_writers, acting));
+            if let Ok(0) = result {
+                // SAFETY: we are the child of clone3.
+                unsafe { child::init_main(plan) }
+            }
+            result.map_err(|e| Error::Setup(format!("clone3: {e}")))
+        })?
     })??;
     // SAFETY: the kernel stored a fresh pidfd for the child.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let setup = || -> Result<(), Error> {
         namespaces::write_id_maps(pid, ids.base())?;
         protect_init(pid);
-        if v1 {
-            cgroup.add_process(pid)?;
-        }
         Ok(())
     };
     if let Err(e) = setup() {

@@ -27,6 +27,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cgroups_rs::fs::hierarchies::{self, V1};
@@ -59,11 +60,12 @@ const NAME_PREFIX: &str = "sandpit-";
 /// Where run cgroups go.
 #[derive(Debug)]
 enum Layout {
-    /// One directory per controller (memory, pids, cpuacct).
+    /// One directory per controller (memory, pids, cpuacct), and where each hierarchy is.
     V1 {
         memory: PathBuf,
         pids: PathBuf,
         cpuacct: PathBuf,
+        hierarchies: Arc<[V1Hierarchy; 3]>,
     },
     /// One directory in the unified hierarchy; `placed` when the engine moved itself into
     /// its own leaf below `base` (undone on drop).
@@ -88,14 +90,32 @@ pub struct CgroupStats {
     pub pids_limit_hit: bool,
 }
 
+/// A v1 hierarchy of one of the run controllers: its mount point, and the path in the
+/// hierarchy that the mount shows at that point (`/`, or a container's own cgroup).
+#[derive(Debug)]
+struct V1Hierarchy {
+    controller: &'static str,
+    mount: PathBuf,
+    root: PathBuf,
+}
+
+impl V1Hierarchy {
+    /// The directory of cgroup `path` (as /proc/*/cgroup names it) of this hierarchy.
+    fn dir(&self, path: &Path) -> PathBuf {
+        // Inside a container the mount's root is a sub-path of the hierarchy.
+        let rel = path.strip_prefix(&self.root).unwrap_or(path);
+        self.mount.join(rel.strip_prefix("/").unwrap_or(rel))
+    }
+}
+
 /// The cgroup of one run.
 #[derive(Debug)]
 pub struct RunCgroup {
     version: CgroupVersion,
     /// Every directory created for this run (v1: one per controller).
     dirs: Vec<PathBuf>,
-    /// Files whose writing moves a process in (v1).
-    procs: Vec<PathBuf>,
+    /// The hierarchies of `dirs`, in that order (v1).
+    hierarchies: Option<Arc<[V1Hierarchy; 3]>>,
     /// Open for the CPU-time polling of the supervisor.
     cpu_usage: File,
     /// The directory, open, for clone3(CLONE_INTO_CGROUP) (v2).
@@ -149,15 +169,25 @@ impl CgroupManager {
             }
         } else {
             let v1 = V1::new();
-            let dir = |c: Controllers, name: &str| -> Result<PathBuf, Error> {
+            let hierarchy = |c: Controllers, controller: &'static str| {
                 let (mount, root) = v1.get_mount_point(c).ok_or_else(|| {
-                    Error::Cgroup(format!("the cgroup v1 '{name}' controller is not mounted"))
+                    Error::Cgroup(format!(
+                        "the cgroup v1 '{controller}' controller is not mounted"
+                    ))
                 })?;
-                let rel = relative(name);
-                // Inside a container the mount's root is a sub-path of the hierarchy.
-                let rel = rel.strip_prefix(&root).unwrap_or(&rel).to_path_buf();
-                let rel = rel.strip_prefix("/").unwrap_or(&rel).to_path_buf();
-                let path = mount.join(rel);
+                Ok::<_, Error>(V1Hierarchy {
+                    controller,
+                    mount,
+                    root,
+                })
+            };
+            let hierarchies = Arc::new([
+                hierarchy(Controllers::Mem, "memory")?,
+                hierarchy(Controllers::Pids, "pids")?,
+                hierarchy(Controllers::CpuAcct, "cpuacct")?,
+            ]);
+            let dir = |h: &V1Hierarchy| -> Result<PathBuf, Error> {
+                let path = h.dir(&relative(h.controller));
                 if !path.is_dir() {
                     return Err(Error::Cgroup(format!(
                         "parent cgroup {} does not exist",
@@ -167,9 +197,10 @@ impl CgroupManager {
                 Ok(path)
             };
             Layout::V1 {
-                memory: dir(Controllers::Mem, "memory")?,
-                pids: dir(Controllers::Pids, "pids")?,
-                cpuacct: dir(Controllers::CpuAcct, "cpuacct")?,
+                memory: dir(&hierarchies[0])?,
+                pids: dir(&hierarchies[1])?,
+                cpuacct: dir(&hierarchies[2])?,
+                hierarchies,
             }
         };
         Ok(CgroupManager {
@@ -192,6 +223,7 @@ impl CgroupManager {
                 memory,
                 pids,
                 cpuacct,
+                ..
             } => vec![memory, pids, cpuacct],
             Layout::V2 { base, .. } => vec![base],
         }
@@ -209,7 +241,7 @@ impl CgroupManager {
         let mut cg = RunCgroup {
             version: self.version(),
             dirs: Vec::new(),
-            procs: Vec::new(),
+            hierarchies: None,
             cpu_usage: File::open("/dev/null").map_err(|e| Error::Cgroup(e.to_string()))?,
             dir_fd: None,
         };
@@ -220,9 +252,9 @@ impl CgroupManager {
             cg.dirs.push(dir);
         }
         match &self.layout {
-            Layout::V1 { .. } => {
+            Layout::V1 { hierarchies, .. } => {
                 cg.cpu_usage = open_read(&cg.dirs[2].join("cpuacct.usage"))?;
-                cg.procs = cg.dirs.iter().map(|d| d.join("cgroup.procs")).collect();
+                cg.hierarchies = Some(hierarchies.clone());
             }
             Layout::V2 { .. } => {
                 let dir = &cg.dirs[0];
@@ -272,6 +304,43 @@ impl CgroupManager {
     }
 }
 
+/// The calling thread's cgroup directory in each of `hierarchies`.
+fn thread_cgroups(hierarchies: &[V1Hierarchy]) -> Result<Vec<PathBuf>, Error> {
+    let text = fs::read_to_string("/proc/thread-self/cgroup")
+        .map_err(|e| Error::Cgroup(format!("reading /proc/thread-self/cgroup: {e}")))?;
+    hierarchies
+        .iter()
+        .map(|h| {
+            text.lines()
+                .find_map(|line| {
+                    let mut parts = line.splitn(3, ':');
+                    let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+                    controllers
+                        .split(',')
+                        .any(|c| c == h.controller)
+                        .then(|| h.dir(Path::new(path)))
+                })
+                .ok_or_else(|| {
+                    Error::Cgroup(format!(
+                        "/proc/thread-self/cgroup names no '{}' cgroup",
+                        h.controller
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Moves the calling thread back into `dirs`, the cgroups it came from.
+fn go_back(dirs: &[PathBuf]) {
+    for dir in dirs {
+        if let Err(e) = write_file(&dir.join("tasks"), "0") {
+            // This thread must never go on in a run's cgroup: the run's end would find the
+            // engine in it.
+            panic!("returning to the engine's cgroup failed: {e}");
+        }
+    }
+}
+
 fn open_read(path: &Path) -> Result<File, Error> {
     File::open(path).map_err(|e| cg_err("opening", path, e))
 }
@@ -295,8 +364,10 @@ fn kill_procs(dir: &Path, keep: Option<i32>) -> bool {
     for _ in 0..200 {
         let text = fs::read_to_string(&procs).unwrap_or_default();
         let mut others = 0;
+        let own = std::process::id() as i32;
+        // Never the engine itself (a thread of it sits in a run's cgroup during a clone).
         for pid in text.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
-            if Some(pid) != keep {
+            if Some(pid) != keep && pid != own {
                 others += 1;
                 // SAFETY: kill(2) on a pid read from this engine's own cgroup.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -383,13 +454,29 @@ impl RunCgroup {
         self.dir_fd.as_ref()
     }
 
-    /// Moves a process into the cgroup (v1; on v2 clone3 puts it there).
-    pub fn add_process(&self, pid: i32) -> Result<(), Error> {
-        let pid = pid.to_string();
-        for procs in &self.procs {
-            write_file(procs, &pid)?;
+    /// Runs `clone` with the calling thread in this cgroup (v1), then puts the thread back
+    /// where it was: what `clone` creates starts in the run's cgroup. On v2 clone3 puts it
+    /// there (CLONE_INTO_CGROUP) and this only runs `clone`. (The child of a clone made in
+    /// `clone` must never return from it.)
+    ///
+    /// Why not move the new process in afterwards: moving another process takes the kernel's
+    /// global threadgroup lock for writing, which first waits for an RCU grace period (0 to
+    /// 20 ms here, in half of the `sandpit run`s) while every fork and exit on the machine
+    /// waits for the lock. A thread that moves itself (`0` into `tasks`) takes no such lock.
+    pub fn cloned_inside<T>(&self, clone: impl FnOnce() -> T) -> Result<T, Error> {
+        let Some(hierarchies) = &self.hierarchies else {
+            return Ok(clone());
+        };
+        let home = thread_cgroups(hierarchies.as_ref())?;
+        for (i, dir) in self.dirs.iter().enumerate() {
+            if let Err(e) = write_file(&dir.join("tasks"), "0") {
+                go_back(&home[..i]);
+                return Err(e);
+            }
         }
-        Ok(())
+        let result = clone();
+        go_back(&home);
+        Ok(result)
     }
 
     /// CPU time used so far by every process in the cgroup, in nanoseconds.
