@@ -93,7 +93,12 @@ pub fn stdout(o: &Outcome) -> String {
 
 /// The cgroups this test process's engine made and did not remove.
 pub fn own_cgroups() -> Vec<String> {
-    let prefix = format!("sandpit-{}-", std::process::id());
+    cgroups_of(std::process::id())
+}
+
+/// The cgroups the engine of process `pid` made and did not remove.
+pub fn cgroups_of(pid: u32) -> Vec<String> {
+    let prefix = format!("sandpit-{pid}-");
     let mut found = Vec::new();
     for line in std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
