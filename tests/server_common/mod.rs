@@ -220,7 +220,24 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// Stops the server as systemd does, SIGTERM, so that it ends its sandboxes and removes
+    /// their cgroups (a SIGKILL leaves them to the next start's sweep); SIGKILL if it has not
+    /// stopped within 10 s.
     fn drop(&mut self) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_ok() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    self.child = None;
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         self.kill9();
     }
 }
