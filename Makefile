@@ -55,6 +55,9 @@ build: setup
 # boot a VM says so loudly and skips that part; VM_TEST=0 skips it on purpose.
 test: rootfs
 	$(CARGO) test --release --workspace -- --test-threads=2
+	@left=$$(find /sys/fs/cgroup -name 'sandpit-*[0-9]*' -type d 2>/dev/null | while read -r d; do \
+	  pid=$$(basename "$$d" | grep -o '[0-9][0-9]*' | head -1); [ -d "/proc/$$pid" ] || echo "$$d"; done); \
+	  if [ -n "$$left" ]; then echo "test: cgroups left by engines that have ended:"; echo "$$left"; exit 1; fi
 	bash tests/sh/run.sh
 	@if [ "$${VM_TEST:-1}" = 0 ]; then echo "vm-test: skipped (VM_TEST=0)"; else \
 	  bins=$$($(CARGO) test --release --workspace --no-run --message-format=json 2>/dev/null | \

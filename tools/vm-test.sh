@@ -49,8 +49,8 @@ if [ "${1:-}" = --inside ]; then
     fi
     rm -f "$out"
   done
-  # The servers of the API tests are killed with SIGKILL: what they leave, the next engine's
-  # start removes. One last engine start and stop, then nothing may be left.
+  # A few API tests kill their server with SIGKILL (a crash): what it leaves, the next
+  # engine's start removes. One last engine start and stop, then nothing may be left.
   if [ "$filter" = "" ] && [ -x "$(dirname "$1")/../sandpit" ]; then
     "$(dirname "$1")/../sandpit" --data "$(mktemp -d)" run --rootfs "$SANDPIT_TEST_ROOTFS" -- /bin/true ||
       { echo "vm-test: the last sandpit run failed"; status=1; }
