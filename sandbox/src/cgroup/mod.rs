@@ -361,11 +361,11 @@ fn kill_procs(dir: &Path, keep: Option<i32>) -> bool {
         return write_file(&kill_file, "1").is_ok();
     }
     let procs = dir.join("cgroup.procs");
+    // Never the engine itself (a thread of it sits in a run's cgroup during a clone, v1).
+    let own = std::process::id() as i32;
     for _ in 0..200 {
         let text = fs::read_to_string(&procs).unwrap_or_default();
         let mut others = 0;
-        let own = std::process::id() as i32;
-        // Never the engine itself (a thread of it sits in a run's cgroup during a clone).
         for pid in text.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
             if Some(pid) != keep && pid != own {
                 others += 1;
