@@ -303,6 +303,18 @@ mod tests {
         assert_eq!(pool.ready(), KEEP_READY);
     }
 
+    /// A one-shot engine's thread stops after its one namespace.
+    fn assert_thread_stops(pool: &NetPool) {
+        let thread = pool.thread.as_ref().unwrap();
+        for _ in 0..1000 {
+            if thread.is_finished() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(thread.is_finished(), "the thread stopped after its one");
+    }
+
     /// A one-shot engine's thread makes the first namespace, which the first take gets (it
     /// waits for it rather than making another), and then makes none.
     #[test]
@@ -330,14 +342,7 @@ mod tests {
             made_ahead,
             "the take got the one made ahead"
         );
-        let thread = pool.thread.as_ref().unwrap();
-        for _ in 0..1000 {
-            if thread.is_finished() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        assert!(thread.is_finished(), "the thread stopped after its one");
+        assert_thread_stops(&pool);
         assert_eq!(pool.ready(), 0);
     }
 
@@ -353,14 +358,7 @@ mod tests {
         for _ in 0..20 {
             let pool = NetPool::start(false).unwrap();
             let _net = pool.take().unwrap();
-            let thread = pool.thread.as_ref().unwrap();
-            for _ in 0..1000 {
-                if thread.is_finished() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            assert!(thread.is_finished(), "the thread stopped after its one");
+            assert_thread_stops(&pool);
             assert_eq!(pool.ready(), 0, "a namespace was made for nothing");
         }
     }
