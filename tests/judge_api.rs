@@ -333,8 +333,16 @@ fn the_python_float_and_unit_test_examples() {
     assert!(e["message"].as_str().unwrap().contains("read-only"), "{e}");
 }
 
-/// A one-test C project whose checker is `checker`, for the status codes.
-fn status_project(s: &Server, id: &str, checker: Value, checker_files: Value, env: &str) {
+/// A one-test C project whose checker is `checker`, for the status codes; its tests may use
+/// `cpu_time_s` of CPU.
+fn status_project(
+    s: &Server,
+    id: &str,
+    checker: Value,
+    checker_files: Value,
+    env: &str,
+    cpu_time_s: u64,
+) {
     let build = if env == "c" {
         json!({"command": "gcc -O2 -o solution main.c", "timeout": 30})
     } else {
@@ -359,7 +367,7 @@ fn status_project(s: &Server, id: &str, checker: Value, checker_files: Value, en
             "artifacts": ["solution"],
             // A wall limit well over the CPU limit: on a loaded host a busy loop still
             // reaches its CPU limit first.
-            "limits": {"cpu_time_s": 1, "wall_time_s": 15, "memory_bytes": 67108864, "output_bytes": 1048576},
+            "limits": {"cpu_time_s": cpu_time_s, "wall_time_s": 15, "memory_bytes": 67108864, "output_bytes": 1048576},
             "config": {"version": 2.1, "scenarios": {"default": {"stages": {"build": build, "run": {"command": run}}}}},
             "tests": [
                 {"name": "one", "stdin": "1 2\n", "expected": "3\n"},
@@ -382,7 +390,7 @@ fn every_status_code_and_verdict() {
         .unwrap();
     let broken_env = format!("broken={}", broken.path().display());
     let s = Server::start(data.path(), &["--rootfs-env", &broken_env]);
-    status_project(&s, "status", json!({"type": "tokens"}), Value::Null, "c");
+    status_project(&s, "status", json!({"type": "tokens"}), Value::Null, "c", 1);
     let grade = |src: &str| submit(&s, "status", json!({ "main.c": src }));
 
     let v = grade(C_OK);
@@ -422,8 +430,20 @@ fn every_status_code_and_verdict() {
     );
 
     // memory-limit: its own verdict (kernel evidence: the OOM kill), status 12 saying why.
-    let v = grade(
-        "#include <stdlib.h>\n#include <string.h>\nint main(void){ for(;;){ char *p = malloc(1<<20); if(!p) return 9; memset(p, 1, 1<<20);} }\n",
+    // Its project allows 10 s of CPU: under emulation, faulting in 64 MiB took 0.72 s of
+    // system time, and with 1 s the hog ran out of CPU first (CI, 2026-11-24).
+    status_project(
+        &s,
+        "memory",
+        json!({"type": "tokens"}),
+        Value::Null,
+        "c",
+        10,
+    );
+    let v = submit(
+        &s,
+        "memory",
+        json!({"main.c": "#include <stdlib.h>\n#include <string.h>\nint main(void){ for(;;){ char *p = malloc(1<<20); if(!p) return 9; memset(p, 1, 1<<20);} }\n"}),
     );
     assert_eq!(v["status"], 12, "{v}");
     let t = &v["tests"][0];
@@ -466,7 +486,7 @@ fn every_status_code_and_verdict() {
     assert_eq!(verdicts(&v), ["accepted", "wrong-answer"]);
 
     // presentation-error: the exact checker, whitespace differs.
-    status_project(&s, "exact", json!({"type": "exact"}), Value::Null, "c");
+    status_project(&s, "exact", json!({"type": "exact"}), Value::Null, "c", 1);
     let v = submit(
         &s,
         "exact",
@@ -489,6 +509,7 @@ fn every_status_code_and_verdict() {
         json!({"type": "program", "command": ["python3", "check.py"], "environment": "python3"}),
         json!({"check.py": checker}),
         "c",
+        1,
     );
     let v = submit(
         &s,
@@ -522,6 +543,7 @@ fn every_status_code_and_verdict() {
                    "limits": {"cpu_time_s": 1}}),
             json!({"check.py": code}),
             "c",
+            1,
         );
         let v = submit(&s, id, json!({"main.c": C_OK}));
         assert_eq!(
