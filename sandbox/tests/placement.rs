@@ -1,6 +1,6 @@
 //! Where the engine puts itself and its cgroups, and that it takes all of it back: on v2 in a
 //! delegated cgroup it moves into a leaf of its own and enables memory and pids; dropping the
-//! engine restores the cgroup as found. One test per binary: no other engine lives meanwhile.
+//! engine restores the cgroup as found. One test at a time: no other engine lives meanwhile.
 
 mod common;
 
@@ -107,6 +107,51 @@ fn the_engine_leaves_its_cgroup_as_it_found_it_every_time() {
         assert!(failed.is_err());
         assert_eq!(state(&base), before);
     }
+}
+
+/// Engines of two processes start, run and stop side by side in the same cgroup (two
+/// `sandpit run` at once in one service): every run ends normally, and the last engine out
+/// leaves the cgroup as found. The test runs itself as the second process. (The narrow case
+/// where one start plans while the other's last engine restores the base is forced in the
+/// unit test `a_plan_applied_after_the_last_engine_restored_the_base_enables_the_controllers`.)
+#[test]
+fn engines_of_two_processes_starting_and_stopping_side_by_side_always_run() {
+    const CHILD: &str = "SANDPIT_TEST_SIDE_BY_SIDE_CHILD";
+    const ROUNDS: usize = 60;
+    let rounds = || {
+        for _ in 0..ROUNDS {
+            let engine = Sandbox::new(SandboxConfig::default()).expect("engine");
+            run_true(&engine);
+        }
+    };
+    if std::env::var_os(CHILD).is_some() {
+        rounds();
+        std::process::exit(0);
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    drop(Sandbox::new(SandboxConfig::default()).expect("engine"));
+    let base = v2_base();
+    let before = state(&base);
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "engines_of_two_processes_starting_and_stopping_side_by_side_always_run",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    rounds();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the other process: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(state(&base), before, "not restored");
 }
 
 /// A configured parent to which memory and pids are not delegated is refused in one line that

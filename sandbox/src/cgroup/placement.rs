@@ -57,8 +57,6 @@ pub struct V2Plan {
     pub is_root: bool,
     /// The engine is in `base` (or in a sandpit leaf below it) and moves into its own leaf.
     pub move_self: bool,
-    /// Controllers to enable in `base`'s cgroup.subtree_control.
-    pub enable: Vec<&'static str>,
 }
 
 /// Decides where run cgroups go on v2 and whether that can work, without changing anything:
@@ -111,11 +109,7 @@ pub fn plan_v2(parent: Option<&Path>) -> Result<V2Plan, Error> {
             if missing.len() > 1 { "are" } else { "is" },
         )));
     }
-    let enabled = words(&base.join("cgroup.subtree_control"))?;
-    let enable: Vec<&'static str> = V2_CONTROLLERS
-        .into_iter()
-        .filter(|c| !enabled.iter().any(|e| e == c))
-        .collect();
+    let enable = not_enabled(&base)?;
     if !is_root && !in_base && !enable.is_empty() {
         let procs = fs::read_to_string(base.join("cgroup.procs")).unwrap_or_default();
         if !procs.trim().is_empty() {
@@ -130,8 +124,16 @@ pub fn plan_v2(parent: Option<&Path>) -> Result<V2Plan, Error> {
         base,
         is_root,
         move_self: in_base && !is_root,
-        enable,
     })
+}
+
+/// The controllers run cgroups need that `base` does not enable for its children now.
+fn not_enabled(base: &Path) -> Result<Vec<&'static str>, Error> {
+    let enabled = words(&base.join("cgroup.subtree_control"))?;
+    Ok(V2_CONTROLLERS
+        .into_iter()
+        .filter(|c| !enabled.iter().any(|e| e == c))
+        .collect())
 }
 
 /// An exclusive flock on a cgroup directory: engines sharing a base take turns at placing
@@ -180,6 +182,9 @@ pub(super) fn apply_v2(plan: &V2Plan) -> Result<(), Error> {
     let _lock = BaseLock::take(base);
     // What engines killed outright (kill -9) left behind goes first.
     sweep_dead(base, &engine_leaf(base));
+    // Under the lock, as the cgroup is now: the plan's reading may be stale (another
+    // process's last engine restored the base since, and run cgroups would lack memory.max).
+    let enable = not_enabled(base)?;
     if plan.move_self {
         let mut placed = PLACED.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = placed.iter_mut().find(|(b, _)| b == base) {
@@ -194,7 +199,7 @@ pub(super) fn apply_v2(plan: &V2Plan) -> Result<(), Error> {
             }
             let me = std::process::id().to_string();
             write_file(&leaf.join("cgroup.procs"), &me)?;
-            if plan.enable.is_empty() {
+            if enable.is_empty() {
                 return Ok(());
             }
             let others = base.join(OTHERS_LEAF);
@@ -206,7 +211,7 @@ pub(super) fn apply_v2(plan: &V2Plan) -> Result<(), Error> {
                 move_all(base, &others);
                 last = write_file(
                     &base.join("cgroup.subtree_control"),
-                    &enable_line(&plan.enable, '+'),
+                    &enable_line(&enable, '+'),
                 );
                 if last.is_ok() {
                     break;
@@ -226,12 +231,12 @@ pub(super) fn apply_v2(plan: &V2Plan) -> Result<(), Error> {
             unsafe { libc::atexit(leave_all_at_exit) };
         });
         Ok(())
-    } else if !plan.enable.is_empty() {
+    } else if !enable.is_empty() {
         // The root cgroup, or an empty configured parent: enabled for good (never restored:
         // other users of that cgroup may rely on it).
         write_file(
             &base.join("cgroup.subtree_control"),
-            &enable_line(&plan.enable, '+'),
+            &enable_line(&enable, '+'),
         )
     } else {
         Ok(())
@@ -359,5 +364,51 @@ extern "C" fn leave_all_at_exit() {
     };
     for base in bases {
         leave_v2(&base, true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enabled(base: &Path) -> Vec<String> {
+        words(&base.join("cgroup.subtree_control")).unwrap_or_default()
+    }
+
+    /// A start plans, then waits for the base's lock while another process's last engine
+    /// stops and disables memory and pids: its runs still need them, so it must enable them
+    /// again rather than trust what it read when planning.
+    #[test]
+    fn a_plan_applied_after_the_last_engine_restored_the_base_enables_the_controllers() {
+        if !hierarchies::is_cgroup2_unified_mode() {
+            println!("skipped: cgroup v2 only (this host is on v1)");
+            return;
+        }
+        let plan = match plan_v2(None) {
+            Ok(plan) if plan.move_self => plan,
+            _ => {
+                println!("skipped: only in a delegated cgroup the engine moves out of");
+                return;
+            }
+        };
+        let base = plan.base.clone();
+        // The other engine, placed: memory and pids enabled in the base.
+        apply_v2(&plan).expect("placing");
+        assert!(enabled(&base).iter().any(|c| c == "memory"));
+        // This start reads the base now...
+        let stale = plan_v2(None).expect("planning");
+        // ...and the other engine, the last one, stops before this start takes the lock.
+        leave_v2(&base, false);
+        if enabled(&base).iter().any(|c| c == "memory") {
+            println!("skipped: another engine keeps the base in use");
+            return;
+        }
+        apply_v2(&stale).expect("placing again");
+        let now = enabled(&base);
+        leave_v2(&base, false);
+        assert!(
+            V2_CONTROLLERS.iter().all(|c| now.iter().any(|e| e == c)),
+            "enabled for run cgroups: {now:?}"
+        );
     }
 }
