@@ -141,7 +141,7 @@ fn setenv_and_cwd() {
         "-c",
         "echo $GREETING; pwd",
     ]);
-    assert_eq!(json(&o)["stdout"], "hi there\n/tmp\n");
+    assert_eq!(program_stdout(&o), "hi there\n/tmp\n");
 }
 
 #[test]
@@ -197,6 +197,19 @@ fn run_with_stdin(args: &[&str], stdin: Stdio, input: Option<&[u8]>) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// The program's captured stdout, from a run that must have ended normally; on failure the
+/// whole outcome and sandpit's stderr are shown.
+fn program_stdout(o: &Output) -> serde_json::Value {
+    let v = json(o);
+    assert_eq!(
+        v["end_reason"],
+        "normal",
+        "{v}\nsandpit's stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    v["stdout"].clone()
+}
+
 #[test]
 fn piped_stdin_reaches_the_program_without_a_flag() {
     let o = run_with_stdin(
@@ -204,7 +217,7 @@ fn piped_stdin_reaches_the_program_without_a_flag() {
         Stdio::piped(),
         Some(b"from a pipe\n"),
     );
-    assert_eq!(json(&o)["stdout"], "FROM A PIPE\nend\n");
+    assert_eq!(program_stdout(&o), "FROM A PIPE\nend\n");
 
     // A redirected file counts as piped too.
     let dir = tempfile::tempdir().unwrap();
@@ -215,11 +228,11 @@ fn piped_stdin_reaches_the_program_without_a_flag() {
         Stdio::from(std::fs::File::open(&file).unwrap()),
         None,
     );
-    assert_eq!(json(&o)["stdout"], "from a file\n");
+    assert_eq!(program_stdout(&o), "from a file\n");
 
     // Nothing given: the program reads an empty input, it does not wait.
     let o = run_with_stdin(&["--json", "--", "/bin/cat"], Stdio::null(), None);
-    assert_eq!(json(&o)["stdout"], "");
+    assert_eq!(program_stdout(&o), "");
 }
 
 #[test]
@@ -238,14 +251,14 @@ fn stdin_flag_wins_over_a_pipe() {
         Stdio::piped(),
         Some(b"from the pipe\n"),
     );
-    assert_eq!(json(&o)["stdout"], "from the flag\n");
+    assert_eq!(program_stdout(&o), "from the flag\n");
     // --stdin /dev/null: no input even with a pipe open (a `while read` loop's own stdin).
     let o = run_with_stdin(
         &["--json", "--stdin", "/dev/null", "--", "/bin/cat"],
         Stdio::piped(),
         Some(b"not for the program\n"),
     );
-    assert_eq!(json(&o)["stdout"], "");
+    assert_eq!(program_stdout(&o), "");
 }
 
 #[test]
