@@ -9,7 +9,8 @@ pub struct SandboxConfig {
     /// v2) under which run cgroups are created. Default: the engine's own cgroup.
     pub cgroup_parent: Option<PathBuf>,
     /// First host uid/gid of the ranges sandboxes map their user namespace to: sandbox *k* of
-    /// those that exist at once gets `host_id_base + k * 65536 ..` (65536 ids).
+    /// those that exist at once gets `host_id_base + k * 65536 ..` (65536 ids). Engines that
+    /// share a runtime directory share the ranges: each is held by a lock file in its `ids/`.
     pub host_id_base: u32,
     /// How many sandboxes may exist at once (each holds one id range while it exists).
     pub max_sandboxes: u32,

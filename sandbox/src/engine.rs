@@ -21,6 +21,8 @@ use crate::spec::{EnvSpec, Spec};
 pub(crate) const STAGE: &str = "stage";
 pub(crate) const SCRATCH: &str = "scratch";
 pub(crate) const POINTS: &str = "points";
+/// Below the runtime directory: the lock files of the host id ranges.
+const IDS: &str = "ids";
 
 /// Creates a directory of the engine's, open to everyone: a sandbox's unprivileged root walks
 /// to it in its own mount namespace.
@@ -77,7 +79,11 @@ impl Sandbox {
             return Err(Error::Setup("sandpit must run as root".into()));
         }
         crate::host::require()?;
-        let ids = IdRanges::new(config.host_id_base, config.max_sandboxes)?;
+        let ids = IdRanges::new(
+            config.host_id_base,
+            config.max_sandboxes,
+            &config.runtime_dir.join(IDS),
+        )?;
         for dir in [STAGE, SCRATCH, POINTS] {
             make_runtime_dir(&config.runtime_dir.join(dir))?;
         }

@@ -154,6 +154,52 @@ fn sandboxes_that_exist_at_once_have_their_own_host_ids() {
     assert_ne!(base(&other_uid), base(&alone), "{other_uid} {alone}");
 }
 
+/// The host ids are unique across processes too: a sandbox of another process's engine (a
+/// second `sandpit run`, the CLI beside the server) never gets the range of one that exists
+/// here. The test runs itself as the other process.
+#[test]
+fn a_sandbox_of_another_process_gets_another_host_id_range() {
+    const CHILD: &str = "SANDPIT_TEST_OTHER_PROCESS_RANGE";
+    let first_id = |map: &str| -> String { map.split_whitespace().nth(1).unwrap().to_owned() };
+    if std::env::var_os(CHILD).is_some() {
+        let other = sandbox::Sandbox::new(sandbox::SandboxConfig::default()).expect("engine");
+        let o = other
+            .run(&sh("cat /proc/self/uid_map"), Io::default())
+            .unwrap();
+        println!("range-of-the-other-process {}", first_id(&stdout(&o)));
+        std::process::exit(0);
+    }
+    let _serial = serial();
+    let mut spec = sh("read a b c < /proc/self/uid_map; echo holding $b; exec sleep 30");
+    spec.limits.wall_time = Some(Duration::from_secs(30));
+    let (other, o) = while_holding(spec, |held| {
+        let here = held.split_whitespace().nth(1).unwrap().to_owned();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "a_sandbox_of_another_process_gets_another_host_id_range",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "the other process: {text}");
+        let other = text
+            .lines()
+            .find_map(|l| l.strip_prefix("range-of-the-other-process "))
+            .unwrap_or_else(|| panic!("the other process printed no range: {text}"))
+            .to_owned();
+        (here, other)
+    });
+    assert_eq!(o.end_reason, EndReason::Stopped, "{o:?}");
+    let (here, other) = other;
+    assert_ne!(
+        here, other,
+        "two processes' sandboxes share host ids from {here}"
+    );
+}
+
 fn unsafe_zeroed<T>() -> T {
     // SAFETY: only used for plain C structs (sigset_t) for which all-zero is valid.
     unsafe { std::mem::zeroed() }
