@@ -79,14 +79,15 @@ impl Sandbox {
             return Err(Error::Setup("sandpit must run as root".into()));
         }
         crate::host::require()?;
+        for dir in [STAGE, SCRATCH, POINTS] {
+            make_runtime_dir(&config.runtime_dir.join(dir))?;
+        }
+        // After the runtime directory exists, made open to all above.
         let ids = IdRanges::new(
             config.host_id_base,
             config.max_sandboxes,
             &config.runtime_dir.join(IDS),
         )?;
-        for dir in [STAGE, SCRATCH, POINTS] {
-            make_runtime_dir(&config.runtime_dir.join(dir))?;
-        }
         let cgroups = CgroupManager::detect(config.cgroup_parent.as_deref())?;
         // Started as early as it may (once the engine sits where it stays, so the short-lived
         // maker processes never share the cgroup it checked): the first run's is then made

@@ -50,12 +50,15 @@ impl IdRanges {
             )));
         }
         {
+            // Not recursive: a runtime directory made here would be 0700 too, where sandboxes
+            // must reach the directories beside this one.
             use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(locks)
-                .map_err(|e| Error::Setup(format!("creating {}: {e}", locks.display())))?;
+            match std::fs::DirBuilder::new().mode(0o700).create(locks) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(Error::Setup(format!("creating {}: {e}", locks.display())));
+                }
+                _ => {}
+            }
         }
         // Lowest first: the end of the list is handed out first.
         let free = (0..count).rev().collect();

@@ -184,3 +184,27 @@ fn a_parent_without_delegation_is_refused_in_one_line() {
     assert!(message.contains("memory and pids controllers are not delegated"));
     assert!(leftover.is_empty(), "{leftover:?}");
 }
+
+/// An engine whose runtime directory does not exist yet (a fresh boot's `/run/sandpit`) makes
+/// it, and every directory of it that sandboxes must reach, open to them; its own lock
+/// directory stays root's.
+#[test]
+fn a_missing_runtime_directory_is_made_open_to_sandboxes() {
+    use std::os::unix::fs::PermissionsExt;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let parent = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let runtime = parent.path().join("run-sandpit");
+    let engine = Sandbox::new(SandboxConfig {
+        runtime_dir: runtime.clone(),
+        ..Default::default()
+    })
+    .expect("engine");
+    run_true(&engine);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&runtime), 0o755);
+    for dir in ["stage", "scratch", "points"] {
+        assert_eq!(mode(&runtime.join(dir)), 0o755, "{dir}");
+    }
+    assert_eq!(mode(&runtime.join("ids")), 0o700);
+}
