@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -741,8 +740,7 @@ fn json_logs_have_a_line_per_request_and_per_end_and_no_secrets() {
     let data = temp_data();
     let log_dir = temp_data();
     let log_path = log_dir.path().join("server.log");
-    let log = File::create(&log_path).expect("log file");
-    let s = Server::start_with_stderr(data.path(), &["--log-format", "json"], log.into());
+    let s = Server::start_with_log(data.path(), &["--log-format", "json"], &log_path);
 
     // Tokens in every place they travel: header, query, a new key's secret, a wrong one.
     let r = s.post_json("/api/v1/api_keys", TOKEN, &json!({"name": "logs"}));
@@ -879,8 +877,7 @@ fn text_logs_are_the_default() {
     let data = temp_data();
     let log_dir = temp_data();
     let log_path = log_dir.path().join("server.log");
-    let log = File::create(&log_path).expect("log file");
-    let s = Server::start_with_stderr(data.path(), &[], log.into());
+    let s = Server::start_with_log(data.path(), &[], &log_path);
     let r = s.get("/api/v1/executions");
     let rid = request_id(&r);
     let deadline = Instant::now() + Duration::from_secs(30);

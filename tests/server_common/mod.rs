@@ -29,18 +29,19 @@ pub struct Server {
 impl Server {
     /// Starts a server on a data dir; `extra` are more `serve` options.
     pub fn start(data: &Path, extra: &[&str]) -> Server {
-        Self::spawn(data, extra, Stdio::inherit(), true)
+        Self::spawn(data, extra, None)
     }
 
-    /// Starts a server whose log (stderr) goes to `stderr`; `extra` are more options (global
-    /// ones such as `--log-format` too: they may follow the subcommand).
-    pub fn start_with_stderr(data: &Path, extra: &[&str], stderr: Stdio) -> Server {
-        Self::spawn(data, extra, stderr, false)
+    /// Starts a server whose log (stderr) goes to the file `log`; `extra` are more options
+    /// (global ones such as `--log-format` too: they may follow the subcommand).
+    pub fn start_with_log(data: &Path, extra: &[&str], log: &Path) -> Server {
+        Self::spawn(data, extra, Some(log))
     }
 
-    /// `quiet`: only warnings on the test's stderr (not a line per request), unless the
-    /// caller's `SANDPIT_LOG` says otherwise.
-    fn spawn(data: &Path, extra: &[&str], stderr: Stdio, quiet: bool) -> Server {
+    /// `log`: the file the server's stderr goes to; none: only warnings, on the test's
+    /// stderr (not a line per request), unless the caller's `SANDPIT_LOG` says otherwise.
+    /// Either way a server that fails to start is reported with what it said.
+    fn spawn(data: &Path, extra: &[&str], log: Option<&Path>) -> Server {
         let root = rootfs();
         assert!(
             root.join("bin").is_dir(),
@@ -58,14 +59,32 @@ impl Server {
             .args(extra)
             .env("SANDPIT_MASTER_TOKEN", TOKEN)
             .stdout(Stdio::piped())
-            .stderr(stderr);
-        if !quiet {
+            .stderr(match log {
+                Some(path) => std::fs::File::create(path).expect("log file").into(),
+                None => Stdio::piped(),
+            });
+        if log.is_some() {
             // The server's own default: its log is what the caller tests.
             cmd.env_remove("SANDPIT_LOG");
         } else if std::env::var_os("SANDPIT_LOG").is_none() {
             cmd.env("SANDPIT_LOG", "warn");
         }
         let mut child = cmd.spawn().expect("start sandpit serve");
+        // The server's stderr, passed on to the test's, its first lines kept for a failed start.
+        let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let said = said.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("{line}");
+                    let mut said = said.lock().unwrap_or_else(|e| e.into_inner());
+                    if said.len() < 20 {
+                        said.push(line);
+                    }
+                }
+            });
+        }
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -81,9 +100,22 @@ impl Server {
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the server did not say where it listens");
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(e) => {
+                // Its last words reach the pipe before its exit status.
+                std::thread::sleep(Duration::from_millis(200));
+                let status = child.try_wait();
+                let said = match log {
+                    Some(path) => std::fs::read_to_string(path).unwrap_or_default(),
+                    None => said.lock().unwrap_or_else(|e| e.into_inner()).join(" | "),
+                };
+                panic!(
+                    "the server did not say where it listens ({e}): exit {status:?}; it said: {}",
+                    said.trim()
+                );
+            }
+        };
         Server {
             child: Some(child),
             addr,
