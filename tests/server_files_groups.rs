@@ -614,7 +614,12 @@ fn the_guessing_game_ends_right_for_every_kind_of_solution() {
     );
     let died_of_sigpipe = sol["end_reason"] == "normal" && sol["signal_name"] == "SIGPIPE";
     assert!(died_of_sigpipe || sol["end_reason"] == "stopped", "{sol:#}");
-    assert_eq!(v["first_ended"], 0);
+    if died_of_sigpipe {
+        // Killed by the interactor's end: reaped within microseconds of it, in either order.
+        assert!(matches!(v["first_ended"].as_u64(), Some(0 | 1)), "{v:#}");
+    } else {
+        assert_eq!(v["first_ended"], 0);
+    }
     assert_eq!(v["pipes"][0]["truncated"], true);
     assert!(v["pipes"][0]["bytes"].as_u64().unwrap() > 4096);
     assert_eq!(v["pipes"][0]["data"].as_str().unwrap(), "x".repeat(4096));

@@ -123,6 +123,55 @@ fn forget_the_engine(plan: &EnvPlan) {
     unsafe { libc::prctl(libc::PR_SET_NAME, c"init".as_ptr(), 0, 0, 0) };
 }
 
+/// Unmaps the arenas of the engine's other sandboxes (shared memory: their programs' argv and
+/// environment), keeping this sandbox's own.
+fn keep_only_own_arena(plan: &EnvPlan) {
+    let (start, len) = plan.arenas;
+    let own = plan.program as usize;
+    let end = start + len;
+    if own < start || own + crate::plan::ARENA_BYTES > end {
+        return;
+    }
+    // SAFETY: munmap of the parts of the region that are not this sandbox's arena; nothing
+    // here points into them.
+    unsafe {
+        if own > start {
+            libc::munmap(start as *mut libc::c_void, own - start);
+        }
+        let after = own + crate::plan::ARENA_BYTES;
+        if end > after {
+            libc::munmap(after as *mut libc::c_void, end - after);
+        }
+    }
+}
+
+/// Every signal unblocked and at its default: what init and the program inherit is not the
+/// cloning thread's mask, nor a disposition the engine set (Rust ignores SIGPIPE; the spawner
+/// ignores SIGCHLD), which an ignored signal would keep across the program's exec.
+fn default_signals() {
+    // The kernel's sigaction with every field zero is SIG_DFL, no flags, empty mask. Raw
+    // calls: glibc's refuse the signals it keeps for itself (32 and 33), which it may have
+    // left ignored.
+    let default = [0u64; 4];
+    let none = 0u64;
+    // SAFETY: rt_sigprocmask and rt_sigaction with pointers to live locals of the kernel's
+    // layout (a 64-bit set; handler, flags, restorer, set), sizes given.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &none,
+            0usize,
+            8usize,
+        );
+        for signal in 1..=64 {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::syscall(libc::SYS_rt_sigaction, signal, &default, 0usize, 8usize);
+            }
+        }
+    }
+}
+
 /// Points 0, 1 and 2 at /dev/null: init must not hold the engine's own terminal or pipes.
 fn null_stdio() {
     // SAFETY: open/dup2/close with a static path and small integers.
@@ -154,6 +203,8 @@ struct ProgramStart<'a> {
 pub unsafe fn init_main(plan: &EnvPlan) -> ! {
     let sock = plan.report;
     close_other_fds([sock, plan.root_fd]);
+    keep_only_own_arena(plan);
+    default_signals();
     forget_the_engine(plan);
     null_stdio();
     let mut fds = [-1; MAX_FDS];

@@ -10,10 +10,11 @@ use crate::ids::IdRanges;
 use crate::io::Io;
 use crate::netns::NetPool;
 use crate::outcome::Outcome;
-use crate::plan::EngineImage;
+use crate::plan::{Arenas, EngineImage, InitConsts};
 use crate::prepared::Prepared;
 use crate::reaper::Reaper;
 use crate::seccomp::{self, CompiledPolicy};
+use crate::spawner::Spawner;
 use crate::spec::{EnvSpec, Spec};
 
 /// Below the runtime directory: where a sandbox attaches its root, mounts its scratch space,
@@ -57,6 +58,9 @@ fn make_runtime_dir(dir: &std::path::Path) -> Result<(), Error> {
 pub struct Sandbox {
     /// First: dropped (joined) before the cgroups its sandboxes' ends remove.
     pub(crate) reaper: Reaper,
+    /// Clones the inits of an engine that runs many sandboxes (none: one-shot, the engine's
+    /// thread clones). Ended before the engine leaves its cgroup, where the spawner is too.
+    pub(crate) spawner: Option<Spawner>,
     pub(crate) netns: NetPool,
     pub(crate) config: SandboxConfig,
     pub(crate) cgroups: CgroupManager,
@@ -65,6 +69,8 @@ pub struct Sandbox {
     /// CPUs a sandbox may use at once: its CPU time grows at most this fast.
     pub(crate) cpus: u64,
     pub(crate) ids: IdRanges,
+    /// Every program arena, mapped before the spawner was forked.
+    pub(crate) arenas: Arenas,
     pub(crate) image: EngineImage,
 }
 
@@ -97,17 +103,42 @@ impl Sandbox {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
         let reaper =
             Reaper::start().map_err(|e| Error::Setup(format!("starting the reaper: {e}")))?;
+        let arenas = Arenas::new(config.max_sandboxes as usize)
+            .map_err(|e| Error::Setup(format!("mapping the program arenas: {e}")))?;
+        let consts = InitConsts {
+            last_cap: capabilities::last_cap(),
+            filters: policy.filters(),
+            engine_image: EngineImage::of_this_process(),
+            arenas: arenas.bounds(),
+        };
+        let spawner = if config.one_shot {
+            None
+        } else {
+            Some(Spawner::start(consts, cgroups.v1_home_of_this_thread()?)?)
+        };
         Ok(Sandbox {
             reaper,
+            spawner,
             netns,
             config,
             cgroups,
             policy,
-            last_cap: capabilities::last_cap(),
+            last_cap: consts.last_cap,
             cpus,
             ids,
-            image: EngineImage::of_this_process(),
+            arenas,
+            image: consts.engine_image,
         })
+    }
+
+    /// What every init of this engine shares.
+    pub(crate) fn init_consts(&self) -> InitConsts {
+        InitConsts {
+            last_cap: self.last_cap,
+            filters: self.policy.filters(),
+            engine_image: self.image,
+            arenas: self.arenas.bounds(),
+        }
     }
 
     /// Returns once every sandbox whose run returned has ended too: init reaped, cgroup

@@ -1,8 +1,10 @@
-//! clone3 copies every descriptor of the engine into the new init, which closes them first
-//! thing; until then, a file another thread holds open for writing is open for writing in that
-//! init too, and a program exec'd from that file meanwhile fails with ETXTBSY. So writers of
-//! files that may be exec'd (the copy-in) hold a shared guard while their descriptor is open,
-//! and clone3 holds it exclusively: no such descriptor exists at the moment of a clone.
+//! A clone from the engine (a one-shot engine's init, or the spawner when it is forked) copies
+//! every descriptor of the engine, and the child closes them first thing; until then, a file
+//! another thread holds open for writing is open for writing in that child too, and a program
+//! exec'd from that file meanwhile fails with ETXTBSY. So writers of files that may be exec'd
+//! (the copy-in) hold a shared guard while their descriptor is open, and such a clone holds it
+//! exclusively: no such descriptor exists at the moment of the clone. (The spawner's inits
+//! hold only what the spawner was sent.)
 
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -13,7 +15,7 @@ pub fn writing() -> RwLockReadGuard<'static, ()> {
     GUARD.read().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Held across clone3.
+/// Held across a clone from the engine.
 pub fn cloning() -> RwLockWriteGuard<'static, ()> {
     GUARD.write().unwrap_or_else(|p| p.into_inner())
 }

@@ -62,6 +62,7 @@ mod rootfs;
 mod seccomp;
 mod signals;
 mod spawn;
+mod spawner;
 mod spec;
 mod supervisor;
 mod sys;

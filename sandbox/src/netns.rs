@@ -9,7 +9,7 @@
 //! device uevents), and not the sandbox's (whose root could then reconfigure it). Its
 //! loopback interface is up before any sandbox enters it. A namespace serves one sandbox.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -104,21 +104,9 @@ impl NetPool {
         }
     }
 
-    /// Runs `clone` with the calling thread in network namespace `net`, then puts the thread
-    /// back into the host's: what `clone` creates starts in `net`. (The child of a clone made
-    /// in `clone` must never return from it.)
-    pub(crate) fn cloned_into<T>(
-        &self,
-        net: &OwnedFd,
-        clone: impl FnOnce() -> T,
-    ) -> Result<T, Error> {
-        setns(net).map_err(|e| Error::Setup(format!("joining a network namespace: {e}")))?;
-        let result = clone();
-        if let Err(e) = setns(&self.host) {
-            // This thread must never go on in a sandbox's namespace.
-            panic!("returning to the host's network namespace failed: {e}");
-        }
-        Ok(result)
+    /// The host's network namespace, where a thread that cloned into another returns.
+    pub(crate) fn host(&self) -> RawFd {
+        self.host.as_raw_fd()
     }
 
     #[cfg(test)]
@@ -179,12 +167,29 @@ fn fill(shared: &Shared, refill: bool) {
     }
 }
 
-fn setns(ns: &OwnedFd) -> std::io::Result<()> {
-    // SAFETY: setns on an fd we own; affects the calling thread only.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
+fn setns(ns: RawFd) -> std::io::Result<()> {
+    // SAFETY: setns on an fd the caller holds; affects the calling thread only.
+    if unsafe { libc::setns(ns, libc::CLONE_NEWNET) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Runs `clone` with the calling thread in network namespace `net`, then puts the thread back
+/// into `home`: what `clone` creates starts in `net`. (The child of a clone made in `clone`
+/// must never return from it.)
+pub(crate) fn cloned_into<T>(
+    net: RawFd,
+    home: RawFd,
+    clone: impl FnOnce() -> T,
+) -> Result<T, Error> {
+    setns(net).map_err(|e| Error::Setup(format!("joining a network namespace: {e}")))?;
+    let result = clone();
+    if let Err(e) = setns(home) {
+        // This thread must never go on in a sandbox's namespace.
+        panic!("returning to the host's network namespace failed: {e}");
+    }
+    Ok(result)
 }
 
 /// What the maker process leaves in the memory it shares with us.
@@ -285,11 +290,10 @@ mod tests {
             let net = pool.take().unwrap();
             assert!(seen.insert(ns_id(&net)), "a namespace was given twice");
             use std::os::unix::fs::MetadataExt;
-            let inside = pool
-                .cloned_into(&net, || {
-                    std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino()
-                })
-                .unwrap();
+            let inside = cloned_into(net.as_raw_fd(), pool.host(), || {
+                std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino()
+            })
+            .unwrap();
             assert_eq!(inside, ns_id(&net));
             let back = std::fs::metadata("/proc/thread-self/ns/net").unwrap();
             assert_eq!(back.ino(), host.ino());

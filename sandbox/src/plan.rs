@@ -6,13 +6,14 @@
 //! - [`EnvPlan`]: how init builds the sandbox (mounts, hostname, …). Built before clone3; init
 //!   gets its own copy of it with the rest of the engine's memory.
 //! - [`ProgramPlan`]: what to run (argv, environment, cwd, ids, rlimits). Written later, when the
-//!   program is known, into an [`Arena`]: a shared mapping made before clone3, so that the
-//!   engine's writes are visible to init at the same addresses.
+//!   program is known, into an [`Arena`]: a slot of a shared mapping made when the engine
+//!   starts, so that the engine's writes are visible to init at the same addresses.
 
 use std::ffi::{c_char, CString};
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::error::Error;
 use crate::report::MAX_FDS;
@@ -35,6 +36,41 @@ pub struct EnvPlan {
     /// Where the engine writes each program's plan.
     pub program: *const ProgramPlan,
     pub engine_image: EngineImage,
+    /// The engine's whole arena region (start, length): init unmaps all of it but its own.
+    pub arenas: (usize, usize),
+}
+
+/// What every init of an engine shares, known once the engine has started: the same in the
+/// engine and in the spawner forked from it.
+#[derive(Clone, Copy)]
+pub struct InitConsts {
+    pub last_cap: u8,
+    /// Point into the engine's compiled policy (and into the spawner's copy of it).
+    pub filters: Filters,
+    pub engine_image: EngineImage,
+    /// The engine's arena region (see [`Arenas::bounds`]).
+    pub arenas: (usize, usize),
+}
+
+impl EnvPlan {
+    pub fn new(
+        root: RootPlan,
+        (root_fd, report): (RawFd, RawFd),
+        program: *const ProgramPlan,
+        consts: &InitConsts,
+    ) -> EnvPlan {
+        EnvPlan {
+            root,
+            root_fd,
+            report,
+            last_cap: consts.last_cap,
+            filters: consts.filters,
+            program_stack: vec![0; 256 << 10],
+            program,
+            engine_image: consts.engine_image,
+            arenas: consts.arenas,
+        }
+    }
 }
 
 /// Where the engine's command line and environment strings lie in its memory (and so in
@@ -100,25 +136,37 @@ pub struct ProgramPlan {
 /// with the default stack limit).
 pub const ARENA_BYTES: usize = 4 << 20;
 
-/// A shared anonymous mapping, at the same address in the engine and in init.
-pub struct Arena {
-    base: *mut u8,
-    len: usize,
+/// One shared anonymous mapping of every arena an engine may use at once, made when the engine
+/// starts: a process forked from the engine afterwards (the spawner, and every init) sees each
+/// arena at the same address, so the pointers the engine writes are valid there too.
+pub struct Arenas {
+    region: Arc<Region>,
 }
 
-// SAFETY: the mapping is plain memory owned by this value; the engine writes it only before
-// telling init to read it (the socket message orders the two).
-unsafe impl Send for Arena {}
-// SAFETY: as above; `&Arena` gives no write access.
-unsafe impl Sync for Arena {}
+struct Region {
+    base: *mut u8,
+    slots: usize,
+    free: Mutex<Vec<usize>>,
+}
 
-impl Arena {
-    pub fn new() -> std::io::Result<Arena> {
+// SAFETY: the mapping is plain memory owned by the region; each arena is written by one owner
+// only (see `Arena`), and `free` is behind a lock.
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+impl Arenas {
+    /// Maps `slots` arenas (address space only: a page is backed once written).
+    pub fn new(slots: usize) -> std::io::Result<Arenas> {
+        let len = slots
+            .checked_mul(ARENA_BYTES)
+            .filter(|_| slots > 0)
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
         // SAFETY: a fresh anonymous mapping; no existing memory is touched.
         let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                ARENA_BYTES,
+                len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
@@ -128,12 +176,67 @@ impl Arena {
         if base == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(Arena {
-            base: base as *mut u8,
-            len: ARENA_BYTES,
+        Ok(Arenas {
+            region: Arc::new(Region {
+                base: base as *mut u8,
+                slots,
+                // Lowest first: the end of the list is taken first.
+                free: Mutex::new((0..slots).rev().collect()),
+            }),
         })
     }
 
+    /// Where the region lies: (start, length in bytes).
+    pub fn bounds(&self) -> (usize, usize) {
+        (self.region.base as usize, self.region.slots * ARENA_BYTES)
+    }
+
+    /// A free arena, or an error when every one is in use (that many sandboxes exist).
+    pub fn take(&self) -> Result<Arena, Error> {
+        let index = self
+            .region
+            .free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .ok_or_else(|| {
+                Error::SandboxFailed(
+                    "every program arena is in use: too many sandboxes exist at once".into(),
+                )
+            })?;
+        Ok(Arena {
+            // SAFETY: index < slots, so the arena lies inside the mapping.
+            base: unsafe { self.region.base.add(index * ARENA_BYTES) },
+            len: ARENA_BYTES,
+            index,
+            region: self.region.clone(),
+        })
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping this value made; no arena is left (each holds
+        // the region), and inits keep their own reference.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.slots * ARENA_BYTES) };
+    }
+}
+
+/// One program's arena, owned by one sandbox: the engine writes it only before telling init
+/// to read it (the socket message orders the two).
+pub struct Arena {
+    base: *mut u8,
+    len: usize,
+    index: usize,
+    region: Arc<Region>,
+}
+
+// SAFETY: see `Arena`: one owner writes, init reads only after the owner's message.
+unsafe impl Send for Arena {}
+// SAFETY: as above; `&Arena` gives no write access.
+unsafe impl Sync for Arena {}
+
+impl Arena {
     /// Where the program plan lives (the start of the arena).
     pub fn plan(&self) -> *const ProgramPlan {
         self.base as *const ProgramPlan
@@ -202,8 +305,13 @@ impl Arena {
 
 impl Drop for Arena {
     fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping this value made; init keeps its own reference.
-        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+        // Nothing of this program's arguments stays behind for the next owner, and the pages
+        // go back to the system.
+        // SAFETY: punches out exactly this arena's pages of the shared mapping; the sandbox
+        // that used it is over (its program exec'd or never started).
+        unsafe { libc::madvise(self.base as *mut libc::c_void, self.len, libc::MADV_REMOVE) };
+        let mut free = self.region.free.lock().unwrap_or_else(|p| p.into_inner());
+        free.push(self.index);
     }
 }
 
@@ -374,7 +482,8 @@ mod tests {
 
     #[test]
     fn the_arena_holds_the_whole_program() {
-        let arena = Arena::new().unwrap();
+        let arenas = Arenas::new(1).unwrap();
+        let arena = arenas.take().unwrap();
         let mut s = spec(&["python3", "-c", "print(1)"]);
         s.env = vec!["PATH=/usr/bin:relative:/bin/".into(), "A=b".into()];
         s.cwd = Some("sub".into());
@@ -400,8 +509,35 @@ mod tests {
     }
 
     #[test]
+    fn arenas_are_disjoint_and_come_back_empty() {
+        let arenas = Arenas::new(2).unwrap();
+        let a = arenas.take().unwrap();
+        let b = arenas.take().unwrap();
+        assert_eq!(b.plan() as usize - a.plan() as usize, ARENA_BYTES);
+        assert!(matches!(arenas.take(), Err(Error::SandboxFailed(_))));
+        a.write_program(&spec(&["/bin/true"]), &[], &[0, 1, 2], &[])
+            .unwrap();
+        let at = a.plan() as usize;
+        drop(a);
+        let again = arenas.take().unwrap();
+        assert_eq!(again.plan() as usize, at);
+        // SAFETY: reads the start of a live arena, as plain bytes.
+        let first = unsafe { std::slice::from_raw_parts(at as *const u8, 4096) };
+        assert!(
+            first.iter().all(|b| *b == 0),
+            "the last program's plan is still there"
+        );
+        // The region outlives the engine's handle while an arena is out.
+        drop(arenas);
+        again
+            .write_program(&spec(&["/bin/true"]), &[], &[0, 1, 2], &[])
+            .unwrap();
+    }
+
+    #[test]
     fn bad_programs_are_refused_before_anything_runs() {
-        let arena = Arena::new().unwrap();
+        let arenas = Arenas::new(1).unwrap();
+        let arena = arenas.take().unwrap();
         assert!(arena
             .write_program(&spec(&[]), &[], &[0, 1, 2], &[])
             .is_err());

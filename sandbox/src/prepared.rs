@@ -2,9 +2,10 @@
 //! program. Preparing does everything that does not depend on the program; running writes the
 //! program's plan, copies its files in and lets init start it.
 //!
-//! The spawn path, top to bottom: plan the mounts → shared arena → a network namespace made
-//! ahead → clone3 in it (every other namespace, into the cgroup on v2) → id maps (+ cgroup on v1) → `Go`
-//! → init mounts → `EnvReady`. Then per program: plan into the arena → limits → files → `Run`
+//! The spawn path, top to bottom: plan the mounts → an arena of the engine's shared region → a
+//! network namespace made ahead → clone3 in it, by the spawner or (one-shot) the engine's
+//! thread (every other namespace, into the cgroup) → id maps → `Go` → init mounts →
+//! `EnvReady`. Then per program: plan into the arena → limits → files → `Run`
 //! with the program's stdio → supervise → verdict → init's end handed to the reaper.
 
 use std::collections::BTreeMap;
@@ -20,14 +21,14 @@ use crate::ids::IdRange;
 use crate::io::{stdin_fd, Io};
 use crate::namespaces;
 use crate::outcome::{verdict, Captured, Evidence, KillCause, Outcome};
-use crate::plan::{Arena, EnvPlan};
+use crate::plan::Arena;
 use crate::reaper;
 use crate::report::{Channel, Kind, Received, Stage};
 use crate::rlimits;
 use crate::root_mount;
 use crate::rootfs::{self, inside_path, RootOptions};
 use crate::seccomp;
-use crate::spawn;
+use crate::spawn::{self, InitRequest};
 use crate::spec::{EnvSpec, Spec};
 use crate::supervisor::{self, Stream, Supervisor};
 use crate::sys;
@@ -88,26 +89,27 @@ impl Prepared {
             },
         )?;
         let steps: Vec<String> = root.steps.iter().map(|s| s.what.clone()).collect();
-        let arena = Arena::new().map_err(|e| failed(format!("mapping the program arena: {e}")))?;
+        let arena = engine.arenas.take()?;
         let (channel, child_end) =
             Channel::pair().map_err(|e| failed(format!("socketpair: {e}")))?;
-        let plan = EnvPlan {
-            root,
-            root_fd: root_fd.as_raw_fd(),
-            report: child_end.as_raw_fd(),
-            last_cap: engine.last_cap,
-            filters: engine.policy.filters(),
-            program_stack: vec![0; 256 << 10],
-            program: arena.plan(),
-            engine_image: engine.image,
-        };
         let ids = engine.ids.acquire()?;
         timeline.mark("plan");
         let cgroup = engine.cgroups.create().map_err(failed)?;
         timeline.mark("cgroup");
         let net = engine.netns.take()?;
         timeline.mark("network namespace");
-        let spawned = spawn::init(&plan, &cgroup, &ids, v1, (&engine.netns, &net));
+        let spawned = spawn::init(
+            engine,
+            InitRequest {
+                root,
+                root_fd: root_fd.as_raw_fd(),
+                report: child_end.as_raw_fd(),
+                program: arena.plan(),
+                cgroup: &cgroup,
+                ids: &ids,
+                net: net.as_raw_fd(),
+            },
+        );
         timeline.mark("clone3 + id maps");
         // init holds its own copies now.
         drop((child_end, root_fd));

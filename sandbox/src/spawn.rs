@@ -1,60 +1,77 @@
-//! Starting a sandbox's init: clone3 with every namespace but the network's (the calling
-//! thread is in the one made ahead), the user namespace owned by the sandbox's host id range,
-//! into the run's cgroup (v2: CLONE_INTO_CGROUP; v1: the thread clones from inside it); then
-//! the id maps and init's OOM protection.
+//! Starting a sandbox's init: clone3 with every namespace but the network's (the cloning
+//! thread joins the one made ahead for the clone alone), the user namespace owned by the
+//! sandbox's host id range, into the run's cgroup (v2: CLONE_INTO_CGROUP; v1: the thread clones
+//! from inside it); then the id maps and init's OOM protection.
+//!
+//! Who clones: an engine that runs many sandboxes asks its spawner (see `spawner`), a small
+//! process forked when the engine started, so that no init is a copy of the engine's memory;
+//! a one-shot engine (`sandpit run`) clones from its own thread. Both run [`clone_init`].
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use crate::cgroup::RunCgroup;
+use crate::cgroup::{CloneInto, RunCgroup};
 use crate::child;
+use crate::engine::Sandbox;
 use crate::error::Error;
 use crate::ids::{ActingAs, IdRange};
 use crate::namespaces;
-use crate::netns::NetPool;
-use crate::plan::EnvPlan;
+use crate::netns;
+use crate::plan::{EnvPlan, ProgramPlan};
+use crate::rootfs::RootPlan;
 use crate::sys::{self, CloneArgs, CLONE_INTO_CGROUP, CLONE_PIDFD};
 
-/// clone3 with every namespace but the network's (init starts in `net`, which this thread
-/// joins for the clone3 alone), the user namespace owned by the sandbox's id range; the child
-/// runs `init_main` and never returns here.
-pub(crate) fn init(
-    plan: &EnvPlan,
-    cgroup: &RunCgroup,
-    ids: &IdRange,
-    v1: bool,
-    (netns, net): (&NetPool, &OwnedFd),
-) -> Result<(i32, OwnedFd), Error> {
-    let mut pidfd: libc::c_int = -1;
-    let mut args = CloneArgs {
-        flags: namespaces::clone_flags(!v1) | CLONE_PIDFD,
-        pidfd: &mut pidfd as *mut libc::c_int as u64,
-        // No SIGCHLD: nobody else's waitpid(-1) may reap our init.
-        exit_signal: 0,
-        ..Default::default()
+/// One sandbox's init, as the engine asks for it.
+pub(crate) struct InitRequest<'a> {
+    pub root: RootPlan,
+    /// The root filesystem as a detached mount.
+    pub root_fd: RawFd,
+    /// The child's end of the report socket.
+    pub report: RawFd,
+    /// Where the program's plan will be, in the engine's arena.
+    pub program: *const ProgramPlan,
+    pub cgroup: &'a RunCgroup,
+    pub ids: &'a IdRange,
+    /// The network namespace made ahead for this sandbox.
+    pub net: RawFd,
+}
+
+/// Where and as whom the cloning thread makes init.
+pub(crate) struct Site {
+    pub net: RawFd,
+    /// The cloning thread's own network namespace, to return to.
+    pub home_net: RawFd,
+    pub cgroup: CloneInto,
+    pub ids_base: u32,
+    /// 0 from the engine (no SIGCHLD: nobody else's waitpid(-1) may reap our init); SIGCHLD
+    /// from the spawner, which ignores it, so that the kernel reaps its inits as they end.
+    pub exit_signal: u64,
+}
+
+/// Starts init for `request`, then writes its id maps and protects it from the OOM killer.
+pub(crate) fn init(engine: &Sandbox, request: InitRequest) -> Result<(i32, OwnedFd), Error> {
+    let ids_base = request.ids.base();
+    let (pid, pidfd) = match &engine.spawner {
+        Some(spawner) => spawner.spawn(request)?,
+        None => {
+            let site = Site {
+                net: request.net,
+                home_net: engine.netns.host(),
+                cgroup: request.cgroup.clone_into()?,
+                ids_base,
+                exit_signal: 0,
+            };
+            let plan = EnvPlan::new(
+                request.root,
+                (request.root_fd, request.report),
+                request.program,
+                &engine.init_consts(),
+            );
+            let _no_writers = crate::fork_guard::cloning();
+            clone_init(&plan, &site)?
+        }
     };
-    if let Some(dir) = cgroup.dir_fd() {
-        args.flags |= CLONE_INTO_CGROUP;
-        args.cgroup = dir.as_raw_fd() as u64;
-    }
-    let pid = netns.cloned_into(net, || {
-        cgroup.cloned_inside(|| {
-            let acting = ActingAs::new(ids.base())?;
-            let no_writers = crate::fork_guard::cloning();
-            // SAFETY: the child only runs `init_main`, which uses raw syscalls on `plan`
-            // (prepared above) and ends in _exit.
-            let result = unsafe { sys::clone3(&mut args) };
-            drop((no_writers, acting));
-            if let Ok(0) = result {
-                // SAFETY: we are the child of clone3.
-                unsafe { child::init_main(plan) }
-            }
-            result.map_err(|e| Error::Setup(format!("clone3: {e}")))
-        })?
-    })??;
-    // SAFETY: the kernel stored a fresh pidfd for the child.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let setup = || -> Result<(), Error> {
-        namespaces::write_id_maps(pid, ids.base())?;
+        namespaces::write_id_maps(pid, ids_base)?;
         protect_init(pid);
         Ok(())
     };
@@ -64,6 +81,40 @@ pub(crate) fn init(
         return Err(e);
     }
     Ok((pid, pidfd))
+}
+
+/// clone3 from the calling thread with every namespace but the network's (init starts in
+/// `site.net`, which this thread joins for the clone3 alone), the user namespace owned by the
+/// sandbox's id range; the child runs `init_main` and never returns here.
+pub(crate) fn clone_init(plan: &EnvPlan, site: &Site) -> Result<(i32, OwnedFd), Error> {
+    let v2 = matches!(site.cgroup, CloneInto::Dir(_));
+    let mut pidfd: libc::c_int = -1;
+    let mut args = CloneArgs {
+        flags: namespaces::clone_flags(v2) | CLONE_PIDFD,
+        pidfd: &mut pidfd as *mut libc::c_int as u64,
+        exit_signal: site.exit_signal,
+        ..Default::default()
+    };
+    if let CloneInto::Dir(dir) = site.cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = dir as u64;
+    }
+    let pid = netns::cloned_into(site.net, site.home_net, || {
+        site.cgroup.around(|| {
+            let acting = ActingAs::new(site.ids_base)?;
+            // SAFETY: the child only runs `init_main`, which uses raw syscalls on `plan`
+            // (prepared above) and ends in _exit.
+            let result = unsafe { sys::clone3(&mut args) };
+            drop(acting);
+            if let Ok(0) = result {
+                // SAFETY: we are the child of clone3.
+                unsafe { child::init_main(plan) }
+            }
+            result.map_err(|e| Error::Setup(format!("clone3: {e}")))
+        })?
+    })??;
+    // SAFETY: the kernel stored a fresh pidfd for the child.
+    Ok((pid, unsafe { OwnedFd::from_raw_fd(pidfd) }))
 }
 
 /// Makes init exempt from the OOM killer where the engine may (CAP_SYS_RESOURCE): it reports

@@ -373,7 +373,7 @@ impl Supervisor<'_> {
             }
         }
         if watch.init_waiting.is_none() {
-            // Reap init (exit_signal 0: only we can, through the pidfd).
+            // Wait for init's end (and reap it, when the engine's own thread cloned it).
             sys::pidfd_reap(self.pidfd);
         }
         (watch, self.stdout, self.stderr)

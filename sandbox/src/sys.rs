@@ -65,12 +65,26 @@ pub fn pidfd_send_signal(pidfd: RawFd, signal: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// Waits for the child behind `pidfd` to end and reaps it (it has no exit signal, so nobody
-/// else's waitpid can take it).
+/// Waits for the process behind `pidfd` (init) to end, and reaps it when it is this process's
+/// child (cloned by the engine itself, with no exit signal, so that nobody else's waitpid can
+/// take it); the spawner's inits are reaped by the kernel as they end.
 pub fn pidfd_reap(pidfd: &OwnedFd) {
+    let mut fds = [libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // A pidfd is readable once its process has ended.
+    loop {
+        // SAFETY: ppoll on a live one-element array, no timeout, no signal mask.
+        let n = unsafe { libc::ppoll(fds.as_mut_ptr(), 1, std::ptr::null(), std::ptr::null()) };
+        if n > 0 || (n < 0 && errno() != libc::EINTR) {
+            break;
+        }
+    }
     // SAFETY: zeroed siginfo is a valid out-parameter for waitid.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: waitid on our own child's pidfd.
+    // SAFETY: waitid on a pidfd we own; ECHILD when the process is not our child.
     unsafe {
         libc::waitid(
             libc::P_PIDFD,

@@ -40,6 +40,26 @@ fn uid_inside_is_1000_and_maps_to_an_unprivileged_host_uid() {
     assert!(lines[3].ends_with("0000000000000000"), "{out}");
 }
 
+/// A program starts as any program does: no signal blocked or ignored. (The engine is a Rust
+/// program, which ignores SIGPIPE, and an ignored signal stays ignored across exec.)
+#[test]
+fn the_program_starts_with_no_signal_blocked_or_ignored() {
+    let mut s = sh("");
+    s.argv = vec!["cat".into(), "/proc/self/status".into()];
+    let out = stdout(&run(&s));
+    for field in ["SigBlk", "SigIgn"] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(field))
+            .unwrap_or_else(|| panic!("no {field} in {out}"));
+        assert!(line.ends_with("0000000000000000"), "{line}");
+    }
+    // And so it dies of SIGPIPE when its reader is gone, as it would outside.
+    let o = run(&sh("yes | head -c 1"));
+    assert_eq!(stdout(&o), "y");
+    assert!(String::from_utf8_lossy(&o.stderr).is_empty(), "{o:?}");
+}
+
 #[test]
 fn network_is_only_an_own_loopback() {
     // A listener on the host's loopback must not be reachable from inside.

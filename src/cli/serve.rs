@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use sandbox::{Pool, PoolConfig, SandboxConfig};
+use sandbox::{Pool, PoolConfig, Sandbox, SandboxConfig};
 
 use super::serve_args::policy;
 pub use super::serve_args::ServeArgs;
@@ -186,6 +186,15 @@ pub fn main(data: &Path, args: ServeArgs) -> ExitCode {
         },
         callbacks,
     };
+    // First, while the process is small: the engine forks its spawner, of which every
+    // sandbox's init is a copy, when it starts.
+    let engine = match super::start_engine(SandboxConfig {
+        cgroup_parent: args.cgroup_parent,
+        ..SandboxConfig::default()
+    }) {
+        Ok(engine) => Arc::new(engine),
+        Err(e) => return fail(EXIT_FAILURE, format!("sandbox: {e}")),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -193,17 +202,13 @@ pub fn main(data: &Path, args: ServeArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(EXIT_FAILURE, format!("starting the runtime: {e}")),
     };
-    let engine_config = SandboxConfig {
-        cgroup_parent: args.cgroup_parent,
-        ..SandboxConfig::default()
-    };
-    match runtime.block_on(run(cfg, engine_config)) {
+    match runtime.block_on(run(cfg, engine)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(EXIT_FAILURE, message),
     }
 }
 
-async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), String> {
+async fn run(cfg: ServerConfig, engine: Arc<Sandbox>) -> Result<(), String> {
     let data = cfg.data.clone();
     let (master_token, created) = auth::master_token(&data)
         .map_err(|e| format!("master token in {}: {e}", data.display()))?;
@@ -218,7 +223,6 @@ async fn run(cfg: ServerConfig, engine_config: SandboxConfig) -> Result<(), Stri
             .map_err(|e| e.to_string())?,
     );
     let envs = EnvStore::open(&data).map_err(|e| format!("environments: {e}"))?;
-    let engine = Arc::new(super::start_engine(engine_config).map_err(|e| format!("sandbox: {e}"))?);
     // What a crash left behind: sandboxes first, then the rows that said they were running.
     let cleaner = engine.clone();
     let cleaned = tokio::task::spawn_blocking(move || cleaner.cleanup_stale())

@@ -24,6 +24,7 @@ pub use placement::{own_v2_cgroup, plan_v2};
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -229,6 +230,15 @@ impl CgroupManager {
         }
     }
 
+    /// The calling thread's own cgroups, one per v1 controller of run cgroups (empty on v2):
+    /// where a thread that cloned from inside a run's cgroups goes back to.
+    pub(crate) fn v1_home_of_this_thread(&self) -> Result<Vec<PathBuf>, Error> {
+        match &self.layout {
+            Layout::V1 { hierarchies, .. } => thread_cgroups(hierarchies.as_ref()),
+            Layout::V2 { .. } => Ok(Vec::new()),
+        }
+    }
+
     /// Creates a fresh cgroup for one run, without limits (see [`RunCgroup::set_limits`]). A
     /// fresh cgroup per run is what keeps one run's counters (OOM kills, peak, pids events) out
     /// of the next run's verdict.
@@ -328,6 +338,42 @@ fn thread_cgroups(hierarchies: &[V1Hierarchy]) -> Result<Vec<PathBuf>, Error> {
                 })
         })
         .collect()
+}
+
+/// Where a clone puts its child in a run's cgroup, in the terms of the thread that clones.
+///
+/// Why not move the new process in afterwards: moving another process takes the kernel's
+/// global threadgroup lock for writing, which first waits for an RCU grace period (0 to 20 ms
+/// here, in half of the `sandpit run`s) while every fork and exit on the machine waits for the
+/// lock. A thread that moves itself (`0` into `tasks`) takes no such lock.
+pub(crate) enum CloneInto {
+    /// v2: clone3(CLONE_INTO_CGROUP) with this directory.
+    Dir(RawFd),
+    /// v1: the cloning thread moves itself into `dirs`, clones, and goes back to `home`.
+    Move {
+        dirs: Vec<PathBuf>,
+        home: Vec<PathBuf>,
+    },
+}
+
+impl CloneInto {
+    /// Runs `clone` with the calling thread where its child must start (v1), then puts the
+    /// thread back; on v2 clone3 puts the child there and this only runs `clone`. (The child
+    /// of a clone made in `clone` must never return from it.)
+    pub fn around<T>(&self, clone: impl FnOnce() -> T) -> Result<T, Error> {
+        let CloneInto::Move { dirs, home } = self else {
+            return Ok(clone());
+        };
+        for (i, dir) in dirs.iter().enumerate() {
+            if let Err(e) = write_file(&dir.join("tasks"), "0") {
+                go_back(&home[..i.min(home.len())]);
+                return Err(e);
+            }
+        }
+        let result = clone();
+        go_back(home);
+        Ok(result)
+    }
 }
 
 /// Moves the calling thread back into `dirs`, the cgroups it came from.
@@ -449,34 +495,30 @@ impl RunCgroup {
         Ok(())
     }
 
-    /// The directory fd for clone3(CLONE_INTO_CGROUP), on v2.
-    pub fn dir_fd(&self) -> Option<&File> {
-        self.dir_fd.as_ref()
+    /// Where a clone from the calling thread puts its child: this cgroup.
+    pub(crate) fn clone_into(&self) -> Result<CloneInto, Error> {
+        match (&self.dir_fd, &self.hierarchies) {
+            (Some(dir), _) => Ok(CloneInto::Dir(dir.as_raw_fd())),
+            (None, Some(hierarchies)) => Ok(CloneInto::Move {
+                dirs: self.dirs.clone(),
+                home: thread_cgroups(hierarchies.as_ref())?,
+            }),
+            (None, None) => Err(Error::Cgroup("a run cgroup with no directory".into())),
+        }
     }
 
-    /// Runs `clone` with the calling thread in this cgroup (v1), then puts the thread back
-    /// where it was: what `clone` creates starts in the run's cgroup. On v2 clone3 puts it
-    /// there (CLONE_INTO_CGROUP) and this only runs `clone`. (The child of a clone made in
-    /// `clone` must never return from it.)
-    ///
-    /// Why not move the new process in afterwards: moving another process takes the kernel's
-    /// global threadgroup lock for writing, which first waits for an RCU grace period (0 to
-    /// 20 ms here, in half of the `sandpit run`s) while every fork and exit on the machine
-    /// waits for the lock. A thread that moves itself (`0` into `tasks`) takes no such lock.
-    pub fn cloned_inside<T>(&self, clone: impl FnOnce() -> T) -> Result<T, Error> {
-        let Some(hierarchies) = &self.hierarchies else {
-            return Ok(clone());
-        };
-        let home = thread_cgroups(hierarchies.as_ref())?;
-        for (i, dir) in self.dirs.iter().enumerate() {
-            if let Err(e) = write_file(&dir.join("tasks"), "0") {
-                go_back(&home[..i]);
-                return Err(e);
-            }
+    /// The directory, open, for clone3(CLONE_INTO_CGROUP): v2 only.
+    pub(crate) fn dir_fd(&self) -> Option<RawFd> {
+        self.dir_fd.as_ref().map(|d| d.as_raw_fd())
+    }
+
+    /// The run's directories, one per controller: v1 only (empty on v2).
+    pub(crate) fn v1_dirs(&self) -> &[PathBuf] {
+        if self.hierarchies.is_some() {
+            &self.dirs
+        } else {
+            &[]
         }
-        let result = clone();
-        go_back(&home);
-        Ok(result)
     }
 
     /// CPU time used so far by every process in the cgroup, in nanoseconds.

@@ -10,10 +10,13 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::Error;
 use crate::spec::EnvSpec;
 
 /// One step of the child's setup.
+#[derive(Serialize, Deserialize)]
 pub enum Step {
     /// Attaches a detached mount the engine made (the root filesystem) at `target`.
     Attach {
@@ -51,8 +54,11 @@ pub enum Step {
 }
 
 /// A step, what it does in words (for error messages), and whether failing it is fatal.
+#[derive(Serialize, Deserialize)]
 pub struct PlannedStep {
     pub step: Step,
+    /// Stays with the engine: the spawner and init need only the step.
+    #[serde(skip)]
     pub what: String,
     /// Optional steps may fail with ENOENT (a masked /proc file this kernel lacks).
     pub optional: bool,
@@ -98,6 +104,7 @@ fn under(root: &Path, inside: &Path) -> PathBuf {
 }
 
 /// Everything the child mounts, in order.
+#[derive(Serialize, Deserialize)]
 pub struct RootPlan {
     pub steps: Vec<PlannedStep>,
 }

@@ -57,6 +57,7 @@ impl Filter {
 }
 
 /// The filters of a policy, in installation order; the last one has a listener.
+#[derive(Clone, Copy)]
 pub struct Filters {
     pub allow: Filter,
     pub deny: Filter,

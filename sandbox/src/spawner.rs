@@ -1,0 +1,389 @@
+//! The spawner: a small process forked when the engine starts, which clones every init of an
+//! engine that runs many sandboxes (a server, a pool).
+//!
+//! Why: a clone copies the cloning process's page tables and write-protects every page of it
+//! that it has written, and init stays a copy until it ends. Cloned from a server, each
+//! sandbox made the server take hundreds of copy-on-write faults (each with a TLB shootdown
+//! on the other CPUs) in its hot heap, about half of all CPU under the API bench. The spawner
+//! is forked before the engine grows, holds nothing but its socket, and clones inits from its
+//! own small memory.
+//!
+//! The wire: one SOCK_SEQPACKET socket pair. The engine sends one request per init (the root
+//! plan and what init needs, postcard-encoded, its descriptors with SCM_RIGHTS), the spawner
+//! answers with init's pid and pidfd. The program arena is a slot of the engine's shared
+//! region (see `plan::Arenas`), mapped before the fork: at the same address here and in init.
+//!
+//! Parentage: inits are the spawner's children. It ignores SIGCHLD, so the kernel reaps them
+//! as they end; the engine waits for their end through the pidfd. If the engine dies, its
+//! keeper thread dies, the spawner gets SIGKILL (its parent-death signal), and so does every
+//! init (theirs).
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+use nix::sys::socket::{
+    recvmsg, sendmsg, shutdown, socketpair, AddressFamily, ControlMessage, ControlMessageOwned,
+    MsgFlags, Shutdown, SockFlag, SockType,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup::CloneInto;
+use crate::error::Error;
+use crate::plan::{EnvPlan, InitConsts, ProgramPlan};
+use crate::rootfs::{RootPlan, Step};
+use crate::spawn::{self, InitRequest, Site};
+
+/// The largest request: a root plan is a few kilobytes.
+const MAX_REQUEST: usize = 1 << 20;
+/// The most descriptors one request carries (SCM_MAX_FD is 253).
+const MAX_FDS: usize = 64;
+
+/// One init to clone. Descriptors are the engine's numbers; `fds` lists them in the order
+/// they travel, and the spawner renumbers each to the one it received.
+#[derive(Serialize, Deserialize)]
+struct Request {
+    root: RootPlan,
+    root_fd: RawFd,
+    report: RawFd,
+    net: RawFd,
+    /// v2: the run's cgroup directory, for CLONE_INTO_CGROUP.
+    cgroup_dir: Option<RawFd>,
+    /// v1: the run's cgroup directories, one per controller.
+    v1_dirs: Vec<PathBuf>,
+    ids_base: u32,
+    /// The program's plan, in the shared arena region.
+    program: usize,
+    fds: Vec<RawFd>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Reply {
+    /// init's pid; its pidfd comes with the message.
+    Cloned(i32),
+    Failed(String),
+}
+
+/// The engine's side.
+pub(crate) struct Spawner {
+    /// One request and its reply at a time.
+    socket: Mutex<OwnedFd>,
+    /// Forked the spawner and waits for its end: a parent-death signal follows the thread
+    /// that forked, so this thread lives as long as the spawner.
+    keeper: Option<JoinHandle<()>>,
+}
+
+/// What the forked spawner takes along from the engine.
+struct Inherited {
+    socket: RawFd,
+    consts: InitConsts,
+    /// v1: the engine's own cgroups, where the spawner returns after each clone.
+    v1_home: Vec<PathBuf>,
+    engine_pid: i32,
+}
+
+// SAFETY: the raw pointers in `consts` point into the engine's compiled policy, which lives as
+// long as the engine; they are read only in the forked spawner, in its own copy of it.
+unsafe impl Send for Inherited {}
+
+impl Spawner {
+    /// Forks the spawner, from a thread of its own that stays until the spawner ends.
+    pub fn start(consts: InitConsts, v1_home: Vec<PathBuf>) -> Result<Spawner, Error> {
+        let failed = |e: &dyn std::fmt::Display| Error::Setup(format!("starting the spawner: {e}"));
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| failed(&e))?;
+        let inherited = Inherited {
+            socket: theirs.as_raw_fd(),
+            consts,
+            v1_home,
+            engine_pid: std::process::id() as i32,
+        };
+        let (forked, told) = std::sync::mpsc::channel();
+        let keeper = std::thread::Builder::new()
+            .name("sandpit-spawner".into())
+            .spawn(move || {
+                let no_writers = crate::fork_guard::cloning();
+                // SAFETY: glibc's fork (its malloc stays usable in the child); the child runs
+                // `serve`, which never returns.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    serve(inherited);
+                }
+                drop((no_writers, theirs));
+                if pid < 0 {
+                    let _ = forked.send(Err(std::io::Error::last_os_error()));
+                    return;
+                }
+                let _ = forked.send(Ok(()));
+                let mut status = 0;
+                // SAFETY: waitpid on our own child with a live status pointer.
+                while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
+                    && crate::sys::errno() == libc::EINTR
+                {}
+            })
+            .map_err(|e| failed(&e))?;
+        match told.recv() {
+            Ok(Ok(())) => Ok(Spawner {
+                socket: Mutex::new(ours),
+                keeper: Some(keeper),
+            }),
+            Ok(Err(e)) => Err(failed(&e)),
+            Err(e) => Err(failed(&e)),
+        }
+    }
+
+    /// Has the spawner clone init for `request`; returns its pid and pidfd.
+    pub fn spawn(&self, request: InitRequest) -> Result<(i32, OwnedFd), Error> {
+        let failed = |e: &dyn std::fmt::Display| Error::Setup(format!("the spawner: {e}"));
+        let cgroup_dir = request.cgroup.dir_fd();
+        let mut fds = vec![request.root_fd, request.report, request.net];
+        fds.extend(cgroup_dir);
+        for planned in &request.root.steps {
+            if let Step::Attach { fd, .. } = planned.step {
+                if !fds.contains(&fd) {
+                    fds.push(fd);
+                }
+            }
+        }
+        if fds.len() > MAX_FDS {
+            return Err(failed(&"a root plan with too many descriptors"));
+        }
+        let message = Request {
+            root: request.root,
+            root_fd: request.root_fd,
+            report: request.report,
+            net: request.net,
+            cgroup_dir,
+            v1_dirs: request.cgroup.v1_dirs().to_vec(),
+            ids_base: request.ids.base(),
+            program: request.program as usize,
+            fds,
+        };
+        let bytes = postcard::to_stdvec(&message).map_err(|e| failed(&e))?;
+        if bytes.len() > MAX_REQUEST {
+            return Err(failed(&"a root plan too large to send"));
+        }
+        let socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
+        let sock = socket.as_raw_fd();
+        sendmsg::<()>(
+            sock,
+            &[IoSlice::new(&bytes)],
+            &[ControlMessage::ScmRights(&message.fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(|e| failed(&e))?;
+        let mut buf = [0u8; 4096];
+        let (reply, pidfd) = receive(sock, &mut buf).map_err(|e| failed(&e))?;
+        drop(socket);
+        let reply: Reply = postcard::from_bytes(reply).map_err(|e| failed(&e))?;
+        match (reply, pidfd.into_iter().next()) {
+            (Reply::Cloned(pid), Some(pidfd)) => Ok((pid, pidfd)),
+            (Reply::Failed(e), _) => Err(Error::Setup(e)),
+            (Reply::Cloned(_), None) => Err(failed(&"a reply without init's pidfd")),
+        }
+    }
+}
+
+impl Drop for Spawner {
+    fn drop(&mut self) {
+        // The spawner ends at the end of its socket; the keeper then reaps it.
+        let socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = shutdown(socket.as_raw_fd(), Shutdown::Both);
+        drop(socket);
+        if let Some(keeper) = self.keeper.take() {
+            let _ = keeper.join();
+        }
+    }
+}
+
+/// Receives one message and the descriptors that came with it (close-on-exec). An empty
+/// message is the other end closing.
+fn receive(sock: RawFd, buf: &mut [u8]) -> Result<(&[u8], Vec<OwnedFd>), std::io::Error> {
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = loop {
+        match recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other?,
+        }
+    };
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(received) = cmsg {
+            // SAFETY: descriptors the kernel just installed for us.
+            fds.extend(
+                received
+                    .into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    let (len, truncated) = (msg.bytes, msg.flags.contains(MsgFlags::MSG_TRUNC));
+    if len == 0 {
+        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+    }
+    if truncated {
+        return Err(std::io::Error::other("a message larger than its buffer"));
+    }
+    Ok((&buf[..len], fds))
+}
+
+/// The spawner's life: one init per request until the engine closes its end. Never returns.
+fn serve(inherited: Inherited) -> ! {
+    // SAFETY: prctl with integer arguments. The keeper thread is alive (it forked us): if it
+    // dies, so do we.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } != inherited.engine_pid {
+        exit(0);
+    }
+    let sock = keep_only(inherited.socket);
+    quiet_signals();
+    let home_net = match std::fs::File::open("/proc/thread-self/ns/net") {
+        Ok(f) => OwnedFd::from(f),
+        Err(_) => exit(1),
+    };
+    let mut buf = vec![0u8; MAX_REQUEST];
+    loop {
+        let (bytes, fds) = match receive(sock, &mut buf) {
+            Ok(got) => got,
+            Err(_) => exit(0), // the engine closed its end, or is gone
+        };
+        let reply = match postcard::from_bytes::<Request>(bytes) {
+            Ok(request) => clone_for(request, &fds, &inherited, home_net.as_raw_fd()),
+            Err(e) => Err(format!("the spawner could not read a request: {e}")),
+        };
+        drop(fds);
+        let (reply, pidfd) = match reply {
+            Ok((pid, pidfd)) => (Reply::Cloned(pid), Some(pidfd)),
+            Err(e) => (Reply::Failed(e), None),
+        };
+        let Ok(bytes) = postcard::to_stdvec(&reply) else {
+            exit(1);
+        };
+        let passed: Vec<RawFd> = pidfd.iter().map(|f| f.as_raw_fd()).collect();
+        let rights = [ControlMessage::ScmRights(&passed)];
+        let cmsgs: &[ControlMessage] = if passed.is_empty() { &[] } else { &rights };
+        if sendmsg::<()>(
+            sock,
+            &[IoSlice::new(&bytes)],
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .is_err()
+        {
+            exit(0);
+        }
+    }
+}
+
+/// Clones one init: the request's descriptors renumbered to those received.
+fn clone_for(
+    request: Request,
+    received: &[OwnedFd],
+    inherited: &Inherited,
+    home_net: RawFd,
+) -> Result<(i32, OwnedFd), String> {
+    if received.len() != request.fds.len() {
+        return Err("the spawner received fewer descriptors than the request names".into());
+    }
+    let local = |fd: RawFd| -> Result<RawFd, String> {
+        request
+            .fds
+            .iter()
+            .position(|f| *f == fd)
+            .map(|i| received[i].as_raw_fd())
+            .ok_or_else(|| format!("descriptor {fd} of the request did not come with it"))
+    };
+    let mut root = request.root;
+    for planned in &mut root.steps {
+        if let Step::Attach { fd, .. } = &mut planned.step {
+            *fd = local(*fd)?;
+        }
+    }
+    let cgroup = match request.cgroup_dir {
+        Some(dir) => CloneInto::Dir(local(dir)?),
+        None => CloneInto::Move {
+            dirs: request.v1_dirs,
+            home: inherited.v1_home.clone(),
+        },
+    };
+    let site = Site {
+        net: local(request.net)?,
+        home_net,
+        cgroup,
+        ids_base: request.ids_base,
+        exit_signal: libc::SIGCHLD as u64,
+    };
+    let plan = EnvPlan::new(
+        root,
+        (local(request.root_fd)?, local(request.report)?),
+        request.program as *const ProgramPlan,
+        &inherited.consts,
+    );
+    spawn::clone_init(&plan, &site).map_err(|e| e.to_string())
+}
+
+/// Closes every descriptor but `socket` (the engine's, copied by the fork), and points 0, 1
+/// and 2 at /dev/null; returns the socket's number.
+fn keep_only(socket: RawFd) -> RawFd {
+    // SAFETY: close_range, open and dup2 on numbers this process owns now; nothing here uses
+    // the closed ones.
+    unsafe {
+        if socket > 3 {
+            libc::syscall(libc::SYS_close_range, 3u32, (socket - 1) as u32, 0);
+        }
+        libc::syscall(libc::SYS_close_range, (socket + 1) as u32, u32::MAX, 0);
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        if null >= 0 {
+            for target in 0..3 {
+                if target != socket {
+                    libc::dup2(null, target);
+                }
+            }
+            if null > 2 && null != socket {
+                libc::close(null);
+            }
+        }
+    }
+    socket
+}
+
+/// Nothing blocked; every handled signal back to its default (the engine's handlers are not
+/// ours); SIGCHLD ignored, so that the kernel reaps the inits as they end.
+fn quiet_signals() {
+    // SAFETY: sigset and sigaction calls on locals; this process has one thread.
+    unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        for signal in 1..=libc::SIGRTMAX() {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(signal, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction != libc::SIG_DFL
+                && old.sa_sigaction != libc::SIG_IGN
+            {
+                let mut default: libc::sigaction = std::mem::zeroed();
+                default.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(signal, &default, std::ptr::null_mut());
+            }
+        }
+        let mut ignore: libc::sigaction = std::mem::zeroed();
+        ignore.sa_sigaction = libc::SIG_IGN;
+        libc::sigaction(libc::SIGCHLD, &ignore, std::ptr::null_mut());
+    }
+}
+
+fn exit(code: i32) -> ! {
+    // SAFETY: _exit never returns and runs none of the engine's exit handlers.
+    unsafe { libc::_exit(code) }
+}
