@@ -5,7 +5,8 @@
 //!
 //! Who clones: an engine that runs many sandboxes asks its spawner (see `spawner`), a small
 //! process forked when the engine started, so that no init is a copy of the engine's memory;
-//! a one-shot engine (`sandpit run`) clones from its own thread. Both run [`clone_init`].
+//! a one-shot engine (`sandpit run`), or one whose spawner is gone, clones from its own
+//! thread. Both run [`clone_init`].
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -18,6 +19,7 @@ use crate::namespaces;
 use crate::netns;
 use crate::plan::{EnvPlan, ProgramPlan};
 use crate::rootfs::RootPlan;
+use crate::spawner::SpawnFailure;
 use crate::sys::{self, CloneArgs, CLONE_INTO_CGROUP, CLONE_PIDFD};
 
 /// One sandbox's init, as the engine asks for it.
@@ -50,8 +52,24 @@ pub(crate) struct Site {
 /// Starts init for `request`, then writes its id maps and protects it from the OOM killer.
 pub(crate) fn init(engine: &Sandbox, request: InitRequest) -> Result<(i32, OwnedFd), Error> {
     let ids_base = request.ids.base();
-    let (pid, pidfd) = match &engine.spawner {
-        Some(spawner) => spawner.spawn(request)?,
+    let spawned = match &engine.spawner {
+        Some(spawner) => match spawner.spawn(&request) {
+            Ok(spawned) => Some(spawned),
+            Err(SpawnFailure::Clone(e)) => return Err(e),
+            Err(SpawnFailure::Gone(why)) => {
+                static TOLD: std::sync::Once = std::sync::Once::new();
+                TOLD.call_once(|| {
+                    tracing::warn!(
+                        "the spawner is gone ({why}): the engine clones sandboxes itself"
+                    )
+                });
+                None
+            }
+        },
+        None => None,
+    };
+    let (pid, pidfd) = match spawned {
+        Some(spawned) => spawned,
         None => {
             let site = Site {
                 net: request.net,

@@ -18,9 +18,11 @@
 //! keeper thread dies, the spawner gets SIGKILL (its parent-death signal), and so does every
 //! init (theirs).
 
+use std::borrow::Cow;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 
@@ -42,17 +44,18 @@ const MAX_REQUEST: usize = 1 << 20;
 const MAX_FDS: usize = 64;
 
 /// One init to clone. Descriptors are the engine's numbers; `fds` lists them in the order
-/// they travel, and the spawner renumbers each to the one it received.
+/// they travel, and the spawner renumbers each to the one it received. (Borrowed by the
+/// engine that sends it, owned by the spawner that reads it.)
 #[derive(Serialize, Deserialize)]
-struct Request {
-    root: RootPlan,
+struct Request<'a> {
+    root: Cow<'a, RootPlan>,
     root_fd: RawFd,
     report: RawFd,
     net: RawFd,
     /// v2: the run's cgroup directory, for CLONE_INTO_CGROUP.
     cgroup_dir: Option<RawFd>,
     /// v1: the run's cgroup directories, one per controller.
-    v1_dirs: Vec<PathBuf>,
+    v1_dirs: Cow<'a, [PathBuf]>,
     ids_base: u32,
     /// The program's plan, in the shared arena region.
     program: usize,
@@ -66,10 +69,20 @@ enum Reply {
     Failed(String),
 }
 
+/// Why the spawner gave no init.
+pub(crate) enum SpawnFailure {
+    /// The clone, or what comes with it, failed: this sandbox failed.
+    Clone(Error),
+    /// The spawner is gone (killed, or it ended): the engine clones from its own threads.
+    Gone(String),
+}
+
 /// The engine's side.
 pub(crate) struct Spawner {
     /// One request and its reply at a time.
     socket: Mutex<OwnedFd>,
+    /// Set once the spawner failed to answer: it is not asked again.
+    gone: AtomicBool,
     /// Forked the spawner and waits for its end: a parent-death signal follows the thread
     /// that forked, so this thread lives as long as the spawner.
     keeper: Option<JoinHandle<()>>,
@@ -132,6 +145,7 @@ impl Spawner {
         match told.recv() {
             Ok(Ok(())) => Ok(Spawner {
                 socket: Mutex::new(ours),
+                gone: AtomicBool::new(false),
                 keeper: Some(keeper),
             }),
             Ok(Err(e)) => Err(failed(&e)),
@@ -140,8 +154,13 @@ impl Spawner {
     }
 
     /// Has the spawner clone init for `request`; returns its pid and pidfd.
-    pub fn spawn(&self, request: InitRequest) -> Result<(i32, OwnedFd), Error> {
-        let failed = |e: &dyn std::fmt::Display| Error::Setup(format!("the spawner: {e}"));
+    pub fn spawn(&self, request: &InitRequest) -> Result<(i32, OwnedFd), SpawnFailure> {
+        let failed = |e: &dyn std::fmt::Display| {
+            SpawnFailure::Clone(Error::Setup(format!("the spawner: {e}")))
+        };
+        if self.gone.load(Ordering::Relaxed) {
+            return Err(SpawnFailure::Gone("it ended earlier".into()));
+        }
         let cgroup_dir = request.cgroup.dir_fd();
         let mut fds = vec![request.root_fd, request.report, request.net];
         fds.extend(cgroup_dir);
@@ -156,12 +175,12 @@ impl Spawner {
             return Err(failed(&"a root plan with too many descriptors"));
         }
         let message = Request {
-            root: request.root,
+            root: Cow::Borrowed(&request.root),
             root_fd: request.root_fd,
             report: request.report,
             net: request.net,
             cgroup_dir,
-            v1_dirs: request.cgroup.v1_dirs().to_vec(),
+            v1_dirs: Cow::Borrowed(request.cgroup.v1_dirs()),
             ids_base: request.ids.base(),
             program: request.program as usize,
             fds,
@@ -170,6 +189,10 @@ impl Spawner {
         if bytes.len() > MAX_REQUEST {
             return Err(failed(&"a root plan too large to send"));
         }
+        let gone = |e: &dyn std::fmt::Display| {
+            self.gone.store(true, Ordering::Relaxed);
+            SpawnFailure::Gone(e.to_string())
+        };
         let socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
         let sock = socket.as_raw_fd();
         sendmsg::<()>(
@@ -179,15 +202,15 @@ impl Spawner {
             MsgFlags::MSG_NOSIGNAL,
             None,
         )
-        .map_err(|e| failed(&e))?;
+        .map_err(|e| gone(&e))?;
         let mut buf = [0u8; 4096];
-        let (reply, pidfd) = receive(sock, &mut buf).map_err(|e| failed(&e))?;
+        let (reply, pidfd) = receive(sock, &mut buf).map_err(|e| gone(&e))?;
         drop(socket);
-        let reply: Reply = postcard::from_bytes(reply).map_err(|e| failed(&e))?;
+        let reply: Reply = postcard::from_bytes(reply).map_err(|e| gone(&e))?;
         match (reply, pidfd.into_iter().next()) {
             (Reply::Cloned(pid), Some(pidfd)) => Ok((pid, pidfd)),
-            (Reply::Failed(e), _) => Err(Error::Setup(e)),
-            (Reply::Cloned(_), None) => Err(failed(&"a reply without init's pidfd")),
+            (Reply::Failed(e), _) => Err(SpawnFailure::Clone(Error::Setup(e))),
+            (Reply::Cloned(_), None) => Err(gone(&"a reply without init's pidfd")),
         }
     }
 }
@@ -304,7 +327,7 @@ fn clone_for(
             .map(|i| received[i].as_raw_fd())
             .ok_or_else(|| format!("descriptor {fd} of the request did not come with it"))
     };
-    let mut root = request.root;
+    let mut root = request.root.into_owned();
     for planned in &mut root.steps {
         if let Step::Attach { fd, .. } = &mut planned.step {
             *fd = local(*fd)?;
@@ -313,7 +336,7 @@ fn clone_for(
     let cgroup = match request.cgroup_dir {
         Some(dir) => CloneInto::Dir(local(dir)?),
         None => CloneInto::Move {
-            dirs: request.v1_dirs,
+            dirs: request.v1_dirs.into_owned(),
             home: inherited.v1_home.clone(),
         },
     };

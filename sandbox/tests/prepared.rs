@@ -173,3 +173,40 @@ fn the_engine_writes_its_memory_while_sandboxes_exist_without_copying_it() {
         "writing {PAGES} pages while a sandbox existed took {faults} faults"
     );
 }
+
+/// The spawners among this process's children.
+fn spawners() -> std::collections::BTreeSet<i32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_owned())
+            };
+            (field("Name:")? == "sandpit-spawner" && field("PPid:")? == me).then_some(pid)
+        })
+        .collect()
+}
+
+/// An engine whose spawner was killed goes on: it clones its sandboxes itself.
+#[test]
+fn an_engine_whose_spawner_died_still_runs_sandboxes() {
+    let _serial = serial();
+    let others = spawners();
+    let engine = sandbox::Sandbox::new(sandbox::SandboxConfig::default()).expect("engine");
+    let mine: Vec<i32> = spawners().difference(&others).copied().collect();
+    assert_eq!(mine.len(), 1, "the new engine's spawner: {mine:?}");
+    // SAFETY: SIGKILL to the spawner this test's engine just forked.
+    assert_eq!(unsafe { libc::kill(mine[0], libc::SIGKILL) }, 0);
+    for _ in 0..2 {
+        let o = engine.run(&sh("echo ok"), Io::default()).unwrap();
+        assert_eq!(o.end_reason, EndReason::Normal, "{o:?}");
+        assert_eq!(stdout(&o), "ok\n");
+    }
+}

@@ -33,10 +33,8 @@ impl SqliteStore {
             // can lose the last commits.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10));
-        // Two: a writer and a reader at once is all WAL gives. Each connection has its own
-        // worker thread and page cache, and every page they write is copied once after each
-        // sandbox the engine clones (a copy of this process); with 8 the API ran 150
-        // executions/s, with 2 175 (`benches/api.rs`, same sitting).
+        // Two: a writer and a reader at once is all WAL gives, and each connection is a
+        // worker thread and a page cache more.
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
             .connect_with(options)

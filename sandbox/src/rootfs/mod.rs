@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::spec::EnvSpec;
 
 /// One step of the child's setup.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub enum Step {
     /// Attaches a detached mount the engine made (the root filesystem) at `target`.
     Attach {
@@ -54,7 +54,7 @@ pub enum Step {
 }
 
 /// A step, what it does in words (for error messages), and whether failing it is fatal.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct PlannedStep {
     pub step: Step,
     /// Stays with the engine: the spawner and init need only the step.
@@ -104,7 +104,7 @@ fn under(root: &Path, inside: &Path) -> PathBuf {
 }
 
 /// Everything the child mounts, in order.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct RootPlan {
     pub steps: Vec<PlannedStep>,
 }
