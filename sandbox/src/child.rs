@@ -420,6 +420,11 @@ fn install_filter(filter: &libc::sock_fprog, listener: bool) -> Result<i32, i32>
     }
 }
 
+/// How often, and how long each time, the program waits for a writer of its file to go:
+/// one second in all, then ETXTBSY is the run's error.
+const EXEC_BUSY_WAITS: u32 = 500;
+const EXEC_BUSY_PAUSE_NS: libc::c_long = 2_000_000;
+
 /// The program's process: drop everything, then exec.
 fn program_main(start: &ProgramStart) -> ! {
     let (env, plan) = (start.env, start.program);
@@ -483,11 +488,24 @@ fn program_main(start: &ProgramStart) -> ! {
     unsafe { libc::close(listener) };
     let mut last_error = libc::ENOENT;
     let mut path = plan.exec_paths;
+    let mut busy_waits = 0;
     // SAFETY: exec_paths, argv and envp are NULL-terminated arrays in the arena.
     unsafe {
         while !(*path).is_null() {
             libc::execve(*path, plan.argv, plan.envp);
             let e = errno();
+            // The file is open for writing somewhere: most often in a child any thread of the
+            // engine's process forked while the copy-in held it, which closes it when it execs.
+            // Wait that moment out rather than fail the run.
+            if e == libc::ETXTBSY && busy_waits < EXEC_BUSY_WAITS {
+                busy_waits += 1;
+                let pause = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: EXEC_BUSY_PAUSE_NS,
+                };
+                libc::nanosleep(&pause, std::ptr::null_mut());
+                continue;
+            }
             // Keep the most telling error: EACCES of one candidate beats ENOENT of the next.
             if e != libc::ENOENT {
                 last_error = e;

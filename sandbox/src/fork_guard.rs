@@ -4,7 +4,9 @@
 //! exec'd from that file meanwhile fails with ETXTBSY. So writers of files that may be exec'd
 //! (the copy-in) hold a shared guard while their descriptor is open, and such a clone holds it
 //! exclusively: no such descriptor exists at the moment of the clone. (The spawner's inits
-//! hold only what the spawner was sent.)
+//! hold only what the spawner was sent.) Forks the engine does not make (a library user's
+//! `Command` on another thread) cannot be guarded: the program's exec waits out such a copy
+//! (`child::program_main`).
 
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 

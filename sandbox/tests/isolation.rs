@@ -444,3 +444,36 @@ fn host_files_are_bound_read_only_without_a_copy() {
     });
     assert!(engine().run(&s, Default::default()).is_err());
 }
+
+/// Any fork in the engine's process (a library user's `Command`, a compiler the user starts)
+/// copies the descriptors open at that moment: one the engine holds while it copies a program
+/// in is, for a moment, open for writing in that child too, and exec of the program meanwhile
+/// fails with ETXTBSY. The program starts once the writer is gone, as it would a moment later.
+#[test]
+fn a_program_whose_file_is_open_for_writing_a_moment_longer_still_starts() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = dir.path().join("burn");
+    std::fs::copy(prog("burn"), &file).unwrap();
+    let writer = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    let held = Duration::from_millis(300);
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(held);
+        drop(writer);
+    });
+    let mut s = spec(&["/work/burn", "1"]);
+    s.files.push(FileIn {
+        path: PathBuf::from("burn"),
+        source: FileSource::Bind(file.clone()),
+        mode: None,
+    });
+    let started = std::time::Instant::now();
+    let o = run(&s);
+    holder.join().unwrap();
+    assert_eq!(o.end_reason, EndReason::Normal, "{o:?}");
+    assert!(
+        started.elapsed() >= held,
+        "the run ended before the writer was gone"
+    );
+}
