@@ -106,7 +106,10 @@ fn close_other_fds(mut keep: [RawFd; 2]) {
 /// Wipes what init inherited of the engine's identity: its command line and environment
 /// (/proc/1/cmdline is readable by everyone in the sandbox) and its name.
 fn forget_the_engine(plan: &EnvPlan) {
-    for (start, end) in [plan.engine_image.args, plan.engine_image.environ] {
+    for (start, end) in [
+        plan.consts.engine_image.args,
+        plan.consts.engine_image.environ,
+    ] {
         if start < end {
             // SAFETY: the engine's argv/environ strings, mapped at the same addresses in this
             // copy of its memory (read from /proc/self/stat before clone); nothing here uses
@@ -114,7 +117,7 @@ fn forget_the_engine(plan: &EnvPlan) {
             unsafe { std::ptr::write_bytes(start as *mut u8, 0, end - start) };
         }
     }
-    let (start, end) = plan.engine_image.args;
+    let (start, end) = plan.consts.engine_image.args;
     if end - start > 4 {
         // SAFETY: as above; "init" and its NUL fit in the wiped argv area.
         unsafe { std::ptr::copy_nonoverlapping(b"init".as_ptr(), start as *mut u8, 4) };
@@ -126,7 +129,7 @@ fn forget_the_engine(plan: &EnvPlan) {
 /// Unmaps the arenas of the engine's other sandboxes (shared memory: their programs' argv and
 /// environment), keeping this sandbox's own.
 fn keep_only_own_arena(plan: &EnvPlan) {
-    let (start, len) = plan.arenas;
+    let (start, len) = plan.consts.arenas;
     let own = plan.program as usize;
     let end = start + len;
     if own < start || own + crate::plan::ARENA_BYTES > end {
@@ -262,7 +265,7 @@ pub unsafe fn init_main(plan: &EnvPlan) -> ! {
     // Like posix_spawn: the program shares init's memory (CLONE_VM) on its own stack and init
     // waits (CLONE_VFORK) until it has exec'd, so no address space is copied. Not fork():
     // glibc's fork takes locks another thread of the engine may have held at clone time.
-    let stack = plan.program_stack.as_ptr() as usize + plan.program_stack.len();
+    let stack = plan.consts.program_stack.0 + plan.consts.program_stack.1;
     let stack_top = (stack & !15) as *mut libc::c_void;
     // SAFETY: program_entry runs on its own stack and only reads `start`, which outlives it
     // (init is suspended until the program execs or exits).
@@ -459,7 +462,7 @@ fn program_main(start: &ProgramStart) -> ! {
     if let Err((_, e)) = rlimits::apply(&plan.rlimits[..plan.n_rlimits.min(plan.rlimits.len())]) {
         program_fail(start, Stage::Rlimits, e);
     }
-    if let Err(e) = capabilities::drop_bounding_and_ambient(env.last_cap) {
+    if let Err(e) = capabilities::drop_bounding_and_ambient(env.consts.last_cap) {
         program_fail(start, Stage::Caps, e);
     }
     if let Err(e) = raw_set_ids(plan.uid, plan.gid, true) {
@@ -476,10 +479,10 @@ fn program_main(start: &ProgramStart) -> ! {
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
         program_fail(start, Stage::NoNewPrivs, errno());
     }
-    if let Err(e) = install_filter(&env.filters.allow.prog, false) {
+    if let Err(e) = install_filter(&env.consts.filters.allow.prog, false) {
         program_fail(start, Stage::Seccomp, e);
     }
-    let listener = match install_filter(&env.filters.deny.prog, true) {
+    let listener = match install_filter(&env.consts.filters.deny.prog, true) {
         Ok(fd) => fd,
         Err(e) => program_fail(start, Stage::Seccomp, e),
     };

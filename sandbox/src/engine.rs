@@ -10,7 +10,7 @@ use crate::ids::IdRanges;
 use crate::io::Io;
 use crate::netns::NetPool;
 use crate::outcome::Outcome;
-use crate::plan::{Arenas, EngineImage, InitConsts};
+use crate::plan::{Arenas, EngineImage, InitConsts, PROGRAM_STACK_BYTES};
 use crate::prepared::Prepared;
 use crate::reaper::Reaper;
 use crate::seccomp::{self, CompiledPolicy};
@@ -64,14 +64,18 @@ pub struct Sandbox {
     pub(crate) netns: NetPool,
     pub(crate) config: SandboxConfig,
     pub(crate) cgroups: CgroupManager,
-    pub(crate) policy: CompiledPolicy,
-    pub(crate) last_cap: u8,
+    /// The compiled seccomp filters `init_consts.filters` point into.
+    _policy: CompiledPolicy,
     /// CPUs a sandbox may use at once: its CPU time grows at most this fast.
     pub(crate) cpus: u64,
     pub(crate) ids: IdRanges,
     /// Every program arena, mapped before the spawner was forked.
     pub(crate) arenas: Arenas,
-    pub(crate) image: EngineImage,
+    /// What every init of this engine shares (the spawner has a copy).
+    pub(crate) init_consts: InitConsts,
+    /// The memory `init_consts.program_stack` points at: never touched by the engine, copied
+    /// (still zero) into each init.
+    _program_stack: Box<[u8]>,
 }
 
 impl Sandbox {
@@ -105,11 +109,13 @@ impl Sandbox {
             Reaper::start().map_err(|e| Error::Setup(format!("starting the reaper: {e}")))?;
         let arenas = Arenas::new(config.max_sandboxes as usize)
             .map_err(|e| Error::Setup(format!("mapping the program arenas: {e}")))?;
+        let program_stack = vec![0u8; PROGRAM_STACK_BYTES].into_boxed_slice();
         let consts = InitConsts {
             last_cap: capabilities::last_cap(),
             filters: policy.filters(),
             engine_image: EngineImage::of_this_process(),
             arenas: arenas.bounds(),
+            program_stack: (program_stack.as_ptr() as usize, program_stack.len()),
         };
         let spawner = if config.one_shot {
             None
@@ -122,23 +128,13 @@ impl Sandbox {
             netns,
             config,
             cgroups,
-            policy,
-            last_cap: consts.last_cap,
+            _policy: policy,
             cpus,
             ids,
             arenas,
-            image: consts.engine_image,
+            init_consts: consts,
+            _program_stack: program_stack,
         })
-    }
-
-    /// What every init of this engine shares.
-    pub(crate) fn init_consts(&self) -> InitConsts {
-        InitConsts {
-            last_cap: self.last_cap,
-            filters: self.policy.filters(),
-            engine_image: self.image,
-            arenas: self.arenas.bounds(),
-        }
     }
 
     /// Returns once every sandbox whose run returned has ended too: init reaped, cgroup

@@ -29,15 +29,9 @@ pub struct EnvPlan {
     pub root_fd: RawFd,
     /// The child's end of the report socket.
     pub report: RawFd,
-    pub last_cap: u8,
-    pub filters: Filters,
-    /// The stack the program's process runs on until it execs (it shares init's memory).
-    pub program_stack: Vec<u8>,
     /// Where the engine writes each program's plan.
     pub program: *const ProgramPlan,
-    pub engine_image: EngineImage,
-    /// The engine's whole arena region (start, length): init unmaps all of it but its own.
-    pub arenas: (usize, usize),
+    pub consts: InitConsts,
 }
 
 /// What every init of an engine shares, known once the engine has started: the same in the
@@ -50,28 +44,20 @@ pub struct InitConsts {
     pub engine_image: EngineImage,
     /// The engine's arena region (see [`Arenas::bounds`]).
     pub arenas: (usize, usize),
+    /// The stack (start, length) the program's process runs on until it execs: it shares
+    /// init's memory, and each init has its own copy of this one, made for all at the start.
+    pub program_stack: (usize, usize),
 }
 
-impl EnvPlan {
-    pub fn new(
-        root: RootPlan,
-        (root_fd, report): (RawFd, RawFd),
-        program: *const ProgramPlan,
-        consts: &InitConsts,
-    ) -> EnvPlan {
-        EnvPlan {
-            root,
-            root_fd,
-            report,
-            last_cap: consts.last_cap,
-            filters: consts.filters,
-            program_stack: vec![0; 256 << 10],
-            program,
-            engine_image: consts.engine_image,
-            arenas: consts.arenas,
-        }
-    }
-}
+// SAFETY: the pointers in `filters` point into the engine's compiled policy, which is never
+// written after it is compiled and lives as long as the engine; `program_stack` is used only
+// by the program's process, in its init's copy. Any thread may hold and copy these values.
+unsafe impl Send for InitConsts {}
+// SAFETY: as above.
+unsafe impl Sync for InitConsts {}
+
+/// The bytes of [`InitConsts::program_stack`] a program's process may use.
+pub const PROGRAM_STACK_BYTES: usize = 256 << 10;
 
 /// Where the engine's command line and environment strings lie in its memory (and so in
 /// init's copy of it): `[start, end)` of each, from /proc/self/stat.

@@ -78,12 +78,13 @@ pub(crate) fn init(engine: &Sandbox, request: InitRequest) -> Result<(i32, Owned
                 ids_base,
                 exit_signal: 0,
             };
-            let plan = EnvPlan::new(
-                request.root,
-                (request.root_fd, request.report),
-                request.program,
-                &engine.init_consts(),
-            );
+            let plan = EnvPlan {
+                root: request.root,
+                root_fd: request.root_fd,
+                report: request.report,
+                program: request.program,
+                consts: engine.init_consts,
+            };
             let _no_writers = crate::fork_guard::cloning();
             clone_init(&plan, &site)?
         }

@@ -38,8 +38,9 @@ use crate::plan::{EnvPlan, InitConsts, ProgramPlan};
 use crate::rootfs::{RootPlan, Step};
 use crate::spawn::{self, InitRequest, Site};
 
-/// The largest request: a root plan is a few kilobytes.
-const MAX_REQUEST: usize = 1 << 20;
+/// The largest request: a root plan is a few kilobytes. Well below a socket's default send
+/// buffer (208 KiB), beyond which a message would not be sent at all (EMSGSIZE).
+const MAX_REQUEST: usize = 64 << 10;
 /// The most descriptors one request carries (SCM_MAX_FD is 253).
 const MAX_FDS: usize = 64;
 
@@ -60,6 +61,26 @@ struct Request<'a> {
     /// The program's plan, in the shared arena region.
     program: usize,
     fds: Vec<RawFd>,
+}
+
+impl Request<'_> {
+    /// The message, or why it may not be sent.
+    fn encode(&self) -> Result<Vec<u8>, String> {
+        if self.fds.len() > MAX_FDS {
+            return Err(format!(
+                "a root plan with too many descriptors ({}, at most {MAX_FDS})",
+                self.fds.len()
+            ));
+        }
+        let bytes = postcard::to_stdvec(self).map_err(|e| e.to_string())?;
+        if bytes.len() > MAX_REQUEST {
+            return Err(format!(
+                "a root plan too large to send ({} bytes, at most {MAX_REQUEST})",
+                bytes.len()
+            ));
+        }
+        Ok(bytes)
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -97,21 +118,11 @@ struct Inherited {
     engine_pid: i32,
 }
 
-// SAFETY: the raw pointers in `consts` point into the engine's compiled policy, which lives as
-// long as the engine; they are read only in the forked spawner, in its own copy of it.
-unsafe impl Send for Inherited {}
-
 impl Spawner {
     /// Forks the spawner, from a thread of its own that stays until the spawner ends.
     pub fn start(consts: InitConsts, v1_home: Vec<PathBuf>) -> Result<Spawner, Error> {
         let failed = |e: &dyn std::fmt::Display| Error::Setup(format!("starting the spawner: {e}"));
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(|e| failed(&e))?;
+        let (ours, theirs) = channel().map_err(|e| failed(&e))?;
         let inherited = Inherited {
             socket: theirs.as_raw_fd(),
             consts,
@@ -171,9 +182,6 @@ impl Spawner {
                 }
             }
         }
-        if fds.len() > MAX_FDS {
-            return Err(failed(&"a root plan with too many descriptors"));
-        }
         let message = Request {
             root: Cow::Borrowed(&request.root),
             root_fd: request.root_fd,
@@ -185,24 +193,14 @@ impl Spawner {
             program: request.program as usize,
             fds,
         };
-        let bytes = postcard::to_stdvec(&message).map_err(|e| failed(&e))?;
-        if bytes.len() > MAX_REQUEST {
-            return Err(failed(&"a root plan too large to send"));
-        }
+        let bytes = message.encode().map_err(|e| failed(&e))?;
         let gone = |e: &dyn std::fmt::Display| {
             self.gone.store(true, Ordering::Relaxed);
             SpawnFailure::Gone(e.to_string())
         };
         let socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
         let sock = socket.as_raw_fd();
-        sendmsg::<()>(
-            sock,
-            &[IoSlice::new(&bytes)],
-            &[ControlMessage::ScmRights(&message.fds)],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )
-        .map_err(|e| gone(&e))?;
+        send(sock, &bytes, &message.fds).map_err(|e| gone(&e))?;
         let mut buf = [0u8; 4096];
         let (reply, pidfd) = receive(sock, &mut buf).map_err(|e| gone(&e))?;
         drop(socket);
@@ -227,6 +225,27 @@ impl Drop for Spawner {
     }
 }
 
+/// The engine's end and the spawner's: one message is one request, or one reply.
+fn channel() -> nix::Result<(OwnedFd, OwnedFd)> {
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+}
+
+/// Sends one message with `fds`.
+fn send(sock: RawFd, bytes: &[u8], fds: &[RawFd]) -> nix::Result<usize> {
+    sendmsg::<()>(
+        sock,
+        &[IoSlice::new(bytes)],
+        &[ControlMessage::ScmRights(fds)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+}
+
 /// Receives one message and the descriptors that came with it (close-on-exec). An empty
 /// message is the other end closing.
 fn receive(sock: RawFd, buf: &mut [u8]) -> Result<(&[u8], Vec<OwnedFd>), std::io::Error> {
@@ -239,7 +258,11 @@ fn receive(sock: RawFd, buf: &mut [u8]) -> Result<(&[u8], Vec<OwnedFd>), std::io
         }
     };
     let mut fds = Vec::new();
-    for cmsg in msg.cmsgs()? {
+    // Fails when the kernel closed the descriptors that did not fit (MSG_CTRUNC).
+    let cmsgs = msg
+        .cmsgs()
+        .map_err(|_| std::io::Error::other("a message with too many descriptors"))?;
+    for cmsg in cmsgs {
         if let ControlMessageOwned::ScmRights(received) = cmsg {
             // SAFETY: descriptors the kernel just installed for us.
             fds.extend(
@@ -347,12 +370,13 @@ fn clone_for(
         ids_base: request.ids_base,
         exit_signal: libc::SIGCHLD as u64,
     };
-    let plan = EnvPlan::new(
+    let plan = EnvPlan {
         root,
-        (local(request.root_fd)?, local(request.report)?),
-        request.program as *const ProgramPlan,
-        &inherited.consts,
-    );
+        root_fd: local(request.root_fd)?,
+        report: local(request.report)?,
+        program: request.program as *const ProgramPlan,
+        consts: inherited.consts,
+    };
     spawn::clone_init(&plan, &site).map_err(|e| e.to_string())
 }
 
@@ -409,4 +433,108 @@ fn quiet_signals() {
 fn exit(code: i32) -> ! {
     // SAFETY: _exit never returns and runs none of the engine's exit handlers.
     unsafe { libc::_exit(code) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CString;
+    use std::path::Path;
+
+    use super::*;
+    use crate::rootfs::{PlannedStep, RootOptions};
+    use crate::spec::{RootFs, Spec};
+
+    fn request(root: &RootPlan, fds: Vec<RawFd>) -> Request<'_> {
+        Request {
+            root: Cow::Borrowed(root),
+            root_fd: 3,
+            report: 4,
+            net: 5,
+            cgroup_dir: Some(6),
+            v1_dirs: Cow::Owned(Vec::new()),
+            ids_base: 1_000_000,
+            program: 0,
+            fds,
+        }
+    }
+
+    fn devnulls(n: usize) -> Vec<OwnedFd> {
+        (0..n)
+            .map(|_| std::fs::File::open("/dev/null").unwrap().into())
+            .collect()
+    }
+
+    #[test]
+    fn a_root_plan_is_a_small_part_of_the_largest_request() {
+        let spec = Spec::new(RootFs::Dir("/".into()), vec!["/bin/true".into()]);
+        let root = crate::rootfs::plan(
+            &spec.env_spec(),
+            &RootOptions {
+                root_fd: 3,
+                stage_dir: Path::new("/run/sandpit/stage/0123456789abcdef"),
+                scratch_dir: Path::new("/run/sandpit/scratch/0123456789abcdef"),
+                unshare_cgroupns: true,
+            },
+        )
+        .unwrap();
+        let bytes = request(&root, vec![3, 4, 5, 6]).encode().unwrap();
+        assert!(bytes.len() < MAX_REQUEST / 8, "{} bytes", bytes.len());
+    }
+
+    #[test]
+    fn a_request_beyond_its_limits_is_refused_before_it_is_sent() {
+        let long = CString::new(vec![b'd'; 4096]).unwrap();
+        let mut root = RootPlan { steps: Vec::new() };
+        while request(&root, vec![3]).encode().is_ok() {
+            root.steps.push(PlannedStep {
+                step: Step::Mkdir {
+                    path: long.clone(),
+                    mode: 0o755,
+                },
+                what: String::new(),
+                optional: false,
+            });
+        }
+        let refused = request(&root, vec![3]).encode().unwrap_err();
+        assert!(refused.contains("too large to send"), "{refused}");
+        assert!(
+            root.steps.len() > MAX_REQUEST / 4096 - 2,
+            "{}",
+            root.steps.len()
+        );
+
+        let root = RootPlan { steps: Vec::new() };
+        assert!(request(&root, (0..MAX_FDS as RawFd).collect())
+            .encode()
+            .is_ok());
+        let refused = request(&root, (0..=MAX_FDS as RawFd).collect())
+            .encode()
+            .unwrap_err();
+        assert!(refused.contains("too many descriptors"), "{refused}");
+    }
+
+    /// What `encode` lets through reaches the spawner whole: the socket's buffer takes the
+    /// largest request, and `receive` takes its descriptors.
+    #[test]
+    fn the_largest_request_crosses_the_socket_whole() {
+        let (ours, theirs) = channel().unwrap();
+        let bytes = vec![7u8; MAX_REQUEST];
+        let fds = devnulls(MAX_FDS);
+        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        assert_eq!(send(ours.as_raw_fd(), &bytes, &raw).unwrap(), MAX_REQUEST);
+        let mut buf = vec![0u8; MAX_REQUEST];
+        let (got, received) = receive(theirs.as_raw_fd(), &mut buf).unwrap();
+        assert_eq!(got, &bytes[..]);
+        assert_eq!(received.len(), MAX_FDS);
+
+        // More descriptors than `receive` has room for: an error, not a request short of some.
+        let fds = devnulls(MAX_FDS + 1);
+        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        send(ours.as_raw_fd(), b"x", &raw).unwrap();
+        let error = receive(theirs.as_raw_fd(), &mut buf).unwrap_err();
+        assert!(
+            error.to_string().contains("too many descriptors"),
+            "{error}"
+        );
+    }
 }
