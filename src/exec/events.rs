@@ -13,12 +13,16 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 
 use crate::exec::state::Ending;
+use crate::store::ExecutionRow;
 
 /// An execution ended (its end is in the store before this is sent).
 #[derive(Debug, Clone)]
 pub struct Ended {
     pub id: String,
     pub ending: Arc<Ending>,
+    /// The row as the end left it in the store (none for ends recorded many at once, after
+    /// a crash): listeners need not read it again.
+    pub row: Option<Arc<ExecutionRow>>,
 }
 
 /// An end announced on a broadcast channel: an execution's, a submission's.

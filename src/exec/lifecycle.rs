@@ -75,9 +75,11 @@ impl Lifecycle {
     /// pending → queued; false when it was not pending.
     pub async fn enqueue(&self, id: &str) -> Result<bool> {
         let _gate = self.pending_gate.lock().await;
-        self.store
+        let queued = self
+            .store
             .transition(id, &Transition::enqueue(Micros::now()))
-            .await
+            .await?;
+        Ok(queued.is_some())
     }
 
     /// The oldest queued execution → running on `node`.
@@ -117,6 +119,7 @@ impl Lifecycle {
             self.events.emit(Ended {
                 id: id.clone(),
                 ending: ending.clone(),
+                row: None,
             });
         }
         Ok(ids)
@@ -135,14 +138,15 @@ impl Lifecycle {
         stored_bytes: Option<u64>,
     ) -> Result<bool> {
         let t = Transition::end(step, ending.clone(), stored_bytes, Micros::now());
-        let done = self.store.transition(id, &t).await?;
-        if done {
-            self.events.emit(Ended {
-                id: id.to_string(),
-                ending: Arc::new(ending),
-            });
-        }
-        Ok(done)
+        let Some(row) = self.store.transition(id, &t).await? else {
+            return Ok(false);
+        };
+        self.events.emit(Ended {
+            id: id.to_string(),
+            ending: Arc::new(ending),
+            row: Some(Arc::new(row)),
+        });
+        Ok(true)
     }
 }
 
@@ -270,6 +274,9 @@ mod tests {
         assert_eq!(event.id, "e");
         assert_eq!(event.ending.reason, EndReason::InternalError);
         let r = store.get_execution("e").await.unwrap().unwrap();
+        // The announcement carries the row as the end left it: listeners need not read it.
+        let announced = event.row.expect("the ended row");
+        assert_eq!(*announced, r);
         assert_eq!(r.end_reason, Some(EndReason::InternalError));
         assert_eq!(r.message.as_deref(), Some("boom"));
         assert!(r.ended_at >= r.started_at);

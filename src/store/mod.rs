@@ -226,9 +226,9 @@ pub trait Executions: Send + Sync {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<ExecutionRow>, i64)>;
-    /// Applies a status change if the execution is in one of `t.from()` (atomically); false
-    /// when it is not (or does not exist).
-    async fn transition(&self, id: &str, t: &Transition) -> Result<bool>;
+    /// Applies a status change if the execution is in one of `t.from()` (atomically), and
+    /// returns the row as the change left it; `None` when it is not (or does not exist).
+    async fn transition(&self, id: &str, t: &Transition) -> Result<Option<ExecutionRow>>;
     /// Deletes an execution that has ended, its blob references and its callbacks; false
     /// when there is no such ended execution.
     async fn delete_ended_execution(&self, id: &str) -> Result<bool>;

@@ -150,8 +150,11 @@ impl Executions for SqliteStore {
         Ok((rows.iter().map(exec_row).collect::<Result<_>>()?, total))
     }
 
-    async fn transition(&self, id: &str, t: &Transition) -> Result<bool> {
-        let guard = format!("WHERE id = ? AND status IN ({})", status_list(t.from()));
+    async fn transition(&self, id: &str, t: &Transition) -> Result<Option<ExecutionRow>> {
+        let guard = format!(
+            "WHERE id = ? AND status IN ({}) RETURNING {EXEC_COLUMNS}",
+            status_list(t.from())
+        );
         let at = t.at().0;
         let done = match t.change() {
             Change::Queued => {
@@ -160,7 +163,7 @@ impl Executions for SqliteStore {
                 ))
                 .bind(at)
                 .bind(id)
-                .execute(&self.pool)
+                .fetch_optional(&self.pool)
                 .await?
             }
             Change::Claimed { node } => {
@@ -170,7 +173,7 @@ impl Executions for SqliteStore {
                 .bind(at)
                 .bind(node)
                 .bind(id)
-                .execute(&self.pool)
+                .fetch_optional(&self.pool)
                 .await?
             }
             Change::Ended {
@@ -188,11 +191,11 @@ impl Executions for SqliteStore {
                 .bind(at)
                 .bind(bigint(*stored_bytes)?)
                 .bind(id)
-                .execute(&self.pool)
+                .fetch_optional(&self.pool)
                 .await?
             }
         };
-        Ok(done.rows_affected() == 1)
+        done.as_ref().map(exec_row).transpose()
     }
 
     async fn delete_ended_execution(&self, id: &str) -> Result<bool> {

@@ -28,9 +28,17 @@ pub fn spawn(events: &Events, store: Arc<dyn Store>, metrics: Arc<Metrics>) {
         loop {
             match ended.recv().await {
                 Ok(event) => {
-                    // Gone already (deleted at once): the event alone is told.
-                    let row = store.get_execution(&event.id).await.ok().flatten();
-                    record(&metrics, &event, row.as_ref());
+                    let row = match &event.row {
+                        Some(row) => Some(row.clone()),
+                        // Gone already (deleted at once): the event alone is told.
+                        None => store
+                            .get_execution(&event.id)
+                            .await
+                            .ok()
+                            .flatten()
+                            .map(Arc::new),
+                    };
+                    record(&metrics, &event, row.as_deref());
                 }
                 Err(RecvError::Lagged(n)) => {
                     metrics.ends_missed(n);

@@ -1,11 +1,14 @@
 //! Start, stop, delete and erase; and waiting for an execution's end.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::exec::admission::admit;
-use crate::exec::events;
+use crate::exec::events::{self, Ended};
 use crate::exec::state::{require, Status};
 use crate::store::{ExecutionRow, StoreError};
 
@@ -24,6 +27,8 @@ impl Service {
             &[Status::Pending],
             "only a pending execution can be started",
         )?;
+        // Before it is queued: its end cannot come before this hears.
+        let ended = wait.then(|| self.events().subscribe());
         {
             let _guard = self.admission.lock().await;
             admit(self.store.as_ref(), &who.owner(), &who.quota()).await?;
@@ -34,8 +39,10 @@ impl Service {
             }
         }
         self.sched.kick();
-        if wait {
-            self.wait_ended(&row.id, WAIT_MAX).await;
+        if let Some(ended) = ended {
+            if let Some(ended) = self.ended_row(ended, &row.id, WAIT_MAX).await {
+                return Ok(ended.as_ref().clone());
+            }
         }
         self.get(who, &row.id).await
     }
@@ -106,7 +113,44 @@ impl Service {
 
     /// Waits until the execution has ended (or is gone), at most `timeout`; false on timeout.
     pub async fn wait_ended(&self, id: &str, timeout: Duration) -> bool {
-        let ended = self.events().subscribe();
+        self.wait_ended_on(self.events().subscribe(), id, timeout)
+            .await
+    }
+
+    /// Waits, at most `timeout`, for the end of `id` on `ended`, a subscription made before
+    /// the execution could end (before it was queued), so the store need not be read first.
+    /// Returns the row its end left; `None` on timeout, or when the subscription fell behind
+    /// (the caller reads the store, which then holds the end).
+    pub(super) async fn ended_row(
+        &self,
+        mut ended: broadcast::Receiver<Ended>,
+        id: &str,
+        timeout: Duration,
+    ) -> Option<Arc<ExecutionRow>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            tokio::select! {
+                event = ended.recv() => match event {
+                    Ok(e) if e.id == id => return e.row,
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => {
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        self.wait_ended_on(ended, id, left).await;
+                        return None;
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = tokio::time::sleep_until(deadline) => return None,
+            }
+        }
+    }
+
+    async fn wait_ended_on(
+        &self,
+        ended: broadcast::Receiver<Ended>,
+        id: &str,
+        timeout: Duration,
+    ) -> bool {
         events::wait_ended(ended, id, timeout, || async {
             let row = self.store.get_execution(id).await?;
             Ok::<_, StoreError>(row.is_none_or(|r| r.status == Status::Ended))

@@ -113,6 +113,8 @@ impl Service {
         } else {
             None
         };
+        // Before it is queued: its end cannot come before this hears.
+        let ended = new.wait.then(|| self.events().subscribe());
         let created = async {
             let mut programs = Vec::with_capacity(new.programs.len());
             for (i, (p, limits)) in new.programs.into_iter().zip(limits).enumerate() {
@@ -190,8 +192,10 @@ impl Service {
         if start {
             self.sched.kick();
         }
-        if new.wait {
-            self.wait_ended(&id, WAIT_MAX).await;
+        if let Some(ended) = ended {
+            if let Some(row) = self.ended_row(ended, &id, WAIT_MAX).await {
+                return Ok(row.as_ref().clone());
+            }
         }
         Ok(self.store.get_execution(&id).await?.unwrap_or(row))
     }
