@@ -37,6 +37,37 @@ impl EndOf for Ended {
     }
 }
 
+/// What listening for one end came to.
+#[derive(Debug)]
+pub enum Heard<E> {
+    /// Its end, as announced.
+    Ended(E),
+    /// The subscription fell behind: ends were missed, maybe this one (the store tells).
+    FellBehind,
+    /// The announcements stopped (the server is stopping).
+    Closed,
+    TimedOut,
+}
+
+/// Listens on `ended` for the end of `id` until `deadline`.
+pub async fn hear_end<E: EndOf>(
+    ended: &mut broadcast::Receiver<E>,
+    id: &str,
+    deadline: tokio::time::Instant,
+) -> Heard<E> {
+    loop {
+        tokio::select! {
+            event = ended.recv() => match event {
+                Ok(e) if e.id() == id => return Heard::Ended(e),
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => return Heard::FellBehind,
+                Err(RecvError::Closed) => return Heard::Closed,
+            },
+            _ = tokio::time::sleep_until(deadline) => return Heard::TimedOut,
+        }
+    }
+}
+
 /// Waits until `id` has ended (or is gone), at most `timeout`; false on timeout. `ended` is
 /// subscribed before the store is first read, so no end slips in between; `in_store` reads
 /// the store: true when it has ended or is gone. A subscriber that falls behind reads the
@@ -66,17 +97,11 @@ where
                 }
             }
         }
-        loop {
-            tokio::select! {
-                event = ended.recv() => match event {
-                    Ok(e) if e.id() == id => return true,
-                    Ok(_) => {}
-                    // Fell behind: the store says whether it ended meanwhile.
-                    Err(RecvError::Lagged(_)) => break,
-                    Err(RecvError::Closed) => return false,
-                },
-                _ = tokio::time::sleep_until(deadline) => return false,
-            }
+        match hear_end(&mut ended, id, deadline).await {
+            Heard::Ended(_) => return true,
+            // The store says whether it ended meanwhile.
+            Heard::FellBehind => {}
+            Heard::Closed | Heard::TimedOut => return false,
         }
     }
 }
@@ -175,5 +200,97 @@ impl OutputProgress {
     /// The log is now `length` bytes long, every record whole.
     pub fn appended(&self, length: u64) {
         self.length.send_replace(length);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::broadcast;
+    use tokio::time::Instant;
+
+    use super::*;
+
+    fn end(id: &str) -> Ended {
+        Ended {
+            id: id.into(),
+            ending: Arc::new(Ending::internal("x")),
+            row: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_listener_hears_its_end_among_others() {
+        let (tx, mut rx) = broadcast::channel(4);
+        tx.send(end("a")).unwrap();
+        tx.send(end("b")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        match hear_end(&mut rx, "b", deadline).await {
+            Heard::Ended(e) => assert_eq!(e.id, "b"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// More ends than the channel holds while one listens: it is told it fell behind (its
+    /// own end may be among the missed), and hears the next ones.
+    #[tokio::test]
+    async fn a_listener_that_fell_behind_is_told_so() {
+        let (tx, mut rx) = broadcast::channel(2);
+        for id in ["x", "y", "z"] {
+            tx.send(end(id)).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        assert!(matches!(
+            hear_end(&mut rx, "w", deadline).await,
+            Heard::FellBehind
+        ));
+        // It goes on from the oldest end the channel still holds.
+        assert!(matches!(
+            hear_end(&mut rx, "z", deadline).await,
+            Heard::Ended(_)
+        ));
+        tx.send(end("w")).unwrap();
+        assert!(matches!(
+            hear_end(&mut rx, "w", deadline).await,
+            Heard::Ended(_)
+        ));
+        drop(tx);
+        assert!(matches!(
+            hear_end(&mut rx, "w", deadline).await,
+            Heard::Closed
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_listener_gives_up_at_its_deadline() {
+        let (tx, mut rx) = broadcast::channel::<Ended>(2);
+        let deadline = Instant::now() + Duration::from_millis(20);
+        assert!(matches!(
+            hear_end(&mut rx, "w", deadline).await,
+            Heard::TimedOut
+        ));
+        drop(tx);
+    }
+
+    /// The store is read again after falling behind: an end missed is still found.
+    #[tokio::test]
+    async fn wait_ended_reads_the_store_after_falling_behind() {
+        let (tx, rx) = broadcast::channel(2);
+        let reads = std::sync::atomic::AtomicUsize::new(0);
+        let waiting = wait_ended(rx, "w", Duration::from_secs(5), || {
+            // The first read finds it running; the second, after the flood, ended.
+            let n = reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move { Ok::<_, String>(n > 0) }
+        });
+        let flood = async {
+            tokio::task::yield_now().await;
+            for id in ["x", "w", "y", "z"] {
+                tx.send(end(id)).unwrap();
+            }
+        };
+        let (ended, ()) = tokio::join!(waiting, flood);
+        assert!(ended);
+        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast;
 
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::exec::admission::admit;
-use crate::exec::events::{self, Ended};
+use crate::exec::events::{self, Ended, Heard};
 use crate::exec::state::{require, Status};
 use crate::store::{ExecutionRow, StoreError};
 
@@ -128,20 +128,14 @@ impl Service {
         timeout: Duration,
     ) -> Option<Arc<ExecutionRow>> {
         let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            tokio::select! {
-                event = ended.recv() => match event {
-                    Ok(e) if e.id == id => return e.row,
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => {
-                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                        self.wait_ended_on(ended, id, left).await;
-                        return None;
-                    }
-                    Err(RecvError::Closed) => return None,
-                },
-                _ = tokio::time::sleep_until(deadline) => return None,
+        match events::hear_end(&mut ended, id, deadline).await {
+            Heard::Ended(e) => e.row,
+            Heard::FellBehind => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                self.wait_ended_on(ended, id, left).await;
+                None
             }
+            Heard::Closed | Heard::TimedOut => None,
         }
     }
 
