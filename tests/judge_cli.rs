@@ -194,7 +194,9 @@ fn the_guessing_game_is_judged_by_its_interactor() {
     );
 }
 
-/// An interactor that fails (testlib's exit 3) is the project's error, never the submission's.
+/// An interactor that fails (testlib's exit 3) is the project's error, never the submission's:
+/// even when the solution ended first, with an error of its own. This interactor closes its
+/// output first, so the solution (reading EOF) always exits 1 before it; then it fails.
 #[test]
 fn a_failing_interactor_is_a_project_error() {
     let tmp = tempfile::tempdir().unwrap();
@@ -202,7 +204,8 @@ fn a_failing_interactor_is_a_project_error() {
     copy_dir(&example("guessing-game"), &project);
     std::fs::write(
         project.join("interactor/interactor.c"),
-        "#include <stdio.h>\nint main(void) { fputs(\"FAIL broken test\\n\", stderr); return 3; }\n",
+        "#include <stdio.h>\nint main(void) {\n  fclose(stdout);\n  while (getchar() != EOF) {}\n  \
+         fputs(\"FAIL broken test\\n\", stderr);\n  return 3;\n}\n",
     )
     .unwrap();
     let src = example("guessing-game").join("solutions/correct.c");

@@ -133,9 +133,13 @@ impl TestsRun<'_> {
             Some(i) => {
                 // The solution's own limits and crashes first. Ended with the interactor
                 // (stopped, or SIGPIPE once the interactor closed its end), the interactor's
-                // verdict decides.
-                let with_interactor = (end_reason == EndReason::Stopped
-                    && !self.g.stop.requested())
+                // verdict decides; so it does when the interactor failed (testlib's FAIL):
+                // the test is broken, whatever the solution did on seeing its end.
+                let interactor_failed = i.end_reason == sandbox::EndReason::Normal
+                    && i.signal.is_none()
+                    && i.exit_code == Some(3);
+                let with_interactor = interactor_failed
+                    || (end_reason == EndReason::Stopped && !self.g.stop.requested())
                     || outcome.signal == Some(libc::SIGPIPE);
                 match own_verdict {
                     Some(v) if !with_interactor => {
