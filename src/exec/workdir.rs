@@ -195,6 +195,8 @@ impl WorkDir {
         stop: &StopHandle,
         progress: OutputProgress,
     ) -> std::io::Result<Vec<Io>> {
+        // An execution created without files has no directory until now.
+        make_dirs(&self.dir)?;
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -389,24 +391,12 @@ impl ProgramDir {
         refused
     }
 
-    /// The first `cap` bytes of a captured stream (`stdout`/`stderr`) as text, and whether
-    /// there is more; `None` when it does not exist. Reads no more than `cap` bytes.
-    pub async fn stream_head(&self, name: &str, cap: usize) -> Option<(String, bool)> {
-        use tokio::io::AsyncReadExt;
-        let file = tokio::fs::File::open(self.dir.join(name)).await.ok()?;
-        let len = file.metadata().await.ok()?.len();
-        let mut head = Vec::with_capacity(cap.min(len as usize));
-        file.take(cap as u64).read_to_end(&mut head).await.ok()?;
-        let cut = len > head.len() as u64;
-        if cut {
-            // Never end on half a character: drop an incomplete UTF-8 sequence at the cut.
-            if let Err(e) = std::str::from_utf8(&head) {
-                if e.error_len().is_none() {
-                    head.truncate(e.valid_up_to());
-                }
-            }
-        }
-        Some((String::from_utf8_lossy(&head).into_owned(), cut))
+    /// The first `cap` bytes of each captured stream, `stdout` then `stderr`, as text, and
+    /// whether there is more; `None` for one that does not exist. Reads no more than `cap`
+    /// bytes of each (blocking: both in one trip to a blocking thread, since an answer
+    /// waits on it).
+    pub fn stream_heads(&self, cap: usize) -> [Option<(String, bool)>; 2] {
+        STREAMS.map(|name| stream_head(&self.dir.join(name), cap))
     }
 
     /// A collected output, opened for streaming, and its length; `None` when it was not
@@ -424,6 +414,27 @@ impl ProgramDir {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The captured streams, in the order [`ProgramDir::stream_heads`] gives them.
+pub const STREAMS: [&str; 2] = ["stdout", "stderr"];
+
+fn stream_head(path: &Path, cap: usize) -> Option<(String, bool)> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    let mut head = Vec::with_capacity(cap.min(len as usize));
+    file.take(cap as u64).read_to_end(&mut head).ok()?;
+    let cut = len > head.len() as u64;
+    if cut {
+        // Never end on half a character: drop an incomplete UTF-8 sequence at the cut.
+        if let Err(e) = std::str::from_utf8(&head) {
+            if e.error_len().is_none() {
+                head.truncate(e.valid_up_to());
+            }
+        }
+    }
+    Some((String::from_utf8_lossy(&head).into_owned(), cut))
 }
 
 /// What the core read back for `rel`: the bytes, or why not.

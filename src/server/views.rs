@@ -15,7 +15,7 @@ use crate::clock::Micros;
 use crate::env::{EnvEntry, Environment};
 use crate::error::{Error, Result};
 use crate::exec::result::Kept;
-use crate::exec::workdir::ProgramDir;
+use crate::exec::workdir::{ProgramDir, STREAMS};
 use crate::exec::{self, ProgramRequest, ProgramResult, Status};
 use crate::judge;
 use crate::store::{
@@ -112,8 +112,12 @@ async fn streams(v: &mut Value, dir: &ProgramDir, result: Option<&ProgramResult>
         v["stderr_truncated"] = Value::Bool(r.stderr_truncated || r.stderr_bytes > inline);
     }
     if show_log {
-        for name in ["stdout", "stderr"] {
-            v[name] = match dir.stream_head(name, INLINE_STREAM_BYTES).await {
+        let dir = dir.clone();
+        let heads = tokio::task::spawn_blocking(move || dir.stream_heads(INLINE_STREAM_BYTES))
+            .await
+            .unwrap_or_default();
+        for (name, head) in STREAMS.into_iter().zip(heads) {
+            v[name] = match head {
                 Some((text, cut)) => {
                     if cut {
                         v[format!("{name}_truncated")] = Value::Bool(true);

@@ -37,6 +37,9 @@ impl SqliteStore {
         // worker thread and a page cache more.
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
+            // sqlx pings a connection before lending it, a round trip to its worker thread
+            // for each statement; a connection to a file in this process cannot go stale.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         let store = SqliteStore { pool };

@@ -71,39 +71,53 @@ fn ending_columns(e: &Ending) -> Result<EndingColumns> {
         result: e.result.as_ref().map(json).transpose()?,
     })
 }
+/// Inserts the execution's row, only while its owning key exists (a create racing the key's
+/// deletion leaves nothing); the rows inserted, 0 or 1.
+async fn insert_row<'c>(
+    to: impl sqlx::Executor<'c, Database = sqlx::Sqlite>,
+    e: &ExecutionRow,
+) -> Result<u64> {
+    let done = sqlx::query(&format!(
+        "INSERT INTO executions ({EXEC_COLUMNS}) \
+         SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+         WHERE ? = '{MASTER_OWNER}' OR EXISTS \
+             (SELECT 1 FROM api_keys WHERE 'key:' || api_keys.id = ?)"
+    ))
+    .bind(&e.id)
+    .bind(&e.owner)
+    .bind(&e.environment)
+    .bind(e.status.as_str())
+    .bind(json(&e.request)?)
+    .bind(e.result.as_ref().map(json).transpose()?)
+    .bind(e.end_reason.map(EndReason::as_str))
+    .bind(&e.message)
+    .bind(e.created_at.0)
+    .bind(e.started_at.map(|t| t.0))
+    .bind(e.ended_at.map(|t| t.0))
+    .bind(e.queued_at.map(|t| t.0))
+    .bind(&e.node)
+    .bind(bigint(Some(e.stored_bytes))?)
+    .bind(&e.owner)
+    .bind(&e.owner)
+    .execute(to)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 #[async_trait]
 impl Executions for SqliteStore {
     async fn insert_execution(&self, e: &ExecutionRow) -> Result<bool> {
+        let blobs = e.request.blobs();
+        // One statement needs no transaction of its own: each of BEGIN and COMMIT would be
+        // one more trip to the connection's worker thread.
+        if blobs.is_empty() {
+            return Ok(insert_row(&self.pool, e).await? == 1);
+        }
         let mut tx = self.pool.begin().await?;
-        // Only while the owning key exists: a create racing the key's deletion leaves nothing.
-        let done = sqlx::query(&format!(
-            "INSERT INTO executions ({EXEC_COLUMNS}) \
-             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
-             WHERE ? = '{MASTER_OWNER}' OR EXISTS \
-                 (SELECT 1 FROM api_keys WHERE 'key:' || api_keys.id = ?)"
-        ))
-        .bind(&e.id)
-        .bind(&e.owner)
-        .bind(&e.environment)
-        .bind(e.status.as_str())
-        .bind(json(&e.request)?)
-        .bind(e.result.as_ref().map(json).transpose()?)
-        .bind(e.end_reason.map(EndReason::as_str))
-        .bind(&e.message)
-        .bind(e.created_at.0)
-        .bind(e.started_at.map(|t| t.0))
-        .bind(e.ended_at.map(|t| t.0))
-        .bind(e.queued_at.map(|t| t.0))
-        .bind(&e.node)
-        .bind(bigint(Some(e.stored_bytes))?)
-        .bind(&e.owner)
-        .bind(&e.owner)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
+        if insert_row(&mut *tx, e).await? != 1 {
             return Ok(false);
         }
-        for sha256 in e.request.blobs() {
+        for sha256 in blobs {
             sqlx::query("INSERT INTO execution_blobs (execution_id, sha256) VALUES (?, ?)")
                 .bind(&e.id)
                 .bind(sha256)

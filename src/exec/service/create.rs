@@ -86,15 +86,22 @@ impl Service {
             .iter_mut()
             .map(|p| (std::mem::take(&mut p.files), p.stdin.take()))
             .collect();
-        let writer = dir.clone();
-        blocking(move || {
-            let programs: Vec<_> = inputs
-                .iter()
-                .map(|(files, stdin)| (files.as_slice(), stdin.as_deref()))
-                .collect();
-            writer.create(in_group, &programs)
-        })
-        .await?;
+        // Without files or stdin there is nothing to lay out before the run, and no trip to
+        // a blocking thread: the directory comes with the run's log (`WorkDir::live_ios`).
+        if inputs
+            .iter()
+            .any(|(files, stdin)| !files.is_empty() || stdin.is_some())
+        {
+            let writer = dir.clone();
+            blocking(move || {
+                let programs: Vec<_> = inputs
+                    .iter()
+                    .map(|(files, stdin)| (files.as_slice(), stdin.as_deref()))
+                    .collect();
+                writer.create(in_group, &programs)
+            })
+            .await?;
+        }
         // The callback's row first: the execution cannot end before its callback exists.
         let callback = new
             .callback
