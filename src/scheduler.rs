@@ -77,6 +77,13 @@ impl Scheduler {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A slot that is free now, without waiting; `None` when every slot is taken or a
+    /// dispatcher waits for one (it is first). Work that takes it skips the queue, so it
+    /// may only be work that nothing queued is waiting ahead of.
+    pub fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
     /// Something was queued: let the dispatcher look.
     pub fn kick(&self) {
         self.wake.notify_one();

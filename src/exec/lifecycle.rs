@@ -14,6 +14,18 @@ use crate::exec::events::{Ended, Events};
 use crate::exec::state::{takes_input, Ending, Status, Step, Transition};
 use crate::store::{ExecutionRow, Result, Store};
 
+/// How a new execution enters the state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry<'a> {
+    /// It waits for a start.
+    Pending,
+    /// It waits for a slot.
+    Queued,
+    /// It runs at once on this node, which holds a free slot for it: no trip through the
+    /// queue and the dispatcher.
+    Claimed(&'a str),
+}
+
 #[derive(Clone)]
 pub struct Lifecycle {
     store: Arc<dyn Store>,
@@ -58,17 +70,33 @@ impl Lifecycle {
         &self.events
     }
 
-    /// Records a new execution: `pending`, or `queued` at once when it is to start. `None`
-    /// when its owner is a key that was deleted meanwhile (nothing is recorded).
-    pub async fn create(&self, mut row: ExecutionRow, start: bool) -> Result<Option<ExecutionRow>> {
+    /// Records a new execution as `entry` says. `None` when its owner is a key that was
+    /// deleted meanwhile (nothing is recorded). One to be claimed at once is queued instead
+    /// when queued executions wait (they go first): the row returned says which it is.
+    pub async fn create(
+        &self,
+        mut row: ExecutionRow,
+        entry: Entry<'_>,
+    ) -> Result<Option<ExecutionRow>> {
         let now = Micros::now();
-        row.status = if start {
-            Status::Queued
-        } else {
-            Status::Pending
-        };
         row.created_at = now;
-        row.queued_at = start.then_some(now);
+        row.status = Status::Pending;
+        if let Entry::Claimed(node) = entry {
+            // Claimed from a queue it never waited in: queued and started at once.
+            row.status = Status::Running;
+            row.queued_at = Some(now);
+            row.started_at = Some(now);
+            row.node = Some(node.to_string());
+            if self.store.insert_execution(&row).await? {
+                return Ok(Some(row));
+            }
+            row.started_at = None;
+            row.node = None;
+        }
+        if entry != Entry::Pending {
+            row.status = Status::Queued;
+            row.queued_at = Some(now);
+        }
         Ok(self.store.insert_execution(&row).await?.then_some(row))
     }
 
@@ -194,7 +222,7 @@ mod tests {
     async fn with_one(status: Status) -> (Lifecycle, Arc<SqliteStore>) {
         let store = Arc::new(SqliteStore::in_memory().await.expect("store"));
         let life = Lifecycle::new(store.clone(), Events::new());
-        life.create(row("e"), false).await.expect("create");
+        life.create(row("e"), Entry::Pending).await.expect("create");
         match status {
             Status::Pending => {}
             Status::Queued => assert!(life.enqueue("e").await.expect("enqueue")),
@@ -282,7 +310,7 @@ mod tests {
         assert!(r.ended_at >= r.started_at);
         assert_eq!(r.stored_bytes, 42, "the size rides on the finish");
         // Created started: queued at once, in queue order.
-        let started = life.create(row("s"), true).await.unwrap().unwrap();
+        let started = life.create(row("s"), Entry::Queued).await.unwrap().unwrap();
         assert_eq!(started.status, Status::Queued);
         assert!(started.queued_at.is_some());
     }
@@ -291,13 +319,56 @@ mod tests {
     async fn a_claim_stamped_before_the_queueing_starts_when_it_was_queued() {
         let store = Arc::new(SqliteStore::in_memory().await.unwrap());
         let life = Lifecycle::new(store.clone(), Events::new());
-        life.create(row("e"), true).await.unwrap();
+        life.create(row("e"), Entry::Queued).await.unwrap();
         let queued = store.get_execution("e").await.unwrap().unwrap().queued_at;
         let queued = queued.expect("queued_at");
         // A claimer that took its time a microsecond before the row was queued.
         let early = Transition::claim("n1", Micros(queued.0 - 1));
         let r = store.claim_next(&early).await.unwrap().expect("claimed");
         assert_eq!(r.started_at, Some(queued));
+    }
+
+    #[tokio::test]
+    async fn one_claimed_as_created_runs_at_once_unless_queued_work_waits() {
+        let store = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let life = Lifecycle::new(store.clone(), Events::new());
+        // Nothing queued: it is recorded running on the node, queued and started as created.
+        let now = life.create(row("now"), Entry::Claimed("n1")).await;
+        let now = now.unwrap().expect("recorded");
+        assert_eq!(now.status, Status::Running);
+        assert_eq!(now.node.as_deref(), Some("n1"));
+        assert_eq!(now.queued_at, Some(now.created_at));
+        assert_eq!(now.started_at, Some(now.created_at));
+        assert_eq!(store.get_execution("now").await.unwrap(), Some(now));
+        // Its run ends as any claimed run does.
+        assert!(life
+            .finish("now", Ending::internal("done"), None)
+            .await
+            .unwrap());
+        // Work queued before it goes first: it is queued behind, for the dispatcher.
+        life.create(row("old"), Entry::Queued).await.unwrap();
+        let late = life.create(row("late"), Entry::Claimed("n1")).await;
+        let late = late.unwrap().expect("recorded");
+        assert_eq!(late.status, Status::Queued);
+        assert_eq!((late.node, late.started_at), (None, None));
+        assert_eq!(
+            store.get_execution("late").await.unwrap().unwrap().status,
+            Status::Queued
+        );
+        let first = life.claim_next("n1").await.unwrap().expect("claimed");
+        assert_eq!(first.id, "old");
+        assert_eq!(
+            life.claim_next("n1").await.unwrap().expect("claimed").id,
+            "late"
+        );
+        // A deleted key's execution is recorded in neither way.
+        let mut orphan = row("orphan");
+        orphan.owner = "key:gone".into();
+        assert_eq!(
+            life.create(orphan, Entry::Claimed("n1")).await.unwrap(),
+            None
+        );
+        assert_eq!(store.get_execution("orphan").await.unwrap(), None);
     }
 
     #[tokio::test]
@@ -315,7 +386,7 @@ mod tests {
         let store = Arc::new(SqliteStore::in_memory().await.unwrap());
         let life = Lifecycle::new(store.clone(), Events::new());
         for id in ["a", "b", "c"] {
-            life.create(row(id), true).await.unwrap();
+            life.create(row(id), Entry::Queued).await.unwrap();
         }
         life.claim_next("n1").await.unwrap();
         life.claim_next("n2").await.unwrap();

@@ -216,7 +216,8 @@ pub trait ApiKeys: Send + Sync {
 pub trait Executions: Send + Sync {
     /// Inserts the execution, and with it the blobs it reads by reference
     /// ([`ExecutionRequest::blobs`]), atomically. False (and nothing inserted) when the owner
-    /// is a key that no longer exists.
+    /// is a key that no longer exists, or when it is inserted `running` (claimed as it is
+    /// created) while queued executions wait: they go first.
     async fn insert_execution(&self, exec: &ExecutionRow) -> Result<bool>;
     async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRow>>;
     /// Newest first; `owner: None` lists everyone's. Returns the page and the total.

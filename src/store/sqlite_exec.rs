@@ -72,7 +72,8 @@ fn ending_columns(e: &Ending) -> Result<EndingColumns> {
     })
 }
 /// Inserts the execution's row, only while its owning key exists (a create racing the key's
-/// deletion leaves nothing); the rows inserted, 0 or 1.
+/// deletion leaves nothing), and a row claimed as it is created only while nothing is
+/// queued; the rows inserted, 0 or 1.
 async fn insert_row<'c>(
     to: impl sqlx::Executor<'c, Database = sqlx::Sqlite>,
     e: &ExecutionRow,
@@ -80,8 +81,10 @@ async fn insert_row<'c>(
     let done = sqlx::query(&format!(
         "INSERT INTO executions ({EXEC_COLUMNS}) \
          SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
-         WHERE ? = '{MASTER_OWNER}' OR EXISTS \
-             (SELECT 1 FROM api_keys WHERE 'key:' || api_keys.id = ?)"
+         WHERE (? = '{MASTER_OWNER}' OR EXISTS \
+             (SELECT 1 FROM api_keys WHERE 'key:' || api_keys.id = ?)) \
+         AND (? <> 'running' OR NOT EXISTS \
+             (SELECT 1 FROM executions WHERE status = 'queued'))"
     ))
     .bind(&e.id)
     .bind(&e.owner)
@@ -99,6 +102,7 @@ async fn insert_row<'c>(
     .bind(bigint(Some(e.stored_bytes))?)
     .bind(&e.owner)
     .bind(&e.owner)
+    .bind(e.status.as_str())
     .execute(to)
     .await?;
     Ok(done.rows_affected())
