@@ -166,6 +166,16 @@ fn points(stderr: &[u8]) -> Option<f64> {
     rest.split_whitespace().next()?.parse().ok()
 }
 
+/// Whether a testlib program (a checker, an interactor) ended with testlib's FAIL, a normal
+/// end with exit 3: it found the test itself broken.
+pub fn ended_with_fail(
+    end_reason: EndReason,
+    exit_code: Option<i32>,
+    signal_name: Option<&str>,
+) -> bool {
+    end_reason == EndReason::Normal && signal_name.is_none() && exit_code == Some(3)
+}
+
 /// What a testlib checker's run says; `Err(why)` when the checker itself failed.
 pub fn testlib(run: &CheckerRun, weight: f64) -> Result<Checked, String> {
     let msg = message(run);
@@ -173,6 +183,9 @@ pub fn testlib(run: &CheckerRun, weight: f64) -> Result<Checked, String> {
         Some(m) => Err(format!("{what}: {m}")),
         None => Err(what),
     };
+    if ended_with_fail(run.end_reason, run.exit_code, run.signal_name) {
+        return failed("the checker failed (exit 3, testlib's FAIL)".into());
+    }
     if run.end_reason != EndReason::Normal {
         return failed(format!(
             "the checker did not finish ({})",
@@ -188,7 +201,6 @@ pub fn testlib(run: &CheckerRun, weight: f64) -> Result<Checked, String> {
         // 4 is testlib's "dirt" (extra output), 8 an unexpected end of file: both are
         // presentation errors to a judge.
         Some(2 | 4 | 8) => Ok(Checked::with(Verdict::PresentationError, weight, msg)),
-        Some(3) => failed("the checker failed (exit 3, testlib's FAIL)".into()),
         Some(7) => match points(run.stderr) {
             Some(p) if p.is_finite() && (0.0..=weight).contains(&p) => {
                 let verdict = if p >= weight {

@@ -30,7 +30,8 @@ pub fn spawn(events: &Events, store: Arc<dyn Store>, metrics: Arc<Metrics>) {
                 Ok(event) => {
                     let row = match &event.row {
                         Some(row) => Some(row.clone()),
-                        // Gone already (deleted at once): the event alone is told.
+                        // Announced without its row (the ends recorded at start, of
+                        // what a crash left running): read it.
                         None => store
                             .get_execution(&event.id)
                             .await

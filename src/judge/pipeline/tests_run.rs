@@ -11,6 +11,7 @@ use crate::env::Resolved;
 use crate::exec::result::ProgramResult;
 use crate::exec::runner::overrides;
 use crate::exec::EndReason;
+use crate::judge::checker;
 use crate::judge::project::TestCase;
 use crate::judge::testrun::{TestJob, TestRun, TestRunner};
 use crate::judge::verdict::{of_run, TestResult, Verdict};
@@ -135,9 +136,11 @@ impl TestsRun<'_> {
                 // (stopped, or SIGPIPE once the interactor closed its end), the interactor's
                 // verdict decides; so it does when the interactor failed (testlib's FAIL):
                 // the test is broken, whatever the solution did on seeing its end.
-                let interactor_failed = i.end_reason == sandbox::EndReason::Normal
-                    && i.signal.is_none()
-                    && i.exit_code == Some(3);
+                let interactor_failed = checker::ended_with_fail(
+                    i.end_reason.into(),
+                    i.exit_code,
+                    i.signal_name.as_deref(),
+                );
                 let with_interactor = interactor_failed
                     || (end_reason == EndReason::Stopped && !self.g.stop.requested())
                     || outcome.signal == Some(libc::SIGPIPE);
