@@ -3,11 +3,13 @@
 //! `sandpit run` of the same program. Plain harness: prints one table row per figure.
 //!
 //! Knobs: SANDPIT_BENCH_CLIENTS (default 8), SANDPIT_BENCH_RUNS (default 200),
-//! SANDPIT_BENCH_LATENCY_RUNS (default 30).
+//! SANDPIT_BENCH_LATENCY_RUNS (default 200).
 
 #[path = "../tests/server_common/mod.rs"]
 mod common;
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -25,37 +27,99 @@ fn median(mut xs: Vec<Duration>) -> Duration {
     xs[xs.len() / 2]
 }
 
-fn api_true(addr: &str) -> common::Resp {
-    let body = br#"{"environment":"busybox","command":["/bin/true"],"wait":true}"#;
-    common::request(
-        addr,
-        "POST",
-        "/api/v1/executions",
-        &[
-            ("Authorization", &format!("Bearer {TOKEN}")),
-            ("Content-Type", "application/json"),
-        ],
-        body,
-    )
+/// One keep-alive HTTP/1.1 connection, as a client that sends many executions keeps it.
+struct Client {
+    addr: String,
+    conn: Option<BufReader<TcpStream>>,
+}
+
+impl Client {
+    fn new(addr: &str) -> Client {
+        Client {
+            addr: addr.to_string(),
+            conn: None,
+        }
+    }
+
+    /// `POST /api/v1/executions` of busybox `true` with `wait: true`: the answer's status and
+    /// whether the execution ended normally. A broken connection is opened again.
+    fn run_true(&mut self) -> (u16, bool) {
+        match self.try_run_true() {
+            Ok(r) => r,
+            Err(_) => {
+                self.conn = None;
+                self.try_run_true().unwrap_or((0, false))
+            }
+        }
+    }
+
+    fn try_run_true(&mut self) -> std::io::Result<(u16, bool)> {
+        let body = br#"{"environment":"busybox","command":["/bin/true"],"wait":true}"#;
+        if self.conn.is_none() {
+            let stream = TcpStream::connect(&self.addr)?;
+            stream.set_nodelay(true)?;
+            self.conn = Some(BufReader::new(stream));
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(std::io::Error::other("no connection"));
+        };
+        let head = format!(
+            "POST /api/v1/executions HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        // One write: a second small one would wait for the server's delayed ACK (Nagle).
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body);
+        conn.get_mut().write_all(&request)?;
+        let mut line = String::new();
+        conn.read_line(&mut line)?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("a status line: {line:?}")))?;
+        let mut length = None;
+        loop {
+            line.clear();
+            conn.read_line(&mut line)?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse::<usize>().ok();
+                }
+            }
+        }
+        let length = length.ok_or_else(|| std::io::Error::other("no Content-Length"))?;
+        let mut body = vec![0; length];
+        conn.read_exact(&mut body)?;
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        Ok((status, v["end_reason"] == "normal"))
+    }
 }
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
     let clients = knob("SANDPIT_BENCH_CLIENTS", 8);
     let runs = knob("SANDPIT_BENCH_RUNS", 200);
-    let lat_runs = knob("SANDPIT_BENCH_LATENCY_RUNS", 30);
+    let lat_runs = knob("SANDPIT_BENCH_LATENCY_RUNS", 200);
     let data = temp_data();
     let server = Server::start(data.path(), &[]);
     let real = common::core_works();
 
-    // Latency: one at a time, API vs `sandpit run`.
+    // Latency: one at a time over one keep-alive connection, API vs `sandpit run`.
     let mut api = Vec::new();
     let mut ended_normal = 0;
+    let mut client = Client::new(&server.addr);
     for _ in 0..lat_runs {
         let t = Instant::now();
-        let r = api_true(&server.addr);
+        let (status, normal) = client.run_true();
         api.push(t.elapsed());
-        if r.status == 201 && r.json()["end_reason"] == "normal" {
+        if status == 201 && normal {
             ended_normal += 1;
         }
     }
@@ -69,8 +133,11 @@ fn main() {
             .output();
         cli.push(t.elapsed());
     }
-    // The same program through the library in this process: what the engine itself costs.
+    // The same program through the library in this process: what the engine itself costs,
+    // fresh, and through a warm pool as the server runs it (one at a time, the pool refilling
+    // in the background as it does behind the API).
     let mut lib = Vec::new();
+    let mut pooled = Vec::new();
     if let Ok(engine) = sandbox::Sandbox::new(sandbox::SandboxConfig::default()) {
         let spec = sandbox::Spec::new(
             sandbox::RootFs::Dir(rootfs()),
@@ -81,12 +148,23 @@ fn main() {
             let _ = engine.run(&spec, sandbox::Io::default());
             lib.push(t.elapsed());
         }
+        let engine = std::sync::Arc::new(engine);
+        if let Ok(pool) = sandbox::Pool::new(engine, sandbox::PoolConfig::default()) {
+            for _ in 0..lat_runs {
+                let t = Instant::now();
+                let _ = pool.run(&spec, sandbox::Io::default());
+                pooled.push(t.elapsed());
+            }
+        }
     }
-    let lib_ms = if lib.is_empty() {
-        f64::NAN
-    } else {
-        median(lib).as_secs_f64() * 1e3
+    let ms = |xs: Vec<Duration>| {
+        if xs.is_empty() {
+            f64::NAN
+        } else {
+            median(xs).as_secs_f64() * 1e3
+        }
     };
+    let (lib_ms, pooled_ms) = (ms(lib), ms(pooled));
     let (api_ms, cli_ms) = (
         median(api).as_secs_f64() * 1e3,
         median(cli).as_secs_f64() * 1e3,
@@ -99,11 +177,9 @@ fn main() {
         .map(|_| {
             let addr = server.addr.clone();
             std::thread::spawn(move || {
+                let mut client = Client::new(&addr);
                 (0..per_client)
-                    .filter(|_| {
-                        let r = api_true(&addr);
-                        r.status == 201 && r.json()["status"] == "ended"
-                    })
+                    .filter(|_| client.run_true().0 == 201)
                     .count()
             })
         })
@@ -115,10 +191,10 @@ fn main() {
     println!("| API figure (busybox /bin/true) | value |");
     println!("|---|---|");
     println!(
-        "| executions/s through the API (wait: true, {clients} clients, {done} executions) | {:.1} |",
+        "| executions/s through the API (wait: true, {clients} keep-alive clients, {done} executions) | {:.1} |",
         done as f64 / secs
     );
-    println!("| API latency, one at a time (median of {lat_runs}) | {api_ms:.2} ms |");
+    println!("| API latency, one at a time, keep-alive (median of {lat_runs}) | {api_ms:.2} ms |");
     println!("| `sandpit run` latency (median of {lat_runs}) | {cli_ms:.2} ms |");
     println!("| in-process `Sandbox::run` latency (median of {lat_runs}) | {lib_ms:.2} ms |");
     println!(
@@ -126,7 +202,14 @@ fn main() {
         api_ms - cli_ms
     );
     println!(
-        "| API added latency over the in-process run (HTTP, store, files, queue) | {:+.2} ms |",
+        "| in-process `Pool::run` latency, warm pool (median of {lat_runs}) | {pooled_ms:.2} ms |"
+    );
+    println!(
+        "| API added latency over the in-process run through the warm pool, as the server runs it (HTTP, store, files) | {:+.2} ms |",
+        api_ms - pooled_ms
+    );
+    println!(
+        "| API added latency over the in-process fresh run | {:+.2} ms |",
         api_ms - lib_ms
     );
     if !real || ended_normal < lat_runs {
