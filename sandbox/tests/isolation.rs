@@ -477,3 +477,33 @@ fn a_program_whose_file_is_open_for_writing_a_moment_longer_still_starts() {
         "the run ended before the writer was gone"
     );
 }
+
+/// The wait for a writer of the program's file is bounded: a file that stays open for
+/// writing past it (one second) is the run's error, said as such, never a hang.
+#[test]
+fn a_program_whose_file_stays_open_for_writing_is_an_error_after_a_second() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = dir.path().join("burn");
+    std::fs::copy(prog("burn"), &file).unwrap();
+    // Open for writing until the run is over.
+    let writer = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    let mut s = spec(&["/work/burn", "1"]);
+    s.files.push(FileIn {
+        path: PathBuf::from("burn"),
+        source: FileSource::Bind(file.clone()),
+        mode: None,
+    });
+    let started = std::time::Instant::now();
+    let o = run(&s);
+    let waited = started.elapsed();
+    drop(writer);
+    assert_eq!(o.end_reason, EndReason::InternalError, "{o:?}");
+    let message = o.message.as_deref().unwrap_or_default();
+    assert!(message.contains("Text file busy"), "{message}");
+    assert!(
+        waited >= Duration::from_secs(1),
+        "it gave up after {waited:?}, before its bound"
+    );
+}
