@@ -1,8 +1,10 @@
 //! Slots and the dispatcher. As many runs at once as there are slots; everything else waits
 //! as `queued` in the store, and the dispatcher claims the oldest queued execution whenever a
-//! slot is free. The queue lives in the store (never only in memory), so it survives a restart
-//! and a fleet of nodes can later claim from the same table. The scheduler knows nothing of
-//! executions beyond their ids: what to claim and how to run it are handed in.
+//! slot is free (work created while a slot is free and nothing is queued may take the slot
+//! at once, [`Scheduler::try_slot`]). The queue lives in the store (never only in memory),
+//! so it survives a restart and a fleet of nodes can later claim from the same table. The
+//! scheduler knows nothing of executions beyond their ids: what to claim and how to run it
+//! are handed in.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Display;

@@ -1,5 +1,6 @@
 //! A new execution: its fields and limits checked, the key's quotas admitted, its files laid
-//! out, its inputs by reference resolved, recorded (and queued when it starts at once).
+//! out, its inputs by reference resolved, recorded; one that starts at once is queued, or
+//! runs at once in a slot free here when nothing queued waits ahead of it.
 
 use std::sync::Arc;
 
@@ -184,11 +185,11 @@ impl Service {
                 admit(self.store.as_ref(), &who.owner(), &quota).await?;
             }
             // A slot free here now: it runs at once, without the queue's round trips.
-            let slot = if start { self.sched.try_slot() } else { None };
-            let entry = match (&slot, start) {
-                (Some(_), _) => Entry::Claimed(&self.node),
-                (None, true) => Entry::Queued,
-                (None, false) => Entry::Pending,
+            let slot = start.then(|| self.sched.try_slot()).flatten();
+            let entry = match &slot {
+                Some(_) => Entry::Claimed(&self.node),
+                None if start => Entry::Queued,
+                None => Entry::Pending,
             };
             match self.life.create(row, entry).await? {
                 Some(row) => Ok((row, slot)),
