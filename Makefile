@@ -75,6 +75,7 @@ bench: rootfs build
 	bash benches/cpu_overshoot.sh $(SANDPIT) $(ROOTFS)/busybox
 	$(CARGO) run --release -q -p sandbox --example phases -- $(ROOTFS)/busybox
 	$(CARGO) run --release -q -p sandbox --example phases -- $(ROOTFS)/busybox 100 --pool
+	$(CARGO) run --release -q -p sandbox --example phases -- $(ROOTFS)/busybox 50 --one-shot
 	$(CARGO) run --release -q -p sandbox --example throughput -- $(ROOTFS)/busybox
 	$(CARGO) bench --bench api
 	$(CARGO) bench --bench pipes

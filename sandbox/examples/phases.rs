@@ -1,8 +1,11 @@
 //! Where a run's time goes: runs busybox `true` N times (default 200) and prints the median
 //! of each phase of the sandbox's timeline, then the median whole run. Fresh sandboxes, or
 //! with `--pool` prepared ones (each run arriving at an idle pool, its shelf full, after a pause).
+//! With `--one-shot`, what `sandpit run` does besides its process's start: N times, a one-shot
+//! engine started, its one run, and the engine dropped (which waits for the sandbox's teardown
+//! and its cgroup's removal).
 //!
-//! `cargo run --release -p sandbox --example phases -- ROOTFS [N] [--pool]` (as root)
+//! `cargo run --release -p sandbox --example phases -- ROOTFS [N] [--pool | --one-shot]` (as root)
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -33,12 +36,17 @@ fn median(v: &mut [f64]) -> f64 {
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let pooled = args.iter().any(|a| a == "--pool");
-    args.retain(|a| a != "--pool");
+    let one_shot = args.iter().any(|a| a == "--one-shot");
+    args.retain(|a| a != "--pool" && a != "--one-shot");
     let rootfs = args
         .first()
-        .expect("usage: phases ROOTFS [N] [--pool]")
+        .expect("usage: phases ROOTFS [N] [--pool | --one-shot]")
         .clone();
     let n: usize = args.get(1).map_or(200, |a| a.parse().expect("N"));
+    if one_shot {
+        one_shot_engines(&rootfs, n);
+        return;
+    }
     let lines = Lines::default();
     let sink = lines.clone();
     tracing_subscriber::fmt()
@@ -106,4 +114,33 @@ fn main() {
     }
     println!("  {:<24} {:>8.0}", "setup_s", median(&mut setup));
     println!("  {:<24} {:>8.0}", "whole Sandbox::run", median(&mut whole));
+}
+
+/// `sandpit run`'s engine, N times: its start, its one run, its end.
+fn one_shot_engines(rootfs: &str, n: usize) {
+    let spec = Spec::new(RootFs::Dir(rootfs.into()), vec!["/bin/true".into()]);
+    let (mut start, mut run, mut end) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n {
+        let t = Instant::now();
+        let engine = Sandbox::new(SandboxConfig {
+            one_shot: true,
+            ..SandboxConfig::default()
+        })
+        .expect("engine (run as root)");
+        start.push(t.elapsed().as_secs_f64() * 1e6);
+        let t = Instant::now();
+        engine.run(&spec, Io::default()).expect("run");
+        run.push(t.elapsed().as_secs_f64() * 1e6);
+        let t = Instant::now();
+        drop(engine);
+        end.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    println!("median of {n} one-shot engines (`sandpit run`'s), µs:");
+    println!("  {:<24} {:>8.0}", "engine start", median(&mut start));
+    println!("  {:<24} {:>8.0}", "its run of /bin/true", median(&mut run));
+    println!(
+        "  {:<24} {:>8.0}",
+        "engine end (teardown)",
+        median(&mut end)
+    );
 }
