@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use sandbox::{EndReason, FileIn, FileSource};
+use sandbox::{EndReason, FileIn, FileSource, Spec};
 
 #[test]
 fn only_the_rootfs_is_visible_and_it_is_read_only() {
@@ -445,28 +445,35 @@ fn host_files_are_bound_read_only_without_a_copy() {
     assert!(engine().run(&s, Default::default()).is_err());
 }
 
+/// A spec that runs test program `burn` bound from a copy in `dir`, and that copy open for
+/// writing (the writer is the caller's to drop).
+fn burn_open_for_writing(dir: &tempfile::TempDir) -> (Spec, std::fs::File) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = dir.path().join("burn");
+    std::fs::copy(prog("burn"), &file).unwrap();
+    let writer = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    let mut s = spec(&["/work/burn", "1"]);
+    s.files.push(FileIn {
+        path: PathBuf::from("burn"),
+        source: FileSource::Bind(file),
+        mode: None,
+    });
+    (s, writer)
+}
+
 /// Any fork in the engine's process (a library user's `Command`, a compiler the user starts)
 /// copies the descriptors open at that moment: one the engine holds while it copies a program
 /// in is, for a moment, open for writing in that child too, and exec of the program meanwhile
 /// fails with ETXTBSY. The program starts once the writer is gone, as it would a moment later.
 #[test]
 fn a_program_whose_file_is_open_for_writing_a_moment_longer_still_starts() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let file = dir.path().join("burn");
-    std::fs::copy(prog("burn"), &file).unwrap();
-    let writer = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    let (s, writer) = burn_open_for_writing(&dir);
     let held = Duration::from_millis(300);
     let holder = std::thread::spawn(move || {
         std::thread::sleep(held);
         drop(writer);
-    });
-    let mut s = spec(&["/work/burn", "1"]);
-    s.files.push(FileIn {
-        path: PathBuf::from("burn"),
-        source: FileSource::Bind(file.clone()),
-        mode: None,
     });
     let started = std::time::Instant::now();
     let o = run(&s);
@@ -482,19 +489,9 @@ fn a_program_whose_file_is_open_for_writing_a_moment_longer_still_starts() {
 /// writing past it (one second) is the run's error, said as such, never a hang.
 #[test]
 fn a_program_whose_file_stays_open_for_writing_is_an_error_after_a_second() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let file = dir.path().join("burn");
-    std::fs::copy(prog("burn"), &file).unwrap();
     // Open for writing until the run is over.
-    let writer = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
-    let mut s = spec(&["/work/burn", "1"]);
-    s.files.push(FileIn {
-        path: PathBuf::from("burn"),
-        source: FileSource::Bind(file.clone()),
-        mode: None,
-    });
+    let (s, writer) = burn_open_for_writing(&dir);
     let started = std::time::Instant::now();
     let o = run(&s);
     let waited = started.elapsed();
