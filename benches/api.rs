@@ -8,12 +8,10 @@
 #[path = "../tests/server_common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{rootfs, temp_data, Server, TOKEN};
+use common::{rootfs, temp_data, KeepAlive, Server, TOKEN};
 
 fn knob(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -27,78 +25,26 @@ fn median(mut xs: Vec<Duration>) -> Duration {
     xs[xs.len() / 2]
 }
 
-/// One keep-alive HTTP/1.1 connection, as a client that sends many executions keeps it.
-struct Client {
-    addr: String,
-    conn: Option<BufReader<TcpStream>>,
-}
-
-impl Client {
-    fn new(addr: &str) -> Client {
-        Client {
-            addr: addr.to_string(),
-            conn: None,
+/// `POST /api/v1/executions` of busybox `true` with `wait: true` on a keep-alive connection:
+/// the answer's status and whether the execution ended normally. A failed request is tried
+/// once more (on a new connection).
+fn run_true(client: &mut KeepAlive) -> (u16, bool) {
+    let body = br#"{"environment":"busybox","command":["/bin/true"],"wait":true}"#;
+    let auth = format!("Bearer {TOKEN}");
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let answer = client
+        .request("POST", "/api/v1/executions", &headers, body)
+        .or_else(|_| client.request("POST", "/api/v1/executions", &headers, body));
+    match answer {
+        Ok(r) => {
+            let normal = serde_json::from_slice::<serde_json::Value>(&r.body)
+                .is_ok_and(|v| v["end_reason"] == "normal");
+            (r.status, normal)
         }
-    }
-
-    /// `POST /api/v1/executions` of busybox `true` with `wait: true`: the answer's status and
-    /// whether the execution ended normally. A broken connection is opened again.
-    fn run_true(&mut self) -> (u16, bool) {
-        match self.try_run_true() {
-            Ok(r) => r,
-            Err(_) => {
-                self.conn = None;
-                self.try_run_true().unwrap_or((0, false))
-            }
-        }
-    }
-
-    fn try_run_true(&mut self) -> std::io::Result<(u16, bool)> {
-        let body = br#"{"environment":"busybox","command":["/bin/true"],"wait":true}"#;
-        if self.conn.is_none() {
-            let stream = TcpStream::connect(&self.addr)?;
-            stream.set_nodelay(true)?;
-            self.conn = Some(BufReader::new(stream));
-        }
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(std::io::Error::other("no connection"));
-        };
-        let head = format!(
-            "POST /api/v1/executions HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            self.addr,
-            body.len()
-        );
-        // One write: a second small one would wait for the server's delayed ACK (Nagle).
-        let mut request = head.into_bytes();
-        request.extend_from_slice(body);
-        conn.get_mut().write_all(&request)?;
-        let mut line = String::new();
-        conn.read_line(&mut line)?;
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("a status line: {line:?}")))?;
-        let mut length = None;
-        loop {
-            line.clear();
-            conn.read_line(&mut line)?;
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = l.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse::<usize>().ok();
-                }
-            }
-        }
-        let length = length.ok_or_else(|| std::io::Error::other("no Content-Length"))?;
-        let mut body = vec![0; length];
-        conn.read_exact(&mut body)?;
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        Ok((status, v["end_reason"] == "normal"))
+        Err(_) => (0, false),
     }
 }
 
@@ -114,10 +60,10 @@ fn main() {
     // Latency: one at a time over one keep-alive connection, API vs `sandpit run`.
     let mut api = Vec::new();
     let mut ended_normal = 0;
-    let mut client = Client::new(&server.addr);
+    let mut client = KeepAlive::new(&server.addr);
     for _ in 0..lat_runs {
         let t = Instant::now();
-        let (status, normal) = client.run_true();
+        let (status, normal) = run_true(&mut client);
         api.push(t.elapsed());
         if status == 201 && normal {
             ended_normal += 1;
@@ -177,9 +123,9 @@ fn main() {
         .map(|_| {
             let addr = server.addr.clone();
             std::thread::spawn(move || {
-                let mut client = Client::new(&addr);
+                let mut client = KeepAlive::new(&addr);
                 (0..per_client)
-                    .filter(|_| client.run_true().0 == 201)
+                    .filter(|_| run_true(&mut client).0 == 201)
                     .count()
             })
         })

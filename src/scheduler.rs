@@ -86,6 +86,12 @@ impl Scheduler {
         self.permits.clone().try_acquire_owned().ok()
     }
 
+    /// Runs `work` in the slot it holds: what the dispatcher claimed, or work that took a
+    /// free slot itself ([`Scheduler::try_slot`]).
+    pub fn run_in_slot<Q: Dispatched>(queue: Arc<Q>, work: Q::Work, slot: OwnedSemaphorePermit) {
+        tokio::spawn(queue.run(work, slot));
+    }
+
     /// Something was queued: let the dispatcher look.
     pub fn kick(&self) {
         self.wake.notify_one();
@@ -102,9 +108,7 @@ impl Scheduler {
                     return;
                 };
                 match queue.claim().await {
-                    Ok(Some(work)) => {
-                        tokio::spawn(queue.clone().run(work, permit));
-                    }
+                    Ok(Some(work)) => Self::run_in_slot(queue.clone(), work, permit),
                     Ok(None) => {
                         drop(permit);
                         wake.notified().await;

@@ -80,23 +80,20 @@ impl Lifecycle {
     ) -> Result<Option<ExecutionRow>> {
         let now = Micros::now();
         row.created_at = now;
-        row.status = Status::Pending;
-        if let Entry::Claimed(node) = entry {
+        (row.status, row.queued_at, row.started_at, row.node) = match entry {
+            Entry::Pending => (Status::Pending, None, None, None),
+            Entry::Queued => (Status::Queued, Some(now), None, None),
             // Claimed from a queue it never waited in: queued and started at once.
-            row.status = Status::Running;
-            row.queued_at = Some(now);
-            row.started_at = Some(now);
-            row.node = Some(node.to_string());
-            if self.store.insert_execution(&row).await? {
-                return Ok(Some(row));
-            }
-            row.started_at = None;
-            row.node = None;
+            Entry::Claimed(node) => (Status::Running, Some(now), Some(now), Some(node.into())),
+        };
+        if self.store.insert_execution(&row).await? {
+            return Ok(Some(row));
         }
-        if entry != Entry::Pending {
-            row.status = Status::Queued;
-            row.queued_at = Some(now);
+        if !matches!(entry, Entry::Claimed(_)) {
+            return Ok(None);
         }
+        // Refused as claimed (queued work waits, or the key is gone): queued behind.
+        (row.status, row.started_at, row.node) = (Status::Queued, None, None);
         Ok(self.store.insert_execution(&row).await?.then_some(row))
     }
 

@@ -358,7 +358,7 @@ impl ProgramDir {
     /// Keeps the captured streams; returns what failed.
     pub fn store_streams(&self, outcome: &Outcome) -> Vec<String> {
         let mut errors = Vec::new();
-        for (name, bytes) in [("stdout", &outcome.stdout), ("stderr", &outcome.stderr)] {
+        for (name, bytes) in STREAMS.into_iter().zip([&outcome.stdout, &outcome.stderr]) {
             if let Err(e) = write_owned(&self.dir.join(name), bytes) {
                 errors.push(format!("{name}: {e}"));
             }

@@ -368,6 +368,30 @@ pub fn parse_sse(text: &str) -> Vec<Event> {
     out
 }
 
+/// One request's bytes, head and body, to be written at once (a second small write would
+/// wait for the server's delayed ACK). `close`: the server closes the connection after it.
+fn request_bytes(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    close: bool,
+) -> Vec<u8> {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    if close {
+        head.push_str("Connection: close\r\n");
+    }
+    head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
 /// One request on its own connection (`Connection: close`), read to the end.
 pub fn request(
     addr: &str,
@@ -380,19 +404,80 @@ pub fn request(
     stream
         .set_read_timeout(Some(Duration::from_secs(120)))
         .expect("timeout");
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).expect("write");
-    stream.write_all(body).expect("write body");
+    stream
+        .write_all(&request_bytes(addr, method, path, headers, body, true))
+        .expect("write");
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).expect("read");
     parse_response(&raw)
+}
+
+/// One keep-alive connection, as a client that sends many requests keeps it: opened at the
+/// first request, and again after one that failed.
+pub struct KeepAlive {
+    addr: String,
+    conn: Option<BufReader<TcpStream>>,
+}
+
+impl KeepAlive {
+    pub fn new(addr: &str) -> KeepAlive {
+        KeepAlive {
+            addr: addr.to_string(),
+            conn: None,
+        }
+    }
+
+    /// Sends a request and reads its answer, which must have a `Content-Length`.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Resp> {
+        let request = request_bytes(&self.addr, method, path, headers, body, false);
+        let answer = self.exchange(&request);
+        if answer.is_err() {
+            self.conn = None;
+        }
+        answer
+    }
+
+    fn exchange(&mut self, request: &[u8]) -> std::io::Result<Resp> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => {
+                let stream = TcpStream::connect(&self.addr)?;
+                stream.set_nodelay(true)?;
+                stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+                self.conn.insert(BufReader::new(stream))
+            }
+        };
+        conn.get_mut().write_all(request)?;
+        // The head, line by line up to its blank line; then exactly its body.
+        let mut raw = Vec::new();
+        let mut length = None;
+        loop {
+            let mut line = String::new();
+            if conn.read_line(&mut line)? == 0 {
+                return Err(std::io::Error::other("the connection closed mid-answer"));
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse::<usize>().ok();
+                }
+            }
+            raw.extend_from_slice(line.as_bytes());
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let length = length.ok_or_else(|| std::io::Error::other("no Content-Length"))?;
+        let start = raw.len();
+        raw.resize(start + length, 0);
+        conn.read_exact(&mut raw[start..])?;
+        Ok(parse_response(&raw))
+    }
 }
 
 pub fn parse_response(raw: &[u8]) -> Resp {

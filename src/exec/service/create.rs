@@ -15,6 +15,7 @@ use crate::exec::lifecycle::Entry;
 use crate::exec::request::{ExecutionRequest, NewExecution, ProgramRequest};
 use crate::exec::state::Status;
 use crate::ids::new_execution_id;
+use crate::scheduler::Scheduler;
 use crate::store::ExecutionRow;
 
 use super::control::WAIT_MAX;
@@ -213,7 +214,7 @@ impl Service {
         };
         match slot {
             Some(slot) if row.status == Status::Running => {
-                tokio::spawn(self.clone().run_claimed(row.clone(), slot));
+                Scheduler::run_in_slot(self.clone(), row.clone(), slot);
             }
             _ if start => self.sched.kick(),
             _ => {}

@@ -44,11 +44,7 @@ impl Service {
 
     /// Runs a claimed execution in its slot, keeps the files it asked to keep, and records
     /// its end.
-    pub(super) async fn run_claimed(
-        self: Arc<Self>,
-        row: ExecutionRow,
-        permit: OwnedSemaphorePermit,
-    ) {
+    async fn run_claimed(self: Arc<Self>, row: ExecutionRow, permit: OwnedSemaphorePermit) {
         let id = row.id.clone();
         // What the execution keeps on disk once it ran, recorded with its end.
         let mut stored_bytes = None;
