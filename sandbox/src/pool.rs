@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::io::Io;
 use crate::outcome::Outcome;
 use crate::prepared::Prepared;
-use crate::spec::{EnvSpec, Spec};
+use crate::spec::{EnvSpec, Limits, Spec};
 
 /// An ask this long after the one before comes after a pause: the pool was idle, and its
 /// refill waits for the run (see `State::running`).
@@ -55,6 +55,8 @@ struct Shelf {
     asked_after_pause: bool,
     /// Preparing failed: not tried again until the next ask (the run itself will say why).
     failing: bool,
+    /// The limits of the last run asked for: sandboxes are prepared with them in place.
+    limits: Limits,
 }
 
 #[derive(Default)]
@@ -127,7 +129,7 @@ impl Pool {
     pub fn run(&self, spec: &Spec, io: Io) -> Result<Outcome, Error> {
         let env = spec.env_spec();
         let _under_way = UnderWay::begin(&self.shared);
-        match self.take(&env) {
+        match self.take(&env, &spec.limits) {
             Some(mut prepared) => {
                 prepared.taken();
                 prepared.run(spec, io)
@@ -152,8 +154,9 @@ impl Pool {
         drop(shelves);
     }
 
-    /// A ready sandbox for `env`, if any; records the ask so the shelf is (re)filled.
-    fn take(&self, env: &EnvSpec) -> Option<Prepared> {
+    /// A ready sandbox for `env`, if any; records the ask (and its `limits`) so the shelf is
+    /// (re)filled.
+    fn take(&self, env: &EnvSpec, limits: &Limits) -> Option<Prepared> {
         // No thread prepares: nothing is ever ready.
         self.refill.as_ref()?;
         let mut evicted = None;
@@ -174,11 +177,13 @@ impl Pool {
                 last_asked: Instant::now(),
                 asked_after_pause: true,
                 failing: false,
+                limits: limits.clone(),
             });
             let now = Instant::now();
             shelf.asked_after_pause = now.duration_since(shelf.last_asked) >= PAUSE;
             shelf.last_asked = now;
             shelf.failing = false;
+            shelf.limits.clone_from(limits);
             shelf.ready.pop()
         };
         self.shared.wake.notify_one();
@@ -252,8 +257,11 @@ fn refill(shared: &Shared) {
             .iter()
             .filter(|(_, s)| !s.failing && s.ready.len() < config.per_env)
             .min_by_key(|(_, s)| s.ready.len())
-            .map(|(e, s)| (e.clone(), !s.ready.is_empty() && s.asked_after_pause));
-        let Some((env, may_wait)) = wanted else {
+            .map(|(e, s)| {
+                let may_wait = !s.ready.is_empty() && s.asked_after_pause;
+                (e.clone(), s.limits.clone(), may_wait)
+            });
+        let Some((env, limits, may_wait)) = wanted else {
             // Nothing to do until an ask, or until the next shelf may go idle.
             let _ = shared.wake.wait_timeout(state, config.idle_after);
             continue;
@@ -265,7 +273,13 @@ fn refill(shared: &Shared) {
             continue;
         }
         drop(state);
-        let prepared = shared.engine.prepare(&env);
+        let prepared = shared.engine.prepare(&env).map(|mut p| {
+            // Not fatal: the run writes them itself then.
+            if let Err(e) = p.set_limits_ahead(&limits) {
+                tracing::debug!("setting a prepared sandbox's limits ahead: {e}");
+            }
+            p
+        });
         let mut state = shared.lock();
         match (state.shelves.get_mut(&env), prepared) {
             (Some(shelf), Ok(p)) => shelf.ready.push(p),

@@ -29,7 +29,7 @@ use crate::root_mount;
 use crate::rootfs::{self, inside_path, RootOptions};
 use crate::seccomp;
 use crate::spawn::{self, InitRequest};
-use crate::spec::{EnvSpec, Spec};
+use crate::spec::{EnvSpec, Limits, Spec};
 use crate::supervisor::{self, Stream, Supervisor};
 use crate::sys;
 use crate::timeline::Timeline;
@@ -198,6 +198,12 @@ impl Prepared {
     /// The environment this sandbox was prepared for.
     pub fn env(&self) -> &EnvSpec {
         &self.env
+    }
+
+    /// Writes the cgroup limits a run is expected to ask for, ahead of it: a run with the same
+    /// limits then writes none (see [`RunCgroup::set_limits`]).
+    pub(crate) fn set_limits_ahead(&mut self, limits: &Limits) -> Result<(), Error> {
+        self.cgroup.set_limits(limits)
     }
 
     /// A run is asked for now, in this sandbox prepared ahead: `setup_s` counts from here.

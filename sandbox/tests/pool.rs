@@ -169,6 +169,41 @@ fn no_run_sees_a_trace_of_an_earlier_one() {
     }
 }
 
+/// A shelf's sandboxes are prepared with the cgroup limits of the run asked for last in place.
+/// A run that asks for other limits gets its own all the same, and the next sandboxes are
+/// prepared with those.
+#[test]
+fn a_prepared_sandbox_enforces_its_runs_limits_not_those_it_was_prepared_with() {
+    let _serial = one_at_a_time();
+    let pool = pool(1);
+    let with_memory = |mib: u64| {
+        let mut s = prog_spec("memhog", &["96"]);
+        s.limits.memory_bytes = Some(mib << 20);
+        s
+    };
+    let (roomy, tight) = (with_memory(256), with_memory(64));
+    assert_eq!(roomy.env_spec(), tight.env_spec());
+    let ends = |spec: &Spec| {
+        wait_ready(&pool, spec, 1);
+        let o = pool.run(spec, Io::default()).unwrap();
+        (o.end_reason, o.peak_memory_bytes <= 64 << 20)
+    };
+    // Fresh: the shelf fills with the roomy limits in place.
+    assert_eq!(
+        pool.run(&roomy, Io::default()).unwrap().end_reason,
+        EndReason::Normal
+    );
+    // Prepared with 256 MiB, run with 64: the run's limit holds.
+    assert_eq!(ends(&tight), (EndReason::OutOfMemory, true));
+    // Prepared with 64 MiB (the last ask's), run with 256: not held to the shelf's.
+    assert_eq!(ends(&roomy), (EndReason::Normal, false));
+    // Prepared with 256 MiB, run with 256: the limits in place are the run's.
+    assert_eq!(ends(&roomy), (EndReason::Normal, false));
+    // And the same for a tight run after a tight one.
+    assert_eq!(ends(&tight), (EndReason::OutOfMemory, true));
+    assert_eq!(ends(&tight), (EndReason::OutOfMemory, true));
+}
+
 #[test]
 fn dropping_the_pool_ends_every_sandbox_it_kept() {
     let _serial = one_at_a_time();
