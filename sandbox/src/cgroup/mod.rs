@@ -153,13 +153,24 @@ fn write_file(path: &Path, value: &str) -> Result<(), Error> {
         .map_err(|e| cg_err(format!("writing '{value}' to"), path, e))
 }
 
-/// Reads `key value` lines (memory.events, pids.events, cpu.stat, memory.oom_control).
-fn read_key(path: &Path, key: &str) -> Option<u64> {
-    let text = fs::read_to_string(path).ok()?;
-    text.lines().find_map(|l| {
-        let (k, v) = l.split_once(' ')?;
-        (k == key).then(|| v.trim().parse().ok()).flatten()
-    })
+/// The values of `keys` in `key value` lines (memory.events, pids.events, cpu.stat,
+/// memory.oom_control), in the order asked.
+fn parse_keys<const N: usize>(text: &str, keys: [&str; N]) -> [Option<u64>; N] {
+    let mut values = [None; N];
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(' ') else {
+            continue;
+        };
+        if let Some(i) = keys.iter().position(|key| *key == k) {
+            values[i] = v.trim().parse().ok();
+        }
+    }
+    values
+}
+
+/// [`parse_keys`] of the file at `path`, read once.
+fn read_keys<const N: usize>(path: &Path, keys: [&str; N]) -> [Option<u64>; N] {
+    fs::read_to_string(path).map_or([None; N], |text| parse_keys(&text, keys))
 }
 
 fn read_u64(path: &Path) -> Option<u64> {
@@ -559,39 +570,37 @@ impl RunCgroup {
         }
     }
 
+    /// The CPU counter's file (v1 `cpuacct.usage`, v2 `cpu.stat`), read from its start.
+    fn read_cpu_usage<'b>(&self, buf: &'b mut [u8; 512]) -> &'b str {
+        let n = self.cpu_usage.read_at(buf, 0).unwrap_or(0);
+        std::str::from_utf8(&buf[..n]).unwrap_or("")
+    }
+
     /// CPU time used so far by every process in the cgroup, in nanoseconds.
     pub fn cpu_usage_ns(&self) -> u64 {
         let mut buf = [0u8; 512];
-        let Ok(n) = self.cpu_usage.read_at(&mut buf, 0) else {
-            return 0;
-        };
-        let text = std::str::from_utf8(&buf[..n]).unwrap_or("");
+        let text = self.read_cpu_usage(&mut buf);
         match self.version {
             CgroupVersion::V1 => text.trim().parse().unwrap_or(0),
-            CgroupVersion::V2 => text
-                .lines()
-                .find_map(|l| l.strip_prefix("usage_usec "))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map_or(0, |us| us * 1000),
+            CgroupVersion::V2 => parse_keys(text, ["usage_usec"])[0].map_or(0, |us| us * 1000),
         }
     }
 
-    /// The run's final numbers, read after its last process ended.
+    /// The run's final numbers, read after its last process ended: each file once.
     pub fn stats(&self) -> CgroupStats {
-        let mut s = CgroupStats {
-            cpu_ns: self.cpu_usage_ns(),
-            ..Default::default()
-        };
+        let mut s = CgroupStats::default();
         match self.version {
             CgroupVersion::V1 => {
                 let (mem, pids, cpu) = (&self.dirs[0], &self.dirs[1], &self.dirs[2]);
+                s.cpu_ns = self.cpu_usage_ns();
                 s.peak_memory_bytes = read_u64(&mem.join("memory.max_usage_in_bytes")).unwrap_or(0);
-                s.oom_kills = read_key(&mem.join("memory.oom_control"), "oom_kill").unwrap_or(0);
-                s.pids_limit_hit = read_key(&pids.join("pids.events"), "max").unwrap_or(0) > 0;
+                let [oom_kills] = read_keys(&mem.join("memory.oom_control"), ["oom_kill"]);
+                s.oom_kills = oom_kills.unwrap_or(0);
+                let [max] = read_keys(&pids.join("pids.events"), ["max"]);
+                s.pids_limit_hit = max.unwrap_or(0) > 0;
                 // cpuacct.stat is in clock ticks: use it only to split the exact total.
-                let stat = cpu.join("cpuacct.stat");
-                let user = read_key(&stat, "user").unwrap_or(0);
-                let system = read_key(&stat, "system").unwrap_or(0);
+                let [user, system] = read_keys(&cpu.join("cpuacct.stat"), ["user", "system"]);
+                let (user, system) = (user.unwrap_or(0), system.unwrap_or(0));
                 if user + system > 0 {
                     s.user_ns = (s.cpu_ns as u128 * user as u128 / (user + system) as u128) as u64;
                     s.system_ns = s.cpu_ns - s.user_ns;
@@ -601,12 +610,19 @@ impl RunCgroup {
             }
             CgroupVersion::V2 => {
                 let dir = &self.dirs[0];
+                let mut buf = [0u8; 512];
+                let [usage, user, system] = parse_keys(
+                    self.read_cpu_usage(&mut buf),
+                    ["usage_usec", "user_usec", "system_usec"],
+                );
+                s.cpu_ns = usage.unwrap_or(0) * 1000;
+                s.user_ns = user.unwrap_or(0) * 1000;
+                s.system_ns = system.unwrap_or(0) * 1000;
                 s.peak_memory_bytes = read_u64(&dir.join("memory.peak")).unwrap_or(0);
-                s.oom_kills = read_key(&dir.join("memory.events"), "oom_kill").unwrap_or(0);
-                s.pids_limit_hit = read_key(&dir.join("pids.events"), "max").unwrap_or(0) > 0;
-                let stat = dir.join("cpu.stat");
-                s.user_ns = read_key(&stat, "user_usec").unwrap_or(0) * 1000;
-                s.system_ns = read_key(&stat, "system_usec").unwrap_or(0) * 1000;
+                let [oom_kills] = read_keys(&dir.join("memory.events"), ["oom_kill"]);
+                s.oom_kills = oom_kills.unwrap_or(0);
+                let [max] = read_keys(&dir.join("pids.events"), ["max"]);
+                s.pids_limit_hit = max.unwrap_or(0) > 0;
             }
         }
         s
