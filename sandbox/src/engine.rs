@@ -120,7 +120,11 @@ impl Sandbox {
         let spawner = if config.one_shot {
             None
         } else {
-            Some(Spawner::start(consts, cgroups.v1_home_of_this_thread()?)?)
+            Some(Spawner::start(
+                consts,
+                cgroups.v1_home_of_this_thread()?,
+                config.runtime_dir.clone(),
+            )?)
         };
         Ok(Sandbox {
             reaper,

@@ -47,6 +47,7 @@ mod group;
 pub mod host;
 mod ids;
 mod io;
+mod mount_template;
 mod namespaces;
 mod netns;
 mod outcome;

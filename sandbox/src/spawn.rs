@@ -15,6 +15,7 @@ use crate::child;
 use crate::engine::Sandbox;
 use crate::error::Error;
 use crate::ids::{ActingAs, IdRange};
+use crate::mount_template::MountTemplate;
 use crate::namespaces;
 use crate::netns;
 use crate::plan::{EnvPlan, ProgramPlan};
@@ -38,7 +39,10 @@ pub(crate) struct InitRequest<'a> {
 }
 
 /// Where and as whom the cloning thread makes init.
-pub(crate) struct Site {
+pub(crate) struct Site<'a> {
+    /// The mount namespace init's is a copy of: the spawner's template (see
+    /// `mount_template`), or none (the cloning thread's own).
+    pub mounts: Option<&'a MountTemplate>,
     pub net: RawFd,
     /// The cloning thread's own network namespace, to return to.
     pub home_net: RawFd,
@@ -72,6 +76,7 @@ pub(crate) fn init(engine: &Sandbox, request: InitRequest) -> Result<(i32, Owned
         Some(spawned) => spawned,
         None => {
             let site = Site {
+                mounts: None,
                 net: request.net,
                 home_net: engine.netns.host(),
                 cgroup: request.cgroup.clone_into()?,
@@ -120,16 +125,24 @@ pub(crate) fn clone_init(plan: &EnvPlan, site: &Site) -> Result<(i32, OwnedFd), 
     }
     let pid = netns::cloned_into(site.net, site.home_net, || {
         site.cgroup.around(|| {
-            let acting = ActingAs::new(site.ids_base)?;
-            // SAFETY: the child only runs `init_main`, which uses raw syscalls on `plan`
-            // (prepared above) and ends in _exit.
-            let result = unsafe { sys::clone3(&mut args) };
-            drop(acting);
-            if let Ok(0) = result {
-                // SAFETY: we are the child of clone3.
-                unsafe { child::init_main(plan) }
+            let mut clone = || {
+                let acting = ActingAs::new(site.ids_base)?;
+                // SAFETY: the child only runs `init_main`, which uses raw syscalls on `plan`
+                // (prepared above) and ends in _exit.
+                let result = unsafe { sys::clone3(&mut args) };
+                drop(acting);
+                if let Ok(0) = result {
+                    // SAFETY: we are the child of clone3.
+                    unsafe { child::init_main(plan) }
+                }
+                result.map_err(|e| Error::Setup(format!("clone3: {e}")))
+            };
+            match site.mounts {
+                Some(template) => template.entered(clone).map_err(|e| {
+                    Error::Setup(format!("entering the mount namespace template: {e}"))
+                })?,
+                None => clone(),
             }
-            result.map_err(|e| Error::Setup(format!("clone3: {e}")))
         })?
     })??;
     // SAFETY: the kernel stored a fresh pidfd for the child.

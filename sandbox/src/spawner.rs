@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroup::CloneInto;
 use crate::error::Error;
+use crate::mount_template::MountTemplate;
 use crate::plan::{EnvPlan, InitConsts, ProgramPlan};
 use crate::rootfs::{RootPlan, Step};
 use crate::spawn::{self, InitRequest, Site};
@@ -115,18 +116,25 @@ struct Inherited {
     consts: InitConsts,
     /// v1: the engine's own cgroups, where the spawner returns after each clone.
     v1_home: Vec<PathBuf>,
+    /// The engine's runtime directory, whose stage and scratch init's setup names.
+    runtime_dir: PathBuf,
     engine_pid: i32,
 }
 
 impl Spawner {
     /// Forks the spawner, from a thread of its own that stays until the spawner ends.
-    pub fn start(consts: InitConsts, v1_home: Vec<PathBuf>) -> Result<Spawner, Error> {
+    pub fn start(
+        consts: InitConsts,
+        v1_home: Vec<PathBuf>,
+        runtime_dir: PathBuf,
+    ) -> Result<Spawner, Error> {
         let failed = |e: &dyn std::fmt::Display| Error::Setup(format!("starting the spawner: {e}"));
         let (ours, theirs) = channel().map_err(|e| failed(&e))?;
         let inherited = Inherited {
             socket: theirs.as_raw_fd(),
             consts,
             v1_home,
+            runtime_dir,
             engine_pid: std::process::id() as i32,
         };
         let (forked, told) = std::sync::mpsc::channel();
@@ -297,6 +305,8 @@ fn serve(inherited: Inherited) -> ! {
         Ok(f) => OwnedFd::from(f),
         Err(_) => exit(1),
     };
+    // Without a template, inits copy the host's mount table as a one-shot engine's do.
+    let template = MountTemplate::make(&inherited.runtime_dir).ok();
     let mut buf = vec![0u8; MAX_REQUEST];
     loop {
         let (bytes, fds) = match receive(sock, &mut buf) {
@@ -304,7 +314,13 @@ fn serve(inherited: Inherited) -> ! {
             Err(_) => exit(0), // the engine closed its end, or is gone
         };
         let reply = match postcard::from_bytes::<Request>(bytes) {
-            Ok(request) => clone_for(request, &fds, &inherited, home_net.as_raw_fd()),
+            Ok(request) => clone_for(
+                request,
+                &fds,
+                &inherited,
+                home_net.as_raw_fd(),
+                template.as_ref(),
+            ),
             Err(e) => Err(format!("the spawner could not read a request: {e}")),
         };
         drop(fds);
@@ -338,6 +354,7 @@ fn clone_for(
     received: &[OwnedFd],
     inherited: &Inherited,
     home_net: RawFd,
+    template: Option<&MountTemplate>,
 ) -> Result<(i32, OwnedFd), String> {
     if received.len() != request.fds.len() {
         return Err("the spawner received fewer descriptors than the request names".into());
@@ -364,6 +381,7 @@ fn clone_for(
         },
     };
     let site = Site {
+        mounts: template,
         net: local(request.net)?,
         home_net,
         cgroup,

@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::spec::EnvSpec;
 
+/// The host's devices bound into every sandbox's `/dev`.
+pub(crate) const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
+
 /// One step of the child's setup.
 #[derive(Clone, Serialize, Deserialize)]
 pub enum Step {
@@ -348,7 +351,7 @@ pub fn plan(spec: &EnvSpec, opts: &RootOptions) -> Result<RootPlan, Error> {
         Some("size=64k,mode=0755".into()),
         "mounting /dev".into(),
     )?;
-    for name in ["null", "zero", "full", "random", "urandom"] {
+    for name in DEVICES {
         let target = dev.join(name);
         b.push(
             Step::Touch {
