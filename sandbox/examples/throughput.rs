@@ -1,9 +1,17 @@
 //! Runs of busybox `true`, fresh and in the warm pool: the median latency of one run (request
 //! to outcome) and runs per second at 1, 2, 4 and 8 workers, teardown included (a run counts
-//! once its sandbox is gone: cgroup removed, init reaped).
+//! once its sandbox is gone: cgroup removed, init reaped). Beside them, in the same run, two
+//! floors that no sandbox can go under on this machine: the same program started, run and
+//! waited for with no sandbox at all (fork, chroot into ROOTFS, exec), and the same with a new
+//! network namespace per run, the one part of a sandbox the kernel makes and destroys dearest
+//! (its asynchronous teardown competes for the CPUs within the row; the last one's is not
+//! counted).
 //!
 //! `cargo run --release -p sandbox --example throughput -- ROOTFS [N]` (as root)
 
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,12 +41,32 @@ fn rate(engine: &Sandbox, workers: usize, n: usize, run: &(dyn Fn() + Sync)) -> 
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// The program alone: forked, chrooted into `rootfs` (in a new network namespace with
+/// `netns`), exec'd and waited for.
+fn bare_run(rootfs: &Path, netns: bool) {
+    let mut command = Command::new("/bin/true");
+    let root = rootfs.to_path_buf();
+    // SAFETY: runs in the forked child before exec; unshare, chroot and chdir are
+    // async-signal-safe and it allocates nothing (the path was made before the fork).
+    unsafe {
+        command.pre_exec(move || {
+            if netns && libc::unshare(libc::CLONE_NEWNET) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            std::os::unix::fs::chroot(&root)?;
+            std::env::set_current_dir("/")
+        });
+    }
+    let status = command.status().expect("spawning /bin/true");
+    assert!(status.success(), "{status}");
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let rootfs = args.next().expect("usage: throughput ROOTFS [N]");
     let n: usize = args.next().map_or(400, |a| a.parse().expect("N"));
     let engine = Arc::new(Sandbox::new(SandboxConfig::default()).expect("engine (run as root)"));
-    let spec = Spec::new(RootFs::Dir(rootfs.into()), vec!["/bin/true".into()]);
+    let spec = Spec::new(RootFs::Dir(rootfs.clone().into()), vec!["/bin/true".into()]);
     let env = spec.env_spec();
 
     let mut fresh = Vec::new();
@@ -86,7 +114,11 @@ fn main() {
         median(&mut setup)
     );
     println!("runs/s, teardown included, {n} runs per row");
-    println!("  {:>7} {:>10} {:>10}", "workers", "fresh", "pool");
+    println!(
+        "  {:>7} {:>10} {:>10} {:>18} {:>18}",
+        "workers", "fresh", "pool", "fork+exec alone", "+ network ns"
+    );
+    let rootfs = Path::new(&rootfs);
     for workers in [1, 2, 4, 8] {
         let fresh = rate(&engine, workers, n, &|| {
             check(engine.run(&spec, Io::default()).expect("run"))
@@ -102,6 +134,9 @@ fn main() {
         let pooled = rate(&engine, workers, n, &|| {
             check(pool.run(&spec, Io::default()).expect("run"))
         });
-        println!("  {workers:>7} {fresh:>10.0} {pooled:>10.0}");
+        drop(pool);
+        let alone = rate(&engine, workers, n, &|| bare_run(rootfs, false));
+        let netns = rate(&engine, workers, n, &|| bare_run(rootfs, true));
+        println!("  {workers:>7} {fresh:>10.0} {pooled:>10.0} {alone:>18.0} {netns:>18.0}");
     }
 }
