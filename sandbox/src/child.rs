@@ -400,19 +400,14 @@ fn place_fds(fds: &[RawFd], targets: &[i32]) -> Result<(), i32> {
     Ok(())
 }
 
-/// Installs one seccomp filter; returns the listener fd when `listener` is asked for.
-fn install_filter(filter: &libc::sock_fprog, listener: bool) -> Result<i32, i32> {
-    let flags = if listener {
-        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
-    } else {
-        0
-    };
+/// Installs the seccomp filter; returns its listener's fd.
+fn install_filter(filter: &libc::sock_fprog) -> Result<i32, i32> {
     // SAFETY: seccomp(SET_MODE_FILTER) with a pointer to a live sock_fprog.
     let r = unsafe {
         libc::syscall(
             libc::SYS_seccomp,
             libc::SECCOMP_SET_MODE_FILTER,
-            flags,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
             filter as *const libc::sock_fprog,
         )
     };
@@ -479,10 +474,7 @@ fn program_main(start: &ProgramStart) -> ! {
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
         program_fail(start, Stage::NoNewPrivs, errno());
     }
-    if let Err(e) = install_filter(&env.consts.filters.allow.prog, false) {
-        program_fail(start, Stage::Seccomp, e);
-    }
-    let listener = match install_filter(&env.consts.filters.deny.prog, true) {
+    let listener = match install_filter(&env.consts.filter.prog) {
         Ok(fd) => fd,
         Err(e) => program_fail(start, Stage::Seccomp, e),
     };

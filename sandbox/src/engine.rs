@@ -64,7 +64,7 @@ pub struct Sandbox {
     pub(crate) netns: NetPool,
     pub(crate) config: SandboxConfig,
     pub(crate) cgroups: CgroupManager,
-    /// The compiled seccomp filters `init_consts.filters` point into.
+    /// The compiled seccomp filter `init_consts.filter` points into.
     _policy: CompiledPolicy,
     /// CPUs a sandbox may use at once: its CPU time grows at most this fast.
     pub(crate) cpus: u64,
@@ -112,7 +112,7 @@ impl Sandbox {
         let program_stack = vec![0u8; PROGRAM_STACK_BYTES].into_boxed_slice();
         let consts = InitConsts {
             last_cap: capabilities::last_cap(),
-            filters: policy.filters(),
+            filter: policy.filter(),
             engine_image: EngineImage::of_this_process(),
             arenas: arenas.bounds(),
             program_stack: (program_stack.as_ptr() as usize, program_stack.len()),

@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::report::MAX_FDS;
 use crate::rlimits::Rlimit;
 use crate::rootfs::{inside_path, RootPlan};
-use crate::seccomp::Filters;
+use crate::seccomp::Filter;
 use crate::spec::Spec;
 
 /// How init builds the sandbox. Raw pointers point into memory that init's copy keeps alive.
@@ -40,7 +40,7 @@ pub struct EnvPlan {
 pub struct InitConsts {
     pub last_cap: u8,
     /// Point into the engine's compiled policy (and into the spawner's copy of it).
-    pub filters: Filters,
+    pub filter: Filter,
     pub engine_image: EngineImage,
     /// The engine's arena region (see [`Arenas::bounds`]).
     pub arenas: (usize, usize),
@@ -49,7 +49,7 @@ pub struct InitConsts {
     pub program_stack: (usize, usize),
 }
 
-// SAFETY: the pointers in `filters` point into the engine's compiled policy, which is never
+// SAFETY: the pointer in `filter` points into the engine's compiled policy, which is never
 // written after it is compiled and lives as long as the engine; `program_stack` is used only
 // by the program's process, in its init's copy. Any thread may hold and copy these values.
 unsafe impl Send for InitConsts {}

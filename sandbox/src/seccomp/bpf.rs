@@ -112,7 +112,27 @@ pub(super) fn by_number(numbers: &[u32], member: u32, other: u32) -> Option<Vec<
         return Some(vec![ret(other)]);
     }
     let code = tree(&ranges);
-    let (member_at, other_at) = (code.len(), code.len() + 1);
+    let mut out = lay_out(&code, code.len(), code.len() + 1)?;
+    out.push(ret(member));
+    out.push(ret(other));
+    Some(out)
+}
+
+/// With the syscall number in A: returns `other` for the numbers not given; the numbers given
+/// go on to the instruction after this part, A unchanged.
+pub(super) fn only(numbers: &[u32], other: u32) -> Option<Vec<sock_filter>> {
+    let ranges = ranges(numbers);
+    if ranges.is_empty() {
+        return Some(vec![ret(other)]);
+    }
+    let code = tree(&ranges);
+    let mut out = lay_out(&code, code.len() + 1, code.len())?;
+    out.push(ret(other));
+    Some(out)
+}
+
+/// The search tree's jumps as instructions, its two ends at `member_at` and `other_at`.
+fn lay_out(code: &[Jump], member_at: usize, other_at: usize) -> Option<Vec<sock_filter>> {
     let mut out = Vec::with_capacity(code.len() + 2);
     for (i, jump) in code.iter().enumerate() {
         let offset = |t: Target| -> Option<u8> {
@@ -130,8 +150,6 @@ pub(super) fn by_number(numbers: &[u32], member: u32, other: u32) -> Option<Vec<
             offset(jump.not_taken)?,
         ));
     }
-    out.push(ret(member));
-    out.push(ret(other));
     Some(out)
 }
 
