@@ -3,9 +3,10 @@
 //! (step, errno) on the report socket; the engine turns them into words.
 //!
 //! Two processes live here: the sandbox's init (pid 1 of the new pid namespace), which builds
-//! the root filesystem, waits for the engine's `Run`, starts the program, reaps every process
-//! and reports the program's status; and the program (pid 2), which drops every privilege and
-//! execs.
+//! the root filesystem, starts the program's process, waits for the engine's `Run`, hands the
+//! program its descriptors, reaps every process and reports the program's status; and the
+//! program (pid 2), which arms the seccomp filter as soon as it exists, then waits for its
+//! descriptors, drops every privilege and execs.
 
 use std::os::fd::RawFd;
 
@@ -191,12 +192,11 @@ fn null_stdio() {
     }
 }
 
-/// What the program's process starts from: its plan and the descriptors init received for
-/// it (they become `program.fd_targets`).
+/// What the program's process starts from: init's plan, and its end of the socket pair on
+/// which init hands it its descriptors (they become `program.fd_targets`) with `Run`.
 struct ProgramStart<'a> {
     env: &'a EnvPlan,
-    program: &'a ProgramPlan,
-    fds: &'a [RawFd],
+    from_init: RawFd,
 }
 
 /// The sandbox's init. Never returns.
@@ -241,6 +241,12 @@ pub unsafe fn init_main(plan: &EnvPlan) -> ! {
     // Attached and pivoted into: init needs the descriptor no more.
     // SAFETY: our copy of the engine's fd.
     unsafe { libc::close(plan.root_fd) };
+    let (to_program, from_init) = program_pair(sock);
+    let start = ProgramStart {
+        env: plan,
+        from_init,
+    };
+    let pid = start_program(&start);
     report::send(sock, Kind::EnvReady, 0, 0);
     let n = match report::command(sock, &mut fds) {
         Some((m, n)) if m.kind == Kind::Run => n,
@@ -256,39 +262,13 @@ pub unsafe fn init_main(plan: &EnvPlan) -> ! {
         report::send(sock, Kind::ProgramFailed, Stage::Bind as i32, e as i64);
         exit(1);
     }
-    let start = ProgramStart {
-        env: plan,
-        program,
-        fds: &fds[..mapped],
-    };
     report::send(sock, Kind::Started, 0, monotonic_ns());
-    // Like posix_spawn: the program shares init's memory (CLONE_VM) on its own stack and init
-    // waits (CLONE_VFORK) until it has exec'd, so no address space is copied. Not fork():
-    // glibc's fork takes locks another thread of the engine may have held at clone time.
-    let stack = plan.consts.program_stack.0 + plan.consts.program_stack.1;
-    let stack_top = (stack & !15) as *mut libc::c_void;
-    // SAFETY: program_entry runs on its own stack and only reads `start`, which outlives it
-    // (init is suspended until the program execs or exits).
-    let pid = unsafe {
-        libc::clone(
-            program_entry,
-            stack_top,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            &start as *const ProgramStart as *mut libc::c_void,
-        )
-    };
-    if pid < 0 {
-        report::send(
-            sock,
-            Kind::ProgramFailed,
-            Stage::Fork as i32,
-            errno() as i64,
-        );
-        exit(1);
-    }
+    // A program that could not arm its filter has said why and ended: reaping it tells the
+    // rest.
+    report::pass(to_program, Kind::Run, &fds[..mapped]);
     // Only the program (and what it starts) may hold the pipes: EOF then means it is done.
-    for fd in &fds[..mapped] {
-        // SAFETY: fds received with Run, ours to close.
+    for fd in fds[..mapped].iter().chain([&to_program]) {
+        // SAFETY: fds received with Run, and our end of the pair, ours to close.
         unsafe { libc::close(*fd) };
     }
     let (status, ended_at) = reap_all(pid);
@@ -297,6 +277,67 @@ pub unsafe fn init_main(plan: &EnvPlan) -> ! {
     // /proc/<init>/root; it closes its end when done.
     while report::command(sock, &mut fds).is_some() {}
     exit(0);
+}
+
+/// A socket pair for init and the program's process: (init's end, the program's end).
+fn program_pair(sock: RawFd) -> (RawFd, RawFd) {
+    let mut pair = [-1; 2];
+    // SAFETY: socketpair into a live local array.
+    let made = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            pair.as_mut_ptr(),
+        )
+    };
+    if made < 0 {
+        report::send(
+            sock,
+            Kind::ProgramFailed,
+            Stage::Fork as i32,
+            errno() as i64,
+        );
+        exit(1);
+    }
+    (pair[0], pair[1])
+}
+
+/// Starts the program's process, before its program is known: it arms the seccomp filter
+/// while the sandbox waits for its run (attaching a filter is about 0.1 ms of the kernel's
+/// work per process), then waits on `start.from_init` for its descriptors. Returns its pid.
+///
+/// Like posix_spawn it shares init's memory (CLONE_VM) on its own stack, so no address space
+/// is copied; unlike posix_spawn init does not wait for its exec (no CLONE_VFORK): both run
+/// raw system calls on their own stacks, and the program reads the plan only once `Run` came
+/// (the engine wrote it before). They share errno too: each reads it right after its own
+/// failed call, and while the program sets itself up init only waits. Not fork(): glibc's
+/// fork takes locks another thread of the engine may have held at clone time.
+fn start_program(start: &ProgramStart) -> libc::pid_t {
+    let stack = start.env.consts.program_stack.0 + start.env.consts.program_stack.1;
+    let stack_top = (stack & !15) as *mut libc::c_void;
+    // SAFETY: program_entry runs on its own stack and only reads `start`, which lives in
+    // init_main's frame: as long as init (init_main never returns).
+    let pid = unsafe {
+        libc::clone(
+            program_entry,
+            stack_top,
+            libc::CLONE_VM | libc::SIGCHLD,
+            start as *const ProgramStart as *mut libc::c_void,
+        )
+    };
+    if pid < 0 {
+        report::send(
+            start.env.report,
+            Kind::ProgramFailed,
+            Stage::Fork as i32,
+            errno() as i64,
+        );
+        exit(1);
+    }
+    // SAFETY: the program's end of the pair, which init does not use.
+    unsafe { libc::close(start.from_init) };
+    pid
 }
 
 /// Attaches the read-only binds that came with `Run` at the paths the plan gives, in order.
@@ -423,11 +464,12 @@ fn install_filter(filter: &libc::sock_fprog) -> Result<i32, i32> {
 const EXEC_BUSY_WAITS: u32 = 500;
 const EXEC_BUSY_PAUSE_NS: libc::c_long = 2_000_000;
 
-/// The program's process: drop everything, then exec.
+/// The program's process: the seccomp filter armed, then (with its descriptors and plan)
+/// everything dropped, then exec.
 fn program_main(start: &ProgramStart) -> ! {
-    let (env, plan) = (start.env, start.program);
+    let env = start.env;
     // SAFETY: integer-only syscall. Nothing of the engine's may leak into the program: every
-    // fd above 2 closes on exec, but for those placed just below.
+    // fd above 2 closes on exec, but for those placed below.
     unsafe {
         libc::syscall(
             libc::SYS_close_range,
@@ -436,7 +478,25 @@ fn program_main(start: &ProgramStart) -> ! {
             libc::CLOSE_RANGE_CLOEXEC,
         )
     };
-    if let Err(e) = place_fds(start.fds, &plan.fd_targets[..start.fds.len()]) {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
+        program_fail(start, Stage::NoNewPrivs, errno());
+    }
+    let listener = match install_filter(&env.consts.filter.prog) {
+        Ok(fd) => fd,
+        Err(e) => program_fail(start, Stage::Seccomp, e),
+    };
+    report::send_listener(env.report, listener);
+    // SAFETY: our own fd.
+    unsafe { libc::close(listener) };
+    let mut fds = [-1; MAX_FDS];
+    let n = match report::command(start.from_init, &mut fds) {
+        Some((m, n)) if m.kind == Kind::Run => n,
+        _ => exit(0), // init is gone, or the sandbox was dropped unused
+    };
+    // SAFETY: the engine wrote the plan into the shared arena before it sent Run to init.
+    let plan = unsafe { &*env.program };
+    if let Err(e) = place_fds(&fds[..n], &plan.fd_targets[..n.min(plan.fd_targets.len())]) {
         program_fail(start, Stage::Stdio, e);
     }
     // The OOM killer's first choice is the program and what it starts, never init (see
@@ -444,7 +504,7 @@ fn program_main(start: &ProgramStart) -> ! {
     // host root while this memory (init's, shared until exec) is undumpable: dumpable for the
     // moment of the write, and undumpable again, so that a program running as the sandbox's
     // root can never read init's memory (a copy of the engine's).
-    // SAFETY: prctl with integer arguments; init is suspended (vfork), nothing else runs.
+    // SAFETY: prctl with integer arguments; init waits for this process (it reaps it).
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
     let raised = write_file(c"/proc/self/oom_score_adj", b"1000");
     // SAFETY: as above.
@@ -470,17 +530,6 @@ fn program_main(start: &ProgramStart) -> ! {
     if unsafe { libc::chdir(plan.cwd) } < 0 {
         program_fail(start, Stage::Cwd, errno());
     }
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
-        program_fail(start, Stage::NoNewPrivs, errno());
-    }
-    let listener = match install_filter(&env.consts.filter.prog) {
-        Ok(fd) => fd,
-        Err(e) => program_fail(start, Stage::Seccomp, e),
-    };
-    report::send_listener(env.report, listener);
-    // SAFETY: our own fd.
-    unsafe { libc::close(listener) };
     let mut last_error = libc::ENOENT;
     let mut path = plan.exec_paths;
     let mut busy_waits = 0;

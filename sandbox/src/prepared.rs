@@ -4,9 +4,10 @@
 //!
 //! The spawn path, top to bottom: plan the mounts → an arena of the engine's shared region → a
 //! network namespace made ahead → clone3 in it, by the spawner or (one-shot) the engine's
-//! thread (every other namespace, into the cgroup) → id maps → `Go` → init mounts →
-//! `EnvReady`. Then per program: plan into the arena → limits → files → `Run`
-//! with the program's stdio → supervise → verdict → init's end handed to the reaper.
+//! thread (every other namespace, into the cgroup) → id maps → `Go` → init mounts → the
+//! program's process started (it arms the seccomp filter and waits) → `EnvReady`. Then per
+//! program: plan into the arena → limits → files → `Run` with the program's stdio (init hands
+//! them on) → supervise → verdict → init's end handed to the reaper.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -44,6 +45,9 @@ pub struct Prepared {
     pidfd: OwnedFd,
     /// Until the supervisor takes it for the run.
     channel: Option<Channel>,
+    /// The program's seccomp listener, when it came before `EnvReady` (else the supervisor
+    /// receives it).
+    listener: Option<OwnedFd>,
     arena: Arena,
     /// Declared after the fields above: dropped after init is gone (see `Drop`).
     cgroup: RunCgroup,
@@ -119,6 +123,7 @@ impl Prepared {
             init_pid,
             pidfd,
             channel: Some(channel),
+            listener: None,
             arena,
             cgroup,
             workdir,
@@ -129,22 +134,25 @@ impl Prepared {
             timeline,
             reaper: engine.reaper.handle(),
         };
-        prepared.handshake(&steps)?;
+        prepared.listener = prepared.handshake(&steps)?;
         prepared.timeline.mark("init's mounts");
         Ok(prepared)
     }
 
-    /// Lets init set the sandbox up and waits until it says it is ready.
-    fn handshake(&mut self, steps: &[String]) -> Result<(), Error> {
+    /// Lets init set the sandbox up and waits until it says it is ready; returns the program's
+    /// seccomp listener if it came first.
+    fn handshake(&mut self, steps: &[String]) -> Result<Option<OwnedFd>, Error> {
         let channel = self.channel.as_ref().ok_or_else(|| failed("no channel"))?;
         if !channel.command(Kind::Go, &[]) {
             return Err(failed("the sandbox's init ended before its setup"));
         }
         let deadline = sys::monotonic_ns() + SETUP_TIMEOUT.as_nanos() as i64;
+        let mut listener = None;
         loop {
             match channel.try_recv() {
-                Received::Message(m, _) => match m.kind {
-                    Kind::EnvReady => return Ok(()),
+                Received::Message(m, passed) => match m.kind {
+                    Kind::EnvReady => return Ok(listener),
+                    Kind::SeccompListener => listener = passed,
                     Kind::StepFailed => {
                         let step = usize::try_from(m.a)
                             .ok()
@@ -314,6 +322,7 @@ impl Prepared {
             init_pid: self.init_pid,
             pidfd: &self.pidfd,
             channel: Some(channel),
+            listener: self.listener.take(),
             stdout,
             stderr,
             stops,

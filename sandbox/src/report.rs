@@ -10,10 +10,12 @@
 //! engine                                  init (pid 1)                  program (pid 2)
 //!   clone3, id maps, cgroup ─ Go ───────▶
 //!                                         mounts, hostname, pivot_root
+//!                                         clone ──────────────────────▶ no_new_privs, seccomp
+//!          ◀─────────────────────────────────────────────── SeccompListener + [fd]
 //!          ◀──────────────── EnvReady | StepFailed(step, errno)
 //!   files copied in
-//!   Run + [stdin, stdout, stderr] ──────▶ Started(ns) ─▶ clone ───────▶ ids, rlimits, seccomp
-//!          ◀─────────────────────────────────────────────── SeccompListener + [fd]
+//!   Run + [stdin, stdout, stderr] ──────▶ Started(ns)
+//!                                         Run + [its descriptors] ───▶ ids, rlimits, exec
 //!          ◀─────────────────────────────────────────────── ProgramFailed(stage, errno)
 //!                                         reaps everyone
 //!          ◀──────────────── Exited(wait status, ns)
@@ -31,13 +33,15 @@ pub enum Kind {
     /// engine → init: the id maps and the cgroup are in place; set the sandbox up.
     Go = 1,
     /// engine → init: start the program planned in the arena; carries its stdin, stdout and
-    /// stderr.
+    /// stderr (and the files to bind). init → program, on their own socket pair: the same,
+    /// with the program's descriptors.
     Run = 2,
     /// init → engine: setup step `a` failed with errno `b`.
     StepFailed = 10,
     /// init → engine: the sandbox is set up; init waits for `Run`.
     EnvReady = 11,
-    /// init → engine: `b` = CLOCK_MONOTONIC ns just before the program's clone.
+    /// init → engine: `b` = CLOCK_MONOTONIC ns just before it hands the program its
+    /// descriptors.
     Started = 12,
     /// program → engine: its own setup failed at stage `a` with errno `b` (before exec).
     ProgramFailed = 13,
@@ -274,6 +278,19 @@ pub mod child {
             },
             &[],
         );
+    }
+
+    /// Sends `kind` with `fds`; false when nobody holds the other end any more.
+    pub fn pass(sock: RawFd, kind: Kind, fds: &[RawFd]) -> bool {
+        send_raw(
+            sock,
+            Wire {
+                kind: kind as u32,
+                a: 0,
+                b: 0,
+            },
+            fds,
+        )
     }
 
     /// Sends the seccomp listener to the engine.

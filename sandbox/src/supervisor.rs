@@ -145,12 +145,23 @@ pub struct Supervisor<'a> {
     pub init_pid: i32,
     pub pidfd: &'a OwnedFd,
     pub channel: Option<Channel>,
+    /// The program's seccomp listener, if it came before the run (else it comes on `channel`).
+    pub listener: Option<OwnedFd>,
     pub stdout: Stream,
     pub stderr: Stream,
     /// Eventfds that end the run, each for its cause (a stop, a group's end or wall limit).
     pub stops: Vec<(RawFd, KillCause)>,
     pub cgroup: &'a RunCgroup,
     pub limits: Limits,
+}
+
+/// The program's seccomp listener, made non-blocking where the kernel honours it (6.11 on;
+/// the poll is what keeps older kernels from blocking).
+fn listening(listener: Option<OwnedFd>) -> Option<OwnedFd> {
+    if let Some(l) = &listener {
+        let _ = sys::set_nonblocking(l);
+    }
+    listener
 }
 
 /// Denied syscalls the supervisor answers per run. Each costs the engine a wakeup and two
@@ -247,14 +258,7 @@ impl Supervisor<'_> {
                     };
                     watch.setup_error = Some(format!("{what}: {}", errno_text(msg.b)));
                 }
-                Kind::SeccompListener => {
-                    // Non-blocking where the kernel honours it (6.11 on); the poll is what
-                    // keeps older kernels from blocking.
-                    if let Some(l) = &passed {
-                        let _ = sys::set_nonblocking(l);
-                    }
-                    *listener = passed;
-                }
+                Kind::SeccompListener => *listener = listening(passed),
                 Kind::Exited => watch.exited = Some((msg.a, msg.b)),
                 // Setup messages belong to the handshake before Run.
                 _ => {}
@@ -280,7 +284,7 @@ impl Supervisor<'_> {
             files: BTreeMap::new(),
             init_waiting: None,
         };
-        let mut listener: Option<OwnedFd> = None;
+        let mut listener = listening(self.listener.take());
         let mut init_alive = true;
         let mut collected = false;
         loop {
