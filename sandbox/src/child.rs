@@ -464,8 +464,9 @@ fn install_filter(filter: &libc::sock_fprog) -> Result<i32, i32> {
 const EXEC_BUSY_WAITS: u32 = 500;
 const EXEC_BUSY_PAUSE_NS: libc::c_long = 2_000_000;
 
-/// The program's process: the seccomp filter armed, then (with its descriptors and plan)
-/// everything dropped, then exec.
+/// The program's process: what does not depend on its program done ahead (the seccomp filter
+/// armed, its OOM score, its own session, the capability bounding set emptied), then, with
+/// its descriptors and plan, the rest dropped, then exec.
 fn program_main(start: &ProgramStart) -> ! {
     let env = start.env;
     // SAFETY: integer-only syscall. Nothing of the engine's may leak into the program: every
@@ -489,6 +490,24 @@ fn program_main(start: &ProgramStart) -> ! {
     report::send_listener(env.report, listener);
     // SAFETY: our own fd.
     unsafe { libc::close(listener) };
+    // The OOM killer's first choice is the program and what it starts, never init (see
+    // `protect_init`). Raising one's own score needs no privilege, but /proc/self belongs to
+    // host root while this memory (init's, shared until exec) is undumpable: dumpable for the
+    // moment of the write, and undumpable again, so that a program running as the sandbox's
+    // root can never read init's memory (a copy of the engine's).
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+    let raised = write_file(c"/proc/self/oom_score_adj", b"1000");
+    // SAFETY: as above.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if let Err(e) = raised {
+        program_fail(start, Stage::OomScore, e);
+    }
+    // SAFETY: no arguments.
+    unsafe { libc::setsid() };
+    if let Err(e) = capabilities::drop_bounding_and_ambient(env.consts.last_cap) {
+        program_fail(start, Stage::Caps, e);
+    }
     let mut fds = [-1; MAX_FDS];
     let n = match report::command(start.from_init, &mut fds) {
         Some((m, n)) if m.kind == Kind::Run => n,
@@ -499,26 +518,8 @@ fn program_main(start: &ProgramStart) -> ! {
     if let Err(e) = place_fds(&fds[..n], &plan.fd_targets[..n.min(plan.fd_targets.len())]) {
         program_fail(start, Stage::Stdio, e);
     }
-    // The OOM killer's first choice is the program and what it starts, never init (see
-    // `protect_init`). Raising one's own score needs no privilege, but /proc/self belongs to
-    // host root while this memory (init's, shared until exec) is undumpable: dumpable for the
-    // moment of the write, and undumpable again, so that a program running as the sandbox's
-    // root can never read init's memory (a copy of the engine's).
-    // SAFETY: prctl with integer arguments; init waits for this process (it reaps it).
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
-    let raised = write_file(c"/proc/self/oom_score_adj", b"1000");
-    // SAFETY: as above.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    if let Err(e) = raised {
-        program_fail(start, Stage::OomScore, e);
-    }
-    // SAFETY: no arguments.
-    unsafe { libc::setsid() };
     if let Err((_, e)) = rlimits::apply(&plan.rlimits[..plan.n_rlimits.min(plan.rlimits.len())]) {
         program_fail(start, Stage::Rlimits, e);
-    }
-    if let Err(e) = capabilities::drop_bounding_and_ambient(env.consts.last_cap) {
-        program_fail(start, Stage::Caps, e);
     }
     if let Err(e) = raw_set_ids(plan.uid, plan.gid, true) {
         program_fail(start, Stage::Ids, e);
