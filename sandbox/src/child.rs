@@ -197,6 +197,9 @@ fn null_stdio() {
 struct ProgramStart<'a> {
     env: &'a EnvPlan,
     from_init: RawFd,
+    /// init's end, which the program's copy of init's descriptors holds too: closed there, so
+    /// that init's end going means EOF.
+    init_end: RawFd,
 }
 
 /// The sandbox's init. Never returns.
@@ -245,6 +248,7 @@ pub unsafe fn init_main(plan: &EnvPlan) -> ! {
     let start = ProgramStart {
         env: plan,
         from_init,
+        init_end: to_program,
     };
     let pid = start_program(&start);
     report::send(sock, Kind::EnvReady, 0, 0);
@@ -469,6 +473,8 @@ const EXEC_BUSY_PAUSE_NS: libc::c_long = 2_000_000;
 /// its descriptors and plan, the rest dropped, then exec.
 fn program_main(start: &ProgramStart) -> ! {
     let env = start.env;
+    // SAFETY: our copy of init's end of the pair.
+    unsafe { libc::close(start.init_end) };
     // SAFETY: integer-only syscall. Nothing of the engine's may leak into the program: every
     // fd above 2 closes on exec, but for those placed below.
     unsafe {
