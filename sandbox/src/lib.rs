@@ -77,7 +77,7 @@ pub use group::{Group, GroupOutcome, Pipe, PipeCapture, PipeEnd, MAX_PIPE_FD, MA
 pub use io::{Io, StopHandle};
 pub use outcome::{EndReason, Outcome, SeccompViolation, TimeoutKind};
 pub use paths::{RelPath, RelPathError, MAX_REL_PATH};
-pub use pool::{Pool, PoolConfig};
+pub use pool::{Pool, PoolConfig, PoolRuns};
 pub use prepared::Prepared;
 pub use signals::signal_name;
 pub use spec::{
