@@ -553,13 +553,26 @@ fn metrics_count_ends_queue_slots_and_requests() {
     }
 
     // The warm pool (--prepared 2 by default) keeps busybox sandboxes ready after its runs.
-    scrape_until(&s, "busybox sandboxes prepared", |m| {
+    let ready = scrape_until(&s, "busybox sandboxes prepared", |m| {
         value(
             m,
             "sandpit_prepared_sandboxes",
             &[("environment", "busybox")],
         ) == 2.0
     });
+    // The next single program takes one of them, and the pool counts it so.
+    let served = |m: &BTreeMap<String, Family>, how: &str| {
+        value(m, "sandpit_pool_runs_total", &[("sandbox", how)])
+    };
+    let (v, _) = run_wait(
+        &s,
+        TOKEN,
+        json!({"environment": "busybox", "wait": true, "command": ["true"]}),
+    );
+    assert_eq!(v["end_reason"], "normal", "{v}");
+    let after = scrape(&s);
+    assert_eq!(served(&after, "prepared"), served(&ready, "prepared") + 1.0);
+    assert_eq!(served(&after, "fresh"), served(&ready, "fresh"));
 }
 
 // ---- the audit log --------------------------------------------------------------------------

@@ -43,6 +43,12 @@ struct EnvLabels {
     environment: String,
 }
 
+/// How a run found its sandbox: `prepared` (the warm pool's) or `fresh`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SandboxLabels {
+    sandbox: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
     method: &'static str,
@@ -97,6 +103,7 @@ pub struct Metrics {
     slots: Gauge,
     slots_busy: Gauge,
     prepared: Family<EnvLabels, Gauge>,
+    pool_runs: Family<SandboxLabels, Counter>,
     callback_deliveries: Counter,
     callback_failures: Counter,
     http_requests: Family<HttpLabels, Counter>,
@@ -117,6 +124,7 @@ impl Metrics {
             slots: Gauge::default(),
             slots_busy: Gauge::default(),
             prepared: Family::default(),
+            pool_runs: Family::default(),
             callback_deliveries: Counter::default(),
             callback_failures: Counter::default(),
             http_requests: Family::default(),
@@ -174,6 +182,11 @@ impl Metrics {
             "prepared_sandboxes",
             "Sandboxes prepared ahead of use, by environment",
             m.prepared.clone(),
+        );
+        root.register(
+            "pool_runs",
+            "Single programs run through the warm pool, by how they found their sandbox: prepared ahead (or being prepared), or set up fresh",
+            m.pool_runs.clone(),
         );
         root.register(
             "callback_deliveries",
@@ -282,10 +295,21 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// The exposition, with the gauges read now: `queue_depth` from the store, `slots` and
-    /// `slots_busy` from the scheduler.
-    pub fn encode(&self, queue_depth: i64, slots: usize, slots_busy: usize) -> String {
+    /// The exposition, with what is read now: `queue_depth` from the store, `slots` and
+    /// `slots_busy` from the scheduler, `pool` (counts since the start) from the warm pool.
+    pub fn encode(
+        &self,
+        queue_depth: i64,
+        slots: usize,
+        slots_busy: usize,
+        pool: sandbox::PoolRuns,
+    ) -> String {
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        // The pool counts; the counters catch up with it under the lock, one scrape at a time.
+        for (sandbox, total) in [("prepared", pool.prepared), ("fresh", pool.fresh)] {
+            let counter = self.pool_runs.get_or_create(&SandboxLabels { sandbox });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
         self.queue_depth.set(queue_depth);
         self.slots.set(i64::try_from(slots).unwrap_or(i64::MAX));
         self.slots_busy
@@ -315,7 +339,12 @@ mod tests {
         m.callback_delivered();
         m.callback_failed();
         m.http_request("GET", "/api/v1/executions/{id}", 404, 0.001);
-        let text = m.encode(5, 4, 2);
+        let pool = sandbox::PoolRuns {
+            prepared: 7,
+            fresh: 2,
+        };
+        let _ = m.encode(0, 4, 2, pool);
+        let text = m.encode(5, 4, 2, pool);
         for line in [
             "sandpit_executions_ended_total{reason=\"timeout\"} 1",
             "sandpit_executions_ended_total{reason=\"normal\"} 0",
@@ -323,6 +352,8 @@ mod tests {
             "sandpit_slots 4",
             "sandpit_slots_busy 2",
             "sandpit_prepared_sandboxes{environment=\"python3\"} 3",
+            "sandpit_pool_runs_total{sandbox=\"prepared\"} 7",
+            "sandpit_pool_runs_total{sandbox=\"fresh\"} 2",
             "sandpit_callback_deliveries_total 1",
             "sandpit_callback_failures_total 1",
             "sandpit_http_requests_total{method=\"GET\",route=\"/api/v1/executions/{id}\",status=\"404\"} 1",

@@ -101,6 +101,11 @@ impl Service {
             .collect()
     }
 
+    /// How the warm pool's runs found their sandbox so far.
+    pub fn pool_runs(&self) -> sandbox::PoolRuns {
+        self.pool.runs()
+    }
+
     pub fn policy(&self) -> &Policy {
         &self.policy
     }

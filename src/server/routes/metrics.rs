@@ -17,9 +17,12 @@ pub async fn scrape(app: Arc<App>, _: Req) -> ApiResult<Resp> {
     for (envid, ready) in app.exec.prepared() {
         app.metrics.set_prepared(&envid, ready as i64);
     }
-    let text = app
-        .metrics
-        .encode(depth, app.exec.slots(), app.exec.slots_busy());
+    let text = app.metrics.encode(
+        depth,
+        app.exec.slots(),
+        app.exec.slots_busy(),
+        app.exec.pool_runs(),
+    );
     let mut resp = Response::new(full(text));
     resp.headers_mut().insert(
         CONTENT_TYPE,
