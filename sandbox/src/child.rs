@@ -493,7 +493,7 @@ fn program_main(start: &ProgramStart) -> ! {
         Ok(fd) => fd,
         Err(e) => program_fail(start, Stage::Seccomp, e),
     };
-    report::send_listener(env.report, listener);
+    report::pass(env.report, Kind::SeccompListener, &[listener]);
     // SAFETY: our own fd.
     unsafe { libc::close(listener) };
     // The OOM killer's first choice is the program and what it starts, never init (see

@@ -143,15 +143,7 @@ impl Pool {
     pub fn run(&self, spec: &Spec, io: Io) -> Result<Outcome, Error> {
         let env = spec.env_spec();
         let _under_way = UnderWay::begin(&self.shared);
-        let taken = self.take(&env, &spec.limits);
-        {
-            let runs = &mut self.shared.lock().runs;
-            match taken {
-                Some(_) => runs.prepared += 1,
-                None => runs.fresh += 1,
-            }
-        }
-        match taken {
+        match self.take(&env, &spec.limits) {
             Some(mut prepared) => {
                 prepared.taken();
                 prepared.run(spec, io)
@@ -182,10 +174,13 @@ impl Pool {
     }
 
     /// A ready sandbox for `env`, if any; records the ask (and its `limits`) so the shelf is
-    /// (re)filled.
+    /// (re)filled, and counts how the run found its sandbox.
     fn take(&self, env: &EnvSpec, limits: &Limits) -> Option<Prepared> {
-        // No thread prepares: nothing is ever ready.
-        self.refill.as_ref()?;
+        if self.refill.is_none() {
+            // No thread prepares: nothing is ever ready.
+            self.shared.lock().runs.fresh += 1;
+            return None;
+        }
         let mut evicted = None;
         let taken = {
             let mut state = self.shared.lock();
@@ -211,7 +206,12 @@ impl Pool {
             shelf.last_asked = now;
             shelf.failing = false;
             shelf.limits.clone_from(limits);
-            shelf.ready.pop()
+            let taken = shelf.ready.pop();
+            match taken {
+                Some(_) => state.runs.prepared += 1,
+                None => state.runs.fresh += 1,
+            }
+            taken
         };
         self.shared.wake.notify_one();
         // Ended outside the lock: tearing sandboxes down takes time.

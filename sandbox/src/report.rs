@@ -293,19 +293,6 @@ pub mod child {
         )
     }
 
-    /// Sends the seccomp listener to the engine.
-    pub fn send_listener(sock: RawFd, listener: RawFd) {
-        send_raw(
-            sock,
-            Wire {
-                kind: Kind::SeccompListener as u32,
-                a: 0,
-                b: 0,
-            },
-            &[listener],
-        );
-    }
-
     /// Waits for the engine's next command (blocking). `None` on EOF: the engine gave up or
     /// is done with this sandbox.
     pub fn command(sock: RawFd, fds: &mut [RawFd; MAX_FDS]) -> Option<(Msg, usize)> {
@@ -436,7 +423,11 @@ mod tests {
         assert!(matches!(engine.try_recv(), Received::Nothing));
 
         let file = std::fs::File::open("/dev/null").unwrap();
-        child::send_listener(child_end.as_raw_fd(), file.as_raw_fd());
+        child::pass(
+            child_end.as_raw_fd(),
+            Kind::SeccompListener,
+            &[file.as_raw_fd()],
+        );
         match engine.try_recv() {
             Received::Message(m, Some(fd)) => {
                 assert_eq!(m.kind, Kind::SeccompListener);
