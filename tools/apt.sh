@@ -5,6 +5,8 @@
 #   tools/apt.sh get ARGS...                   apt-get ARGS..., waiting for the locks
 # SANDPIT_APT_WAIT (seconds, default 1800) bounds the wait.
 set -euo pipefail
+# apt's messages in English: the lock refusal is recognised by its text.
+export LC_ALL=C.UTF-8 LANGUAGE=
 wait_max=${SANDPIT_APT_WAIT:-1800}
 
 # dpkg's locks: apt itself waits for them (DPkg::Lock::Timeout) and says so.

@@ -11,10 +11,14 @@ else
   tests=("$here"/test_*.sh)
 fi
 passed=0 failed=0 names=()
+# Each test's output is kept too, so that a failure's last lines come again at the very end
+# (where a CI log's tail shows them).
+logs=$(mktemp -d /tmp/sandpit-sh-tests.XXXXXX)
+trap 'rm -rf "$logs"' EXIT
 for t in "${tests[@]}"; do
   name=$(basename "$t" .sh)
   echo "=== $name"
-  if bash "$t"; then
+  if bash "$t" 2>&1 | tee "$logs/$name"; (exit "${PIPESTATUS[0]}"); then
     echo "=== $name: ok"
     passed=$((passed + 1))
   else
@@ -22,6 +26,10 @@ for t in "${tests[@]}"; do
     failed=$((failed + 1))
     names+=("$name")
   fi
+done
+for name in "${names[@]}"; do
+  echo "=== $name, its last 40 lines:"
+  tail -n 40 "$logs/$name"
 done
 [ "$failed" -gt 0 ] && echo "failed: ${names[*]}"
 echo "tests/sh: $passed ok, $failed failed"
