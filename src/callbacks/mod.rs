@@ -43,11 +43,16 @@ pub enum Subject {
 }
 
 impl Subject {
+    /// An execution's kind, as the store keeps it.
+    pub const EXECUTION: &'static str = "execution";
+    /// A submission's kind, as the store keeps it.
+    pub const SUBMISSION: &'static str = "submission";
+
     /// The kind, as the store keeps it.
     pub fn kind(&self) -> &'static str {
         match self {
-            Subject::Execution(_) => "execution",
-            Subject::Submission(_) => "submission",
+            Subject::Execution(_) => Subject::EXECUTION,
+            Subject::Submission(_) => Subject::SUBMISSION,
         }
     }
 
@@ -60,8 +65,8 @@ impl Subject {
     /// Reads the stored kind and id back; `None` for a kind this build does not know.
     pub fn from_parts(kind: &str, id: String) -> Option<Subject> {
         match kind {
-            "execution" => Some(Subject::Execution(id)),
-            "submission" => Some(Subject::Submission(id)),
+            Subject::EXECUTION => Some(Subject::Execution(id)),
+            Subject::SUBMISSION => Some(Subject::Submission(id)),
             _ => None,
         }
     }

@@ -75,25 +75,32 @@ impl Service {
 
     /// Hears every end of an execution from now on and arms its callbacks. Called before
     /// [`Service::recover`], so no end falls between the two.
+    /// An end the store announced with none waiting costs no look at the outbox.
     pub fn listen(self: &Arc<Self>, events: &Events) {
-        self.hear(events.subscribe(), |e| Subject::Execution(e.id));
+        self.hear(events.subscribe(), |e| {
+            e.callbacks_waiting.then_some(Subject::Execution(e.id))
+        });
     }
 
     /// The same for submissions.
     pub fn listen_submissions(self: &Arc<Self>, events: &judge::events::Events) {
-        self.hear(events.subscribe(), |e| Subject::Submission(e.id));
+        self.hear(events.subscribe(), |e| Some(Subject::Submission(e.id)));
     }
 
+    /// `subject` names what an end may have callbacks for (`None`: it has none).
     fn hear<E: Clone + Send + 'static>(
         self: &Arc<Self>,
         mut ended: broadcast::Receiver<E>,
-        subject: fn(E) -> Subject,
+        subject: fn(E) -> Option<Subject>,
     ) {
         let me = self.clone();
         tokio::spawn(async move {
             loop {
                 let result = match ended.recv().await {
-                    Ok(e) => me.arm(&subject(e)).await,
+                    Ok(e) => match subject(e) {
+                        Some(subject) => me.arm(&subject).await,
+                        None => Ok(()),
+                    },
                     // Fell behind: the store says what ended meanwhile.
                     Err(RecvError::Lagged(_)) => me.sweep(false).await,
                     Err(RecvError::Closed) => return,

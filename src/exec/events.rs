@@ -23,6 +23,9 @@ pub struct Ended {
     /// The row as the end left it in the store (none for ends recorded many at once, after
     /// a crash): listeners need not read it again.
     pub row: Option<Arc<ExecutionRow>>,
+    /// False when the store said, with the end, that no callback waits for it; true when it
+    /// said some do, or did not say (ends recorded many at once).
+    pub callbacks_waiting: bool,
 }
 
 /// An end announced on a broadcast channel: an execution's, a submission's.
@@ -217,6 +220,7 @@ mod tests {
             id: id.into(),
             ending: Arc::new(Ending::internal("x")),
             row: None,
+            callbacks_waiting: true,
         }
     }
 

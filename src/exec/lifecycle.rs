@@ -145,6 +145,7 @@ impl Lifecycle {
                 id: id.clone(),
                 ending: ending.clone(),
                 row: None,
+                callbacks_waiting: true,
             });
         }
         Ok(ids)
@@ -163,13 +164,14 @@ impl Lifecycle {
         stored_bytes: Option<u64>,
     ) -> Result<bool> {
         let t = Transition::end(step, ending.clone(), stored_bytes, Micros::now());
-        let Some(row) = self.store.transition(id, &t).await? else {
+        let Some(ended) = self.store.transition(id, &t).await? else {
             return Ok(false);
         };
         self.events.emit(Ended {
             id: id.to_string(),
             ending: Arc::new(ending),
-            row: Some(Arc::new(row)),
+            row: Some(Arc::new(ended.row)),
+            callbacks_waiting: ended.callbacks_waiting,
         });
         Ok(true)
     }
@@ -395,5 +397,59 @@ mod tests {
         assert_eq!(status("a").await, Status::Ended);
         assert_eq!(status("b").await, Status::Running);
         assert_eq!(status("c").await, Status::Queued);
+    }
+
+    /// The callbacks' listener looks at the outbox only for ends the store announced with a
+    /// callback still waiting: one already delivered, or another execution's, does not count.
+    #[tokio::test]
+    async fn an_end_says_whether_a_callback_waits_for_it() {
+        use crate::callbacks::{DeliveryState, Mode, Subject};
+        use crate::store::{CallbackRow, Callbacks};
+        let store = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let life = Lifecycle::new(store.clone(), Events::new());
+        let callback = |id: &str, of: &str, state| CallbackRow {
+            id: id.into(),
+            subject: Subject::Execution(of.into()),
+            url: "http://127.0.0.1:9/".into(),
+            mode: Mode::Plain,
+            key: None,
+            state,
+            attempts: 0,
+            created_at: Micros(0),
+            sealed_at: None,
+            next_attempt_at: None,
+            delivered_at: None,
+            last_error: None,
+        };
+        store
+            .insert_callback(&callback("cb1", "waits", DeliveryState::Waiting))
+            .await
+            .unwrap();
+        store
+            .insert_callback(&callback("cb2", "delivered", DeliveryState::Delivered))
+            .await
+            .unwrap();
+        store
+            .insert_callback(&callback("cb3", "elsewhere", DeliveryState::Waiting))
+            .await
+            .unwrap();
+        let mut ended = life.events().subscribe();
+        for (id, waiting) in [("waits", true), ("delivered", false), ("none", false)] {
+            life.create(row(id), Entry::Claimed("n1"))
+                .await
+                .unwrap()
+                .expect("created");
+            assert!(life.finish(id, Ending::internal("x"), None).await.unwrap());
+            let event = ended.try_recv().expect("announced");
+            assert_eq!(event.id, id);
+            assert_eq!(event.callbacks_waiting, waiting, "{id}");
+        }
+        // An end recorded with others (after a crash) does not say: it counts as waiting.
+        life.create(row("crashed"), Entry::Claimed("n1"))
+            .await
+            .unwrap()
+            .expect("created");
+        assert_eq!(life.abandon_running("n1").await.unwrap(), ["crashed"]);
+        assert!(ended.try_recv().expect("announced").callbacks_waiting);
     }
 }

@@ -86,6 +86,15 @@ impl Usage {
     }
 }
 
+/// An execution's row as a transition left it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transitioned {
+    pub row: ExecutionRow,
+    /// Whether callbacks wait for the execution's end, read in the change's own statement:
+    /// an end without any needs no second look at the outbox.
+    pub callbacks_waiting: bool,
+}
+
 /// One execution; the big things (files, streams) live on disk under `DATA/executions/<id>/`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExecutionRow {
@@ -229,7 +238,7 @@ pub trait Executions: Send + Sync {
     ) -> Result<(Vec<ExecutionRow>, i64)>;
     /// Applies a status change if the execution is in one of `t.from()` (atomically), and
     /// returns the row as the change left it; `None` when it is not (or does not exist).
-    async fn transition(&self, id: &str, t: &Transition) -> Result<Option<ExecutionRow>>;
+    async fn transition(&self, id: &str, t: &Transition) -> Result<Option<Transitioned>>;
     /// Deletes an execution that has ended, its blob references and its callbacks; false
     /// when there is no such ended execution.
     async fn delete_ended_execution(&self, id: &str) -> Result<bool>;

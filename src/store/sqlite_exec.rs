@@ -5,9 +5,9 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 use super::sqlite::{bigint, corrupt, count, json, SqliteStore};
-use super::{ExecutionRow, Executions, Queue, Result, StoreError, Usage};
+use super::{ExecutionRow, Executions, Queue, Result, StoreError, Transitioned, Usage};
 use crate::auth::MASTER_OWNER;
-use crate::callbacks::Subject;
+use crate::callbacks::{DeliveryState, Subject};
 use crate::clock::Micros;
 use crate::exec::state::{Change, EndReason, Ending, Status, Transition};
 
@@ -168,10 +168,14 @@ impl Executions for SqliteStore {
         Ok((rows.iter().map(exec_row).collect::<Result<_>>()?, total))
     }
 
-    async fn transition(&self, id: &str, t: &Transition) -> Result<Option<ExecutionRow>> {
+    async fn transition(&self, id: &str, t: &Transition) -> Result<Option<Transitioned>> {
         let guard = format!(
-            "WHERE id = ? AND status IN ({}) RETURNING {EXEC_COLUMNS}",
-            status_list(t.from())
+            "WHERE id = ? AND status IN ({}) RETURNING {EXEC_COLUMNS}, \
+             EXISTS (SELECT 1 FROM callbacks WHERE subject_kind = '{}' \
+             AND subject_id = executions.id AND state = '{}') AS callbacks_waiting",
+            status_list(t.from()),
+            Subject::EXECUTION,
+            DeliveryState::Waiting.as_str(),
         );
         let at = t.at().0;
         let done = match t.change() {
@@ -213,7 +217,14 @@ impl Executions for SqliteStore {
                 .await?
             }
         };
-        done.as_ref().map(exec_row).transpose()
+        done.as_ref()
+            .map(|r| {
+                Ok(Transitioned {
+                    row: exec_row(r)?,
+                    callbacks_waiting: r.try_get("callbacks_waiting")?,
+                })
+            })
+            .transpose()
     }
 
     async fn delete_ended_execution(&self, id: &str) -> Result<bool> {
