@@ -109,6 +109,34 @@ where
     }
 }
 
+/// Listens on `ended` (subscribed before `id` could end) for the end of `id`, at most
+/// `timeout`, and returns it as announced. A listener that falls behind may have missed it:
+/// it then waits on the store instead (`in_store`, as for [`wait_ended`]) and returns `None`,
+/// and so it does on timeout or when the announcements stop; the caller reads the store.
+pub async fn announced_end<E, F, Fut, Err>(
+    mut ended: broadcast::Receiver<E>,
+    id: &str,
+    timeout: Duration,
+    in_store: F,
+) -> Option<E>
+where
+    E: EndOf,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool, Err>>,
+    Err: Display,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    match hear_end(&mut ended, id, deadline).await {
+        Heard::Ended(e) => Some(e),
+        Heard::FellBehind => {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            wait_ended(ended, id, left, in_store).await;
+            None
+        }
+        Heard::Closed | Heard::TimedOut => None,
+    }
+}
+
 /// One execution's output channel: the length of its log that is written whole. Followers
 /// wait on it (a `watch`: a slow follower sees the latest length, never a backlog).
 struct Output {
@@ -275,6 +303,54 @@ mod tests {
             Heard::TimedOut
         ));
         drop(tx);
+    }
+
+    /// An end heard is returned as announced, without a look at the store.
+    #[tokio::test]
+    async fn an_announced_end_is_returned_as_heard() {
+        let (tx, rx) = broadcast::channel(4);
+        tx.send(end("a")).unwrap();
+        tx.send(end("w")).unwrap();
+        let heard = announced_end(rx, "w", Duration::from_secs(5), || async {
+            Err::<bool, _>("the store was read")
+        })
+        .await;
+        assert_eq!(heard.expect("heard").id, "w");
+    }
+
+    /// A listener that fell behind returns only once its end came (the caller then reads it
+    /// from the store), not at once with nothing.
+    #[tokio::test]
+    async fn an_announced_end_missed_is_waited_for() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+        let (tx, rx) = broadcast::channel(2);
+        // Fallen behind before it listens; its own end comes later.
+        for id in ["x", "y", "z"] {
+            tx.send(end(id)).unwrap();
+        }
+        let reads = AtomicUsize::new(0);
+        let ended = AtomicBool::new(false);
+        let waiting = async {
+            let heard = announced_end(rx, "w", Duration::from_secs(5), || {
+                reads.fetch_add(1, SeqCst);
+                let ended = ended.load(SeqCst);
+                async move { Ok::<_, String>(ended) }
+            })
+            .await;
+            (heard, ended.load(SeqCst))
+        };
+        let end_later = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            ended.store(true, SeqCst);
+            tx.send(end("w")).unwrap();
+        };
+        let ((heard, after_the_end), ()) = tokio::join!(waiting, end_later);
+        assert!(
+            heard.is_none(),
+            "fell behind: the end is read from the store"
+        );
+        assert!(after_the_end, "it returned before the end");
+        assert!(reads.load(SeqCst) >= 1, "the store was not read");
     }
 
     /// The store is read again after falling behind: an end missed is still found.

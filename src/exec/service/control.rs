@@ -8,7 +8,7 @@ use tokio::sync::broadcast;
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::exec::admission::admit;
-use crate::exec::events::{self, Ended, Heard};
+use crate::exec::events::{self, Ended};
 use crate::exec::state::{require, Status};
 use crate::store::{ExecutionRow, StoreError};
 
@@ -123,20 +123,13 @@ impl Service {
     /// (the caller reads the store, which then holds the end).
     pub(super) async fn ended_row(
         &self,
-        mut ended: broadcast::Receiver<Ended>,
+        ended: broadcast::Receiver<Ended>,
         id: &str,
         timeout: Duration,
     ) -> Option<Arc<ExecutionRow>> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        match events::hear_end(&mut ended, id, deadline).await {
-            Heard::Ended(e) => e.row,
-            Heard::FellBehind => {
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                self.wait_ended_on(ended, id, left).await;
-                None
-            }
-            Heard::Closed | Heard::TimedOut => None,
-        }
+        events::announced_end(ended, id, timeout, || self.ended_in_store(id))
+            .await
+            .and_then(|e| e.row)
     }
 
     async fn wait_ended_on(
@@ -145,10 +138,12 @@ impl Service {
         id: &str,
         timeout: Duration,
     ) -> bool {
-        events::wait_ended(ended, id, timeout, || async {
-            let row = self.store.get_execution(id).await?;
-            Ok::<_, StoreError>(row.is_none_or(|r| r.status == Status::Ended))
-        })
-        .await
+        events::wait_ended(ended, id, timeout, || self.ended_in_store(id)).await
+    }
+
+    /// Whether the store has `id` ended (or gone).
+    async fn ended_in_store(&self, id: &str) -> std::result::Result<bool, StoreError> {
+        let row = self.store.get_execution(id).await?;
+        Ok(row.is_none_or(|r| r.status == Status::Ended))
     }
 }
