@@ -73,9 +73,9 @@ impl Service {
         Ok(out)
     }
 
-    /// Hears every end of an execution from now on and arms its callbacks. Called before
+    /// Hears every end of an execution from now on and arms its callbacks (an end the store
+    /// announced with none waiting costs no look at the outbox). Called before
     /// [`Service::recover`], so no end falls between the two.
-    /// An end the store announced with none waiting costs no look at the outbox.
     pub fn listen(self: &Arc<Self>, events: &Events) {
         self.hear(events.subscribe(), |e| {
             e.callbacks_waiting.then_some(Subject::Execution(e.id))
