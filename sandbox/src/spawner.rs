@@ -305,8 +305,12 @@ fn serve(inherited: Inherited) -> ! {
         Ok(f) => OwnedFd::from(f),
         Err(_) => exit(1),
     };
-    // Without a template, inits copy the host's mount table as a one-shot engine's do.
-    let template = MountTemplate::make(&inherited.runtime_dir).ok();
+    // Without a template the spawner ends, and the engine clones its sandboxes itself (from
+    // the host's mount table, as a one-shot engine does): one way to go on, the tested one.
+    let template = match MountTemplate::make(&inherited.runtime_dir) {
+        Ok(t) => t,
+        Err(_) => exit(1),
+    };
     let mut buf = vec![0u8; MAX_REQUEST];
     loop {
         let (bytes, fds) = match receive(sock, &mut buf) {
@@ -314,13 +318,7 @@ fn serve(inherited: Inherited) -> ! {
             Err(_) => exit(0), // the engine closed its end, or is gone
         };
         let reply = match postcard::from_bytes::<Request>(bytes) {
-            Ok(request) => clone_for(
-                request,
-                &fds,
-                &inherited,
-                home_net.as_raw_fd(),
-                template.as_ref(),
-            ),
+            Ok(request) => clone_for(request, &fds, &inherited, home_net.as_raw_fd(), &template),
             Err(e) => Err(format!("the spawner could not read a request: {e}")),
         };
         drop(fds);
@@ -354,7 +352,7 @@ fn clone_for(
     received: &[OwnedFd],
     inherited: &Inherited,
     home_net: RawFd,
-    template: Option<&MountTemplate>,
+    template: &MountTemplate,
 ) -> Result<(i32, OwnedFd), String> {
     if received.len() != request.fds.len() {
         return Err("the spawner received fewer descriptors than the request names".into());
@@ -381,7 +379,7 @@ fn clone_for(
         },
     };
     let site = Site {
-        mounts: template,
+        mounts: Some(template),
         net: local(request.net)?,
         home_net,
         cgroup,

@@ -185,7 +185,7 @@ impl Metrics {
         );
         root.register(
             "pool_runs",
-            "Single programs run through the warm pool, by how they found their sandbox: prepared ahead (or being prepared), or set up fresh",
+            "Single programs run through the warm pool, by how they found their sandbox: prepared ahead, or set up fresh (none was ready)",
             m.pool_runs.clone(),
         );
         root.register(
