@@ -35,6 +35,7 @@
 //! # Ok::<(), sandbox::Error>(())
 //! ```
 
+mod ahead;
 mod capabilities;
 mod cgroup;
 mod child;

@@ -10,45 +10,17 @@
 //! loopback interface is up before any sandbox enters it. A namespace serves one sandbox.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 
+use crate::ahead::Ahead;
 use crate::error::Error;
 use crate::namespaces;
 use crate::sys::errno;
 
-/// How many the engine keeps ready. One: a run that finds none makes its own, so more would
-/// only help bursts of fresh sandboxes (the pool of prepared sandboxes absorbs those), and a
-/// one-shot `sandpit run` would make them for nothing.
-const KEEP_READY: usize = 1;
-
-#[derive(Default)]
-struct State {
-    ready: Vec<OwnedFd>,
-    /// The thread is making one now: a take waits for it rather than making a second.
-    making: bool,
-    closing: bool,
-}
-
-#[derive(Default)]
-struct Shared {
-    state: Mutex<State>,
-    /// Signalled when one is taken, and when the engine stops.
-    taken: Condvar,
-    /// Signalled when the thread is done making one (made, or failed).
-    made: Condvar,
-}
-
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// The engine's network namespaces made ahead, and the thread that makes them.
+/// The engine's network namespaces made ahead (one ready: a run that finds none makes its
+/// own, so more would only help bursts of fresh sandboxes, which the pool of prepared
+/// sandboxes absorbs).
 pub(crate) struct NetPool {
-    shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    ahead: Ahead<OwnedFd>,
     /// The host's network namespace: where the cloning thread returns.
     host: OwnedFd,
 }
@@ -60,110 +32,24 @@ impl NetPool {
         let host = std::fs::File::open("/proc/thread-self/ns/net")
             .map_err(|e| Error::Setup(format!("opening /proc/thread-self/ns/net: {e}")))?
             .into();
-        // The thread is making the first one from now on, before it is even scheduled: a take
-        // that comes first waits for it instead of making a second (a one-shot `sandpit run`
-        // took before the thread ran, and made two: 0.9 ms of the kernel's work for nothing,
-        // beside its sandbox's setup).
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                making: true,
-                ..State::default()
-            }),
-            ..Shared::default()
-        });
-        let filler = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("sandpit-netns".into())
-            .spawn(move || fill(&filler, refill))
-            .map_err(|e| Error::Setup(format!("starting the network namespace thread: {e}")))?;
-        Ok(NetPool {
-            shared,
-            thread: Some(thread),
-            host,
-        })
+        let ahead = Ahead::start("sandpit-netns", "network namespace", refill, make)?;
+        Ok(NetPool { ahead, host })
     }
 
     /// A fresh network namespace: one made ahead, the one being made (it is further along
     /// than a new one would be), or one made now.
     pub(crate) fn take(&self) -> Result<OwnedFd, Error> {
-        let ready = {
-            let mut state = self.shared.lock();
-            while state.ready.is_empty() && state.making {
-                state = self
-                    .shared
-                    .made
-                    .wait(state)
-                    .unwrap_or_else(|e| e.into_inner());
-            }
-            state.ready.pop()
-        };
-        self.shared.taken.notify_one();
-        match ready {
-            Some(fd) => Ok(fd),
-            None => make(),
-        }
+        self.ahead.take().map_or_else(make, Ok)
+    }
+
+    /// Lets the background thread make the next one (see [`Ahead::make_next`]).
+    pub(crate) fn make_next(&self) {
+        self.ahead.make_next();
     }
 
     /// The host's network namespace, where a thread that cloned into another returns.
     pub(crate) fn host(&self) -> RawFd {
         self.host.as_raw_fd()
-    }
-
-    #[cfg(test)]
-    fn ready(&self) -> usize {
-        self.shared.lock().ready.len()
-    }
-}
-
-impl Drop for NetPool {
-    fn drop(&mut self) {
-        self.shared.lock().closing = true;
-        self.shared.taken.notify_all();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// The background thread: keeps [`KEEP_READY`] made until the engine stops, or makes one
-/// only (not `refill`).
-fn fill(shared: &Shared, refill: bool) {
-    loop {
-        {
-            let mut state = shared.lock();
-            // `making` stays set from `start` for the first one.
-            while state.ready.len() >= KEEP_READY && !state.closing {
-                state = shared.taken.wait(state).unwrap_or_else(|e| e.into_inner());
-            }
-            if state.closing {
-                state.making = false;
-                drop(state);
-                shared.made.notify_all();
-                return;
-            }
-            state.making = true;
-        }
-        let made = make();
-        let failed = {
-            let mut state = shared.lock();
-            state.making = false;
-            match made {
-                Ok(fd) => {
-                    state.ready.push(fd);
-                    None
-                }
-                Err(e) => Some(e),
-            }
-        };
-        shared.made.notify_all();
-        if let Some(e) = failed {
-            // Taking makes one then, and says why it could not.
-            tracing::warn!("making a network namespace ahead failed: {e}");
-            return;
-        }
-        if !refill {
-            return;
-        }
     }
 }
 
@@ -288,6 +174,7 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..5 {
             let net = pool.take().unwrap();
+            pool.make_next();
             assert!(seen.insert(ns_id(&net)), "a namespace was given twice");
             use std::os::unix::fs::MetadataExt;
             let inside = cloned_into(net.as_raw_fd(), pool.host(), || {
@@ -299,24 +186,29 @@ mod tests {
             assert_eq!(back.ino(), host.ino());
         }
         for _ in 0..1000 {
-            if pool.ready() == KEEP_READY {
+            if pool.ahead.look_ready(|r| r.is_some()) {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        assert_eq!(pool.ready(), KEEP_READY);
+        assert!(
+            pool.ahead.look_ready(|r| r.is_some()),
+            "none was made ahead"
+        );
     }
 
     /// A one-shot engine's thread stops after its one namespace.
     fn assert_thread_stops(pool: &NetPool) {
-        let thread = pool.thread.as_ref().unwrap();
         for _ in 0..1000 {
-            if thread.is_finished() {
+            if pool.ahead.thread_finished() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        assert!(thread.is_finished(), "the thread stopped after its one");
+        assert!(
+            pool.ahead.thread_finished(),
+            "the thread stopped after its one"
+        );
     }
 
     /// A one-shot engine's thread makes the first namespace, which the first take gets (it
@@ -329,17 +221,7 @@ mod tests {
             return;
         }
         let pool = NetPool::start(false).unwrap();
-        let made_ahead = {
-            let mut state = pool.shared.lock();
-            for _ in 0..100 {
-                if !state.ready.is_empty() {
-                    break;
-                }
-                let wait = std::time::Duration::from_millis(50);
-                state = pool.shared.made.wait_timeout(state, wait).unwrap().0;
-            }
-            state.ready.first().map(ns_id)
-        };
+        let made_ahead = pool.ahead.look_ready(|r| r.map(ns_id));
         let net = pool.take().unwrap();
         assert_eq!(
             Some(ns_id(&net)),
@@ -347,7 +229,7 @@ mod tests {
             "the take got the one made ahead"
         );
         assert_thread_stops(&pool);
-        assert_eq!(pool.ready(), 0);
+        assert!(pool.ahead.take().is_none());
     }
 
     /// A take that comes before the thread has even started waits for the thread's one: the
@@ -363,7 +245,10 @@ mod tests {
             let pool = NetPool::start(false).unwrap();
             let _net = pool.take().unwrap();
             assert_thread_stops(&pool);
-            assert_eq!(pool.ready(), 0, "a namespace was made for nothing");
+            assert!(
+                pool.ahead.take().is_none(),
+                "a namespace was made for nothing"
+            );
         }
     }
 

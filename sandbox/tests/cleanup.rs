@@ -6,8 +6,15 @@ use std::time::Duration;
 
 use common::*;
 
+/// The tests that count this process's cgroups, one at a time.
+fn counting_cgroups() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn nothing_is_left_after_runs_of_every_kind() {
+    let _one = counting_cgroups();
     let mounts_before = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let mut oom = prog_spec("memhog", &["300"]);
     oom.limits.memory_bytes = Some(32 << 20);
@@ -87,4 +94,51 @@ fn a_process_exiting_with_its_engine_in_a_static_leaves_no_cgroup() {
         let left = cgroups_of(pid);
         assert!(left.is_empty(), "left: {left:?}");
     }
+}
+
+/// The engine keeps one run cgroup made ahead: the next sandbox takes it (and the engine
+/// makes another), its run ends in it and removes it, and dropping the engine removes the
+/// one ready. (An engine of its own, with id ranges apart from the shared one's.)
+#[test]
+fn the_cgroup_made_ahead_is_the_next_sandboxs_and_goes_with_the_engine() {
+    let _one = counting_cgroups();
+    let config = sandbox::SandboxConfig {
+        host_id_base: 300_000_000,
+        max_sandboxes: 8,
+        ..sandbox::SandboxConfig::default()
+    };
+    let engine = sandbox::Sandbox::new(config).unwrap();
+    let ours = |name: &str| {
+        let tail = format!("/{name}");
+        cgroups_of(std::process::id())
+            .into_iter()
+            .filter(|path| path.ends_with(&tail))
+            .count()
+    };
+    let first = engine.cgroup_made_ahead().expect("a cgroup made ahead");
+    assert!(ours(&first) > 0, "{first} does not exist");
+    let s = sh("echo hi");
+    let prepared = engine.prepare(&s.env_spec()).unwrap();
+    // The engine's thread makes the next one once it hears of the take.
+    let mut second = engine.cgroup_made_ahead();
+    for _ in 0..1000 {
+        if second.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        second = engine.cgroup_made_ahead();
+    }
+    let second = second.expect("the next one made ahead");
+    assert_ne!(first, second, "the one taken is still offered");
+    assert!(
+        ours(&first) > 0,
+        "the sandbox's cgroup is gone before its run"
+    );
+    let o = prepared.run(&s, sandbox::Io::default()).unwrap();
+    assert_eq!(stdout(&o), "hi\n", "{o:?}");
+    engine.settle();
+    assert_eq!(ours(&first), 0, "the run's cgroup was left");
+    assert!(ours(&second) > 0);
+    drop(engine);
+    assert_eq!(ours(&second), 0, "the one made ahead outlived its engine");
 }

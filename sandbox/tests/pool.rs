@@ -215,18 +215,20 @@ fn a_prepared_sandbox_enforces_its_runs_limits_not_those_it_was_prepared_with() 
 #[test]
 fn dropping_the_pool_ends_every_sandbox_it_kept() {
     let _serial = one_at_a_time();
-    let before = own_cgroups().len();
+    let engine = shared_engine();
+    let left = || cgroups_left_by(&[&engine]);
+    let before = left().len();
     {
         let pool = pool(3);
         let spec = sh("true");
         let _ = pool.run(&spec, Io::default()).unwrap();
         wait_ready(&pool, &spec, 3);
-        assert!(own_cgroups().len() >= before + 3);
+        assert!(left().len() >= before + 3);
     }
     // The one that ran ended in the engine's background (settle waits for it).
-    shared_engine().settle();
-    let after = own_cgroups().len();
-    assert!(after <= before, "cgroups left: {:?}", own_cgroups());
+    engine.settle();
+    let after = left().len();
+    assert!(after <= before, "cgroups left: {:?}", left());
 }
 
 #[test]

@@ -580,7 +580,8 @@ pub fn busybox_oci_archive(dir: &Path) -> PathBuf {
 }
 
 /// Processes the server's engine started that are still alive (sandboxed: uid ≥ 1,000,000),
-/// and its cgroups left (`sandpit-<pid>-…`).
+/// and its cgroups left (`sandpit-<pid>-<n>`), but the one the engine keeps made ahead for
+/// its next sandbox: the newest (made after every one taken), and empty.
 pub fn left_behind(s: &Server) -> (usize, Vec<String>) {
     let pid = s.pid().to_string();
     let mut processes = 0;
@@ -616,8 +617,8 @@ pub fn left_behind(s: &Server) -> (usize, Vec<String>) {
             for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 if e.file_type().is_ok_and(|t| t.is_dir()) {
                     let name = e.file_name().to_string_lossy().into_owned();
-                    if name.starts_with(&prefix) {
-                        cgroups.push(e.path().display().to_string());
+                    if let Some(n) = name.strip_prefix(&prefix) {
+                        cgroups.push((n.parse::<u64>().unwrap_or(0), e.path()));
                     }
                     if depth < 4 {
                         stack.push((e.path(), depth + 1));
@@ -626,7 +627,22 @@ pub fn left_behind(s: &Server) -> (usize, Vec<String>) {
             }
         }
     }
-    (processes, cgroups)
+    let newest = cgroups.iter().map(|(n, _)| *n).max();
+    let empty = |dir: &Path| {
+        std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| p.trim().is_empty())
+    };
+    let made_ahead = newest.filter(|newest| {
+        cgroups
+            .iter()
+            .filter(|(n, _)| n == newest)
+            .all(|(_, dir)| empty(dir))
+    });
+    let left = cgroups
+        .into_iter()
+        .filter(|(n, _)| Some(*n) != made_ahead)
+        .map(|(_, dir)| dir.display().to_string())
+        .collect();
+    (processes, left)
 }
 
 /// What [`left_behind`] finds once the engine's background teardown has had its time (a run

@@ -20,8 +20,9 @@ pub fn rootfs() -> PathBuf {
     path
 }
 
+static ENGINE: OnceLock<Sandbox> = OnceLock::new();
+
 pub fn engine() -> &'static Sandbox {
-    static ENGINE: OnceLock<Sandbox> = OnceLock::new();
     ENGINE.get_or_init(|| Sandbox::new(SandboxConfig::default()).expect("engine"))
 }
 
@@ -91,9 +92,24 @@ pub fn stdout(o: &Outcome) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// The cgroups this test process's engine made and did not remove.
+/// The cgroups this test process's engine made and did not remove (but the one it made
+/// ahead for its next sandbox).
 pub fn own_cgroups() -> Vec<String> {
+    cgroups_left_by(&ENGINE.get().into_iter().collect::<Vec<_>>())
+}
+
+/// The cgroups this test process's engines made and did not remove, but the one each of
+/// `engines` made ahead for its next sandbox.
+pub fn cgroups_left_by(engines: &[&Sandbox]) -> Vec<String> {
+    let ahead: Vec<String> = engines
+        .iter()
+        .filter_map(|e| e.cgroup_made_ahead())
+        .map(|name| format!("/{name}"))
+        .collect();
     cgroups_of(std::process::id())
+        .into_iter()
+        .filter(|path| !ahead.iter().any(|a| path.ends_with(a)))
+        .collect()
 }
 
 /// The cgroups the engine of process `pid` made and did not remove.
