@@ -159,8 +159,8 @@ impl Sandbox {
     }
 
     /// The name of the run cgroup this engine made ahead for its next sandbox, if one is
-    /// ready: the one cgroup of this engine's that outlives its runs (dropping the engine, or
-    /// the process's exit, removes it).
+    /// ready (the one being made is waited for): the one cgroup of this engine's that
+    /// outlives its runs (dropping the engine, or the process's exit, removes it).
     pub fn cgroup_made_ahead(&self) -> Option<String> {
         self.cgroups.made_ahead()
     }

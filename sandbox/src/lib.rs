@@ -16,7 +16,8 @@
 //! [`Prepared::run`] starts the program in it, supervises it and ends the sandbox. A run
 //! returns once its verdict is in; the sandbox's end (init's exit and the namespaces'
 //! teardown, the cgroup's removal) is the engine's background work ([`Sandbox::settle`] waits
-//! for it). Network namespaces are made ahead, also in the background.
+//! for it). Network namespaces and run cgroups are made ahead, also in the background
+//! (`ahead`).
 //!
 //! ```no_run
 //! use sandbox::{Io, RootFs, Sandbox, SandboxConfig, Spec};
