@@ -1,11 +1,14 @@
 //! Where a run's time goes: runs busybox `true` N times (default 200) and prints the median
 //! of each phase of the sandbox's timeline, then the median whole run. Fresh sandboxes, or
 //! with `--pool` prepared ones (each run arriving at an idle pool, its shelf full, after a pause).
+//! With `--pause`, each fresh run comes after a pause too (an idle engine, as a service that
+//! runs a program now and then has): what is made ahead is ready, and no teardown is under way.
 //! With `--one-shot`, what `sandpit run` does besides its process's start: N times, a one-shot
 //! engine started, its one run, and the engine dropped (which waits for the sandbox's teardown
 //! and its cgroup's removal).
 //!
-//! `cargo run --release -p sandbox --example phases -- ROOTFS [N] [--pool | --one-shot]` (as root)
+//! `cargo run --release -p sandbox --example phases -- ROOTFS [N] [--pool | --pause | --one-shot]`
+//! (as root)
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -37,10 +40,11 @@ fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let pooled = args.iter().any(|a| a == "--pool");
     let one_shot = args.iter().any(|a| a == "--one-shot");
-    args.retain(|a| a != "--pool" && a != "--one-shot");
+    let pause = args.iter().any(|a| a == "--pause");
+    args.retain(|a| a != "--pool" && a != "--one-shot" && a != "--pause");
     let rootfs = args
         .first()
-        .expect("usage: phases ROOTFS [N] [--pool | --one-shot]")
+        .expect("usage: phases ROOTFS [N] [--pool | --pause | --one-shot]")
         .clone();
     let n: usize = args.get(1).map_or(200, |a| a.parse().expect("N"));
     if one_shot {
@@ -72,6 +76,8 @@ fn main() {
                 std::thread::sleep(Duration::from_millis(1));
             }
             // After the pool's pause without an ask (100 ms): its refill then waits for the run.
+            std::thread::sleep(Duration::from_millis(150));
+        } else if pause {
             std::thread::sleep(Duration::from_millis(150));
         }
         engine.settle();
@@ -106,7 +112,11 @@ fn main() {
             phases.entry(what.to_string()).or_default().push(us);
         }
     }
-    let kind = if pooled { "prepared" } else { "fresh" };
+    let kind = match (pooled, pause) {
+        (true, _) => "prepared",
+        (false, true) => "fresh (after a pause)",
+        (false, false) => "fresh",
+    };
     println!("median of {n} {kind} runs of /bin/true, per phase (µs since the previous mark):");
     for what in order {
         let v = phases.get_mut(&what).unwrap();

@@ -38,13 +38,14 @@ impl NetPool {
 
     /// A fresh network namespace: one made ahead, the one being made (it is further along
     /// than a new one would be), or one made now.
+    /// The next one is made from now on: it is the slowest part of a sandbox to make, and
+    /// waits in the kernel behind the teardown of the last sandbox's, so it starts as early
+    /// as it may. (Made after the clone instead, beside init's mounts, it doubled them:
+    /// 410 → 810–880 µs, `phases`, median of 300.)
     pub(crate) fn take(&self) -> Result<OwnedFd, Error> {
-        self.ahead.take().map_or_else(make, Ok)
-    }
-
-    /// Lets the background thread make the next one (see [`Ahead::make_next`]).
-    pub(crate) fn make_next(&self) {
+        let taken = self.ahead.take().map_or_else(make, Ok);
         self.ahead.make_next();
+        taken
     }
 
     /// The host's network namespace, where a thread that cloned into another returns.
@@ -174,7 +175,6 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..5 {
             let net = pool.take().unwrap();
-            pool.make_next();
             assert!(seen.insert(ns_id(&net)), "a namespace was given twice");
             use std::os::unix::fs::MetadataExt;
             let inside = cloned_into(net.as_raw_fd(), pool.host(), || {

@@ -115,11 +115,6 @@ impl Prepared {
             },
         );
         timeline.mark("clone3 + id maps");
-        // The next sandbox's cgroup and network namespace are made now, beside init's mounts:
-        // a cgroup made beside the clone slowed the clone down. (The namespace measured the
-        // same made at either moment; one moment for both.)
-        engine.cgroups.make_next();
-        engine.netns.make_next();
         // init holds its own copies now.
         drop((child_end, root_fd));
         let (init_pid, pidfd) = spawned.map_err(failed)?;
@@ -141,6 +136,9 @@ impl Prepared {
         };
         prepared.listener = prepared.handshake(&steps)?;
         prepared.timeline.mark("init's mounts");
+        // The next sandbox's cgroup is made now that this one is ready: made beside the
+        // clone it slowed the clone down, and beside init's mounts the mounts.
+        engine.cgroups.make_next();
         Ok(prepared)
     }
 
