@@ -109,9 +109,9 @@ impl<T: Send + 'static> Ahead<T> {
 
     /// Lets the thread make the next one, if none is ready. The caller picks the moment: on
     /// two CPUs a cgroup made beside a sandbox's clone slowed the clone down (clone3 + id
-    /// maps 410 → 540 µs, `phases`, median of 300), and beside init's mounts the mounts
-    /// (415 → 480 µs); made once the sandbox is ready, beside its program, it cost nothing
-    /// measurable.
+    /// maps 473–480 → 541–586 µs, `phases`, medians of 200), and beside init's mounts the
+    /// mounts (about 415 → 480 µs, medians of 300); made once the sandbox is ready, beside
+    /// its program, it cost nothing measurable.
     pub(crate) fn make_next(&self) {
         self.shared.taken.notify_one();
     }
