@@ -187,6 +187,9 @@ impl Sandbox {
     /// Runs one program in a fresh sandbox. `Err` only for a spec that cannot run as given;
     /// a failure of the sandbox itself is an outcome with `end_reason: internal-error`.
     pub fn run(&self, spec: &Spec, io: Io) -> Result<Outcome, Error> {
+        // The next fresh sandbox's cgroup is made ahead with these limits written: a stream of
+        // runs that ask the same writes none on the run's path.
+        self.cgroups.expect_limits(&spec.limits);
         match self.prepare(&spec.env_spec()) {
             Ok(prepared) => prepared.run(spec, io),
             Err(Error::SandboxFailed(message)) => Ok(Outcome::internal_error(message)),

@@ -48,6 +48,31 @@ fn peak_memory_of_100_mib_is_reported_between_100_and_112_mib() {
     assert!((100.0..=112.0).contains(&mib), "peak {mib} MiB");
 }
 
+/// A fresh sandbox's cgroup is made ahead with the limits the last run asked for in place; a
+/// run that asks for others is held to its own all the same.
+#[test]
+fn a_fresh_run_is_held_to_its_own_limits_not_the_last_runs() {
+    let with_memory = |mib: u64| {
+        let mut s = prog_spec("memhog", &["96"]);
+        s.limits.memory_bytes = Some(mib << 20);
+        s.limits.pids = Some(if mib > 64 { 64 } else { 8 });
+        s
+    };
+    let (roomy, tight) = (with_memory(256), with_memory(64));
+    let ends = |s: &sandbox::Spec| {
+        let o = run(s);
+        (o.end_reason, o.peak_memory_bytes <= 64 << 20)
+    };
+    for _ in 0..2 {
+        // The first roomy run's cgroup was made ahead with the tight limits of the run before.
+        assert_eq!(ends(&roomy), (EndReason::Normal, false));
+        assert_eq!(ends(&roomy), (EndReason::Normal, false));
+        // And the first tight run's with the roomy ones.
+        assert_eq!(ends(&tight), (EndReason::OutOfMemory, true));
+        assert_eq!(ends(&tight), (EndReason::OutOfMemory, true));
+    }
+}
+
 #[test]
 fn memory_limit_ends_with_out_of_memory_from_the_oom_counter() {
     let mut s = prog_spec("memhog", &["400"]);

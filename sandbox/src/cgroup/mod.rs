@@ -28,7 +28,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cgroups_rs::fs::hierarchies::{self, V1};
@@ -80,6 +80,9 @@ pub struct CgroupManager {
     layout: Arc<Layout>,
     /// Run cgroups made ahead by a background thread (none until [`Self::make_ahead`]).
     ahead: Option<Ahead<RunCgroup>>,
+    /// The limits the last fresh run asked for: written into the cgroup made ahead, so that
+    /// a run that asks the same writes none on its path.
+    expected: Arc<Mutex<Option<Limits>>>,
 }
 
 /// The number in the next run cgroup's name: one count for the process, so that two engines
@@ -242,18 +245,29 @@ impl CgroupManager {
         Ok(CgroupManager {
             layout: Arc::new(layout),
             ahead: None,
+            expected: Arc::default(),
         })
     }
 
     /// From now on a background thread makes run cgroups ahead and keeps one ready. Making
     /// one is about 0.1 ms (three directories on v1), and nothing in it depends on the run.
     pub(crate) fn make_ahead(&mut self) -> Result<(), Error> {
-        let layout = self.layout.clone();
+        let (layout, expected) = (self.layout.clone(), self.expected.clone());
         self.ahead = Some(Ahead::start(
             "sandpit-cgroups",
             "run cgroup",
             true,
-            move || layout.make_run_cgroup(),
+            move || {
+                let mut cg = layout.make_run_cgroup()?;
+                let limits = expected.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Some(limits) = limits {
+                    // Not fatal: the run writes them itself then.
+                    if let Err(e) = cg.set_limits(&limits) {
+                        tracing::debug!("writing a run cgroup's limits ahead: {e}");
+                    }
+                }
+                Ok(cg)
+            },
         )?);
         Ok(())
     }
@@ -291,6 +305,12 @@ impl CgroupManager {
             Some(cg) => Ok(cg),
             None => self.layout.make_run_cgroup(),
         }
+    }
+
+    /// The limits the next fresh run is expected to ask for (the last one's): the cgroups made
+    /// ahead from now on have them written.
+    pub(crate) fn expect_limits(&self, limits: &Limits) {
+        *self.expected.lock().unwrap_or_else(|e| e.into_inner()) = Some(limits.clone());
     }
 
     /// Lets the background thread make the next run cgroup ahead (see [`Ahead::make_next`]).
